@@ -1,0 +1,1 @@
+//! PLACEHOLDER: the seeded pseudo-random stream.
