@@ -1,1 +1,9 @@
-pub fn y(){}
+//! facto: a fault-tolerant cluster that computes factorials.
+//!
+//! The pure cores ([`coordinator`], and the `facto-elections` crate) know nothing of HTTP,
+//! storage or the command line; [`transport`], [`store`] and [`cli`] are the thin edges that
+//! wrap the user's crates (tide/surf, sled, structopt), and [`node`] is the runtime that joins
+//! them: it owns time and I/O and feeds events to the state machines.
+
+pub mod bignum;
+pub mod coordinator;

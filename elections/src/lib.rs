@@ -22,7 +22,7 @@ mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use any::{AnyElection, AnyMsg, Algorithm};
+pub use any::{Algorithm, AnyElection, AnyMsg};
 
 /// A member's identity: a small integer from the cluster configuration, never an address.
 pub type NodeId = u32;
@@ -90,7 +90,13 @@ impl Config {
     /// A configuration with the default timing: heartbeat every 3 ticks, election timeout 10
     /// ticks (with the runtime's 10 ms tick: 30 ms and 100-200 ms).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
-        Config { id, members, heartbeat_ticks: 3, election_ticks: 10, seed: u64::from(id) }
+        Config {
+            id,
+            members,
+            heartbeat_ticks: 3,
+            election_ticks: 10,
+            seed: u64::from(id),
+        }
     }
 
     /// Checks that the configuration can run: `id` is a member, members are unique, timings
@@ -105,7 +111,10 @@ impl Config {
             return Err(Error::Config("the member list names a node twice".into()));
         }
         if !sorted.contains(&self.id) {
-            return Err(Error::Config(format!("node {} is not in the member list", self.id)));
+            return Err(Error::Config(format!(
+                "node {} is not in the member list",
+                self.id
+            )));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(Error::Config(
@@ -143,7 +152,11 @@ pub struct Actions<M> {
 
 impl<M> Default for Actions<M> {
     fn default() -> Self {
-        Actions { messages: Vec::new(), persist: None, leadership: None }
+        Actions {
+            messages: Vec::new(),
+            persist: None,
+            leadership: None,
+        }
     }
 }
 
@@ -151,7 +164,11 @@ impl<M> Actions<M> {
     /// Maps every message with `f` (used to wrap an algorithm's messages into [`AnyMsg`]).
     pub fn map<N>(self, f: impl Fn(M) -> N) -> Actions<N> {
         Actions {
-            messages: self.messages.into_iter().map(|(to, m)| (to, f(m))).collect(),
+            messages: self
+                .messages
+                .into_iter()
+                .map(|(to, m)| (to, f(m)))
+                .collect(),
             persist: self.persist,
             leadership: self.leadership,
         }

@@ -6,17 +6,29 @@ use serde::{Deserialize, Serialize};
 pub enum Msg {}
 
 #[derive(Clone, Debug)]
-pub struct Ring { hard: HardState }
+pub struct Ring {
+    hard: HardState,
+}
 
 impl Ring {
-    pub fn new(_config: Config, hard_state: HardState) -> Self { Ring { hard: hard_state } }
+    pub fn new(_config: Config, hard_state: HardState) -> Self {
+        Ring { hard: hard_state }
+    }
 }
 
 impl Election for Ring {
     type Msg = Msg;
-    fn name(&self) -> &'static str { "ring" }
-    fn step(&mut self, _input: Input<Msg>) -> Actions<Msg> { Actions::default() }
-    fn leadership(&self) -> Leadership { Leadership::Unknown }
-    fn hard_state(&self) -> HardState { self.hard }
+    fn name(&self) -> &'static str {
+        "ring"
+    }
+    fn step(&mut self, _input: Input<Msg>) -> Actions<Msg> {
+        Actions::default()
+    }
+    fn leadership(&self) -> Leadership {
+        Leadership::Unknown
+    }
+    fn hard_state(&self) -> HardState {
+        self.hard
+    }
     fn set_freshness(&mut self, _freshness: u64) {}
 }

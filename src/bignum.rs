@@ -1,0 +1,136 @@
+//! The one place that names the big-integer crate (malachite; see docs/DESIGN.md for the
+//! measurements behind the choice). Everything else sees [`Big`]: multiply a few values, move
+//! them as bytes, print them in decimal at the edges.
+
+use malachite_base::num::logic::traits::SignificantBits;
+use malachite_nz::natural::Natural;
+use malachite_nz::platform::Limb;
+use std::fmt;
+
+/// A non-negative integer of any size.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Big(Natural);
+
+impl Big {
+    /// The number one (the empty product).
+    pub fn one() -> Big {
+        Big(Natural::from(1u32))
+    }
+
+    /// Multiplies `values` (the empty product is 1). Pairs neighbours first, so four values
+    /// cost two balanced multiplications and one of the results, not three of growing size.
+    pub fn product(values: &[Big]) -> Big {
+        match values {
+            [] => Big::one(),
+            [a] => a.clone(),
+            [a, b] => Big(&a.0 * &b.0),
+            _ => {
+                let (left, right) = values.split_at(values.len() / 2);
+                Big(Big::product(left).0 * Big::product(right).0)
+            }
+        }
+    }
+
+    /// Little-endian bytes, without trailing zero bytes (zero is the empty vector).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes: Vec<u8> = self
+            .0
+            .to_limbs_asc()
+            .iter()
+            .flat_map(|limb| limb.to_le_bytes())
+            .collect();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes
+    }
+
+    /// The inverse of [`Big::to_bytes`]; any byte string is a valid number.
+    pub fn from_bytes(bytes: &[u8]) -> Big {
+        const LIMB_BYTES: usize = std::mem::size_of::<Limb>();
+        let limbs: Vec<Limb> = bytes
+            .chunks(LIMB_BYTES)
+            .map(|chunk| {
+                let mut limb = [0u8; LIMB_BYTES];
+                limb[..chunk.len()].copy_from_slice(chunk);
+                Limb::from_le_bytes(limb)
+            })
+            .collect();
+        Big(Natural::from_limbs_asc(&limbs))
+    }
+
+    /// Decimal digits.
+    pub fn to_decimal(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// How many bytes [`Big::to_bytes`] would produce (cheap: no conversion).
+    pub fn byte_len(&self) -> usize {
+        (&self.0).significant_bits().div_ceil(8) as usize
+    }
+}
+
+impl From<u64> for Big {
+    fn from(v: u64) -> Big {
+        Big(Natural::from(v))
+    }
+}
+
+impl fmt::Display for Big {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Shortens a long decimal for logs: the first and last digits and the count.
+pub fn abbreviate(decimal: &str) -> String {
+    const KEEP: usize = 20;
+    if decimal.len() <= 2 * KEEP + 10 {
+        decimal.to_string()
+    } else {
+        format!(
+            "{}...{} ({} digits)",
+            &decimal[..KEEP],
+            &decimal[decimal.len() - KEEP..],
+            decimal.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_of_up_to_four_values() {
+        let v: Vec<Big> = [3u64, 5, 7, 11].iter().map(|&x| Big::from(x)).collect();
+        assert_eq!(Big::product(&[]).to_decimal(), "1");
+        assert_eq!(Big::product(&v[..1]).to_decimal(), "3");
+        assert_eq!(Big::product(&v[..3]).to_decimal(), "105");
+        assert_eq!(Big::product(&v).to_decimal(), "1155");
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let big = Big::product(&[Big::from(u64::MAX), Big::from(u64::MAX), Big::from(255)]);
+        for n in [Big::from(0), Big::from(1), Big::from(256), big] {
+            let bytes = n.to_bytes();
+            assert_eq!(bytes.len(), n.byte_len());
+            assert_eq!(Big::from_bytes(&bytes), n);
+        }
+        assert_eq!(
+            Big::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).to_decimal(),
+            "1"
+        );
+    }
+
+    #[test]
+    fn abbreviates_long_numbers_only() {
+        assert_eq!(abbreviate("120"), "120");
+        let long = "1".repeat(100);
+        assert_eq!(
+            abbreviate(&long),
+            format!("{}...{} (100 digits)", "1".repeat(20), "1".repeat(20))
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The coordinator's planning and scheduling: pure state machines, no I/O.
+
+pub mod plan;
+pub mod scheduler;
+
+pub use plan::{OpId, Plan, MAX_OPERANDS};
+pub use scheduler::{Action, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};

@@ -1,0 +1,625 @@
+//! The coordinator's scheduling as a pure state machine.
+//!
+//! Events in — a job submitted, time passed (`now_ms` supplied by the runtime), a batch answered
+//! or failed, a worker joined or left — and [`Action`]s out: dispatch this batch to that worker,
+//! this job finished. It never multiplies, never reads a clock and never does I/O, so every
+//! scenario (slow workers, lost batches, late answers) runs in unit tests without a network.
+//!
+//! Work goes out in batches: one request carries many operations, so 1,000,000! does not cost
+//! one HTTP round trip per operation. A batch that is not answered by its deadline is failed:
+//! its operations go back to the ready set and its worker is quarantined for a while that grows
+//! with every consecutive failure (see [`QUARANTINE_MS_BASE`]). An answer that arrives after its
+//! batch was failed is still used for the operations nobody else finished yet, since a product
+//! is a deterministic fact; it never overwrites anything.
+
+use super::plan::{OpId, Operands, Plan};
+use crate::bignum::Big;
+use facto_elections::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The most operations one batch carries.
+pub const BATCH_OPS_MAX: usize = 64;
+/// How many batches one worker may hold at once (so it is never idle while a reply travels).
+pub const BATCHES_PER_WORKER_MAX: usize = 2;
+/// First quarantine of a worker whose batch failed; doubles per consecutive failure.
+pub const QUARANTINE_MS_BASE: u64 = 250;
+/// The longest quarantine.
+pub const QUARANTINE_MS_MAX: u64 = 8_000;
+
+/// A job, numbered by the coordinator that accepted it.
+pub type JobId = String;
+
+/// One operation of one job.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpRef {
+    pub job: JobId,
+    pub op: OpId,
+}
+
+/// The values an operation multiplies, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkItem {
+    pub op: OpRef,
+    pub operands: Vec<Big>,
+}
+
+/// What the runtime must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send these operations to `worker`; answer with [`Scheduler::batch_done`] or
+    /// [`Scheduler::batch_failed`] (the runtime must give up on the request by `deadline_ms`).
+    Dispatch {
+        batch: u64,
+        worker: NodeId,
+        deadline_ms: u64,
+        items: Vec<WorkItem>,
+    },
+    /// The job's root product is known.
+    JobFinished { job: JobId, n: u64, result: Big },
+}
+
+/// Timing the scheduler needs to set deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// The workers' configured processing delay (they wait this long before replying).
+    pub worker_delay_ms: u64,
+    /// How long beyond the delay a batch may take before it is given up.
+    pub batch_timeout_ms: u64,
+}
+
+/// Progress of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobProgress {
+    pub id: JobId,
+    pub n: u64,
+    pub ops_total: u64,
+    pub ops_done: u64,
+    pub ops_reexecuted: u64,
+    pub finished: bool,
+}
+
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    plan: Plan,
+    /// Products computed and not yet consumed by a finished parent.
+    products: BTreeMap<OpId, Big>,
+    /// Operations whose product is known (consumed or not).
+    done: BTreeSet<OpId>,
+    /// Inner operations: how many children are still missing.
+    waiting: BTreeMap<OpId, u64>,
+    /// Operations dispatched more than once because a batch failed.
+    reexecuted: u64,
+    finished: bool,
+}
+
+#[derive(Debug)]
+struct Batch {
+    worker: NodeId,
+    ops: Vec<OpRef>,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Worker {
+    batches: usize,
+    consecutive_failures: u32,
+    quarantined_until_ms: u64,
+}
+
+/// Ready operations in dispatch order: older jobs first, then higher levels first (finishing
+/// inner operations frees the products they consume), then by index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ReadyKey {
+    job_seq: u64,
+    level_rev: u32,
+    index: u64,
+}
+
+/// The coordinator's scheduling state.
+#[derive(Debug)]
+pub struct Scheduler {
+    timing: Timing,
+    jobs: BTreeMap<JobId, Job>,
+    job_by_seq: BTreeMap<u64, JobId>,
+    next_job_seq: u64,
+    job_prefix: String,
+    ready: BTreeSet<ReadyKey>,
+    /// Operation → the batch it is assigned to.
+    assigned: BTreeMap<OpRef, u64>,
+    batches: BTreeMap<u64, Batch>,
+    next_batch: u64,
+    workers: BTreeMap<NodeId, Worker>,
+}
+
+impl Scheduler {
+    /// A scheduler whose job ids start with `job_prefix` (the coordinator's epoch, so that
+    /// ids from different coordinators never collide).
+    pub fn new(job_prefix: String, timing: Timing) -> Scheduler {
+        Scheduler {
+            timing,
+            jobs: BTreeMap::new(),
+            job_by_seq: BTreeMap::new(),
+            next_job_seq: 1,
+            job_prefix,
+            ready: BTreeSet::new(),
+            assigned: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_batch: 1,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    /// Accepts n! as a new job; returns its id and, for 0! and 1!, the finished result.
+    pub fn submit(&mut self, n: u64) -> (JobId, Vec<Action>) {
+        let seq = self.next_job_seq;
+        self.next_job_seq += 1;
+        let id = format!("{}-{}", self.job_prefix, seq);
+        let plan = Plan::new(n);
+        let mut job = Job {
+            seq,
+            plan,
+            products: BTreeMap::new(),
+            done: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            reexecuted: 0,
+            finished: false,
+        };
+        let mut actions = Vec::new();
+        match job.plan.root() {
+            None => {
+                job.finished = true;
+                actions.push(Action::JobFinished {
+                    job: id.clone(),
+                    n,
+                    result: Big::one(),
+                });
+            }
+            Some(_) => {
+                for leaf in job.plan.leaves() {
+                    self.ready.insert(ReadyKey {
+                        job_seq: seq,
+                        level_rev: u32::MAX,
+                        index: leaf.index,
+                    });
+                }
+            }
+        }
+        self.job_by_seq.insert(seq, id.clone());
+        self.jobs.insert(id.clone(), job);
+        (id, actions)
+    }
+
+    /// A member that can take work (it answered, or quarantine lets it try again).
+    pub fn add_worker(&mut self, worker: NodeId) {
+        self.workers.entry(worker).or_default();
+    }
+
+    /// A member that must get no more work (it left the cluster or became coordinator). Its
+    /// batches stay assigned until they are answered or time out.
+    pub fn remove_worker(&mut self, worker: NodeId) {
+        self.workers.remove(&worker);
+    }
+
+    /// Time passed: fail overdue batches, then hand ready operations to free workers.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let overdue: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.deadline_ms <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        for batch in overdue {
+            self.fail_batch(batch, now_ms);
+        }
+        self.dispatch(now_ms)
+    }
+
+    /// A worker answered `batch` with these products. Products for operations that are
+    /// unknown, already done or not in the batch are ignored: a late or replayed answer is
+    /// harmless. Returns the finished jobs and new dispatches.
+    pub fn batch_done(
+        &mut self,
+        batch: u64,
+        products: Vec<(OpRef, Big)>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(b) = self.batches.remove(&batch) {
+            if let Some(w) = self.workers.get_mut(&b.worker) {
+                w.batches -= 1;
+                w.consecutive_failures = 0;
+            }
+            for op in &b.ops {
+                if self.assigned.get(op) == Some(&batch) {
+                    self.assigned.remove(op);
+                }
+            }
+        }
+        for (op, product) in products {
+            self.record_product(op, product, &mut actions);
+        }
+        actions.extend(self.dispatch(now_ms));
+        actions
+    }
+
+    /// `batch` failed (the request errored, was refused or timed out).
+    pub fn batch_failed(&mut self, batch: u64, now_ms: u64) -> Vec<Action> {
+        self.fail_batch(batch, now_ms);
+        self.dispatch(now_ms)
+    }
+
+    /// Progress of every job, oldest first.
+    pub fn progress(&self) -> Vec<JobProgress> {
+        self.job_by_seq
+            .values()
+            .filter_map(|id| self.job_progress(id))
+            .collect()
+    }
+
+    /// Progress of one job.
+    pub fn job_progress(&self, id: &str) -> Option<JobProgress> {
+        let job = self.jobs.get(id)?;
+        Some(JobProgress {
+            id: id.to_string(),
+            n: job.plan.n(),
+            ops_total: job.plan.total_ops(),
+            ops_done: job.done.len() as u64,
+            ops_reexecuted: job.reexecuted,
+            finished: job.finished,
+        })
+    }
+
+    /// Operations currently assigned to workers.
+    pub fn in_flight(&self) -> usize {
+        self.assigned.len()
+    }
+
+    fn record_product(&mut self, op: OpRef, product: Big, actions: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get_mut(&op.job) else {
+            return;
+        };
+        if job.finished || !job.plan.contains(op.op) || job.done.contains(&op.op) {
+            return;
+        }
+        // Still queued for a retry elsewhere? This answer makes that unnecessary.
+        self.ready.remove(&ReadyKey {
+            job_seq: job.seq,
+            level_rev: u32::MAX - op.op.level,
+            index: op.op.index,
+        });
+        job.done.insert(op.op);
+        if let Operands::Products(children) = job.plan.operands(op.op) {
+            for child in children {
+                job.products.remove(&child);
+            }
+        }
+        match job.plan.parent(op.op) {
+            None => {
+                job.finished = true;
+                job.products.clear();
+                actions.push(Action::JobFinished {
+                    job: op.job.clone(),
+                    n: job.plan.n(),
+                    result: product,
+                });
+            }
+            Some(parent) => {
+                job.products.insert(op.op, product);
+                let missing = job
+                    .waiting
+                    .entry(parent)
+                    .or_insert_with(|| job.plan.child_count(parent));
+                *missing -= 1;
+                if *missing == 0 {
+                    job.waiting.remove(&parent);
+                    self.ready.insert(ReadyKey {
+                        job_seq: job.seq,
+                        level_rev: u32::MAX - parent.level,
+                        index: parent.index,
+                    });
+                }
+            }
+        }
+    }
+
+    fn fail_batch(&mut self, batch: u64, now_ms: u64) {
+        let Some(b) = self.batches.remove(&batch) else {
+            return;
+        };
+        if let Some(w) = self.workers.get_mut(&b.worker) {
+            w.batches -= 1;
+            w.consecutive_failures += 1;
+            let quarantine_ms = QUARANTINE_MS_BASE
+                .saturating_mul(1 << (w.consecutive_failures - 1).min(16))
+                .min(QUARANTINE_MS_MAX);
+            w.quarantined_until_ms = now_ms + quarantine_ms;
+        }
+        for op in b.ops {
+            if self.assigned.get(&op) != Some(&batch) {
+                continue;
+            }
+            self.assigned.remove(&op);
+            let Some(job) = self.jobs.get_mut(&op.job) else {
+                continue;
+            };
+            if job.finished || job.done.contains(&op.op) {
+                continue;
+            }
+            job.reexecuted += 1;
+            self.ready.insert(ReadyKey {
+                job_seq: job.seq,
+                level_rev: u32::MAX - op.op.level,
+                index: op.op.index,
+            });
+        }
+    }
+
+    fn dispatch(&mut self, now_ms: u64) -> Vec<Action> {
+        let free: Vec<NodeId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.batches < BATCHES_PER_WORKER_MAX && w.quarantined_until_ms <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        if free.is_empty() || self.ready.is_empty() {
+            return Vec::new();
+        }
+        // Spread small amounts of work over every free worker rather than one full batch.
+        let per_batch = self
+            .ready
+            .len()
+            .div_ceil(free.len())
+            .clamp(1, BATCH_OPS_MAX);
+        let mut actions = Vec::new();
+        for worker in free {
+            let keys: Vec<ReadyKey> = self.ready.iter().take(per_batch).cloned().collect();
+            if keys.is_empty() {
+                break;
+            }
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            let mut items = Vec::with_capacity(keys.len());
+            for key in keys {
+                self.ready.remove(&key);
+                let job_id = self.job_by_seq[&key.job_seq].clone();
+                let op = OpId {
+                    level: u32::MAX - key.level_rev,
+                    index: key.index,
+                };
+                let job = &self.jobs[&job_id];
+                let operands = match job.plan.operands(op) {
+                    Operands::Integers { first, last } => (first..=last).map(Big::from).collect(),
+                    Operands::Products(children) => {
+                        children.iter().map(|c| job.products[c].clone()).collect()
+                    }
+                };
+                let op = OpRef { job: job_id, op };
+                self.assigned.insert(op.clone(), batch);
+                items.push(WorkItem { op, operands });
+            }
+            let deadline_ms = now_ms + self.timing.worker_delay_ms + self.timing.batch_timeout_ms;
+            let ops = items.iter().map(|i| i.op.clone()).collect();
+            self.batches.insert(
+                batch,
+                Batch {
+                    worker,
+                    ops,
+                    deadline_ms,
+                },
+            );
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.batches += 1;
+            }
+            actions.push(Action::Dispatch {
+                batch,
+                worker,
+                deadline_ms,
+                items,
+            });
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        worker_delay_ms: 0,
+        batch_timeout_ms: 1_000,
+    };
+
+    /// Answers every dispatch by multiplying, as a worker would.
+    fn answer(items: &[WorkItem]) -> Vec<(OpRef, Big)> {
+        items
+            .iter()
+            .map(|i| (i.op.clone(), Big::product(&i.operands)))
+            .collect()
+    }
+
+    fn factorial(n: u64) -> Big {
+        (2..=n).fold(Big::one(), |acc, k| Big::product(&[acc, Big::from(k)]))
+    }
+
+    /// Runs jobs to the end with the given workers answering at once; returns the results.
+    fn run_to_end(s: &mut Scheduler, mut actions: Vec<Action>) -> BTreeMap<JobId, Big> {
+        let mut results = BTreeMap::new();
+        let mut now_ms = 0;
+        actions.extend(s.tick(now_ms));
+        while !actions.is_empty() {
+            now_ms += 1;
+            let mut next = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Dispatch { batch, items, .. } => {
+                        assert!(items.iter().all(|i| i.operands.len() <= 4));
+                        next.extend(s.batch_done(batch, answer(&items), now_ms));
+                    }
+                    Action::JobFinished { job, result, .. } => {
+                        results.insert(job, result);
+                    }
+                }
+            }
+            actions = next;
+        }
+        results
+    }
+
+    #[test]
+    fn computes_factorials_with_operations_of_at_most_four_values() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        for w in [2, 3, 4] {
+            s.add_worker(w);
+        }
+        let mut actions = Vec::new();
+        let mut ids = Vec::new();
+        for n in [0, 1, 2, 20, 20, 100, 1000] {
+            let (id, a) = s.submit(n);
+            ids.push((id, n));
+            actions.extend(a);
+        }
+        let results = run_to_end(&mut s, actions);
+        assert_eq!(results.len(), 7, "the same n twice is two jobs");
+        for (id, n) in ids {
+            assert_eq!(results[&id], factorial(n), "{n}!");
+        }
+        assert!(s
+            .progress()
+            .iter()
+            .all(|p| p.finished && p.ops_done == p.ops_total && p.ops_reexecuted == 0));
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn without_workers_nothing_is_dispatched_and_work_resumes_when_one_joins() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        let (id, actions) = s.submit(30);
+        assert!(actions.is_empty());
+        assert!(s.tick(10).is_empty());
+        s.add_worker(7);
+        let results = run_to_end(&mut s, Vec::new());
+        assert_eq!(results[&id], factorial(30));
+    }
+
+    #[test]
+    fn an_overdue_batch_is_reassigned_and_its_late_answer_is_harmless() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        s.add_worker(3);
+        let (id, _) = s.submit(8); // two leaves, one root
+        let first = s.tick(0);
+        assert_eq!(first.len(), 2, "one leaf to each worker");
+        let Action::Dispatch {
+            batch: slow_batch,
+            worker: slow,
+            items: slow_items,
+            ..
+        } = first[0].clone()
+        else {
+            panic!()
+        };
+        let Action::Dispatch {
+            batch: fast_batch,
+            items: fast_items,
+            ..
+        } = first[1].clone()
+        else {
+            panic!()
+        };
+        assert!(
+            s.batch_done(fast_batch, answer(&fast_items), 5).is_empty(),
+            "root waits for the slow leaf"
+        );
+        // The slow worker misses its deadline: its leaf goes to the other worker.
+        let retry = s.tick(1_001);
+        let Action::Dispatch {
+            batch: retry_batch,
+            worker,
+            items,
+            ..
+        } = retry[0].clone()
+        else {
+            panic!()
+        };
+        assert_ne!(worker, slow, "the failed worker is quarantined");
+        assert_eq!(items, slow_items);
+        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
+        // The late answer arrives first and is still useful: the root becomes ready.
+        let after_late = s.batch_done(slow_batch, answer(&slow_items), 1_002);
+        assert!(matches!(after_late.as_slice(), [Action::Dispatch { .. }]));
+        // The retry's answer changes nothing.
+        let dup = s.batch_done(retry_batch, answer(&items), 1_003);
+        assert!(dup.iter().all(|a| !matches!(a, Action::JobFinished { .. })));
+        let results = run_to_end(&mut s, after_late);
+        assert_eq!(results[&id], factorial(8));
+    }
+
+    #[test]
+    fn a_wrong_or_foreign_answer_changes_nothing() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        let (id, _) = s.submit(12);
+        let foreign = vec![
+            (
+                OpRef {
+                    job: "9-9".into(),
+                    op: OpId { level: 0, index: 0 },
+                },
+                Big::from(1),
+            ),
+            (
+                OpRef {
+                    job: id.clone(),
+                    op: OpId { level: 9, index: 0 },
+                },
+                Big::from(1),
+            ),
+        ];
+        assert!(s
+            .batch_done(999, foreign, 0)
+            .iter()
+            .all(|a| matches!(a, Action::Dispatch { .. })));
+        assert_eq!(s.job_progress(&id).unwrap().ops_done, 0);
+    }
+
+    #[test]
+    fn quarantine_grows_with_consecutive_failures() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        s.submit(5);
+        let Action::Dispatch { mut batch, .. } = s.tick(0)[0].clone() else {
+            panic!()
+        };
+        let mut now_ms = 0;
+        let mut waits_ms = Vec::new();
+        for _ in 0..3 {
+            assert!(
+                s.batch_failed(batch, now_ms).is_empty(),
+                "the only worker is quarantined"
+            );
+            let failed_at_ms = now_ms;
+            let next = loop {
+                now_ms += 10;
+                let actions = s.tick(now_ms);
+                if !actions.is_empty() {
+                    break actions;
+                }
+            };
+            waits_ms.push(now_ms - failed_at_ms);
+            let Action::Dispatch { batch: b, .. } = next[0].clone() else {
+                panic!()
+            };
+            batch = b;
+        }
+        assert_eq!(
+            waits_ms,
+            vec![
+                QUARANTINE_MS_BASE,
+                QUARANTINE_MS_BASE * 2,
+                QUARANTINE_MS_BASE * 4
+            ]
+        );
+    }
+}
