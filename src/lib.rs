@@ -5,5 +5,12 @@
 //! wrap the user's crates (tide/surf, sled, structopt), and [`node`] is the runtime that joins
 //! them: it owns time and I/O and feeds events to the state machines.
 
+pub mod api;
 pub mod bignum;
+pub mod cli;
+pub mod config;
 pub mod coordinator;
+pub mod error;
+pub mod node;
+pub mod store;
+pub mod transport;

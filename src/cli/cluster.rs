@@ -1,0 +1,178 @@
+//! `facto cluster`: a local cluster of `facto node` child processes on 127.0.0.1, restarted
+//! when they exit, all stopped on Ctrl-C or SIGTERM.
+
+use super::{DEFAULT_BASE_PORT, DEFAULT_NODES};
+use crate::error::{Error, Result};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use structopt::StructOpt;
+
+/// First wait before restarting a node that exited; doubles while it keeps exiting quickly.
+const RESTART_BACKOFF_MS_MIN: u64 = 100;
+const RESTART_BACKOFF_MS_MAX: u64 = 5_000;
+/// A node that ran this long before exiting is restarted with the smallest backoff again.
+const STABLE_AFTER_MS: u64 = 10_000;
+
+#[derive(StructOpt, Debug)]
+pub struct ClusterArgs {
+    /// How many nodes to start.
+    #[structopt(long, default_value = "6")]
+    nodes: u16,
+    /// Election algorithm: bully, ring or raft.
+    #[structopt(long, env = "FACTO_ELECTION", default_value = "raft")]
+    election: String,
+    /// Port of node 1; node i listens on base-port + i - 1.
+    #[structopt(long, default_value = "7001")]
+    base_port: u16,
+    /// Seconds each worker waits before replying.
+    #[structopt(long, env = "FACTO_DELAY", default_value = "0")]
+    delay: f64,
+    /// Where the nodes keep their databases and logs.
+    #[structopt(
+        long,
+        env = "FACTO_DATA_DIR",
+        default_value = "./facto-data",
+        parse(from_os_str)
+    )]
+    data_dir: PathBuf,
+    /// Shared secret for internal endpoints, handed to every node (never logged).
+    #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
+}
+
+struct Member {
+    id: u16,
+    child: Option<Child>,
+    started: Instant,
+    backoff_ms: u64,
+    restart_at: Option<Instant>,
+    restarts: u64,
+}
+
+pub fn run(args: ClusterArgs) -> Result<()> {
+    debug_assert_eq!(
+        (DEFAULT_NODES, DEFAULT_BASE_PORT),
+        (6, 7001),
+        "keep the flag defaults in step"
+    );
+    if args.nodes == 0 || u32::from(args.base_port) + u32::from(args.nodes) > 65_536 {
+        return Err(Error::Usage(format!(
+            "cannot place {} nodes from port {}",
+            args.nodes, args.base_port
+        )));
+    }
+    args.election.parse::<facto_elections::Algorithm>()?;
+    super::node::seconds_to_ms(args.delay, "--delay")?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let peers = (1..=args.nodes)
+        .map(|i| format!("{i}=127.0.0.1:{}", args.base_port + i - 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+
+    let mut members: Vec<Member> = (1..=args.nodes)
+        .map(|id| Member {
+            id,
+            child: None,
+            started: Instant::now(),
+            backoff_ms: RESTART_BACKOFF_MS_MIN,
+            restart_at: None,
+            restarts: 0,
+        })
+        .collect();
+    for m in &mut members {
+        m.child = Some(spawn(&args, &peers, m.id, 0)?);
+        m.started = Instant::now();
+    }
+    println!(
+        "facto cluster: {} nodes ({} election) on 127.0.0.1:{}-{}; logs in {}/node-<ID>.log; Ctrl-C stops all",
+        args.nodes,
+        args.election,
+        args.base_port,
+        args.base_port + args.nodes - 1,
+        args.data_dir.display()
+    );
+    while !stop.load(Ordering::SeqCst) {
+        for m in &mut members {
+            supervise(m, &args, &peers)?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("facto cluster: stopping {} nodes", members.len());
+    for m in &mut members {
+        if let Some(child) = &mut m.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    Ok(())
+}
+
+/// Restarts a member whose process exited, after a backoff that grows while it keeps failing.
+fn supervise(m: &mut Member, args: &ClusterArgs, peers: &str) -> Result<()> {
+    if let Some(child) = &mut m.child {
+        if let Some(status) = child.try_wait()? {
+            let ran_ms = m.started.elapsed().as_millis() as u64;
+            m.backoff_ms = if ran_ms >= STABLE_AFTER_MS {
+                RESTART_BACKOFF_MS_MIN
+            } else {
+                (m.backoff_ms * 2).min(RESTART_BACKOFF_MS_MAX)
+            };
+            log::warn!(
+                "node {} exited ({status}); restarting in {} ms",
+                m.id,
+                m.backoff_ms
+            );
+            m.child = None;
+            m.restart_at = Some(Instant::now() + Duration::from_millis(m.backoff_ms));
+        }
+    }
+    if m.restart_at.is_some_and(|at| Instant::now() >= at) {
+        m.restarts += 1;
+        m.child = Some(spawn(args, peers, m.id, m.restarts)?);
+        m.started = Instant::now();
+        m.restart_at = None;
+    }
+    Ok(())
+}
+
+fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Child> {
+    let exe = std::env::current_exe()?;
+    let log_path = log_file(&args.data_dir, id);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("node")
+        .args([
+            "--id",
+            &id.to_string(),
+            "--peers",
+            peers,
+            "--election",
+            &args.election,
+        ])
+        .args(["--delay", &args.delay.to_string()])
+        .arg("--data-dir")
+        .arg(args.data_dir.join(format!("node-{id}")))
+        .env("FACTO_RESTARTS", restarts.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(key) = &args.cluster_key {
+        cmd.env("FACTO_CLUSTER_KEY", key);
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn log_file(data_dir: &Path, id: u16) -> PathBuf {
+    data_dir.join(format!("node-{id}.log"))
+}

@@ -1,0 +1,104 @@
+//! The command line (structopt). Each subcommand is a small function over the library.
+
+mod cluster;
+mod node;
+mod status;
+mod submit;
+
+use crate::error::{Error, Result};
+use structopt::clap::ErrorKind;
+use structopt::StructOpt;
+
+/// Where `facto cluster` puts its nodes by default, and so where clients look first.
+pub const DEFAULT_BASE_PORT: u16 = 7001;
+pub const DEFAULT_NODES: u16 = 6;
+/// The largest n accepted unless `--max-n` says otherwise.
+pub const DEFAULT_MAX_N: u64 = 1_000_000;
+
+#[derive(StructOpt, Debug)]
+#[structopt(
+    name = "facto",
+    about = "A fault-tolerant cluster that computes factorials"
+)]
+pub enum Command {
+    /// Run one cluster member.
+    Node(node::NodeArgs),
+    /// Ask the cluster for n! (one job per N).
+    #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
+    Submit(submit::SubmitArgs),
+    /// Show the members, the coordinator and the jobs.
+    Status(status::StatusArgs),
+    /// Start a local cluster of `facto node` processes and keep them running.
+    Cluster(cluster::ClusterArgs),
+}
+
+/// Parses the arguments, runs the command and returns the process exit code. Mistakes get one
+/// line on stderr and a non-zero code.
+pub fn main() -> i32 {
+    let command = match Command::from_iter_safe(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::HelpDisplayed | ErrorKind::VersionDisplayed
+            ) =>
+        {
+            println!("{}", e.message);
+            return 0;
+        }
+        Err(e) => {
+            let first = e.message.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see 'facto --help')");
+            return 2;
+        }
+    };
+    let default_level = if matches!(command, Command::Node(_) | Command::Cluster(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+    let result = match command {
+        Command::Node(args) => node::run(args),
+        Command::Submit(args) => submit::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Cluster(args) => cluster::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The members a client contacts: `--cluster`, else `FACTO_CLUSTER`, else the local cluster
+/// that `facto cluster` starts with its defaults.
+fn cluster_addrs(arg: Option<&str>) -> Result<Vec<String>> {
+    let text = match arg {
+        Some(t) => t.to_string(),
+        None => (0..DEFAULT_NODES)
+            .map(|i| format!("127.0.0.1:{}", DEFAULT_BASE_PORT + i))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let addrs: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Usage(
+            "--cluster is empty: give HOST:PORT,...".into(),
+        ));
+    }
+    for a in &addrs {
+        crate::config::check_addr(a)
+            .map_err(|why| Error::Usage(format!("bad --cluster address '{a}': {why}")))?;
+    }
+    Ok(addrs)
+}

@@ -1,0 +1,99 @@
+//! `facto status`: ask every member for its view and print a table (or JSON).
+
+use super::cluster_addrs;
+use crate::api::{JobInfo, NodeStatus};
+use crate::error::Result;
+use crate::transport::Client;
+use std::time::Duration;
+use structopt::StructOpt;
+
+const STATUS_TIMEOUT_MS: u64 = 1_000;
+
+#[derive(StructOpt, Debug)]
+pub struct StatusArgs {
+    /// Members to ask: HOST:PORT,... [default: the local `facto cluster`]
+    #[structopt(long, env = "FACTO_CLUSTER")]
+    cluster: Option<String>,
+    /// Print {"nodes": [...], "jobs": [...]} instead of tables.
+    #[structopt(long)]
+    json: bool,
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    let addrs = cluster_addrs(args.cluster.as_deref())?;
+    let client = Client::new(None);
+    let answers: Vec<(String, Option<NodeStatus>)> =
+        async_std::task::block_on(futures::future::join_all(addrs.iter().map(|addr| {
+            let client = client.clone();
+            async move {
+                let s = client
+                    .get::<NodeStatus>(addr, "/status", Duration::from_millis(STATUS_TIMEOUT_MS))
+                    .await;
+                (addr.clone(), s.ok())
+            }
+        })));
+    // The coordinator with the highest epoch lists the jobs.
+    let jobs: Vec<JobInfo> = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.role == "coordinator")
+        .max_by_key(|s| s.epoch)
+        .map(|s| s.jobs.clone())
+        .unwrap_or_default();
+    if args.json {
+        let nodes: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(addr, s)| match s {
+                Some(s) => {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["up"] = true.into();
+                    v
+                }
+                None => serde_json::json!({ "address": addr, "up": false }),
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "nodes": nodes, "jobs": jobs }));
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}",
+        "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS"
+    );
+    for (addr, s) in &answers {
+        match s {
+            Some(s) => println!(
+                "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}",
+                s.id,
+                addr,
+                "up",
+                s.role,
+                s.leader
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.epoch,
+                s.operations_computed
+            ),
+            None => println!("{:<5} {:<22} {:<5}", "?", addr, "down"),
+        }
+    }
+    println!();
+    if jobs.is_empty() {
+        println!("no jobs");
+    } else {
+        println!(
+            "{:<12} {:>9} {:<8} {:>9} {:>14}",
+            "JOB", "N", "STATE", "PROGRESS", "OPS DONE/TOTAL"
+        );
+        for j in &jobs {
+            println!(
+                "{:<12} {:>9} {:<8} {:>8.1}% {:>14}",
+                j.id,
+                j.n,
+                j.state,
+                j.progress * 100.0,
+                format!("{}/{}", j.operations_done, j.operations_total)
+            );
+        }
+    }
+    Ok(())
+}

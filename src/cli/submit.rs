@@ -1,0 +1,179 @@
+//! `facto submit`: send jobs to any member, wait for the results, print them.
+
+use super::cluster_addrs;
+use crate::api::{JobInfo, SubmitRequest};
+use crate::error::{Error, Result};
+use crate::transport::{CallError, Client};
+use std::time::{Duration, Instant};
+use structopt::StructOpt;
+
+/// How long one request to a member may take.
+const CALL_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(StructOpt, Debug)]
+pub struct SubmitArgs {
+    /// The numbers whose factorials to compute.
+    #[structopt(required = true)]
+    ns: Vec<String>,
+    /// Members to contact: HOST:PORT,... [default: the local `facto cluster`]
+    #[structopt(long, env = "FACTO_CLUSTER")]
+    cluster: Option<String>,
+    /// Print one JSON object per job: {"n": N, "id": ..., "result": "<digits>"}.
+    #[structopt(long)]
+    json: bool,
+    /// Print the job ids and return without waiting for results.
+    #[structopt(long)]
+    no_wait: bool,
+    /// Refuse n above this (the cluster has its own limit too).
+    #[structopt(long, default_value = "1000000")]
+    max_n: u64,
+    /// Give up after this many seconds.
+    #[structopt(long, default_value = "3600")]
+    timeout: f64,
+}
+
+pub fn run(args: SubmitArgs) -> Result<()> {
+    let addrs = cluster_addrs(args.cluster.as_deref())?;
+    // Every argument is checked before anything is sent: a typo submits nothing.
+    let ns = args
+        .ns
+        .iter()
+        .map(|s| parse_n(s, args.max_n))
+        .collect::<Result<Vec<u64>>>()?;
+    let deadline = Instant::now()
+        + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
+    async_std::task::block_on(async {
+        let client = Client::new(None);
+        let mut jobs = Vec::new();
+        for n in ns {
+            let job = submit_one(&client, &addrs, n, deadline).await?;
+            if args.no_wait {
+                print_job(&job, args.json);
+            }
+            jobs.push(job);
+        }
+        if args.no_wait {
+            return Ok(());
+        }
+        for job in jobs {
+            let done = wait_for(&client, &addrs, &job.id, deadline).await?;
+            print_job(&done, args.json);
+        }
+        Ok(())
+    })
+}
+
+fn parse_n(text: &str, max_n: u64) -> Result<u64> {
+    let n: u64 = text
+        .parse()
+        .map_err(|_| Error::Usage(format!("'{text}' is not a non-negative integer")))?;
+    if n > max_n {
+        return Err(Error::Usage(format!("{n} is above --max-n {max_n}")));
+    }
+    Ok(n)
+}
+
+fn print_job(job: &JobInfo, as_json: bool) {
+    match (&job.result, as_json) {
+        (Some(result), false) => println!("{}! = {result}", job.n),
+        (None, false) => println!("{}! submitted as job {}", job.n, job.id),
+        (_, true) => {
+            let mut out = serde_json::json!({ "n": job.n, "id": job.id, "state": job.state });
+            if let Some(result) = &job.result {
+                out["result"] = result.clone().into();
+            }
+            println!("{out}");
+        }
+    }
+}
+
+/// Whether trying again (another member, or later) may help.
+fn retryable(e: &CallError) -> bool {
+    match e {
+        CallError::Unreachable { .. } | CallError::Malformed { .. } => true,
+        CallError::Status { status, .. } => *status == 503 || *status >= 500,
+    }
+}
+
+/// Sends the job to the members in turn until one accepts it.
+async fn submit_one(
+    client: &Client,
+    addrs: &[String],
+    n: u64,
+    deadline: Instant,
+) -> Result<JobInfo> {
+    let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
+    let mut last_error = String::new();
+    for attempt in 0.. {
+        let addr = &addrs[attempt % addrs.len()];
+        match client
+            .post::<_, JobInfo>(addr, "/jobs", &SubmitRequest { n }, timeout, &[])
+            .await
+        {
+            Ok(job) => return Ok(job),
+            Err(e) if retryable(&e) => last_error = e.to_string(),
+            Err(e) => return Err(Error::Remote(e.to_string())),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        if attempt % addrs.len() == addrs.len() - 1 {
+            async_std::task::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Err(Error::Remote(format!(
+        "no member accepted {n}!: {last_error}"
+    )))
+}
+
+/// Polls any member for the job until it is done.
+async fn wait_for(
+    client: &Client,
+    addrs: &[String],
+    id: &str,
+    deadline: Instant,
+) -> Result<JobInfo> {
+    let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
+    let mut pause_ms = 5;
+    let mut last_error = String::new();
+    for attempt in 0.. {
+        let addr = &addrs[attempt % addrs.len()];
+        match client
+            .get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout)
+            .await
+        {
+            Ok(job) if job.result.is_some() => return Ok(job),
+            Ok(_) => {}
+            Err(e) if retryable(&e) => last_error = e.to_string(),
+            Err(e) => return Err(Error::Remote(e.to_string())),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(pause_ms)).await;
+        pause_ms = (pause_ms * 2).min(200);
+    }
+    Err(Error::Remote(format!(
+        "job {id} did not finish in time {last_error}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::DEFAULT_MAX_N;
+
+    #[test]
+    fn bad_numbers_are_refused_with_one_line() {
+        for (text, why) in [
+            ("-5", "not a non-negative integer"),
+            ("abc", "not a non-negative"),
+            ("2.5", "not a non-negative"),
+            ("99999999999999", "above --max-n"),
+        ] {
+            let err = parse_n(text, DEFAULT_MAX_N).unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        assert_eq!(parse_n("20", DEFAULT_MAX_N).unwrap(), 20);
+    }
+}

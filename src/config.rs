@@ -1,0 +1,137 @@
+//! A node's configuration and the parsing of the member list.
+
+use crate::error::{Error, Result};
+use facto_elections::{Algorithm, NodeId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The largest cluster facto supports (each member holds a link to every other).
+pub const MEMBERS_MAX: usize = 1_000;
+
+/// Every member of the cluster: id → `HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Members(pub BTreeMap<NodeId, String>);
+
+impl Members {
+    /// Parses `ID=HOST:PORT,ID=HOST:PORT,...`.
+    pub fn parse(text: &str) -> Result<Members> {
+        let mut members = BTreeMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (id, addr) = entry.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("malformed peer '{entry}': expected ID=HOST:PORT"))
+            })?;
+            let id: NodeId = id.trim().parse().map_err(|_| {
+                Error::Usage(format!(
+                    "malformed peer '{entry}': the id must be a non-negative integer"
+                ))
+            })?;
+            let addr = addr.trim();
+            check_addr(addr)
+                .map_err(|why| Error::Usage(format!("malformed peer '{entry}': {why}")))?;
+            if members.insert(id, addr.to_string()).is_some() {
+                return Err(Error::Usage(format!(
+                    "peer id {id} appears twice in --peers"
+                )));
+            }
+        }
+        if members.is_empty() {
+            return Err(Error::Usage(
+                "--peers is empty: list every member as ID=HOST:PORT".into(),
+            ));
+        }
+        if members.len() > MEMBERS_MAX {
+            return Err(Error::Usage(format!(
+                "--peers lists {} members; at most {MEMBERS_MAX} are supported",
+                members.len()
+            )));
+        }
+        Ok(Members(members))
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.0.keys().copied().collect()
+    }
+
+    pub fn addr(&self, id: NodeId) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
+    }
+}
+
+/// Checks that `addr` looks like `HOST:PORT` with a numeric port.
+pub fn check_addr(addr: &str) -> std::result::Result<(), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("'{port}' is not a port number"))?;
+    Ok(())
+}
+
+/// Everything one node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub members: Members,
+    pub listen: String,
+    pub algorithm: Algorithm,
+    /// How long a worker waits after computing before it replies.
+    pub delay_ms: u64,
+    pub data_dir: PathBuf,
+    /// Length of one election tick.
+    pub tick_ms: u64,
+    /// The largest n a job may ask for.
+    pub max_n: u64,
+}
+
+impl NodeConfig {
+    /// Checks what parsing alone cannot: this node is a member.
+    pub fn validate(&self) -> Result<()> {
+        if self.members.addr(self.id).is_none() {
+            return Err(Error::Usage(format!(
+                "--id {} is not in --peers (members: {})",
+                self.id,
+                self.members
+                    .ids()
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        check_addr(&self.listen)
+            .map_err(|why| Error::Usage(format!("bad --listen '{}': {why}", self.listen)))?;
+        if self.tick_ms == 0 {
+            return Err(Error::Usage("--tick-ms must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_members() {
+        let m = Members::parse("1=127.0.0.1:7001, 2=localhost:7002,").unwrap();
+        assert_eq!(m.ids(), vec![1, 2]);
+        assert_eq!(m.addr(2), Some("localhost:7002"));
+    }
+
+    #[test]
+    fn rejects_malformed_members_with_one_line_reasons() {
+        for (text, why) in [
+            ("", "--peers is empty"),
+            ("1:7001", "expected ID=HOST:PORT"),
+            ("x=127.0.0.1:7001", "non-negative integer"),
+            ("1=127.0.0.1", "expected HOST:PORT"),
+            ("1=127.0.0.1:99999", "not a port number"),
+            ("1=a:1,1=b:2", "appears twice"),
+        ] {
+            let err = Members::parse(text).unwrap_err().to_string();
+            assert!(err.contains(why), "{text:?} gave {err:?}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}

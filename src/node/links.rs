@@ -1,0 +1,66 @@
+//! One outgoing queue per peer for election traffic. Messages to a peer go out in order, one
+//! request at a time; a peer that does not answer does not slow the others. Election messages
+//! may be lost (the algorithms expect it), so a full queue drops and a failed send discards the
+//! backlog, which is stale by the time the peer answers again.
+
+use super::{Event, Handle};
+use crate::api::ElectionEnvelope;
+use async_std::channel::{self, Sender};
+use facto_elections::{AnyMsg, NodeId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long one election message may take before the peer counts as unreachable.
+const SEND_TIMEOUT_MS: u64 = 500;
+/// Messages queued for one peer before new ones are dropped.
+const QUEUE_LEN_MAX: usize = 256;
+
+pub(crate) struct Links {
+    queues: BTreeMap<NodeId, Sender<AnyMsg>>,
+}
+
+impl Links {
+    /// Starts one sender task per peer (every member but this node).
+    pub fn start(handle: &Handle) -> Links {
+        let me = handle.config.id;
+        let mut queues = BTreeMap::new();
+        for (&peer, addr) in handle.config.members.0.iter().filter(|(&id, _)| id != me) {
+            let (tx, rx) = channel::bounded::<AnyMsg>(QUEUE_LEN_MAX);
+            let handle = handle.clone();
+            let addr = addr.clone();
+            async_std::task::spawn(async move {
+                let mut reachable = true;
+                while let Ok(msg) = rx.recv().await {
+                    let envelope = ElectionEnvelope { from: me, msg };
+                    let sent: Result<serde_json::Value, _> = handle
+                        .client
+                        .post(
+                            &addr,
+                            "/internal/election",
+                            &envelope,
+                            Duration::from_millis(SEND_TIMEOUT_MS),
+                            &[],
+                        )
+                        .await;
+                    let ok = sent.is_ok();
+                    if !ok {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    if ok != reachable {
+                        reachable = ok;
+                        handle.send(Event::PeerReachable { peer, reachable });
+                    }
+                }
+            });
+            queues.insert(peer, tx);
+        }
+        Links { queues }
+    }
+
+    /// Queues `msg` for `peer`; drops it when the queue is full.
+    pub fn send(&self, peer: NodeId, msg: AnyMsg) {
+        if let Some(q) = self.queues.get(&peer) {
+            let _ = q.try_send(msg);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! A running member: the runtime task that owns the node's state, the clock, the links to
+//! peers, and the [`Handle`] through which the HTTP edge talks to the runtime.
+
+mod links;
+mod runtime;
+pub mod worker;
+
+use crate::api::{JobInfo, NodeStatus};
+use crate::bignum::Big;
+use crate::config::NodeConfig;
+use crate::coordinator::{JobId, OpRef};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::transport::{self, Client};
+use async_std::channel::{self, Receiver, Sender};
+use facto_elections::{AnyMsg, Epoch, NodeId};
+use std::sync::Arc;
+use worker::WorkerStats;
+
+/// Everything that can happen to a node, in the order the runtime sees it.
+pub(crate) enum Event {
+    /// One election tick passed.
+    Tick,
+    /// An election message from a peer.
+    Election {
+        from: NodeId,
+        msg: AnyMsg,
+    },
+    /// A peer stopped or started answering.
+    PeerReachable {
+        peer: NodeId,
+        reachable: bool,
+    },
+    /// A coordinator at `epoch` wants this node to compute; may it?
+    AdmitWork {
+        from: NodeId,
+        epoch: Epoch,
+        reply: Sender<Result<(), String>>,
+    },
+    /// A client submits n!.
+    Submit {
+        n: u64,
+        reply: Sender<Routed<JobInfo>>,
+    },
+    /// A client asks for a job (`None`: every job).
+    Jobs {
+        id: Option<String>,
+        reply: Sender<Routed<Vec<JobInfo>>>,
+    },
+    Status {
+        reply: Sender<NodeStatus>,
+    },
+    /// A worker answered a batch (or the call failed).
+    BatchAnswered {
+        batch: u64,
+        outcome: std::result::Result<Vec<(OpRef, Big)>, String>,
+    },
+    /// A finished job's decimal digits are ready.
+    Decimal {
+        job: JobId,
+        n: u64,
+        decimal: String,
+    },
+}
+
+/// Where a client request is served.
+pub enum Routed<T> {
+    /// By this node, the coordinator.
+    Here(T),
+    /// By the coordinator at this address.
+    Leader(String),
+    /// No coordinator is known right now; try again shortly.
+    NoLeader,
+}
+
+/// The HTTP edge's way into the runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    inbox: Sender<Event>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) client: Client,
+}
+
+impl Handle {
+    pub(crate) fn send(&self, event: Event) {
+        // The runtime only stops when the process does; a closed inbox loses nothing.
+        let _ = self.inbox.try_send(event);
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Event) -> Option<T> {
+        let (tx, rx) = channel::bounded(1);
+        self.inbox.send(make(tx)).await.ok()?;
+        rx.recv().await.ok()
+    }
+
+    pub async fn status(&self) -> Option<NodeStatus> {
+        self.ask(|reply| Event::Status { reply }).await
+    }
+
+    pub async fn submit(&self, n: u64) -> Option<Routed<JobInfo>> {
+        self.ask(|reply| Event::Submit { n, reply }).await
+    }
+
+    pub async fn jobs(&self, id: Option<String>) -> Option<Routed<Vec<JobInfo>>> {
+        self.ask(|reply| Event::Jobs { id, reply }).await
+    }
+
+    pub async fn admit_work(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
+        self.ask(|reply| Event::AdmitWork { from, epoch, reply })
+            .await
+            .unwrap_or_else(|| Err("node is shutting down".into()))
+    }
+}
+
+/// Runs a node until the process ends or a fatal error (its database fails).
+pub async fn run(config: NodeConfig, cluster_key: Option<String>) -> Result<()> {
+    config.validate()?;
+    let listener = async_std::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let store = Store::open(&config.data_dir)?;
+    let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
+    let client = Client::new(cluster_key.clone());
+    let handle = Handle {
+        inbox: tx,
+        stats: Arc::new(WorkerStats::default()),
+        config: Arc::new(config),
+        client,
+    };
+    let runtime = runtime::Runtime::new(handle.clone(), store)?;
+    log::info!(
+        "node {} listening on {} ({} members, election {})",
+        handle.config.id,
+        handle.config.listen,
+        handle.config.members.0.len(),
+        handle.config.algorithm
+    );
+    let app = transport::server::app(handle.clone(), cluster_key);
+    async_std::task::spawn(transport::server::serve(listener, app));
+    runtime.run(rx).await
+}

@@ -1,0 +1,6 @@
+//! HTTP between nodes and clients: surf out, tide in. Only this module names them.
+
+pub mod client;
+pub mod server;
+
+pub use client::{CallError, Client};

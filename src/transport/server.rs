@@ -1,0 +1,299 @@
+//! Incoming HTTP (tide). Handlers only decode, validate and hand the request to the runtime
+//! through the node's [`Handle`]; they never touch node state. Client endpoints (`/jobs`,
+//! `/status`) are open; everything under `/internal/` passes one guard, the single place where
+//! the cluster key is checked.
+
+use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER};
+use crate::api::{ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse};
+use crate::node::{worker, Event, Handle, Routed};
+use async_std::io::ReadExt;
+use async_std::net::TcpListener;
+use serde::{de::DeserializeOwned, Serialize};
+use std::time::Duration;
+use tide::{Request, Response, StatusCode};
+
+/// Largest client request body (a job is `{"n": ...}`).
+const CLIENT_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Largest internal request body (a batch of partial products of a large factorial).
+const INTERNAL_BODY_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// How long a follower waits for the coordinator when it forwards a client request.
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+type App = tide::Server<Handle>;
+
+/// The node's HTTP application.
+pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
+    let mut app = tide::with_state(handle.clone());
+    app.at("/status").get(status);
+    app.at("/jobs").post(submit).get(list_jobs);
+    app.at("/jobs/:id").get(get_job);
+
+    let mut internal = tide::with_state(handle);
+    internal.with(KeyGuard { key: cluster_key });
+    internal.at("/election").post(election);
+    internal.at("/work").post(work);
+    app.at("/internal").nest(internal);
+    app
+}
+
+/// Accepts connections with TCP_NODELAY set (tide's own listener leaves Nagle on, which
+/// costs ~40-88 ms per small request on loopback) and serves each with the tide app.
+pub async fn serve(listener: TcpListener, app: App) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                async_std::task::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        async_std::task::spawn(async move {
+            let local_addr = stream.local_addr().ok().map(|a| a.to_string());
+            let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
+            let served = async_h1::accept(stream, |mut req| async {
+                req.set_local_addr(local_addr.clone());
+                req.set_peer_addr(peer_addr.clone());
+                app.respond(req).await
+            })
+            .await;
+            if let Err(e) = served {
+                log::debug!("connection closed with an error: {e}");
+            }
+        });
+    }
+}
+
+/// The single check in front of every internal endpoint.
+struct KeyGuard {
+    key: Option<String>,
+}
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for KeyGuard {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        if authorized(
+            self.key.as_deref(),
+            req.header(KEY_HEADER).map(|v| v.as_str()),
+        ) {
+            Ok(next.run(req).await)
+        } else {
+            Ok(error(
+                StatusCode::Unauthorized,
+                "missing or wrong cluster key",
+            ))
+        }
+    }
+}
+
+/// With a key configured, internal requests must carry it (compared in constant time).
+fn authorized(expected: Option<&str>, presented: Option<&str>) -> bool {
+    match expected {
+        None => true,
+        Some(expected) => {
+            presented.is_some_and(|p| constant_time_eq(expected.as_bytes(), p.as_bytes()))
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut res = Response::new(status);
+    match tide::Body::from_json(body) {
+        Ok(b) => res.set_body(b),
+        Err(e) => return error(StatusCode::InternalServerError, &e.to_string()),
+    }
+    res
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(
+        serde_json::to_value(ErrorBody {
+            error: message.to_string(),
+        })
+        .unwrap_or_default(),
+    );
+    res
+}
+
+/// Reads and decodes a JSON body of at most `limit` bytes; any failure is a 400 answer.
+async fn read_json<T: DeserializeOwned>(
+    req: &mut Request<Handle>,
+    limit: u64,
+) -> Result<T, Response> {
+    if req.len().is_some_and(|len| len as u64 > limit) {
+        return Err(error(
+            StatusCode::BadRequest,
+            &format!("body larger than {limit} bytes"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    req.take_body()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| error(StatusCode::BadRequest, &format!("unreadable body: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(error(
+            StatusCode::BadRequest,
+            &format!("body larger than {limit} bytes"),
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
+}
+
+fn unavailable() -> Response {
+    error(
+        StatusCode::ServiceUnavailable,
+        "no coordinator is known yet; retry shortly",
+    )
+}
+
+/// Answers a forwarded call's outcome as this node's own.
+fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
+    match result {
+        Ok(body) => json(ok_status, &body),
+        Err(CallError::Status {
+            status, message, ..
+        }) => error(
+            StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway),
+            &message,
+        ),
+        Err(e) => error(
+            StatusCode::ServiceUnavailable,
+            &format!("coordinator unreachable: {e}"),
+        ),
+    }
+}
+
+async fn status(req: Request<Handle>) -> tide::Result {
+    Ok(match req.state().status().await {
+        Some(s) => json(StatusCode::Ok, &s),
+        None => unavailable(),
+    })
+}
+
+async fn submit(mut req: Request<Handle>) -> tide::Result {
+    let body: SubmitRequest = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state();
+    let max_n = handle.config.max_n;
+    if body.n > max_n {
+        return Ok(error(
+            StatusCode::BadRequest,
+            &format!("n = {} is above this cluster's --max-n {max_n}", body.n),
+        ));
+    }
+    let forwarded = req.header(FORWARDED_HEADER).is_some();
+    Ok(match handle.submit(body.n).await {
+        Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
+        Some(Routed::Leader(addr)) if !forwarded => {
+            let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
+            let result: Result<JobInfo, _> = handle
+                .client
+                .post(&addr, "/jobs", &body, timeout, &[(FORWARDED_HEADER, "1")])
+                .await;
+            relay(StatusCode::Accepted, result)
+        }
+        _ => unavailable(),
+    })
+}
+
+async fn list_jobs(req: Request<Handle>) -> tide::Result {
+    jobs(req, None).await
+}
+
+async fn get_job(req: Request<Handle>) -> tide::Result {
+    let id = req.param("id")?.to_string();
+    jobs(req, Some(id)).await
+}
+
+async fn jobs(req: Request<Handle>, id: Option<String>) -> tide::Result {
+    let handle = req.state();
+    let path = match &id {
+        Some(id) => format!("/jobs/{id}"),
+        None => "/jobs".to_string(),
+    };
+    Ok(match handle.jobs(id.clone()).await {
+        Some(Routed::Here(mut jobs)) => match id {
+            None => json(StatusCode::Ok, &jobs),
+            Some(id) => match jobs.pop() {
+                Some(job) => json(StatusCode::Ok, &job),
+                None => error(StatusCode::NotFound, &format!("no job {id}")),
+            },
+        },
+        Some(Routed::Leader(addr)) => {
+            let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
+            let result: Result<serde_json::Value, _> =
+                handle.client.get(&addr, &path, timeout).await;
+            relay(StatusCode::Ok, result)
+        }
+        _ => unavailable(),
+    })
+}
+
+async fn election(mut req: Request<Handle>) -> tide::Result {
+    let envelope: ElectionEnvelope = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
+        Ok(e) => e,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state();
+    if handle.config.members.addr(envelope.from).is_none() || envelope.from == handle.config.id {
+        return Ok(error(
+            StatusCode::BadRequest,
+            &format!("node {} is not a peer", envelope.from),
+        ));
+    }
+    handle.send(Event::Election {
+        from: envelope.from,
+        msg: envelope.msg,
+    });
+    Ok(Response::new(StatusCode::NoContent))
+}
+
+async fn work(mut req: Request<Handle>) -> tide::Result {
+    let request: WorkRequest = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(r) => r,
+        Err(res) => return Ok(res),
+    };
+    if let Err(why) = worker::check(&request.items) {
+        return Ok(error(StatusCode::BadRequest, &why));
+    }
+    let handle = req.state().clone();
+    if let Err(why) = handle.admit_work(request.from, request.epoch).await {
+        return Ok(error(StatusCode::Conflict, &why));
+    }
+    let stats = handle.stats.clone();
+    let results =
+        async_std::task::spawn_blocking(move || worker::compute(request.items, &stats)).await;
+    async_std::task::sleep(Duration::from_millis(handle.config.delay_ms)).await;
+    Ok(json(StatusCode::Ok, &WorkResponse { results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_calls_need_the_key_only_when_one_is_set() {
+        assert!(authorized(None, None));
+        assert!(authorized(Some("k3y"), Some("k3y")));
+        assert!(!authorized(Some("k3y"), None));
+        assert!(!authorized(Some("k3y"), Some("k3z")));
+        assert!(!authorized(Some("k3y"), Some("k3y ")));
+    }
+}
