@@ -16,6 +16,7 @@ use std::fmt::Debug;
 
 pub mod any;
 pub mod bully;
+mod fencing;
 pub mod raft;
 pub mod ring;
 mod rng;
