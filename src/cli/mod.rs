@@ -12,8 +12,6 @@ use structopt::StructOpt;
 /// Where `facto cluster` puts its nodes by default, and so where clients look first.
 pub const DEFAULT_BASE_PORT: u16 = 7001;
 pub const DEFAULT_NODES: u16 = 6;
-/// The largest n accepted unless `--max-n` says otherwise.
-pub const DEFAULT_MAX_N: u64 = 1_000_000;
 
 #[derive(StructOpt, Debug)]
 #[structopt(
@@ -22,6 +20,7 @@ pub const DEFAULT_MAX_N: u64 = 1_000_000;
 )]
 pub enum Command {
     /// Run one cluster member.
+    #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Node(node::NodeArgs),
     /// Ask the cluster for n! (one job per N).
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
@@ -29,6 +28,7 @@ pub enum Command {
     /// Show the members, the coordinator and the jobs.
     Status(status::StatusArgs),
     /// Start a local cluster of `facto node` processes and keep them running.
+    #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Cluster(cluster::ClusterArgs),
 }
 
@@ -47,8 +47,16 @@ pub fn main() -> i32 {
             return 0;
         }
         Err(e) => {
-            let first = e.message.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see 'facto --help')");
+            // clap's message runs over several lines (reason, missing flags, usage): keep the
+            // reason and the flags it names, on one line.
+            let reason: Vec<&str> = e
+                .message
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("USAGE:"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see 'facto --help')", reason.join(" "));
             return 2;
         }
     };

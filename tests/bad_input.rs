@@ -1,0 +1,141 @@
+//! Bad input gets a clear one-line error and a non-zero exit; over HTTP a 400 with a JSON
+//! error, and the node keeps serving.
+
+mod common;
+
+use common::{http, Cluster, BIN};
+use std::process::Command;
+use std::time::Duration;
+
+fn facto(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("FACTO_CLUSTER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn assert_one_line_error(args: &[&str], expected: &str) {
+    let (code, stderr) = facto(args);
+    assert_ne!(code, 0, "{args:?} succeeded");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?} printed more than one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+}
+
+#[test]
+fn cli_mistakes_exit_non_zero_with_one_line() {
+    let peers = "1=127.0.0.1:1,2=127.0.0.1:2";
+    for (args, expected) in [
+        (vec!["submit", "-5"], "'-5' is not a non-negative integer"),
+        (vec!["submit", "abc"], "'abc' is not a non-negative integer"),
+        (vec!["submit", "99999999999999"], "above --max-n"),
+        (vec!["submit", "20", "abc"], "'abc'"),
+        (
+            vec!["node", "--id", "1", "--peers", peers, "--election", "paxos"],
+            "choose one of: bully, ring, raft",
+        ),
+        (
+            vec!["node", "--id", "3", "--peers", peers],
+            "--id 3 is not in --peers",
+        ),
+        (
+            vec!["node", "--id", "1", "--peers", "1=127.0.0.1"],
+            "malformed peer",
+        ),
+        (
+            vec![
+                "node",
+                "--id",
+                "1",
+                "--peers",
+                "1=127.0.0.1:1,1=127.0.0.1:2",
+            ],
+            "appears twice",
+        ),
+        (
+            vec!["node", "--id", "1", "--peers", peers, "--delay", "-1"],
+            "--delay",
+        ),
+        (vec!["node", "--peers", peers], "--id"),
+        (vec!["frobnicate"], "frobnicate"),
+        (vec!["cluster", "--election", "paxos"], "choose one of"),
+        (
+            vec!["status", "--cluster", "nonsense"],
+            "bad --cluster address",
+        ),
+    ] {
+        assert_one_line_error(&args, expected);
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("facto-port-test-{}", std::process::id()));
+    let (code, stderr) = facto(&[
+        "node",
+        "--id",
+        "1",
+        "--peers",
+        &format!("1=127.0.0.1:{port}"),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(1, "raft", &["--max-n", "5000"]);
+    cluster.wait_for_agreement(Duration::from_secs(20));
+    let addr = cluster.addr(1);
+    let huge = vec![b' '; 200 * 1024];
+    let internal_garbage: &[u8] = br#"{"from": 1, "epoch": "x"}"#;
+    for (path, body) in [
+        ("/jobs", b"{not json".as_slice()),
+        ("/jobs", br#"{"n": -5}"#.as_slice()),
+        ("/jobs", br#"{"n": 2.5}"#.as_slice()),
+        ("/jobs", br#"{"n": "twenty"}"#.as_slice()),
+        ("/jobs", br#"{"n": 5001}"#.as_slice()),
+        ("/jobs", huge.as_slice()),
+        ("/internal/election", b"[1,2,3]".as_slice()),
+        ("/internal/work", internal_garbage),
+    ] {
+        let (status, body) = http(&addr, "POST", path, Some(body)).expect("node answers");
+        assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&body));
+        let err: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{err}"
+        );
+    }
+    // A peer sending more than 4 operands is refused, not obeyed.
+    let five = r#"{"from":1,"epoch":99,"batch":1,"items":[{"op":{"job":"1-1","level":0,"index":0},"operands":["Ag==","Aw==","BA==","BQ==","Bg=="]}]}"#;
+    let (status, _) = http(&addr, "POST", "/internal/work", Some(five.as_bytes())).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(cluster.status(1).unwrap()["max_operands"].as_u64(), Some(0));
+    // Unknown job: 404 JSON.
+    let (status, _) = http(&addr, "GET", "/jobs/nope", None).unwrap();
+    assert_eq!(status, 404);
+    // Still serving, still computing.
+    let (status, body) = http(&addr, "POST", "/jobs", Some(br#"{"n": 10}"#)).unwrap();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    assert!(cluster.status(1).is_some());
+}

@@ -1,0 +1,306 @@
+//! A harness that runs real `facto node` processes on free loopback ports.
+#![allow(dead_code)] // each test binary uses part of it
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_facto");
+
+/// Free ports on 127.0.0.1, all held until every one is chosen so none repeats.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub struct Cluster {
+    pub ports: Vec<u16>,
+    pub election: String,
+    pub dir: PathBuf,
+    children: Vec<Option<Child>>,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) with the given election and extra `facto node` arguments.
+    pub fn start(n: usize, election: &str, extra_args: &[&str]) -> Cluster {
+        let ports = free_ports(n);
+        let dir =
+            std::env::temp_dir().join(format!("facto-test-{}-{}", std::process::id(), ports[0]));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Cluster {
+            ports,
+            election: election.to_string(),
+            dir,
+            children: (0..n).map(|_| None).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n as u32 {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    pub fn peers(&self) -> String {
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn addrs(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn addr(&self, id: u32) -> String {
+        format!("127.0.0.1:{}", self.ports[id as usize - 1])
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        (1..=self.ports.len() as u32).collect()
+    }
+
+    /// (Re)starts node `id` with the cluster's settings.
+    pub fn start_node(&mut self, id: u32) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--peers",
+                &self.peers(),
+                "--election",
+                &self.election,
+            ])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node-{id}")))
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("facto node starts");
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    pub fn pid(&self, id: u32) -> u32 {
+        self.children[id as usize - 1]
+            .as_ref()
+            .expect("node is running")
+            .id()
+    }
+
+    /// Sends a signal to node `id` (SIGKILL reaps it).
+    pub fn signal(&mut self, id: u32, signal: i32) {
+        let pid = self.pid(id) as i32;
+        unsafe { libc::kill(pid, signal) };
+        if signal == libc::SIGKILL {
+            if let Some(mut c) = self.children[id as usize - 1].take() {
+                let _ = c.wait();
+            }
+        }
+    }
+
+    pub fn status(&self, id: u32) -> Option<Value> {
+        http_get(&self.addr(id), "/status")
+    }
+
+    /// Every running node's status (None for nodes that do not answer).
+    pub fn statuses(&self) -> Vec<(u32, Option<Value>)> {
+        self.ids()
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    if self.children[id as usize - 1].is_some() {
+                        self.status(id)
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until every running node answers and all agree on one coordinator, which calls
+    /// itself coordinator; returns its id.
+    pub fn wait_for_agreement(&self, timeout: Duration) -> u32 {
+        let mut last = String::new();
+        let leader = wait_until(timeout, || {
+            let statuses = self.statuses();
+            let running: Vec<&Value> = statuses
+                .iter()
+                .filter(|(id, _)| self.children[*id as usize - 1].is_some())
+                .filter_map(|(_, s)| s.as_ref())
+                .collect();
+            last = format!("{running:?}");
+            let expected = self.children.iter().filter(|c| c.is_some()).count();
+            if running.len() != expected {
+                return None;
+            }
+            let leader = running[0]["leader"].as_u64()?;
+            let epoch = running[0]["epoch"].as_u64()?;
+            let agree = running.iter().all(|s| {
+                s["leader"].as_u64() == Some(leader) && s["epoch"].as_u64() == Some(epoch)
+            });
+            let coordinators = running
+                .iter()
+                .filter(|s| s["role"] == "coordinator")
+                .count();
+            let leader_says = running
+                .iter()
+                .any(|s| s["id"].as_u64() == Some(leader) && s["role"] == "coordinator");
+            (agree && coordinators == 1 && leader_says).then_some(leader as u32)
+        });
+        leader.unwrap_or_else(|| {
+            panic!(
+                "no agreement within {timeout:?}; last statuses: {last}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// Runs `facto <args>` against this cluster.
+    pub fn facto(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("FACTO_CLUSTER", self.addrs())
+            .output()
+            .unwrap()
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in self.ids() {
+            let text = std::fs::read_to_string(self.dir.join(format!("node-{id}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "--- node {id}\n{}\n",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 client (so the tests do not depend on the code under test's client).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut payload = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        payload = dechunk(&payload);
+    }
+    Some((status, payload))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<Value> {
+    let (status, body) = http(addr, "GET", path, None)?;
+    (status == 200)
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten()
+}
+
+/// n! in decimal, computed independently of facto (schoolbook, base 10^9).
+pub fn factorial_decimal(n: u64) -> String {
+    let mut limbs: Vec<u64> = vec![1];
+    for k in 2..=n {
+        let mut carry = 0u64;
+        for limb in limbs.iter_mut() {
+            let v = *limb * k + carry;
+            *limb = v % 1_000_000_000;
+            carry = v / 1_000_000_000;
+        }
+        while carry > 0 {
+            limbs.push(carry % 1_000_000_000);
+            carry /= 1_000_000_000;
+        }
+    }
+    let mut s = limbs.last().unwrap().to_string();
+    for limb in limbs.iter().rev().skip(1) {
+        s += &format!("{limb:09}");
+    }
+    s
+}
