@@ -75,6 +75,8 @@ pub struct JobProgress {
     pub ops_total: u64,
     pub ops_done: u64,
     pub ops_reexecuted: u64,
+    /// Operations assigned to a worker right now.
+    pub ops_in_flight: u64,
     pub finished: bool,
 }
 
@@ -88,7 +90,11 @@ struct Job {
     done: BTreeSet<OpId>,
     /// Inner operations: how many children are still missing.
     waiting: BTreeMap<OpId, u64>,
-    /// Operations dispatched more than once because a batch failed.
+    /// Operations ever handed to a worker (by this coordinator or, per the checkpoint, an
+    /// earlier one).
+    dispatched: BTreeSet<OpId>,
+    /// Dispatches of operations that had been dispatched before (a worker failed, was too
+    /// slow, or a coordinator crashed while they were in flight).
     reexecuted: u64,
     finished: bool,
 }
@@ -122,7 +128,10 @@ pub struct Scheduler {
     timing: Timing,
     jobs: BTreeMap<JobId, Job>,
     job_by_seq: BTreeMap<u64, JobId>,
+    /// Internal order of jobs (submitted or restored).
     next_job_seq: u64,
+    /// The number in the next new job's id.
+    next_job_number: u64,
     job_prefix: String,
     ready: BTreeSet<ReadyKey>,
     /// Operation → the batch it is assigned to.
@@ -141,6 +150,7 @@ impl Scheduler {
             jobs: BTreeMap::new(),
             job_by_seq: BTreeMap::new(),
             next_job_seq: 1,
+            next_job_number: 1,
             job_prefix,
             ready: BTreeSet::new(),
             assigned: BTreeMap::new(),
@@ -152,9 +162,36 @@ impl Scheduler {
 
     /// Accepts n! as a new job; returns its id and, for 0! and 1!, the finished result.
     pub fn submit(&mut self, n: u64) -> (JobId, Vec<Action>) {
+        let id = format!("{}-{}", self.job_prefix, self.next_job_number);
+        self.next_job_number += 1;
+        let actions = self.insert_job(id.clone(), n, BTreeMap::new(), BTreeSet::new());
+        (id, actions)
+    }
+
+    /// Resumes a job from a checkpoint: operations whose product is known, or is covered by a
+    /// known product higher in the tree, are not computed again. Call in submission order.
+    pub fn restore_job(
+        &mut self,
+        id: JobId,
+        n: u64,
+        products: BTreeMap<OpId, Big>,
+        dispatched: BTreeSet<OpId>,
+    ) -> Vec<Action> {
+        if self.jobs.contains_key(&id) {
+            return Vec::new();
+        }
+        self.insert_job(id, n, products, dispatched)
+    }
+
+    fn insert_job(
+        &mut self,
+        id: JobId,
+        n: u64,
+        mut known: BTreeMap<OpId, Big>,
+        dispatched: BTreeSet<OpId>,
+    ) -> Vec<Action> {
         let seq = self.next_job_seq;
         self.next_job_seq += 1;
-        let id = format!("{}-{}", self.job_prefix, seq);
         let plan = Plan::new(n);
         let mut job = Job {
             seq,
@@ -162,32 +199,71 @@ impl Scheduler {
             products: BTreeMap::new(),
             done: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            dispatched,
             reexecuted: 0,
             finished: false,
         };
         let mut actions = Vec::new();
-        match job.plan.root() {
-            None => {
-                job.finished = true;
-                actions.push(Action::JobFinished {
-                    job: id.clone(),
-                    n,
-                    result: Big::one(),
-                });
-            }
-            Some(_) => {
-                for leaf in job.plan.leaves() {
-                    self.ready.insert(ReadyKey {
-                        job_seq: seq,
-                        level_rev: u32::MAX,
-                        index: leaf.index,
-                    });
+        let finished_with = match job.plan.root() {
+            None => Some(Big::one()),
+            Some(root) => known.remove(&root),
+        };
+        if let Some(result) = finished_with {
+            job.finished = true;
+            job.done = job.dispatched.clone();
+            actions.push(Action::JobFinished {
+                job: id.clone(),
+                n,
+                result,
+            });
+        } else {
+            self.resume(&mut job, known);
+        }
+        self.job_by_seq.insert(seq, id.clone());
+        self.jobs.insert(id, job);
+        actions
+    }
+
+    /// Marks what `known` products cover as done (top-down: a known product covers its whole
+    /// subtree), keeps the products an unfinished parent still needs, and queues every
+    /// operation whose inputs are all known.
+    fn resume(&mut self, job: &mut Job, mut known: BTreeMap<OpId, Big>) {
+        let top = job.plan.root().expect("unfinished jobs have a root").level;
+        for level in (0..=top).rev() {
+            for index in 0..job.plan.level_size(level) {
+                let op = OpId { level, index };
+                let parent_done = job.plan.parent(op).is_some_and(|p| job.done.contains(&p));
+                if parent_done {
+                    job.done.insert(op);
+                } else if let Some(product) = known.remove(&op) {
+                    job.done.insert(op);
+                    job.products.insert(op, product);
                 }
             }
         }
-        self.job_by_seq.insert(seq, id.clone());
-        self.jobs.insert(id.clone(), job);
-        (id, actions)
+        for level in 0..=top {
+            for index in 0..job.plan.level_size(level) {
+                let op = OpId { level, index };
+                if job.done.contains(&op) {
+                    continue;
+                }
+                let missing = match job.plan.operands(op) {
+                    Operands::Integers { .. } => 0,
+                    Operands::Products(children) => {
+                        children.iter().filter(|c| !job.done.contains(c)).count() as u64
+                    }
+                };
+                if missing == 0 {
+                    self.ready.insert(ReadyKey {
+                        job_seq: job.seq,
+                        level_rev: u32::MAX - level,
+                        index,
+                    });
+                } else {
+                    job.waiting.insert(op, missing);
+                }
+            }
+        }
     }
 
     /// A member that can take work (it answered, or quarantine lets it try again).
@@ -199,6 +275,27 @@ impl Scheduler {
     /// batches stay assigned until they are answered or time out.
     pub fn remove_worker(&mut self, worker: NodeId) {
         self.workers.remove(&worker);
+    }
+
+    /// The failure detector lost `worker`: its batches are reassigned now, not at their
+    /// deadlines, and it is quarantined.
+    pub fn worker_down(&mut self, worker: NodeId, now_ms: u64) -> Vec<Action> {
+        let batches: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.worker == worker)
+            .map(|(&id, _)| id)
+            .collect();
+        if batches.is_empty() {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.consecutive_failures += 1;
+                w.quarantined_until_ms = now_ms + quarantine_ms(w.consecutive_failures);
+            }
+        }
+        for batch in batches {
+            self.fail_batch(batch, now_ms);
+        }
+        self.dispatch(now_ms)
     }
 
     /// Time passed: fail overdue batches, then hand ready operations to free workers.
@@ -266,6 +363,7 @@ impl Scheduler {
             ops_total: job.plan.total_ops(),
             ops_done: job.done.len() as u64,
             ops_reexecuted: job.reexecuted,
+            ops_in_flight: self.assigned.keys().filter(|op| op.job == id).count() as u64,
             finished: job.finished,
         })
     }
@@ -330,10 +428,7 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&b.worker) {
             w.batches -= 1;
             w.consecutive_failures += 1;
-            let quarantine_ms = QUARANTINE_MS_BASE
-                .saturating_mul(1 << (w.consecutive_failures - 1).min(16))
-                .min(QUARANTINE_MS_MAX);
-            w.quarantined_until_ms = now_ms + quarantine_ms;
+            w.quarantined_until_ms = now_ms + quarantine_ms(w.consecutive_failures);
         }
         for op in b.ops {
             if self.assigned.get(&op) != Some(&batch) {
@@ -346,7 +441,6 @@ impl Scheduler {
             if job.finished || job.done.contains(&op.op) {
                 continue;
             }
-            job.reexecuted += 1;
             self.ready.insert(ReadyKey {
                 job_seq: job.seq,
                 level_rev: u32::MAX - op.op.level,
@@ -387,7 +481,13 @@ impl Scheduler {
                     level: u32::MAX - key.level_rev,
                     index: key.index,
                 };
-                let job = &self.jobs[&job_id];
+                let job = self
+                    .jobs
+                    .get_mut(&job_id)
+                    .expect("ready operations belong to known jobs");
+                if !job.dispatched.insert(op) {
+                    job.reexecuted += 1;
+                }
                 let operands = match job.plan.operands(op) {
                     Operands::Integers { first, last } => (first..=last).map(Big::from).collect(),
                     Operands::Products(children) => {
@@ -420,6 +520,13 @@ impl Scheduler {
         }
         actions
     }
+}
+
+/// Quarantine after the `failures`-th consecutive failure: doubles from the base, capped.
+fn quarantine_ms(failures: u32) -> u64 {
+    QUARANTINE_MS_BASE
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(QUARANTINE_MS_MAX)
 }
 
 #[cfg(test)]
@@ -621,5 +728,97 @@ mod tests {
                 QUARANTINE_MS_BASE * 4
             ]
         );
+    }
+
+    #[test]
+    fn a_restored_job_computes_only_what_the_checkpoint_lacks() {
+        // Run 100! halfway on one scheduler, "crash", and resume from its products.
+        let mut first = Scheduler::new("1".into(), TIMING);
+        first.add_worker(2);
+        let (id, _) = first.submit(100);
+        let mut known = BTreeMap::new();
+        let mut dispatched = BTreeSet::new();
+        let mut in_flight = 0;
+        for (round, action) in first.tick(0).into_iter().enumerate() {
+            let Action::Dispatch { items, .. } = action else {
+                panic!()
+            };
+            for (i, item) in items.iter().enumerate() {
+                dispatched.insert(item.op.op);
+                if round == 0 && i % 2 == 0 {
+                    known.insert(item.op.op, Big::product(&item.operands));
+                } else {
+                    in_flight += 1;
+                }
+            }
+        }
+        let mut second = Scheduler::new("2".into(), TIMING);
+        second.add_worker(3);
+        let actions = second.restore_job(id.clone(), 100, known.clone(), dispatched);
+        assert!(actions.is_empty());
+        assert_eq!(
+            second.job_progress(&id).unwrap().ops_done,
+            known.len() as u64
+        );
+        let results = run_to_end(&mut second, Vec::new());
+        assert_eq!(results[&id], factorial(100));
+        let p = second.job_progress(&id).unwrap();
+        assert_eq!(
+            p.ops_reexecuted, in_flight,
+            "only what was in flight is redone"
+        );
+        assert_eq!(p.ops_done, p.ops_total);
+        // New jobs get the new coordinator's prefix; the restored id is kept.
+        assert_eq!(second.submit(5).0, "2-1");
+    }
+
+    #[test]
+    fn a_restored_inner_product_covers_its_subtree_and_a_known_root_finishes_the_job() {
+        let plan = Plan::new(20);
+        let inner = OpId { level: 1, index: 0 };
+        let inner_value = Big::product(&(2..=17).map(Big::from).collect::<Vec<_>>());
+        let mut s = Scheduler::new("5".into(), TIMING);
+        s.add_worker(1);
+        s.restore_job(
+            "4-1".into(),
+            20,
+            BTreeMap::from([(inner, inner_value)]),
+            BTreeSet::new(),
+        );
+        assert_eq!(
+            s.job_progress("4-1").unwrap().ops_done,
+            5,
+            "the inner op and its four leaves"
+        );
+        let results = run_to_end(&mut s, Vec::new());
+        assert_eq!(results["4-1"], factorial(20));
+        let root = plan.root().unwrap();
+        let actions = s.restore_job(
+            "4-2".into(),
+            20,
+            BTreeMap::from([(root, factorial(20))]),
+            BTreeSet::new(),
+        );
+        assert!(
+            matches!(&actions[..], [Action::JobFinished { result, .. }] if *result == factorial(20))
+        );
+    }
+
+    #[test]
+    fn a_lost_worker_has_its_batches_reassigned_at_once() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        s.add_worker(3);
+        let (id, _) = s.submit(8);
+        let first = s.tick(0);
+        let Action::Dispatch { worker: lost, .. } = first[0].clone() else {
+            panic!()
+        };
+        let again = s.worker_down(lost, 10);
+        let [Action::Dispatch { worker, .. }] = again.as_slice() else {
+            panic!("{again:?}")
+        };
+        assert_ne!(*worker, lost);
+        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
     }
 }
