@@ -8,10 +8,7 @@ use facto::bignum::Big;
 use std::time::Instant;
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let start = Instant::now();
     let mut level: Vec<Big> = (2..=n)
         .collect::<Vec<u64>>()

@@ -4,6 +4,7 @@
 
 use facto::api::{JobInfo, NodeStatus, SubmitRequest};
 use facto::config::{Members, NodeConfig};
+use facto::node::faults::Faults;
 use facto::transport::Client;
 use facto_elections::Algorithm;
 use std::time::Duration;
@@ -13,11 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ports: Vec<u16> = (0..3)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().unwrap().port()))
         .collect::<Result<_, _>>()?;
-    let peers: String = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p},", i + 1))
-        .collect();
+    let peers: String = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p},", i + 1)).collect();
     let members = Members::parse(&peers)?;
     let data = std::env::temp_dir().join(format!("facto-example-{}", std::process::id()));
     for (i, port) in ports.iter().enumerate() {
@@ -30,9 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             data_dir: data.join(format!("node-{}", i + 1)),
             tick_ms: 10,
             max_n: 1_000,
+            checkpoint: true,
+            restarts: 0,
         };
         async_std::task::spawn(async move {
-            if let Err(e) = facto::node::run(config, None).await {
+            if let Err(e) = facto::node::run(config, None, Faults::none()).await {
                 eprintln!("node stopped: {e}");
             }
         });
@@ -51,13 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             async_std::task::sleep(Duration::from_millis(20)).await;
         }
-        let job: JobInfo = client
-            .post(&first, "/jobs", &SubmitRequest { n: 30 }, timeout, &[])
-            .await?;
+        let job: JobInfo = client.post(&first, "/jobs", &SubmitRequest { n: 30 }, timeout, &[]).await?;
         loop {
-            let j: JobInfo = client
-                .get(&first, &format!("/jobs/{}", job.id), timeout)
-                .await?;
+            let j: JobInfo = client.get(&first, &format!("/jobs/{}", job.id), timeout).await?;
             if let Some(result) = j.result {
                 return Ok::<_, facto::transport::CallError>(result);
             }

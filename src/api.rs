@@ -24,8 +24,12 @@ pub struct JobInfo {
     pub progress: f64,
     pub operations_total: u64,
     pub operations_done: u64,
-    /// Operations dispatched again because a worker failed or was too slow.
+    /// Operations dispatched again because a worker failed or was too slow, or because a
+    /// coordinator crashed while they were in flight.
     pub operations_reexecuted: u64,
+    /// Operations assigned to a worker right now.
+    #[serde(default)]
+    pub operations_in_flight: u64,
     /// Decimal digits of n!, once done.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub result: Option<String>,
@@ -45,14 +49,11 @@ impl JobInfo {
             id: p.id.clone(),
             n: p.n,
             state: state.into(),
-            progress: if p.ops_total == 0 {
-                1.0
-            } else {
-                p.ops_done as f64 / p.ops_total as f64
-            },
+            progress: if p.ops_total == 0 { 1.0 } else { p.ops_done as f64 / p.ops_total as f64 },
             operations_total: p.ops_total,
             operations_done: p.ops_done,
             operations_reexecuted: p.ops_reexecuted,
+            operations_in_flight: p.ops_in_flight,
             result,
         }
     }
@@ -75,6 +76,12 @@ pub struct NodeStatus {
     /// Milliseconds since this node last heard from the coordinator (0 on the coordinator).
     pub last_leader_contact_ms: Option<u64>,
     pub uptime_ms: u64,
+    /// How often the supervisor (`facto cluster`) restarted this node.
+    #[serde(default)]
+    pub restarts: u64,
+    /// How many checkpoint facts this node has applied (its freshness in elections).
+    #[serde(default)]
+    pub checkpoint_version: u64,
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,
@@ -93,6 +100,14 @@ pub struct ElectionEnvelope {
     pub msg: AnyMsg,
 }
 
+/// `POST /internal/checkpoint`: facts from the coordinator at `epoch`, to make durable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointWrite {
+    pub from: NodeId,
+    pub epoch: Epoch,
+    pub facts: Vec<crate::checkpoint::Fact>,
+}
+
 /// One operation on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireOp {
@@ -103,23 +118,13 @@ pub struct WireOp {
 
 impl From<&OpRef> for WireOp {
     fn from(op: &OpRef) -> WireOp {
-        WireOp {
-            job: op.job.clone(),
-            level: op.op.level,
-            index: op.op.index,
-        }
+        WireOp { job: op.job.clone(), level: op.op.level, index: op.op.index }
     }
 }
 
 impl From<WireOp> for OpRef {
     fn from(w: WireOp) -> OpRef {
-        OpRef {
-            job: w.job,
-            op: OpId {
-                level: w.level,
-                index: w.index,
-            },
-        }
+        OpRef { job: w.job, op: OpId { level: w.level, index: w.index } }
     }
 }
 
@@ -154,7 +159,7 @@ pub struct WorkResult {
 
 /// Big numbers travel as base64 of their little-endian bytes: binary-safe inside JSON and a
 /// third of the size of decimal digits.
-mod b64 {
+pub(crate) mod b64 {
     use crate::bignum::Big;
     use base64::{engine::general_purpose::STANDARD, Engine};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -183,10 +188,7 @@ mod b64_vec {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Big>, D::Error> {
-        Ok(Vec::<Wrapped>::deserialize(d)?
-            .into_iter()
-            .map(|w| w.0)
-            .collect())
+        Ok(Vec::<Wrapped>::deserialize(d)?.into_iter().map(|w| w.0).collect())
     }
 }
 
@@ -196,14 +198,7 @@ mod tests {
 
     #[test]
     fn big_numbers_round_trip_through_json() {
-        let item = WorkResult {
-            op: WireOp {
-                job: "3-1".into(),
-                level: 0,
-                index: 2,
-            },
-            product: Big::from(1u64 << 40),
-        };
+        let item = WorkResult { op: WireOp { job: "3-1".into(), level: 0, index: 2 }, product: Big::from(1u64 << 40) };
         let text = serde_json::to_string(&item).unwrap();
         assert!(text.contains(r#""product":"AAAAAAAB""#), "{text}");
         let back: WorkResult = serde_json::from_str(&text).unwrap();
@@ -212,21 +207,9 @@ mod tests {
 
     #[test]
     fn submit_requests_refuse_negative_or_fractional_n() {
-        for bad in [
-            r#"{"n": -5}"#,
-            r#"{"n": 2.5}"#,
-            r#"{"n": "7"}"#,
-            r#"{}"#,
-            r#"{"n": 1, "x": 2}"#,
-            "nonsense",
-        ] {
+        for bad in [r#"{"n": -5}"#, r#"{"n": 2.5}"#, r#"{"n": "7"}"#, r#"{}"#, r#"{"n": 1, "x": 2}"#, "nonsense"] {
             assert!(serde_json::from_str::<SubmitRequest>(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            serde_json::from_str::<SubmitRequest>(r#"{"n": 20}"#)
-                .unwrap()
-                .n,
-            20
-        );
+        assert_eq!(serde_json::from_str::<SubmitRequest>(r#"{"n": 20}"#).unwrap().n, 20);
     }
 }

@@ -33,12 +33,7 @@ impl Big {
 
     /// Little-endian bytes, without trailing zero bytes (zero is the empty vector).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes: Vec<u8> = self
-            .0
-            .to_limbs_asc()
-            .iter()
-            .flat_map(|limb| limb.to_le_bytes())
-            .collect();
+        let mut bytes: Vec<u8> = self.0.to_limbs_asc().iter().flat_map(|limb| limb.to_le_bytes()).collect();
         while bytes.last() == Some(&0) {
             bytes.pop();
         }
@@ -88,12 +83,7 @@ pub fn abbreviate(decimal: &str) -> String {
     if decimal.len() <= 2 * KEEP + 10 {
         decimal.to_string()
     } else {
-        format!(
-            "{}...{} ({} digits)",
-            &decimal[..KEEP],
-            &decimal[decimal.len() - KEEP..],
-            decimal.len()
-        )
+        format!("{}...{} ({} digits)", &decimal[..KEEP], &decimal[decimal.len() - KEEP..], decimal.len())
     }
 }
 
@@ -118,19 +108,13 @@ mod tests {
             assert_eq!(bytes.len(), n.byte_len());
             assert_eq!(Big::from_bytes(&bytes), n);
         }
-        assert_eq!(
-            Big::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).to_decimal(),
-            "1"
-        );
+        assert_eq!(Big::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).to_decimal(), "1");
     }
 
     #[test]
     fn abbreviates_long_numbers_only() {
         assert_eq!(abbreviate("120"), "120");
         let long = "1".repeat(100);
-        assert_eq!(
-            abbreviate(&long),
-            format!("{}...{} (100 digits)", "1".repeat(20), "1".repeat(20))
-        );
+        assert_eq!(abbreviate(&long), format!("{}...{} (100 digits)", "1".repeat(20), "1".repeat(20)));
     }
 }

@@ -17,27 +17,20 @@ impl Members {
     pub fn parse(text: &str) -> Result<Members> {
         let mut members = BTreeMap::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, addr) = entry.split_once('=').ok_or_else(|| {
-                Error::Usage(format!("malformed peer '{entry}': expected ID=HOST:PORT"))
-            })?;
+            let (id, addr) = entry
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("malformed peer '{entry}': expected ID=HOST:PORT")))?;
             let id: NodeId = id.trim().parse().map_err(|_| {
-                Error::Usage(format!(
-                    "malformed peer '{entry}': the id must be a non-negative integer"
-                ))
+                Error::Usage(format!("malformed peer '{entry}': the id must be a non-negative integer"))
             })?;
             let addr = addr.trim();
-            check_addr(addr)
-                .map_err(|why| Error::Usage(format!("malformed peer '{entry}': {why}")))?;
+            check_addr(addr).map_err(|why| Error::Usage(format!("malformed peer '{entry}': {why}")))?;
             if members.insert(id, addr.to_string()).is_some() {
-                return Err(Error::Usage(format!(
-                    "peer id {id} appears twice in --peers"
-                )));
+                return Err(Error::Usage(format!("peer id {id} appears twice in --peers")));
             }
         }
         if members.is_empty() {
-            return Err(Error::Usage(
-                "--peers is empty: list every member as ID=HOST:PORT".into(),
-            ));
+            return Err(Error::Usage("--peers is empty: list every member as ID=HOST:PORT".into()));
         }
         if members.len() > MEMBERS_MAX {
             return Err(Error::Usage(format!(
@@ -63,8 +56,7 @@ pub fn check_addr(addr: &str) -> std::result::Result<(), String> {
     if host.is_empty() {
         return Err("the host is empty".into());
     }
-    port.parse::<u16>()
-        .map_err(|_| format!("'{port}' is not a port number"))?;
+    port.parse::<u16>().map_err(|_| format!("'{port}' is not a port number"))?;
     Ok(())
 }
 
@@ -82,6 +74,11 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     /// The largest n a job may ask for.
     pub max_n: u64,
+    /// Whether the coordinator checkpoints and replicates its state (off only to measure
+    /// what checkpointing costs).
+    pub checkpoint: bool,
+    /// How often the supervisor restarted this node (shown in `/status`).
+    pub restarts: u64,
 }
 
 impl NodeConfig {
@@ -91,16 +88,10 @@ impl NodeConfig {
             return Err(Error::Usage(format!(
                 "--id {} is not in --peers (members: {})",
                 self.id,
-                self.members
-                    .ids()
-                    .iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.members.ids().iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
-        check_addr(&self.listen)
-            .map_err(|why| Error::Usage(format!("bad --listen '{}': {why}", self.listen)))?;
+        check_addr(&self.listen).map_err(|why| Error::Usage(format!("bad --listen '{}': {why}", self.listen)))?;
         if self.tick_ms == 0 {
             return Err(Error::Usage("--tick-ms must be positive".into()));
         }

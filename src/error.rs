@@ -9,10 +9,7 @@ pub enum Error {
     Usage(String),
     /// The node's own listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { addr: String, source: std::io::Error },
     /// The local database failed.
     #[error("storage: {0}")]
     Store(String),

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bignum;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

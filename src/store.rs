@@ -1,34 +1,75 @@
 //! The node's local database (sled). Only this module names sled.
 
+use crate::checkpoint::{Checkpoint, Fact};
 use crate::error::{Error, Result};
 use facto_elections::HardState;
 use std::path::Path;
 
 const HARD_STATE_KEY: &[u8] = b"election/hard_state";
+const VERSION_KEY: &[u8] = b"checkpoint/version";
 
-/// A node's durable state.
+/// A node's durable state: the election's hard state, and the checkpoint facts this node holds
+/// (as coordinator or as a replica), one key per fact so a write never rewrites the whole.
 pub struct Store {
     db: sled::Db,
+    facts: sled::Tree,
 }
 
 impl Store {
     /// Opens (or creates) the database in `dir`. Two nodes cannot share a directory.
     pub fn open(dir: &Path) -> Result<Store> {
-        let db = sled::open(dir).map_err(|e| {
-            Error::Store(format!(
-                "cannot open {} (is another node using it?): {e}",
-                dir.display()
-            ))
-        })?;
-        Ok(Store { db })
+        let db = sled::open(dir)
+            .map_err(|e| Error::Store(format!("cannot open {} (is another node using it?): {e}", dir.display())))?;
+        let facts = db.open_tree("facts").map_err(store_err)?;
+        Ok(Store { db, facts })
+    }
+
+    /// Every fact on disk, merged, and the checkpoint version (facts ever applied here).
+    pub fn checkpoint(&self) -> Result<(Checkpoint, u64)> {
+        let mut checkpoint = Checkpoint::default();
+        for entry in self.facts.iter() {
+            let (_, value) = entry.map_err(store_err)?;
+            let fact: Fact =
+                serde_json::from_slice(&value).map_err(|e| Error::Store(format!("corrupt checkpoint fact: {e}")))?;
+            checkpoint.apply(fact);
+        }
+        let version = match self.db.get(VERSION_KEY).map_err(store_err)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        Ok((checkpoint, version))
+    }
+
+    /// Writes new facts and the new version in one batch and waits until they are on disk,
+    /// unless they are only dispatch records: those merely make the re-execution count exact,
+    /// and sled writes them out within half a second anyway.
+    /// The facts of each job in `finished` other than its `Job` fact and its root are deleted.
+    pub fn save_facts(&self, facts: &[Fact], finished: &[(String, Fact)], version: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (job, _) in finished {
+            for entry in self.facts.scan_prefix(job_prefix(job)) {
+                let (key, _) = entry.map_err(store_err)?;
+                if !key.ends_with(JOB_KEY_SUFFIX) {
+                    batch.remove(key);
+                }
+            }
+        }
+        for fact in facts.iter().chain(finished.iter().map(|(_, root)| root)) {
+            let value = serde_json::to_vec(fact).map_err(|e| Error::Store(e.to_string()))?;
+            batch.insert(fact_key(fact), value);
+        }
+        self.facts.apply_batch(batch).map_err(store_err)?;
+        self.db.insert(VERSION_KEY, &version.to_be_bytes()).map_err(store_err)?;
+        Ok(())
     }
 
     /// The election state saved by [`Store::save_hard_state`], or the initial one.
     pub fn hard_state(&self) -> Result<HardState> {
         match self.db.get(HARD_STATE_KEY).map_err(store_err)? {
             None => Ok(HardState::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Store(format!("corrupt election state: {e}"))),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| Error::Store(format!("corrupt election state: {e}")))
+            }
         }
     }
 
@@ -39,6 +80,50 @@ impl Store {
         self.db.insert(HARD_STATE_KEY, bytes).map_err(store_err)?;
         self.db.flush().map_err(store_err)?;
         Ok(())
+    }
+
+    /// A handle that makes everything written so far durable, from another task.
+    pub fn flusher(&self) -> Flusher {
+        Flusher { db: self.db.clone() }
+    }
+}
+
+/// Waits for the disk on behalf of a store, on a blocking thread. Not sled's `flush_async`:
+/// in sled 0.34 concurrent `flush_async` futures can miss their wake-up and hang forever
+/// (spacejam/sled#1241, #1308), which stalled jobs here.
+#[derive(Clone)]
+pub struct Flusher {
+    db: sled::Db,
+}
+
+impl Flusher {
+    pub async fn flush(&self) -> Result<()> {
+        let db = self.db.clone();
+        async_std::task::spawn_blocking(move || db.flush()).await.map_err(store_err)?;
+        Ok(())
+    }
+}
+
+const JOB_KEY_SUFFIX: &[u8] = b"\0job";
+
+fn job_prefix(job: &str) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// `<job>\0job`, `<job>\0d<level><index>`, `<job>\0p<level><index>` (big-endian numbers, so
+/// a job's facts sort together).
+fn fact_key(fact: &Fact) -> Vec<u8> {
+    match fact {
+        Fact::Job { id, .. } => [id.as_bytes(), JOB_KEY_SUFFIX].concat(),
+        Fact::Dispatched { job, op } | Fact::Product { job, op, .. } => {
+            let mut key = job_prefix(job);
+            key.push(if matches!(fact, Fact::Dispatched { .. }) { b'd' } else { b'p' });
+            key.extend_from_slice(&op.level.to_be_bytes());
+            key.extend_from_slice(&op.index.to_be_bytes());
+            key
+        }
     }
 }
 
@@ -57,21 +142,36 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             assert_eq!(store.hard_state().unwrap(), HardState::default());
-            store
-                .save_hard_state(&HardState {
-                    epoch: 7,
-                    voted_for: Some(3),
-                })
-                .unwrap();
+            store.save_hard_state(&HardState { epoch: 7, voted_for: Some(3) }).unwrap();
         }
         let store = Store::open(&dir).unwrap();
-        assert_eq!(
-            store.hard_state().unwrap(),
-            HardState {
-                epoch: 7,
-                voted_for: Some(3)
-            }
-        );
+        assert_eq!(store.hard_state().unwrap(), HardState { epoch: 7, voted_for: Some(3) });
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn facts_survive_reopening_and_a_finished_job_keeps_only_its_root() {
+        use crate::bignum::Big;
+        use crate::coordinator::{OpId, Plan};
+        let dir = std::env::temp_dir().join(format!("facto-store-facts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 0, index: i }, product: Big::from(i + 7) };
+        {
+            let store = Store::open(&dir).unwrap();
+            let facts = vec![Fact::Job { id: "1-1".into(), n: 20 }, leaf(0), leaf(1)];
+            store.save_facts(&facts, &[], 3).unwrap();
+            async_std::task::block_on(store.flusher().flush()).unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let (checkpoint, version) = store.checkpoint().unwrap();
+        assert_eq!(version, 3);
+        assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
+        let root = Plan::new(20).root().unwrap();
+        let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
+        store.save_facts(&[], &[("1-1".into(), root_fact)], 4).unwrap();
+        let (checkpoint, _) = store.checkpoint().unwrap();
+        assert_eq!(checkpoint.jobs["1-1"].products.keys().copied().collect::<Vec<_>>(), vec![root]);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -8,29 +8,15 @@ use std::process::Command;
 use std::time::Duration;
 
 fn facto(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("FACTO_CLUSTER")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = Command::new(BIN).args(args).env_remove("FACTO_CLUSTER").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 fn assert_one_line_error(args: &[&str], expected: &str) {
     let (code, stderr) = facto(args);
     assert_ne!(code, 0, "{args:?} succeeded");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?} printed more than one line: {stderr}"
-    );
-    assert!(
-        stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr:?}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?} printed more than one line: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr:?}");
 }
 
 #[test]
@@ -41,39 +27,15 @@ fn cli_mistakes_exit_non_zero_with_one_line() {
         (vec!["submit", "abc"], "'abc' is not a non-negative integer"),
         (vec!["submit", "99999999999999"], "above --max-n"),
         (vec!["submit", "20", "abc"], "'abc'"),
-        (
-            vec!["node", "--id", "1", "--peers", peers, "--election", "paxos"],
-            "choose one of: bully, ring, raft",
-        ),
-        (
-            vec!["node", "--id", "3", "--peers", peers],
-            "--id 3 is not in --peers",
-        ),
-        (
-            vec!["node", "--id", "1", "--peers", "1=127.0.0.1"],
-            "malformed peer",
-        ),
-        (
-            vec![
-                "node",
-                "--id",
-                "1",
-                "--peers",
-                "1=127.0.0.1:1,1=127.0.0.1:2",
-            ],
-            "appears twice",
-        ),
-        (
-            vec!["node", "--id", "1", "--peers", peers, "--delay", "-1"],
-            "--delay",
-        ),
+        (vec!["node", "--id", "1", "--peers", peers, "--election", "paxos"], "choose one of: bully, ring, raft"),
+        (vec!["node", "--id", "3", "--peers", peers], "--id 3 is not in --peers"),
+        (vec!["node", "--id", "1", "--peers", "1=127.0.0.1"], "malformed peer"),
+        (vec!["node", "--id", "1", "--peers", "1=127.0.0.1:1,1=127.0.0.1:2"], "appears twice"),
+        (vec!["node", "--id", "1", "--peers", peers, "--delay", "-1"], "--delay"),
         (vec!["node", "--peers", peers], "--id"),
         (vec!["frobnicate"], "frobnicate"),
         (vec!["cluster", "--election", "paxos"], "choose one of"),
-        (
-            vec!["status", "--cluster", "nonsense"],
-            "bad --cluster address",
-        ),
+        (vec!["status", "--cluster", "nonsense"], "bad --cluster address"),
     ] {
         assert_one_line_error(&args, expected);
     }
@@ -84,20 +46,10 @@ fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("facto-port-test-{}", std::process::id()));
-    let (code, stderr) = facto(&[
-        "node",
-        "--id",
-        "1",
-        "--peers",
-        &format!("1=127.0.0.1:{port}"),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, stderr) =
+        facto(&["node", "--id", "1", "--peers", &format!("1=127.0.0.1:{port}"), "--data-dir", dir.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -121,10 +73,7 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
         let (status, body) = http(&addr, "POST", path, Some(body)).expect("node answers");
         assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&body));
         let err: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
-        assert!(
-            err["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{err}"
-        );
+        assert!(err["error"].as_str().is_some_and(|e| !e.is_empty()), "{err}");
     }
     // A peer sending more than 4 operands is refused, not obeyed.
     let five = r#"{"from":1,"epoch":99,"batch":1,"items":[{"op":{"job":"1-1","level":0,"index":0},"operands":["Ag==","Aw==","BA==","BQ==","Bg=="]}]}"#;

@@ -13,17 +13,8 @@ fn submit_json(cluster: &Cluster, ns: &[u64]) -> Vec<Value> {
     args.extend(ns.iter().map(|n| n.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = cluster.facto(&args);
-    assert!(
-        out.status.success(),
-        "submit failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    assert!(out.status.success(), "submit failed: {}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn elects_and_computes(election: &str, nodes: usize, ns: &[u64]) {
@@ -33,37 +24,23 @@ fn elects_and_computes(election: &str, nodes: usize, ns: &[u64]) {
     assert_eq!(results.len(), ns.len());
     for (n, r) in ns.iter().zip(&results) {
         assert_eq!(r["n"].as_u64(), Some(*n));
-        assert_eq!(
-            r["result"].as_str(),
-            Some(factorial_decimal(*n).as_str()),
-            "{n}! with {election}"
-        );
+        assert_eq!(r["result"].as_str(), Some(factorial_decimal(*n).as_str()), "{n}! with {election}");
     }
     // The coordinator never multiplies; nobody multiplies more than 4 values at once; and the
     // workers did the work.
-    let statuses: Vec<Value> = cluster
-        .statuses()
-        .into_iter()
-        .filter_map(|(_, s)| s)
-        .collect();
+    let statuses: Vec<Value> = cluster.statuses().into_iter().filter_map(|(_, s)| s).collect();
     let mut computed = 0;
     for s in &statuses {
         assert!(s["max_operands"].as_u64().unwrap() <= 4, "{s}");
         assert_eq!(s["election"], election);
         if s["role"] == "coordinator" {
             assert_eq!(s["id"].as_u64(), Some(leader as u64));
-            assert_eq!(
-                s["operations_computed"].as_u64(),
-                Some(0),
-                "the coordinator multiplied: {s}"
-            );
+            assert_eq!(s["operations_computed"].as_u64(), Some(0), "the coordinator multiplied: {s}");
         }
         computed += s["operations_computed"].as_u64().unwrap();
     }
     assert!(computed > 0);
-    assert!(statuses
-        .iter()
-        .any(|s| s["max_operands"].as_u64() == Some(4)));
+    assert!(statuses.iter().any(|s| s["max_operands"].as_u64() == Some(4)));
 }
 
 #[test]
@@ -98,11 +75,8 @@ fn the_same_n_twice_is_two_jobs_and_no_wait_returns_ids() {
     cluster.wait_for_agreement(AGREE_TIMEOUT);
     let out = cluster.facto(&["submit", "--json", "--no-wait", "25", "25"]);
     assert!(out.status.success());
-    let jobs: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let jobs: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(jobs.len(), 2);
     assert_ne!(jobs[0]["id"], jobs[1]["id"]);
     // Each job can be read from any member (followers forward to the coordinator).
@@ -113,10 +87,7 @@ fn the_same_n_twice_is_two_jobs_and_no_wait_returns_ids() {
             (j["state"] == "done").then_some(j)
         })
         .expect("job finishes");
-        assert_eq!(
-            done["result"].as_str(),
-            Some(factorial_decimal(25).as_str())
-        );
+        assert_eq!(done["result"].as_str(), Some(factorial_decimal(25).as_str()));
         assert_eq!(done["n"].as_u64(), Some(25));
         assert_eq!(done["progress"].as_f64(), Some(1.0));
     }
@@ -126,10 +97,7 @@ fn the_same_n_twice_is_two_jobs_and_no_wait_returns_ids() {
     assert_eq!(status["jobs"].as_array().unwrap().len(), 2);
     let out = cluster.facto(&["status"]);
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        table.contains("coordinator") && table.contains("done"),
-        "{table}"
-    );
+    assert!(table.contains("coordinator") && table.contains("done"), "{table}");
 }
 
 #[test]
@@ -140,9 +108,5 @@ fn workers_wait_the_configured_delay() {
     // 20! is 5 leaves, 2 inner operations and the root: three rounds of work, each delayed.
     let r = submit_json(&cluster, &[20]);
     assert_eq!(r[0]["result"].as_str(), Some("2432902008176640000"));
-    assert!(
-        start.elapsed() >= Duration::from_millis(900),
-        "took only {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= Duration::from_millis(900), "took only {:?}", start.elapsed());
 }

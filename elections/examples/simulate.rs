@@ -22,8 +22,7 @@ struct Args {
     scenario: Scenario,
 }
 
-const USAGE: &str =
-    "usage: simulate --algorithm <bully|ring|raft|all> --nodes <N> --seeds <COUNT> \
+const USAGE: &str = "usage: simulate --algorithm <bully|ring|raft|all> --nodes <N> --seeds <COUNT> \
                      [--first-seed <S>] [--scenario random|cold-start|leader-crash]";
 
 fn parse_args() -> Result<Args, String> {
@@ -31,13 +30,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut first_seed, mut scenario) = (0, Scenario::Random);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag}: '{v}' is not a number"))
-        };
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
+        let number = |v: &str| v.parse::<u64>().map_err(|_| format!("{flag}: '{v}' is not a number"));
         match flag.as_str() {
             "--algorithm" if value == "all" => algorithms = Some(Algorithm::ALL.to_vec()),
             "--algorithm" => {
@@ -71,9 +65,7 @@ fn parse_args() -> Result<Args, String> {
 fn run_seed(algorithm: Algorithm, config: &SimConfig, seed: u64) -> RunReport {
     sim::run(config, seed, |node: Config, hard: HardState| {
         // The simulator only builds valid configurations (members 1..=n, default timing).
-        algorithm
-            .build(node, hard)
-            .expect("simulator configurations are valid")
+        algorithm.build(node, hard).expect("simulator configurations are valid")
     })
 }
 
@@ -81,9 +73,7 @@ fn run_seed(algorithm: Algorithm, config: &SimConfig, seed: u64) -> RunReport {
 /// and the per-thread summaries are merged in seed order, so the output does not depend on
 /// the number of threads.
 fn run_seeds(algorithm: Algorithm, config: &SimConfig, first: u64, count: u64) -> Summary {
-    let threads = thread::available_parallelism()
-        .map_or(1, |n| n.get() as u64)
-        .min(count.max(1));
+    let threads = thread::available_parallelism().map_or(1, |n| n.get() as u64).min(count.max(1));
     let chunk = count.div_ceil(threads);
     thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -122,9 +112,7 @@ fn main() -> ExitCode {
         let summary = run_seeds(algorithm, &config, args.first_seed, args.seeds);
         let times = summary
             .time_to_agree_median_max_ms()
-            .map_or("-".to_string(), |(median, max)| {
-                format!("median {median} ms, max {max} ms")
-            });
+            .map_or("-".to_string(), |(median, max)| format!("median {median} ms, max {max} ms"));
         println!(
             "{algorithm}: nodes {}, scenario {}, seeds {}..{}",
             args.nodes,
@@ -138,10 +126,7 @@ fn main() -> ExitCode {
             summary.elections,
             summary.elections as f64 / summary.runs.max(1) as f64
         );
-        println!(
-            "  messages per election: {:.1}",
-            summary.messages_per_election()
-        );
+        println!("  messages per election: {:.1}", summary.messages_per_election());
         println!("  time to agree: {times}");
         println!("  failed runs: {}", summary.failed_runs);
         violations += summary.failed_runs;
@@ -150,10 +135,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some((algorithm, seed)) = first_failure {
-        let traced = SimConfig {
-            trace: true,
-            ..config
-        };
+        let traced = SimConfig { trace: true, ..config };
         let report = run_seed(algorithm, &traced, seed);
         println!();
         println!("first failing seed: {seed} ({algorithm})");

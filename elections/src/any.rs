@@ -48,10 +48,7 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| Error::UnknownAlgorithm(s.to_string()))
+        Algorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| Error::UnknownAlgorithm(s.to_string()))
     }
 }
 
@@ -143,10 +140,7 @@ fn unwrap_input<M>(input: Input<AnyMsg>, pick: impl Fn(AnyMsg) -> Option<M>) -> 
         Input::Tick => Input::Tick,
         Input::PeerDown(p) => Input::PeerDown(p),
         Input::PeerUp(p) => Input::PeerUp(p),
-        Input::Message { from, msg } => Input::Message {
-            from,
-            msg: pick(msg)?,
-        },
+        Input::Message { from, msg } => Input::Message { from, msg: pick(msg)? },
     })
 }
 
@@ -157,10 +151,7 @@ mod tests {
     #[test]
     fn unknown_name_lists_the_choices() {
         let err = "paxos".parse::<Algorithm>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown election algorithm 'paxos' (choose one of: bully, ring, raft)"
-        );
+        assert_eq!(err.to_string(), "unknown election algorithm 'paxos' (choose one of: bully, ring, raft)");
         for a in Algorithm::ALL {
             assert_eq!(a.name().parse::<Algorithm>(), Ok(a));
         }

@@ -33,10 +33,9 @@ pub enum Msg {
 impl Msg {
     fn epoch(&self) -> Epoch {
         match *self {
-            Msg::Election { epoch }
-            | Msg::Answer { epoch }
-            | Msg::Coordinator { epoch }
-            | Msg::Heartbeat { epoch } => epoch,
+            Msg::Election { epoch } | Msg::Answer { epoch } | Msg::Coordinator { epoch } | Msg::Heartbeat { epoch } => {
+                epoch
+            }
         }
     }
 }
@@ -46,11 +45,17 @@ impl Msg {
 enum Role {
     /// No leader known and no election of ours under way (after a start or restart): listen for
     /// a leader before disturbing the cluster.
-    Listening { silent_ticks: u32 },
+    Listening {
+        silent_ticks: u32,
+    },
     /// We asked every higher id; whoever is alive will ANSWER.
-    Electing { waited_ticks: u32 },
+    Electing {
+        waited_ticks: u32,
+    },
     /// A higher id answered; it owes us a COORDINATOR.
-    AwaitingCoordinator { waited_ticks: u32 },
+    AwaitingCoordinator {
+        waited_ticks: u32,
+    },
     Following {
         leader: NodeId,
         epoch: Epoch,
@@ -102,10 +107,7 @@ impl Bully {
         let coordinator_timeout = self.coordinator_timeout_ticks();
         let alone = self.members.others().next().is_none();
         match &mut self.role {
-            Role::Leading {
-                epoch,
-                since_heartbeat_ticks,
-            } => {
+            Role::Leading { epoch, since_heartbeat_ticks } => {
                 *since_heartbeat_ticks += 1;
                 if *since_heartbeat_ticks >= self.heartbeat_ticks {
                     *since_heartbeat_ticks = 0;
@@ -143,21 +145,13 @@ impl Bully {
         self.observe_epoch(msg.epoch(), out);
         match msg {
             Msg::Election { .. } if from < me => {
-                out.push((
-                    from,
-                    Msg::Answer {
-                        epoch: self.max_seen_epoch,
-                    },
-                ));
+                out.push((from, Msg::Answer { epoch: self.max_seen_epoch }));
                 match self.role {
                     // A live leader settles the question for the candidate directly.
                     Role::Leading { epoch, .. } => out.push((from, Msg::Coordinator { epoch })),
                     // The candidate also asked our leader, which is higher and alive.
-                    Role::Following {
-                        leader,
-                        silent_ticks,
-                        ..
-                    } if leader > me && silent_ticks < self.election_ticks => {}
+                    Role::Following { leader, silent_ticks, .. }
+                        if leader > me && silent_ticks < self.election_ticks => {}
                     Role::Electing { .. } | Role::AwaitingCoordinator { .. } => {}
                     _ => self.start_election(out),
                 }
@@ -167,9 +161,7 @@ impl Bully {
                     self.role = Role::AwaitingCoordinator { waited_ticks: 0 };
                 }
             }
-            Msg::Coordinator { epoch } | Msg::Heartbeat { epoch } if !stale => {
-                self.leader_claim(from, epoch, out)
-            }
+            Msg::Coordinator { epoch } | Msg::Heartbeat { epoch } if !stale => self.leader_claim(from, epoch, out),
             // A claim at a fenced-out epoch, or a message the protocol never sends this way.
             _ => {}
         }
@@ -178,11 +170,7 @@ impl Bully {
     /// `leader` claims to lead at `epoch`, no lower than any epoch we have seen.
     fn leader_claim(&mut self, leader: NodeId, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
         if leader > self.members.me() {
-            self.role = Role::Following {
-                leader,
-                epoch,
-                silent_ticks: 0,
-            };
+            self.role = Role::Following { leader, epoch, silent_ticks: 0 };
             return;
         }
         // A lower id leads: bully it out, unless our own election is already under way.
@@ -212,12 +200,7 @@ impl Bully {
             return;
         }
         for id in higher {
-            out.push((
-                id,
-                Msg::Election {
-                    epoch: self.max_seen_epoch,
-                },
-            ));
+            out.push((id, Msg::Election { epoch: self.max_seen_epoch }));
         }
         self.role = Role::Electing { waited_ticks: 0 };
     }
@@ -225,10 +208,7 @@ impl Bully {
     fn become_leader(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         let epoch = self.members.next_owned_epoch(self.max_seen_epoch);
         self.max_seen_epoch = epoch;
-        self.role = Role::Leading {
-            epoch,
-            since_heartbeat_ticks: 0,
-        };
+        self.role = Role::Leading { epoch, since_heartbeat_ticks: 0 };
         self.broadcast(Msg::Coordinator { epoch }, out);
     }
 
@@ -274,10 +254,7 @@ impl Election for Bully {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            epoch: self.max_seen_epoch,
-            voted_for: None,
-        }
+        HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
     /// Bully elects by id alone; freshness does not enter.

@@ -44,10 +44,7 @@ impl Members {
     /// The members after this node in ring order (ascending, wrapping), this node excluded.
     pub(crate) fn after_me(&self) -> impl Iterator<Item = NodeId> + '_ {
         let at = self.position(self.me);
-        self.sorted[at + 1..]
-            .iter()
-            .chain(&self.sorted[..at])
-            .copied()
+        self.sorted[at + 1..].iter().chain(&self.sorted[..at]).copied()
     }
 
     /// The smallest epoch above `seen` that this node owns.
@@ -83,10 +80,7 @@ mod tests {
 
     #[test]
     fn owned_epochs_are_above_the_seen_one_and_disjoint() {
-        let members: Vec<Members> = [3, 7, 9]
-            .iter()
-            .map(|&id| Members::new(id, &[9, 3, 7]))
-            .collect();
+        let members: Vec<Members> = [3, 7, 9].iter().map(|&id| Members::new(id, &[9, 3, 7])).collect();
         for seen in 0..20 {
             let picked: Vec<Epoch> = members.iter().map(|m| m.next_owned_epoch(seen)).collect();
             for (i, &e) in picked.iter().enumerate() {

@@ -91,13 +91,7 @@ impl Config {
     /// A configuration with the default timing: heartbeat every 3 ticks, election timeout 10
     /// ticks (with the runtime's 10 ms tick: 30 ms and 100-200 ms).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
-        Config {
-            id,
-            members,
-            heartbeat_ticks: 3,
-            election_ticks: 10,
-            seed: u64::from(id),
-        }
+        Config { id, members, heartbeat_ticks: 3, election_ticks: 10, seed: u64::from(id) }
     }
 
     /// Checks that the configuration can run: `id` is a member, members are unique, timings
@@ -112,15 +106,10 @@ impl Config {
             return Err(Error::Config("the member list names a node twice".into()));
         }
         if !sorted.contains(&self.id) {
-            return Err(Error::Config(format!(
-                "node {} is not in the member list",
-                self.id
-            )));
+            return Err(Error::Config(format!("node {} is not in the member list", self.id)));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
-            return Err(Error::Config(
-                "need 0 < heartbeat_ticks < election_ticks".into(),
-            ));
+            return Err(Error::Config("need 0 < heartbeat_ticks < election_ticks".into()));
         }
         Ok(())
     }
@@ -153,11 +142,7 @@ pub struct Actions<M> {
 
 impl<M> Default for Actions<M> {
     fn default() -> Self {
-        Actions {
-            messages: Vec::new(),
-            persist: None,
-            leadership: None,
-        }
+        Actions { messages: Vec::new(), persist: None, leadership: None }
     }
 }
 
@@ -165,11 +150,7 @@ impl<M> Actions<M> {
     /// Maps every message with `f` (used to wrap an algorithm's messages into [`AnyMsg`]).
     pub fn map<N>(self, f: impl Fn(M) -> N) -> Actions<N> {
         Actions {
-            messages: self
-                .messages
-                .into_iter()
-                .map(|(to, m)| (to, f(m)))
-                .collect(),
+            messages: self.messages.into_iter().map(|(to, m)| (to, f(m))).collect(),
             persist: self.persist,
             leadership: self.leadership,
         }

@@ -23,17 +23,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     /// RequestVote (or, with `pre_vote`, a pre-vote probe that changes no one's term).
-    RequestVote {
-        term: Epoch,
-        pre_vote: bool,
-        freshness: u64,
-    },
+    RequestVote { term: Epoch, pre_vote: bool, freshness: u64 },
     /// The answer to a [`Msg::RequestVote`].
-    Vote {
-        term: Epoch,
-        pre_vote: bool,
-        granted: bool,
-    },
+    Vote { term: Epoch, pre_vote: bool, granted: bool },
     /// AppendEntries without entries: the leader's heartbeat.
     Heartbeat { term: Epoch },
     /// The answer to a heartbeat: proves to the leader that this follower is reachable
@@ -80,11 +72,7 @@ impl Raft {
     /// A follower that knows no leader, restored from `hard_state` (so it cannot vote twice
     /// in a term it already voted in before a restart).
     pub fn new(config: Config, hard_state: HardState) -> Raft {
-        let mut peers: Vec<NodeId> = config
-            .members
-            .into_iter()
-            .filter(|&m| m != config.id)
-            .collect();
+        let mut peers: Vec<NodeId> = config.members.into_iter().filter(|&m| m != config.id).collect();
         peers.sort_unstable();
         peers.dedup();
         let mut raft = Raft {
@@ -136,10 +124,7 @@ impl Raft {
 
     fn become_follower(&mut self, term: Epoch, leader: Option<NodeId>) {
         if term > self.hard.epoch {
-            self.hard = HardState {
-                epoch: term,
-                voted_for: None,
-            };
+            self.hard = HardState { epoch: term, voted_for: None };
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -148,8 +133,7 @@ impl Raft {
     }
 
     fn broadcast(&self, msg: Msg, out: &mut Actions<Msg>) {
-        out.messages
-            .extend(self.peers.iter().map(|&p| (p, msg.clone())));
+        out.messages.extend(self.peers.iter().map(|&p| (p, msg.clone())));
     }
 
     /// The election timeout fired: probe with a pre-vote first (no term change).
@@ -158,11 +142,7 @@ impl Raft {
         self.leader = None;
         self.granted.clear();
         self.reset_timeout();
-        let msg = Msg::RequestVote {
-            term: self.hard.epoch + 1,
-            pre_vote: true,
-            freshness: self.freshness,
-        };
+        let msg = Msg::RequestVote { term: self.hard.epoch + 1, pre_vote: true, freshness: self.freshness };
         self.broadcast(msg, out);
         self.tally(out);
     }
@@ -171,17 +151,10 @@ impl Raft {
     fn start_campaign(&mut self, out: &mut Actions<Msg>) {
         self.role = Role::Candidate;
         self.leader = None;
-        self.hard = HardState {
-            epoch: self.hard.epoch + 1,
-            voted_for: Some(self.id),
-        };
+        self.hard = HardState { epoch: self.hard.epoch + 1, voted_for: Some(self.id) };
         self.granted.clear();
         self.reset_timeout();
-        let msg = Msg::RequestVote {
-            term: self.hard.epoch,
-            pre_vote: false,
-            freshness: self.freshness,
-        };
+        let msg = Msg::RequestVote { term: self.hard.epoch, pre_vote: false, freshness: self.freshness };
         self.broadcast(msg, out);
         self.tally(out);
     }
@@ -205,12 +178,7 @@ impl Raft {
         self.heartbeat_elapsed_ticks = 0;
         self.quorum_elapsed_ticks = 0;
         // Announce at once so the other candidates of this term stand down.
-        self.broadcast(
-            Msg::Heartbeat {
-                term: self.hard.epoch,
-            },
-            out,
-        );
+        self.broadcast(Msg::Heartbeat { term: self.hard.epoch }, out);
     }
 
     fn tick(&mut self, out: &mut Actions<Msg>) {
@@ -218,12 +186,7 @@ impl Raft {
             self.heartbeat_elapsed_ticks += 1;
             if self.heartbeat_elapsed_ticks >= self.heartbeat_ticks {
                 self.heartbeat_elapsed_ticks = 0;
-                self.broadcast(
-                    Msg::Heartbeat {
-                        term: self.hard.epoch,
-                    },
-                    out,
-                );
+                self.broadcast(Msg::Heartbeat { term: self.hard.epoch }, out);
             }
             self.quorum_elapsed_ticks += 1;
             if self.quorum_elapsed_ticks >= self.election_ticks {
@@ -243,19 +206,8 @@ impl Raft {
         }
     }
 
-    fn on_request_vote(
-        &mut self,
-        from: NodeId,
-        term: Epoch,
-        pre_vote: bool,
-        freshness: u64,
-        out: &mut Actions<Msg>,
-    ) {
-        let refuse = Msg::Vote {
-            term: self.hard.epoch,
-            pre_vote,
-            granted: false,
-        };
+    fn on_request_vote(&mut self, from: NodeId, term: Epoch, pre_vote: bool, freshness: u64, out: &mut Actions<Msg>) {
+        let refuse = Msg::Vote { term: self.hard.epoch, pre_vote, granted: false };
         if term < self.hard.epoch {
             // Tell the stale candidate about the newer term.
             out.messages.push((from, refuse));
@@ -272,44 +224,22 @@ impl Raft {
             // A pre-vote changes nothing here: it only asks "would you vote for me?".
             let granted = term > self.hard.epoch && fresh_enough;
             let reply_term = if granted { term } else { self.hard.epoch };
-            out.messages.push((
-                from,
-                Msg::Vote {
-                    term: reply_term,
-                    pre_vote: true,
-                    granted,
-                },
-            ));
+            out.messages.push((from, Msg::Vote { term: reply_term, pre_vote: true, granted }));
             return;
         }
         if term > self.hard.epoch {
             self.become_follower(term, None);
         }
-        let can_vote = self.hard.voted_for == Some(from)
-            || (self.hard.voted_for.is_none() && self.leader.is_none());
+        let can_vote = self.hard.voted_for == Some(from) || (self.hard.voted_for.is_none() && self.leader.is_none());
         let granted = can_vote && fresh_enough;
         if granted {
             self.hard.voted_for = Some(from);
             self.elapsed_ticks = 0;
         }
-        out.messages.push((
-            from,
-            Msg::Vote {
-                term: self.hard.epoch,
-                pre_vote: false,
-                granted,
-            },
-        ));
+        out.messages.push((from, Msg::Vote { term: self.hard.epoch, pre_vote: false, granted }));
     }
 
-    fn on_vote(
-        &mut self,
-        from: NodeId,
-        term: Epoch,
-        pre_vote: bool,
-        granted: bool,
-        out: &mut Actions<Msg>,
-    ) {
+    fn on_vote(&mut self, from: NodeId, term: Epoch, pre_vote: bool, granted: bool, out: &mut Actions<Msg>) {
         if term > self.hard.epoch && !(pre_vote && granted) {
             // A granted pre-vote carries the proposed term, not a newer real one.
             self.become_follower(term, None);
@@ -329,12 +259,7 @@ impl Raft {
     fn on_heartbeat(&mut self, from: NodeId, term: Epoch, out: &mut Actions<Msg>) {
         if term < self.hard.epoch {
             // A deposed leader: the ack at our term makes it step down.
-            out.messages.push((
-                from,
-                Msg::HeartbeatAck {
-                    term: self.hard.epoch,
-                },
-            ));
+            out.messages.push((from, Msg::HeartbeatAck { term: self.hard.epoch }));
             return;
         }
         if term == self.hard.epoch && self.role == Role::Leader {
@@ -352,10 +277,7 @@ impl Raft {
     fn on_heartbeat_ack(&mut self, from: NodeId, term: Epoch) {
         if term > self.hard.epoch {
             self.become_follower(term, None);
-        } else if term == self.hard.epoch
-            && self.role == Role::Leader
-            && !self.granted.contains(&from)
-        {
+        } else if term == self.hard.epoch && self.role == Role::Leader && !self.granted.contains(&from) {
             self.granted.push(from);
         }
     }
@@ -375,24 +297,14 @@ impl Election for Raft {
         match input {
             Input::Tick => self.tick(&mut out),
             // Messages from ourselves or from non-members are ignored, not trusted.
-            Input::Message { from, msg }
-                if from != self.id && self.peers.binary_search(&from).is_ok() =>
-            {
-                match msg {
-                    Msg::RequestVote {
-                        term,
-                        pre_vote,
-                        freshness,
-                    } => self.on_request_vote(from, term, pre_vote, freshness, &mut out),
-                    Msg::Vote {
-                        term,
-                        pre_vote,
-                        granted,
-                    } => self.on_vote(from, term, pre_vote, granted, &mut out),
-                    Msg::Heartbeat { term } => self.on_heartbeat(from, term, &mut out),
-                    Msg::HeartbeatAck { term } => self.on_heartbeat_ack(from, term),
+            Input::Message { from, msg } if from != self.id && self.peers.binary_search(&from).is_ok() => match msg {
+                Msg::RequestVote { term, pre_vote, freshness } => {
+                    self.on_request_vote(from, term, pre_vote, freshness, &mut out)
                 }
-            }
+                Msg::Vote { term, pre_vote, granted } => self.on_vote(from, term, pre_vote, granted, &mut out),
+                Msg::Heartbeat { term } => self.on_heartbeat(from, term, &mut out),
+                Msg::HeartbeatAck { term } => self.on_heartbeat_ack(from, term),
+            },
             // Raft-lite relies on its own timeouts, not on the failure detector.
             Input::Message { .. } | Input::PeerDown(_) | Input::PeerUp(_) => {}
         }
@@ -408,13 +320,8 @@ impl Election for Raft {
 
     fn leadership(&self) -> Leadership {
         match (self.role, self.leader) {
-            (Role::Leader, _) => Leadership::Leading {
-                epoch: self.hard.epoch,
-            },
-            (Role::Follower, Some(leader)) => Leadership::Following {
-                leader,
-                epoch: self.hard.epoch,
-            },
+            (Role::Leader, _) => Leadership::Leading { epoch: self.hard.epoch },
+            (Role::Follower, Some(leader)) => Leadership::Following { leader, epoch: self.hard.epoch },
             _ => Leadership::Unknown,
         }
     }
@@ -442,12 +349,6 @@ mod tests {
             }
         }
         assert_eq!(leadership, Some(Leadership::Leading { epoch: 1 }));
-        assert_eq!(
-            raft.hard_state(),
-            HardState {
-                epoch: 1,
-                voted_for: Some(1)
-            }
-        );
+        assert_eq!(raft.hard_state(), HardState { epoch: 1, voted_for: Some(1) });
     }
 }

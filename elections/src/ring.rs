@@ -26,17 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     /// The election token, naming the highest candidate seen on its way so far.
-    Election {
-        candidate: NodeId,
-        epoch: Epoch,
-        seq: u64,
-    },
+    Election { candidate: NodeId, epoch: Epoch, seq: u64 },
     /// The winner's announcement, sent once around the ring.
-    Coordinator {
-        leader: NodeId,
-        epoch: Epoch,
-        seq: u64,
-    },
+    Coordinator { leader: NodeId, epoch: Epoch, seq: u64 },
     /// The successor got the ELECTION or COORDINATOR numbered `seq`.
     Ack { seq: u64, epoch: Epoch },
     /// "I still lead at `epoch`": sent by the leader to everyone every `heartbeat_ticks`.
@@ -74,7 +66,9 @@ struct Hop {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Role {
     /// No leader known (after a start, or after our own leadership was fenced out).
-    Unknown { silent_ticks: u32 },
+    Unknown {
+        silent_ticks: u32,
+    },
     Following {
         leader: NodeId,
         epoch: Epoch,
@@ -132,11 +126,8 @@ impl Ring {
     /// How long a participant waits for the COORDINATOR: the token and then the announcement
     /// each go once around the ring, every hop possibly waiting out an acknowledgement.
     fn round_timeout_ticks(&self) -> u32 {
-        let hops = u32::try_from(self.members.others().count() + 1)
-            .unwrap_or(u32::MAX)
-            .saturating_mul(2);
-        self.election_ticks
-            .saturating_add(hops.saturating_mul(self.ack_timeout_ticks()))
+        let hops = u32::try_from(self.members.others().count() + 1).unwrap_or(u32::MAX).saturating_mul(2);
+        self.election_ticks.saturating_add(hops.saturating_mul(self.ack_timeout_ticks()))
     }
 
     fn tick(&mut self, out: &mut Vec<(NodeId, Msg)>) {
@@ -149,10 +140,7 @@ impl Ring {
         let election_ticks = self.election_ticks;
         let alone = self.members.others().next().is_none();
         match &mut self.role {
-            Role::Leading {
-                epoch,
-                since_heartbeat_ticks,
-            } => {
+            Role::Leading { epoch, since_heartbeat_ticks } => {
                 *since_heartbeat_ticks += 1;
                 if *since_heartbeat_ticks >= self.heartbeat_ticks {
                     *since_heartbeat_ticks = 0;
@@ -196,9 +184,8 @@ impl Ring {
     /// Skips `peer` from now on: whatever waits on its acknowledgement goes round it.
     fn suspect(&mut self, peer: NodeId, out: &mut Vec<(NodeId, Msg)>) {
         self.suspected.insert(peer, self.round_timeout_ticks());
-        let (stuck, waiting): (Vec<Hop>, Vec<Hop>) = std::mem::take(&mut self.hops)
-            .into_iter()
-            .partition(|hop| hop.to == peer);
+        let (stuck, waiting): (Vec<Hop>, Vec<Hop>) =
+            std::mem::take(&mut self.hops).into_iter().partition(|hop| hop.to == peer);
         self.hops = waiting;
         for hop in stuck {
             self.relay(hop.relay, out);
@@ -212,23 +199,11 @@ impl Ring {
         match msg {
             Msg::Ack { seq, .. } => self.hops.retain(|hop| !(hop.to == from && hop.seq == seq)),
             Msg::Election { candidate, seq, .. } => {
-                out.push((
-                    from,
-                    Msg::Ack {
-                        seq,
-                        epoch: self.max_seen_epoch,
-                    },
-                ));
+                out.push((from, Msg::Ack { seq, epoch: self.max_seen_epoch }));
                 self.on_token(candidate, out);
             }
             Msg::Coordinator { leader, epoch, seq } => {
-                out.push((
-                    from,
-                    Msg::Ack {
-                        seq,
-                        epoch: self.max_seen_epoch,
-                    },
-                ));
+                out.push((from, Msg::Ack { seq, epoch: self.max_seen_epoch }));
                 if !stale {
                     self.on_coordinator(leader, epoch, out);
                 }
@@ -260,10 +235,7 @@ impl Ring {
             // Someone missed our heartbeats, yet we lead at the highest epoch it knows:
             // remind everyone now instead of electing anew, and swallow the token.
             if candidate != me {
-                self.role = Role::Leading {
-                    epoch,
-                    since_heartbeat_ticks: 0,
-                };
+                self.role = Role::Leading { epoch, since_heartbeat_ticks: 0 };
                 self.broadcast_heartbeat(epoch, out);
             }
             return;
@@ -281,12 +253,7 @@ impl Ring {
             return; // our own, higher, token is already on its way
         }
         self.participating_ticks.get_or_insert(0);
-        self.relay(
-            Relay::Election {
-                candidate: candidate.max(me),
-            },
-            out,
-        );
+        self.relay(Relay::Election { candidate: candidate.max(me) }, out);
     }
 
     fn on_coordinator(&mut self, leader: NodeId, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
@@ -301,32 +268,20 @@ impl Ring {
     }
 
     fn follow(&mut self, leader: NodeId, epoch: Epoch) {
-        self.role = Role::Following {
-            leader,
-            epoch,
-            silent_ticks: 0,
-        };
+        self.role = Role::Following { leader, epoch, silent_ticks: 0 };
         self.participating_ticks = None;
     }
 
     fn start_election(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         self.role = Role::Unknown { silent_ticks: 0 };
         self.participating_ticks = Some(0);
-        self.relay(
-            Relay::Election {
-                candidate: self.members.me(),
-            },
-            out,
-        );
+        self.relay(Relay::Election { candidate: self.members.me() }, out);
     }
 
     fn become_leader(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         let epoch = self.members.next_owned_epoch(self.max_seen_epoch);
         self.max_seen_epoch = epoch;
-        self.role = Role::Leading {
-            epoch,
-            since_heartbeat_ticks: 0,
-        };
+        self.role = Role::Leading { epoch, since_heartbeat_ticks: 0 };
         self.participating_ticks = None;
         let me = self.members.me();
         self.relayed_coordinator = Some((me, epoch));
@@ -334,19 +289,12 @@ impl Ring {
     }
 
     fn broadcast_heartbeat(&self, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
-        out.extend(
-            self.members
-                .others()
-                .map(|id| (id, Msg::Heartbeat { epoch })),
-        );
+        out.extend(self.members.others().map(|id| (id, Msg::Heartbeat { epoch })));
     }
 
     /// Sends `relay` to the first successor not suspected, and waits for its acknowledgement.
     fn relay(&mut self, relay: Relay, out: &mut Vec<(NodeId, Msg)>) {
-        let successor = self
-            .members
-            .after_me()
-            .find(|id| !self.suspected.contains_key(id));
+        let successor = self.members.after_me().find(|id| !self.suspected.contains_key(id));
         let Some(to) = successor else {
             // Every other member is suspected: a token would come straight back to us.
             if let Relay::Election { .. } = relay {
@@ -365,30 +313,16 @@ impl Ring {
         self.next_seq += 1;
         let epoch = self.max_seen_epoch;
         let msg = match relay {
-            Relay::Election { candidate } => Msg::Election {
-                candidate,
-                epoch,
-                seq,
-            },
+            Relay::Election { candidate } => Msg::Election { candidate, epoch, seq },
             Relay::Coordinator { leader, epoch } => Msg::Coordinator { leader, epoch, seq },
         };
         out.push((to, msg));
-        self.hops.push(Hop {
-            to,
-            seq,
-            relay,
-            waited_ticks: 0,
-        });
+        self.hops.push(Hop { to, seq, relay, waited_ticks: 0 });
     }
 
     /// Whether going from this node to `to` skips over `node` (ring order).
     fn passes(&self, node: NodeId, to: NodeId) -> bool {
-        node != self.members.me()
-            && self
-                .members
-                .after_me()
-                .take_while(|&id| id != to)
-                .any(|id| id == node)
+        node != self.members.me() && self.members.after_me().take_while(|&id| id != to).any(|id| id == node)
     }
 }
 
@@ -433,10 +367,7 @@ impl Election for Ring {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            epoch: self.max_seen_epoch,
-            voted_for: None,
-        }
+        HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
     /// The ring elects by id alone; freshness does not enter.

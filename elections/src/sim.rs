@@ -44,8 +44,7 @@ pub const STABILISE_TICKS: u64 = 10;
 /// leader within `20 * election_ticks + 10 * nodes` ticks. With the default timing that is
 /// 2.6 s at 6 nodes and 3.0 s at 25; every algorithm needs far less (see docs/ELECTIONS.md).
 pub fn liveness_bound_ticks(nodes: usize, election_ticks: u32) -> u64 {
-    LIVENESS_BOUND_ELECTION_TIMEOUTS * u64::from(election_ticks)
-        + LIVENESS_BOUND_TICKS_PER_NODE * nodes as u64
+    LIVENESS_BOUND_ELECTION_TIMEOUTS * u64::from(election_ticks) + LIVENESS_BOUND_TICKS_PER_NODE * nodes as u64
 }
 
 /// What a run exercises.
@@ -88,9 +87,7 @@ impl FromStr for Scenario {
         Scenario::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                format!("unknown scenario '{s}' (choose one of: random, cold-start, leader-crash)")
-            })
+            .ok_or_else(|| format!("unknown scenario '{s}' (choose one of: random, cold-start, leader-crash)"))
     }
 }
 
@@ -366,21 +363,18 @@ where
 
     fn run(&mut self) {
         if self.config.nodes == 0 {
-            self.violations
-                .push("a cluster needs at least one node".into());
+            self.violations.push("a cluster needs at least one node".into());
             return;
         }
         if self.config.scenario == Scenario::LeaderCrash && self.config.nodes < 3 {
             // With fewer than 3 nodes the survivors of a crash are no majority.
-            self.violations
-                .push("the leader-crash scenario needs at least 3 nodes".into());
+            self.violations.push("the leader-crash scenario needs at least 3 nodes".into());
             return;
         }
         self.setup();
         while !self.done {
             let Some(Queued { at_ms, event, .. }) = self.queue.pop() else {
-                self.violations
-                    .push("the simulation ran out of events".into());
+                self.violations.push("the simulation ran out of events".into());
                 break;
             };
             self.now_ms = at_ms;
@@ -426,11 +420,7 @@ where
 
     fn schedule(&mut self, at_ms: u64, event: Event<E::Msg>) {
         self.seq += 1;
-        self.queue.push(Queued {
-            at_ms,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(Queued { at_ms, seq: self.seq, event });
     }
 
     /// Appends to the trace; the line is only formatted when a trace is being recorded.
@@ -487,9 +477,7 @@ where
                 if phase == self.phase && self.measuring_since_ms.is_some() {
                     let bound = liveness_bound_ticks(self.config.nodes, self.config.election_ticks);
                     let live = self.describe_live();
-                    self.violation(format!(
-                        "liveness: no agreement within {bound} ticks; live nodes: {live}"
-                    ));
+                    self.violation(format!("liveness: no agreement within {bound} ticks; live nodes: {live}"));
                     self.done = true;
                 }
             }
@@ -510,17 +498,13 @@ where
         if let Some(reported) = actions.leadership {
             if reported != leadership {
                 let id = self.id(i);
-                self.violation(format!(
-                    "node {id} reported {reported:?} but its leadership() is {leadership:?}"
-                ));
+                self.violation(format!("node {id} reported {reported:?} but its leadership() is {leadership:?}"));
             }
         }
         if leadership != self.nodes[i].leadership {
             if actions.leadership.is_none() {
                 let id = self.id(i);
-                self.violation(format!(
-                    "node {id} changed to {leadership:?} without reporting it"
-                ));
+                self.violation(format!("node {id} changed to {leadership:?} without reporting it"));
             }
             self.observe(i, leadership);
         }
@@ -539,9 +523,9 @@ where
             return;
         };
         match self.nodes[i].accepted_epoch {
-            Some(accepted) if epoch < accepted => self.violation(format!(
-                "node {id} accepted epoch {epoch} after having accepted epoch {accepted}"
-            )),
+            Some(accepted) if epoch < accepted => {
+                self.violation(format!("node {id} accepted epoch {epoch} after having accepted epoch {accepted}"))
+            }
             _ => self.nodes[i].accepted_epoch = Some(epoch),
         }
         if let Leadership::Leading { epoch } = leadership {
@@ -580,13 +564,7 @@ where
             if self.peer_notices && !self.told_down[told] {
                 self.told_down[told] = true;
                 let at_ms = self.now_ms + NOTICE_DELAY_MS;
-                self.schedule(
-                    at_ms,
-                    Event::Notice {
-                        to: from,
-                        input: Input::PeerDown(to_id),
-                    },
-                );
+                self.schedule(at_ms, Event::Notice { to: from, input: Input::PeerDown(to_id) });
             }
             return;
         }
@@ -627,25 +605,13 @@ where
         }
         self.dirty = true;
         let first_tick_ms = self.now_ms + self.rng.range(1, TICK_MS + 1);
-        self.schedule(
-            first_tick_ms,
-            Event::Tick {
-                node: i,
-                incarnation,
-            },
-        );
+        self.schedule(first_tick_ms, Event::Tick { node: i, incarnation });
         if self.peer_notices {
             let n = self.config.nodes;
             for sender in 0..n {
                 if std::mem::take(&mut self.told_down[sender * n + i]) {
                     let at_ms = self.now_ms + NOTICE_DELAY_MS;
-                    self.schedule(
-                        at_ms,
-                        Event::Notice {
-                            to: sender,
-                            input: Input::PeerUp(id),
-                        },
-                    );
+                    self.schedule(at_ms, Event::Notice { to: sender, input: Input::PeerUp(id) });
                 }
             }
         }
@@ -660,9 +626,7 @@ where
         node.incarnation += 1;
         node.leadership = Leadership::Unknown;
         // What the node had been told about its peers was volatile too.
-        self.told_down[i * n..(i + 1) * n]
-            .iter_mut()
-            .for_each(|t| *t = false);
+        self.told_down[i * n..(i + 1) * n].iter_mut().for_each(|t| *t = false);
         self.dirty = true;
         self.note(|| format!("node {id} crashes"));
     }
@@ -724,11 +688,7 @@ where
         self.faulty_network = false;
         self.heal();
         let max_left_down = (self.config.nodes - 1) / 2;
-        let left_down = if self.rng.chance(0.5) {
-            0
-        } else {
-            self.rng.below(max_left_down as u64 + 1) as usize
-        };
+        let left_down = if self.rng.chance(0.5) { 0 } else { self.rng.below(max_left_down as u64 + 1) as usize };
         for i in self.crashed().into_iter().skip(left_down) {
             self.start(i);
         }
@@ -745,8 +705,7 @@ where
         self.base_elections = self.elections;
         self.base_messages = self.messages;
         self.dirty = true;
-        let bound_ms =
-            liveness_bound_ticks(self.config.nodes, self.config.election_ticks) * TICK_MS;
+        let bound_ms = liveness_bound_ticks(self.config.nodes, self.config.election_ticks) * TICK_MS;
         let phase = self.phase;
         self.schedule(self.now_ms + bound_ms, Event::Deadline { phase });
     }
@@ -789,10 +748,7 @@ where
             if node.election.is_none() {
                 continue;
             }
-            let view = (
-                node.leadership.leader(self.id(i))?,
-                node.leadership.epoch()?,
-            );
+            let view = (node.leadership.leader(self.id(i))?, node.leadership.epoch()?);
             if *agreed.get_or_insert(view) != view {
                 return None;
             }
@@ -812,10 +768,7 @@ where
 
     fn describe_partition(&self) -> String {
         let group = |side: bool| -> Vec<NodeId> {
-            (0..self.config.nodes)
-                .filter(|&i| self.side[i] == side)
-                .map(|i| self.id(i))
-                .collect()
+            (0..self.config.nodes).filter(|&i| self.side[i] == side).map(|i| self.id(i)).collect()
         };
         format!("{:?} | {:?}", group(false), group(true))
     }

@@ -17,21 +17,9 @@ struct Cluster {
 impl Cluster {
     fn new(n: NodeId) -> Cluster {
         let members: Vec<NodeId> = (1..=n).collect();
-        let nodes = members
-            .iter()
-            .map(|&id| {
-                (
-                    id,
-                    Raft::new(Config::new(id, members.clone()), HardState::default()),
-                )
-            })
-            .collect();
-        Cluster {
-            nodes,
-            in_flight: VecDeque::new(),
-            isolated: BTreeSet::new(),
-            cut_links: BTreeSet::new(),
-        }
+        let nodes =
+            members.iter().map(|&id| (id, Raft::new(Config::new(id, members.clone()), HardState::default()))).collect();
+        Cluster { nodes, in_flight: VecDeque::new(), isolated: BTreeSet::new(), cut_links: BTreeSet::new() }
     }
 
     fn node(&mut self, id: NodeId) -> &mut Raft {
@@ -59,9 +47,7 @@ impl Cluster {
     }
 
     fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        !self.isolated.contains(&a)
-            && !self.isolated.contains(&b)
-            && !self.cut_links.contains(&(a.min(b), a.max(b)))
+        !self.isolated.contains(&a) && !self.isolated.contains(&b) && !self.cut_links.contains(&(a.min(b), a.max(b)))
     }
 
     /// Delivers everything in flight, and whatever that provokes, in FIFO order.
@@ -77,10 +63,7 @@ impl Cluster {
     fn time_out(&mut self, id: NodeId) {
         for _ in 0..100 {
             let actions = self.step(id, Input::Tick);
-            let asks = actions
-                .messages
-                .iter()
-                .any(|(_, m)| matches!(m, Msg::RequestVote { .. }));
+            let asks = actions.messages.iter().any(|(_, m)| matches!(m, Msg::RequestVote { .. }));
             // A lone node has no one to ask: it simply wins.
             if asks || actions.leadership.is_some() {
                 return;
@@ -110,8 +93,7 @@ impl Cluster {
             })
             .collect::<Option<_>>()?;
         let &(leader, epoch) = views.iter().next()?;
-        (views.len() == 1 && self.leadership(leader) == Leadership::Leading { epoch })
-            .then_some((leader, epoch))
+        (views.len() == 1 && self.leadership(leader) == Leadership::Leading { epoch }).then_some((leader, epoch))
     }
 
     /// Makes `id` leader from a quiet cluster: it times out first and everyone answers.
@@ -126,11 +108,7 @@ impl Cluster {
 }
 
 fn request_vote(term: Epoch, freshness: u64) -> Msg {
-    Msg::RequestVote {
-        term,
-        pre_vote: false,
-        freshness,
-    }
+    Msg::RequestVote { term, pre_vote: false, freshness }
 }
 
 #[test]
@@ -139,13 +117,7 @@ fn an_uncontested_candidate_wins_and_everyone_follows() {
     let epoch = c.elect(3);
     assert_eq!(epoch, 1);
     for id in [1, 2, 4, 5] {
-        assert_eq!(
-            c.leadership(id),
-            Leadership::Following {
-                leader: 3,
-                epoch: 1
-            }
-        );
+        assert_eq!(c.leadership(id), Leadership::Following { leader: 3, epoch: 1 });
     }
 }
 
@@ -166,10 +138,7 @@ fn a_split_vote_resolves_in_a_later_term() {
     c.cut_links.clear();
     c.run(60);
     let (leader, epoch) = c.agreed_leader(&[1, 2, 3, 4]).expect("a leader emerges");
-    assert!(
-        epoch >= 2,
-        "the split term 1 elected nobody, got leader {leader} at {epoch}"
-    );
+    assert!(epoch >= 2, "the split term 1 elected nobody, got leader {leader} at {epoch}");
 }
 
 #[test]
@@ -177,39 +146,21 @@ fn stale_term_messages_are_ignored() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.run(5);
-    let following = Leadership::Following {
-        leader: 1,
-        epoch: 1,
-    };
+    let following = Leadership::Following { leader: 1, epoch: 1 };
     assert_eq!(c.leadership(2), following);
     // Term-0 messages change nothing; the sender at most learns the current term.
     for stale in [
         Msg::Heartbeat { term: 0 },
-        Msg::Vote {
-            term: 0,
-            pre_vote: false,
-            granted: true,
-        },
+        Msg::Vote { term: 0, pre_vote: false, granted: true },
         Msg::HeartbeatAck { term: 0 },
         request_vote(0, 0),
     ] {
-        let actions = c.node(2).step(Input::Message {
-            from: 3,
-            msg: stale.clone(),
-        });
+        let actions = c.node(2).step(Input::Message { from: 3, msg: stale.clone() });
         assert_eq!(actions.persist, None, "{stale:?} changed the hard state");
         assert_eq!(actions.leadership, None, "{stale:?} changed the leadership");
         for (_, reply) in &actions.messages {
             assert!(
-                matches!(
-                    reply,
-                    Msg::HeartbeatAck { term: 1 }
-                        | Msg::Vote {
-                            term: 1,
-                            granted: false,
-                            ..
-                        }
-                ),
+                matches!(reply, Msg::HeartbeatAck { term: 1 } | Msg::Vote { term: 1, granted: false, .. }),
                 "{stale:?} got {reply:?}"
             );
         }
@@ -229,11 +180,7 @@ fn a_partitioned_node_rejoining_does_not_depose_the_leader() {
     assert_eq!(c.leadership(1), Leadership::Leading { epoch });
     c.isolated.clear();
     c.run(20);
-    assert_eq!(
-        c.agreed_leader(&[1, 2, 3]),
-        Some((1, epoch)),
-        "the old leader kept its term"
-    );
+    assert_eq!(c.agreed_leader(&[1, 2, 3]), Some((1, epoch)), "the old leader kept its term");
 }
 
 #[test]
@@ -244,15 +191,9 @@ fn a_leader_that_loses_its_majority_steps_down() {
     // Check-quorum runs every election timeout; the acks that came in before the cut still
     // count for the first one, so it takes at most two.
     c.run(20);
-    assert_eq!(
-        c.leadership(1),
-        Leadership::Unknown,
-        "an isolated leader stops leading"
-    );
+    assert_eq!(c.leadership(1), Leadership::Unknown, "an isolated leader stops leading");
     c.run(60);
-    let (leader, new_epoch) = c
-        .agreed_leader(&[2, 3, 4, 5])
-        .expect("the majority re-elects");
+    let (leader, new_epoch) = c.agreed_leader(&[2, 3, 4, 5]).expect("the majority re-elects");
     assert_ne!(leader, 1);
     assert!(new_epoch > epoch);
 }
@@ -268,18 +209,8 @@ fn a_voter_refuses_a_less_fresh_candidate() {
     assert_eq!(c.term(1), 0, "no pre-vote majority, so no real campaign");
     assert_eq!(c.leadership(1), Leadership::Unknown);
     // A real vote request is refused too, even though the voter adopts the newer term.
-    let actions = c.node(2).step(Input::Message {
-        from: 1,
-        msg: request_vote(7, 1),
-    });
-    assert!(actions.messages.contains(&(
-        1,
-        Msg::Vote {
-            term: 7,
-            pre_vote: false,
-            granted: false
-        }
-    )));
+    let actions = c.node(2).step(Input::Message { from: 1, msg: request_vote(7, 1) });
+    assert!(actions.messages.contains(&(1, Msg::Vote { term: 7, pre_vote: false, granted: false })));
     // The fresh node wins, and the stale one follows it.
     c.in_flight.clear();
     c.run(60);
@@ -290,76 +221,26 @@ fn a_voter_refuses_a_less_fresh_candidate() {
 #[test]
 fn a_vote_is_persisted_with_its_reply() {
     let mut c = Cluster::new(3);
-    let actions = c.node(2).step(Input::Message {
-        from: 1,
-        msg: request_vote(1, 0),
-    });
+    let actions = c.node(2).step(Input::Message { from: 1, msg: request_vote(1, 0) });
     // The caller makes `persist` durable before sending `messages`: both come in one Actions.
-    assert_eq!(
-        actions.persist,
-        Some(HardState {
-            epoch: 1,
-            voted_for: Some(1)
-        })
-    );
-    assert_eq!(
-        actions.messages,
-        vec![(
-            1,
-            Msg::Vote {
-                term: 1,
-                pre_vote: false,
-                granted: true
-            }
-        )]
-    );
+    assert_eq!(actions.persist, Some(HardState { epoch: 1, voted_for: Some(1) }));
+    assert_eq!(actions.messages, vec![(1, Msg::Vote { term: 1, pre_vote: false, granted: true })]);
 }
 
 #[test]
 fn a_restarted_node_does_not_vote_twice_in_a_term() {
     let members = vec![1, 2, 3];
     let mut voter = Raft::new(Config::new(2, members.clone()), HardState::default());
-    let persisted = voter
-        .step(Input::Message {
-            from: 1,
-            msg: request_vote(1, 0),
-        })
-        .persist
-        .expect("the vote is persisted");
+    let persisted =
+        voter.step(Input::Message { from: 1, msg: request_vote(1, 0) }).persist.expect("the vote is persisted");
     // Crash: volatile state is gone, the node comes back from what it persisted.
     let mut voter = Raft::new(Config::new(2, members), persisted);
-    let to_3 = voter.step(Input::Message {
-        from: 3,
-        msg: request_vote(1, 0),
-    });
-    assert_eq!(
-        to_3.messages,
-        vec![(
-            3,
-            Msg::Vote {
-                term: 1,
-                pre_vote: false,
-                granted: false
-            }
-        )]
-    );
+    let to_3 = voter.step(Input::Message { from: 3, msg: request_vote(1, 0) });
+    assert_eq!(to_3.messages, vec![(3, Msg::Vote { term: 1, pre_vote: false, granted: false })]);
     assert_eq!(to_3.persist, None);
     // Its own earlier vote is simply repeated (the reply may have been lost).
-    let to_1 = voter.step(Input::Message {
-        from: 1,
-        msg: request_vote(1, 0),
-    });
-    assert_eq!(
-        to_1.messages,
-        vec![(
-            1,
-            Msg::Vote {
-                term: 1,
-                pre_vote: false,
-                granted: true
-            }
-        )]
-    );
+    let to_1 = voter.step(Input::Message { from: 1, msg: request_vote(1, 0) });
+    assert_eq!(to_1.messages, vec![(1, Msg::Vote { term: 1, pre_vote: false, granted: true })]);
 }
 
 #[test]
@@ -373,10 +254,7 @@ fn malformed_traffic_is_ignored() {
     let mut c = Cluster::new(3);
     // From a non-member, and from ourselves: no reply, no state change.
     for from in [9, 2] {
-        let actions = c.node(2).step(Input::Message {
-            from,
-            msg: request_vote(5, 0),
-        });
+        let actions = c.node(2).step(Input::Message { from, msg: request_vote(5, 0) });
         assert_eq!(actions, Actions::default());
     }
     assert_eq!(c.node(2).step(Input::PeerDown(1)), Actions::default());

@@ -32,13 +32,20 @@ pub struct ClusterArgs {
     #[structopt(long, env = "FACTO_DELAY", default_value = "0")]
     delay: f64,
     /// Where the nodes keep their databases and logs.
-    #[structopt(
-        long,
-        env = "FACTO_DATA_DIR",
-        default_value = "./facto-data",
-        parse(from_os_str)
-    )]
+    #[structopt(long, env = "FACTO_DATA_DIR", default_value = "./facto-data", parse(from_os_str))]
     data_dir: PathBuf,
+    /// Each node's probability of crashing at each operation (see `facto node --help`).
+    #[structopt(long, default_value = "0")]
+    fail_prob: f64,
+    /// Each node's probability of stalling an operation or reply for --slow seconds.
+    #[structopt(long, default_value = "0")]
+    slow_prob: f64,
+    /// How long an injected stall lasts, in seconds.
+    #[structopt(long, default_value = "10")]
+    slow: f64,
+    /// Length of one election tick in milliseconds.
+    #[structopt(long, default_value = "10")]
+    tick_ms: u64,
     /// Shared secret for internal endpoints, handed to every node (never logged).
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
@@ -54,24 +61,18 @@ struct Member {
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
-    debug_assert_eq!(
-        (DEFAULT_NODES, DEFAULT_BASE_PORT),
-        (6, 7001),
-        "keep the flag defaults in step"
-    );
+    debug_assert_eq!((DEFAULT_NODES, DEFAULT_BASE_PORT), (6, 7001), "keep the flag defaults in step");
     if args.nodes == 0 || u32::from(args.base_port) + u32::from(args.nodes) > 65_536 {
-        return Err(Error::Usage(format!(
-            "cannot place {} nodes from port {}",
-            args.nodes, args.base_port
-        )));
+        return Err(Error::Usage(format!("cannot place {} nodes from port {}", args.nodes, args.base_port)));
     }
     args.election.parse::<facto_elections::Algorithm>()?;
     super::node::seconds_to_ms(args.delay, "--delay")?;
+    super::node::seconds_to_ms(args.slow, "--slow")?;
+    super::node::probability(args.fail_prob, "--fail-prob")?;
+    super::node::probability(args.slow_prob, "--slow-prob")?;
     std::fs::create_dir_all(&args.data_dir)?;
-    let peers = (1..=args.nodes)
-        .map(|i| format!("{i}=127.0.0.1:{}", args.base_port + i - 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers =
+        (1..=args.nodes).map(|i| format!("{i}=127.0.0.1:{}", args.base_port + i - 1)).collect::<Vec<_>>().join(",");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -125,11 +126,7 @@ fn supervise(m: &mut Member, args: &ClusterArgs, peers: &str) -> Result<()> {
             } else {
                 (m.backoff_ms * 2).min(RESTART_BACKOFF_MS_MAX)
             };
-            log::warn!(
-                "node {} exited ({status}); restarting in {} ms",
-                m.id,
-                m.backoff_ms
-            );
+            log::warn!("node {} exited ({status}); restarting in {} ms", m.id, m.backoff_ms);
             m.child = None;
             m.restart_at = Some(Instant::now() + Duration::from_millis(m.backoff_ms));
         }
@@ -146,21 +143,13 @@ fn supervise(m: &mut Member, args: &ClusterArgs, peers: &str) -> Result<()> {
 fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let log_path = log_file(&args.data_dir, id);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
+    let log = OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut cmd = Command::new(exe);
     cmd.arg("node")
-        .args([
-            "--id",
-            &id.to_string(),
-            "--peers",
-            peers,
-            "--election",
-            &args.election,
-        ])
-        .args(["--delay", &args.delay.to_string()])
+        .args(["--id", &id.to_string(), "--peers", peers, "--election", &args.election])
+        .args(["--delay", &args.delay.to_string(), "--tick-ms", &args.tick_ms.to_string()])
+        .args(["--fail-prob", &args.fail_prob.to_string(), "--slow-prob", &args.slow_prob.to_string()])
+        .args(["--slow", &args.slow.to_string()])
         .arg("--data-dir")
         .arg(args.data_dir.join(format!("node-{id}")))
         .env("FACTO_RESTARTS", restarts.to_string())

@@ -14,10 +14,7 @@ pub const DEFAULT_BASE_PORT: u16 = 7001;
 pub const DEFAULT_NODES: u16 = 6;
 
 #[derive(StructOpt, Debug)]
-#[structopt(
-    name = "facto",
-    about = "A fault-tolerant cluster that computes factorials"
-)]
+#[structopt(name = "facto", about = "A fault-tolerant cluster that computes factorials")]
 pub enum Command {
     /// Run one cluster member.
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
@@ -37,12 +34,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let command = match Command::from_iter_safe(std::env::args_os()) {
         Ok(c) => c,
-        Err(e)
-            if matches!(
-                e.kind,
-                ErrorKind::HelpDisplayed | ErrorKind::VersionDisplayed
-            ) =>
-        {
+        Err(e) if matches!(e.kind, ErrorKind::HelpDisplayed | ErrorKind::VersionDisplayed) => {
             println!("{}", e.message);
             return 0;
         }
@@ -60,11 +52,7 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    let default_level = if matches!(command, Command::Node(_) | Command::Cluster(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let default_level = if matches!(command, Command::Node(_) | Command::Cluster(_)) { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
@@ -88,25 +76,16 @@ pub fn main() -> i32 {
 fn cluster_addrs(arg: Option<&str>) -> Result<Vec<String>> {
     let text = match arg {
         Some(t) => t.to_string(),
-        None => (0..DEFAULT_NODES)
-            .map(|i| format!("127.0.0.1:{}", DEFAULT_BASE_PORT + i))
-            .collect::<Vec<_>>()
-            .join(","),
+        None => {
+            (0..DEFAULT_NODES).map(|i| format!("127.0.0.1:{}", DEFAULT_BASE_PORT + i)).collect::<Vec<_>>().join(",")
+        }
     };
-    let addrs: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(String::from)
-        .collect();
+    let addrs: Vec<String> = text.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
     if addrs.is_empty() {
-        return Err(Error::Usage(
-            "--cluster is empty: give HOST:PORT,...".into(),
-        ));
+        return Err(Error::Usage("--cluster is empty: give HOST:PORT,...".into()));
     }
     for a in &addrs {
-        crate::config::check_addr(a)
-            .map_err(|why| Error::Usage(format!("bad --cluster address '{a}': {why}")))?;
+        crate::config::check_addr(a).map_err(|why| Error::Usage(format!("bad --cluster address '{a}': {why}")))?;
     }
     Ok(addrs)
 }

@@ -2,6 +2,7 @@
 
 use crate::config::{Members, NodeConfig};
 use crate::error::{Error, Result};
+use crate::node::faults::Faults;
 use facto_elections::Algorithm;
 use std::path::PathBuf;
 use structopt::StructOpt;
@@ -32,6 +33,18 @@ pub struct NodeArgs {
     /// The largest n a job may ask for.
     #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
+    /// Probability of crashing at each operation (and once a second while idle).
+    #[structopt(long, env = "FACTO_FAIL_PROB", default_value = "0")]
+    fail_prob: f64,
+    /// Probability of stalling an operation or reply for --slow seconds.
+    #[structopt(long, env = "FACTO_SLOW_PROB", default_value = "0")]
+    slow_prob: f64,
+    /// How long an injected stall lasts, in seconds.
+    #[structopt(long, env = "FACTO_SLOW", default_value = "10")]
+    slow: f64,
+    /// Checkpoint and replicate the coordinator's state: on or off (off only to measure its cost).
+    #[structopt(long, env = "FACTO_CHECKPOINT", default_value = "on")]
+    checkpoint: String,
     /// Shared secret required on internal endpoints (never logged).
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
@@ -50,25 +63,40 @@ pub fn run(args: NodeArgs) -> Result<()> {
     };
     let config = NodeConfig {
         id: args.id,
-        data_dir: args
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(format!("facto-data/node-{}", args.id))),
+        data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("facto-data/node-{}", args.id))),
         members,
         listen,
         algorithm,
         delay_ms,
         tick_ms: args.tick_ms,
         max_n: args.max_n,
+        checkpoint: match args.checkpoint.as_str() {
+            "on" => true,
+            "off" => false,
+            other => return Err(Error::Usage(format!("--checkpoint must be on or off, got '{other}'"))),
+        },
+        restarts: std::env::var("FACTO_RESTARTS").ok().and_then(|r| r.parse().ok()).unwrap_or(0),
     };
-    async_std::task::block_on(crate::node::run(config, args.cluster_key))
+    let faults = Faults::new(
+        probability(args.fail_prob, "--fail-prob")?,
+        probability(args.slow_prob, "--slow-prob")?,
+        seconds_to_ms(args.slow, "--slow")?,
+    );
+    async_std::task::block_on(crate::node::run(config, args.cluster_key, faults))
+}
+
+/// Checks a probability flag.
+pub(crate) fn probability(p: f64, flag: &str) -> Result<f64> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::Usage(format!("{flag} must be between 0 and 1, got {p}")));
+    }
+    Ok(p)
 }
 
 /// Converts a user's seconds (fractions allowed) to milliseconds.
 pub(crate) fn seconds_to_ms(seconds: f64, flag: &str) -> Result<u64> {
     if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 {
-        return Err(Error::Usage(format!(
-            "{flag} must be between 0 and 86400 seconds, got {seconds}"
-        )));
+        return Err(Error::Usage(format!("{flag} must be between 0 and 86400 seconds, got {seconds}")));
     }
     Ok((seconds * 1000.0).round() as u64)
 }

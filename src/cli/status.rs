@@ -26,9 +26,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         async_std::task::block_on(futures::future::join_all(addrs.iter().map(|addr| {
             let client = client.clone();
             async move {
-                let s = client
-                    .get::<NodeStatus>(addr, "/status", Duration::from_millis(STATUS_TIMEOUT_MS))
-                    .await;
+                let s = client.get::<NodeStatus>(addr, "/status", Duration::from_millis(STATUS_TIMEOUT_MS)).await;
                 (addr.clone(), s.ok())
             }
         })));
@@ -55,10 +53,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         println!("{}", serde_json::json!({ "nodes": nodes, "jobs": jobs }));
         return Ok(());
     }
-    println!(
-        "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}",
-        "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS"
-    );
+    println!("{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}", "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS");
     for (addr, s) in &answers {
         match s {
             Some(s) => println!(
@@ -67,9 +62,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 addr,
                 "up",
                 s.role,
-                s.leader
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
                 s.epoch,
                 s.operations_computed
             ),
@@ -80,10 +73,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
     if jobs.is_empty() {
         println!("no jobs");
     } else {
-        println!(
-            "{:<12} {:>9} {:<8} {:>9} {:>14}",
-            "JOB", "N", "STATE", "PROGRESS", "OPS DONE/TOTAL"
-        );
+        println!("{:<12} {:>9} {:<8} {:>9} {:>14}", "JOB", "N", "STATE", "PROGRESS", "OPS DONE/TOTAL");
         for j in &jobs {
             println!(
                 "{:<12} {:>9} {:<8} {:>8.1}% {:>14}",

@@ -35,13 +35,8 @@ pub struct SubmitArgs {
 pub fn run(args: SubmitArgs) -> Result<()> {
     let addrs = cluster_addrs(args.cluster.as_deref())?;
     // Every argument is checked before anything is sent: a typo submits nothing.
-    let ns = args
-        .ns
-        .iter()
-        .map(|s| parse_n(s, args.max_n))
-        .collect::<Result<Vec<u64>>>()?;
-    let deadline = Instant::now()
-        + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
+    let ns = args.ns.iter().map(|s| parse_n(s, args.max_n)).collect::<Result<Vec<u64>>>()?;
+    let deadline = Instant::now() + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
     async_std::task::block_on(async {
         let client = Client::new(None);
         let mut jobs = Vec::new();
@@ -64,9 +59,7 @@ pub fn run(args: SubmitArgs) -> Result<()> {
 }
 
 fn parse_n(text: &str, max_n: u64) -> Result<u64> {
-    let n: u64 = text
-        .parse()
-        .map_err(|_| Error::Usage(format!("'{text}' is not a non-negative integer")))?;
+    let n: u64 = text.parse().map_err(|_| Error::Usage(format!("'{text}' is not a non-negative integer")))?;
     if n > max_n {
         return Err(Error::Usage(format!("{n} is above --max-n {max_n}")));
     }
@@ -96,20 +89,12 @@ fn retryable(e: &CallError) -> bool {
 }
 
 /// Sends the job to the members in turn until one accepts it.
-async fn submit_one(
-    client: &Client,
-    addrs: &[String],
-    n: u64,
-    deadline: Instant,
-) -> Result<JobInfo> {
+async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Instant) -> Result<JobInfo> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut last_error = String::new();
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
-        match client
-            .post::<_, JobInfo>(addr, "/jobs", &SubmitRequest { n }, timeout, &[])
-            .await
-        {
+        match client.post::<_, JobInfo>(addr, "/jobs", &SubmitRequest { n }, timeout, &[]).await {
             Ok(job) => return Ok(job),
             Err(e) if retryable(&e) => last_error = e.to_string(),
             Err(e) => return Err(Error::Remote(e.to_string())),
@@ -121,29 +106,21 @@ async fn submit_one(
             async_std::task::sleep(Duration::from_millis(100)).await;
         }
     }
-    Err(Error::Remote(format!(
-        "no member accepted {n}!: {last_error}"
-    )))
+    Err(Error::Remote(format!("no member accepted {n}!: {last_error}")))
 }
 
-/// Polls any member for the job until it is done.
-async fn wait_for(
-    client: &Client,
-    addrs: &[String],
-    id: &str,
-    deadline: Instant,
-) -> Result<JobInfo> {
+/// Polls any member for the job until it is done. A 404 is retried too: the job was
+/// acknowledged, so a coordinator that does not know it yet is still gathering checkpoints.
+async fn wait_for(client: &Client, addrs: &[String], id: &str, deadline: Instant) -> Result<JobInfo> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut pause_ms = 5;
     let mut last_error = String::new();
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
-        match client
-            .get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout)
-            .await
-        {
+        match client.get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout).await {
             Ok(job) if job.result.is_some() => return Ok(job),
             Ok(_) => {}
+            Err(e @ CallError::Status { status: 404, .. }) => last_error = e.to_string(),
             Err(e) if retryable(&e) => last_error = e.to_string(),
             Err(e) => return Err(Error::Remote(e.to_string())),
         }
@@ -153,9 +130,7 @@ async fn wait_for(
         async_std::task::sleep(Duration::from_millis(pause_ms)).await;
         pause_ms = (pause_ms * 2).min(200);
     }
-    Err(Error::Remote(format!(
-        "job {id} did not finish in time {last_error}"
-    )))
+    Err(Error::Remote(format!("job {id} did not finish in time {last_error}")))
 }
 
 #[cfg(test)]

@@ -61,10 +61,7 @@ impl Plan {
     /// The root operation, whose product is n!, or `None` when there is nothing to multiply.
     pub fn root(&self) -> Option<OpId> {
         let top = self.level_sizes.len().checked_sub(1)?;
-        Some(OpId {
-            level: top as u32,
-            index: 0,
-        })
+        Some(OpId { level: top as u32, index: 0 })
     }
 
     /// How many operations level `level` holds.
@@ -79,17 +76,10 @@ impl Plan {
 
     /// What `op` multiplies. `op` must belong to the plan.
     pub fn operands(&self, op: OpId) -> Operands {
-        debug_assert!(
-            self.contains(op),
-            "{op:?} is not in the plan of {}!",
-            self.n
-        );
+        debug_assert!(self.contains(op), "{op:?} is not in the plan of {}!", self.n);
         if op.level == 0 {
             let first = 2 + MAX_OPERANDS * op.index;
-            Operands::Integers {
-                first,
-                last: (first + MAX_OPERANDS - 1).min(self.n),
-            }
+            Operands::Integers { first, last: (first + MAX_OPERANDS - 1).min(self.n) }
         } else {
             Operands::Products(self.children(op))
         }
@@ -99,12 +89,7 @@ impl Plan {
         let below = self.level_size(op.level - 1);
         let first = op.index * MAX_OPERANDS;
         let last = (first + MAX_OPERANDS).min(below);
-        (first..last)
-            .map(|index| OpId {
-                level: op.level - 1,
-                index,
-            })
-            .collect()
+        (first..last).map(|index| OpId { level: op.level - 1, index }).collect()
     }
 
     /// The operation that consumes `op`'s product, or `None` for the root.
@@ -112,10 +97,7 @@ impl Plan {
         if Some(op) == self.root() {
             None
         } else {
-            Some(OpId {
-                level: op.level + 1,
-                index: op.index / MAX_OPERANDS,
-            })
+            Some(OpId { level: op.level + 1, index: op.index / MAX_OPERANDS })
         }
     }
 
@@ -151,14 +133,8 @@ mod tests {
         let plan = Plan::new(5);
         assert_eq!(plan.total_ops(), 1);
         assert_eq!(plan.root(), Some(OpId { level: 0, index: 0 }));
-        assert_eq!(
-            plan.operands(OpId { level: 0, index: 0 }),
-            Operands::Integers { first: 2, last: 5 }
-        );
-        assert_eq!(
-            Plan::new(2).operands(OpId { level: 0, index: 0 }),
-            Operands::Integers { first: 2, last: 2 }
-        );
+        assert_eq!(plan.operands(OpId { level: 0, index: 0 }), Operands::Integers { first: 2, last: 5 });
+        assert_eq!(Plan::new(2).operands(OpId { level: 0, index: 0 }), Operands::Integers { first: 2, last: 2 });
     }
 
     #[test]
@@ -183,10 +159,7 @@ mod tests {
                     let op = OpId { level, index };
                     assert!(plan.child_count(op) <= MAX_OPERANDS);
                     if let Some(parent) = plan.parent(op) {
-                        assert_eq!(
-                            plan.operands(parent),
-                            Operands::Products(plan.children(parent))
-                        );
+                        assert_eq!(plan.operands(parent), Operands::Products(plan.children(parent)));
                         assert!(plan.children(parent).contains(&op));
                     }
                 }

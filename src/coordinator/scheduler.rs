@@ -48,12 +48,7 @@ pub struct WorkItem {
 pub enum Action {
     /// Send these operations to `worker`; answer with [`Scheduler::batch_done`] or
     /// [`Scheduler::batch_failed`] (the runtime must give up on the request by `deadline_ms`).
-    Dispatch {
-        batch: u64,
-        worker: NodeId,
-        deadline_ms: u64,
-        items: Vec<WorkItem>,
-    },
+    Dispatch { batch: u64, worker: NodeId, deadline_ms: u64, items: Vec<WorkItem> },
     /// The job's root product is known.
     JobFinished { job: JobId, n: u64, result: Big },
 }
@@ -108,6 +103,8 @@ struct Batch {
 
 #[derive(Debug, Default)]
 struct Worker {
+    /// False while the failure detector reports it down: it gets no work at all.
+    unreachable: bool,
     batches: usize,
     consecutive_failures: u32,
     quarantined_until_ms: u64,
@@ -211,11 +208,7 @@ impl Scheduler {
         if let Some(result) = finished_with {
             job.finished = true;
             job.done = job.dispatched.clone();
-            actions.push(Action::JobFinished {
-                job: id.clone(),
-                n,
-                result,
-            });
+            actions.push(Action::JobFinished { job: id.clone(), n, result });
         } else {
             self.resume(&mut job, known);
         }
@@ -249,16 +242,10 @@ impl Scheduler {
                 }
                 let missing = match job.plan.operands(op) {
                     Operands::Integers { .. } => 0,
-                    Operands::Products(children) => {
-                        children.iter().filter(|c| !job.done.contains(c)).count() as u64
-                    }
+                    Operands::Products(children) => children.iter().filter(|c| !job.done.contains(c)).count() as u64,
                 };
                 if missing == 0 {
-                    self.ready.insert(ReadyKey {
-                        job_seq: job.seq,
-                        level_rev: u32::MAX - level,
-                        index,
-                    });
+                    self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - level, index });
                 } else {
                     job.waiting.insert(op, missing);
                 }
@@ -271,41 +258,26 @@ impl Scheduler {
         self.workers.entry(worker).or_default();
     }
 
-    /// A member that must get no more work (it left the cluster or became coordinator). Its
-    /// batches stay assigned until they are answered or time out.
-    pub fn remove_worker(&mut self, worker: NodeId) {
-        self.workers.remove(&worker);
-    }
-
-    /// The failure detector lost `worker`: its batches are reassigned now, not at their
-    /// deadlines, and it is quarantined.
-    pub fn worker_down(&mut self, worker: NodeId, now_ms: u64) -> Vec<Action> {
-        let batches: Vec<u64> = self
-            .batches
-            .iter()
-            .filter(|(_, b)| b.worker == worker)
-            .map(|(&id, _)| id)
-            .collect();
-        if batches.is_empty() {
-            if let Some(w) = self.workers.get_mut(&worker) {
-                w.consecutive_failures += 1;
-                w.quarantined_until_ms = now_ms + quarantine_ms(w.consecutive_failures);
+    /// The failure detector lost `worker` (`reachable == false`): its batches are reassigned
+    /// now, not at their deadlines, and it gets no work until it is reachable again, and then
+    /// only after its quarantine.
+    pub fn set_reachable(&mut self, worker: NodeId, reachable: bool, now_ms: u64) -> Vec<Action> {
+        let Some(w) = self.workers.get_mut(&worker) else { return Vec::new() };
+        w.unreachable = !reachable;
+        if !reachable {
+            let batches: Vec<u64> =
+                self.batches.iter().filter(|(_, b)| b.worker == worker).map(|(&id, _)| id).collect();
+            for batch in batches {
+                self.fail_batch(batch, now_ms);
             }
-        }
-        for batch in batches {
-            self.fail_batch(batch, now_ms);
         }
         self.dispatch(now_ms)
     }
 
     /// Time passed: fail overdue batches, then hand ready operations to free workers.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
-        let overdue: Vec<u64> = self
-            .batches
-            .iter()
-            .filter(|(_, b)| b.deadline_ms <= now_ms)
-            .map(|(&id, _)| id)
-            .collect();
+        let overdue: Vec<u64> =
+            self.batches.iter().filter(|(_, b)| b.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
         for batch in overdue {
             self.fail_batch(batch, now_ms);
         }
@@ -315,12 +287,7 @@ impl Scheduler {
     /// A worker answered `batch` with these products. Products for operations that are
     /// unknown, already done or not in the batch are ignored: a late or replayed answer is
     /// harmless. Returns the finished jobs and new dispatches.
-    pub fn batch_done(
-        &mut self,
-        batch: u64,
-        products: Vec<(OpRef, Big)>,
-        now_ms: u64,
-    ) -> Vec<Action> {
+    pub fn batch_done(&mut self, batch: u64, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(b) = self.batches.remove(&batch) {
             if let Some(w) = self.workers.get_mut(&b.worker) {
@@ -348,10 +315,7 @@ impl Scheduler {
 
     /// Progress of every job, oldest first.
     pub fn progress(&self) -> Vec<JobProgress> {
-        self.job_by_seq
-            .values()
-            .filter_map(|id| self.job_progress(id))
-            .collect()
+        self.job_by_seq.values().filter_map(|id| self.job_progress(id)).collect()
     }
 
     /// Progress of one job.
@@ -381,11 +345,7 @@ impl Scheduler {
             return;
         }
         // Still queued for a retry elsewhere? This answer makes that unnecessary.
-        self.ready.remove(&ReadyKey {
-            job_seq: job.seq,
-            level_rev: u32::MAX - op.op.level,
-            index: op.op.index,
-        });
+        self.ready.remove(&ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
         job.done.insert(op.op);
         if let Operands::Products(children) = job.plan.operands(op.op) {
             for child in children {
@@ -396,18 +356,11 @@ impl Scheduler {
             None => {
                 job.finished = true;
                 job.products.clear();
-                actions.push(Action::JobFinished {
-                    job: op.job.clone(),
-                    n: job.plan.n(),
-                    result: product,
-                });
+                actions.push(Action::JobFinished { job: op.job.clone(), n: job.plan.n(), result: product });
             }
             Some(parent) => {
                 job.products.insert(op.op, product);
-                let missing = job
-                    .waiting
-                    .entry(parent)
-                    .or_insert_with(|| job.plan.child_count(parent));
+                let missing = job.waiting.entry(parent).or_insert_with(|| job.plan.child_count(parent));
                 *missing -= 1;
                 if *missing == 0 {
                     job.waiting.remove(&parent);
@@ -441,11 +394,7 @@ impl Scheduler {
             if job.finished || job.done.contains(&op.op) {
                 continue;
             }
-            self.ready.insert(ReadyKey {
-                job_seq: job.seq,
-                level_rev: u32::MAX - op.op.level,
-                index: op.op.index,
-            });
+            self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
         }
     }
 
@@ -453,18 +402,14 @@ impl Scheduler {
         let free: Vec<NodeId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.batches < BATCHES_PER_WORKER_MAX && w.quarantined_until_ms <= now_ms)
+            .filter(|(_, w)| !w.unreachable && w.batches < BATCHES_PER_WORKER_MAX && w.quarantined_until_ms <= now_ms)
             .map(|(&id, _)| id)
             .collect();
         if free.is_empty() || self.ready.is_empty() {
             return Vec::new();
         }
         // Spread small amounts of work over every free worker rather than one full batch.
-        let per_batch = self
-            .ready
-            .len()
-            .div_ceil(free.len())
-            .clamp(1, BATCH_OPS_MAX);
+        let per_batch = self.ready.len().div_ceil(free.len()).clamp(1, BATCH_OPS_MAX);
         let mut actions = Vec::new();
         for worker in free {
             let keys: Vec<ReadyKey> = self.ready.iter().take(per_batch).cloned().collect();
@@ -477,22 +422,14 @@ impl Scheduler {
             for key in keys {
                 self.ready.remove(&key);
                 let job_id = self.job_by_seq[&key.job_seq].clone();
-                let op = OpId {
-                    level: u32::MAX - key.level_rev,
-                    index: key.index,
-                };
-                let job = self
-                    .jobs
-                    .get_mut(&job_id)
-                    .expect("ready operations belong to known jobs");
+                let op = OpId { level: u32::MAX - key.level_rev, index: key.index };
+                let job = self.jobs.get_mut(&job_id).expect("ready operations belong to known jobs");
                 if !job.dispatched.insert(op) {
                     job.reexecuted += 1;
                 }
                 let operands = match job.plan.operands(op) {
                     Operands::Integers { first, last } => (first..=last).map(Big::from).collect(),
-                    Operands::Products(children) => {
-                        children.iter().map(|c| job.products[c].clone()).collect()
-                    }
+                    Operands::Products(children) => children.iter().map(|c| job.products[c].clone()).collect(),
                 };
                 let op = OpRef { job: job_id, op };
                 self.assigned.insert(op.clone(), batch);
@@ -500,23 +437,11 @@ impl Scheduler {
             }
             let deadline_ms = now_ms + self.timing.worker_delay_ms + self.timing.batch_timeout_ms;
             let ops = items.iter().map(|i| i.op.clone()).collect();
-            self.batches.insert(
-                batch,
-                Batch {
-                    worker,
-                    ops,
-                    deadline_ms,
-                },
-            );
+            self.batches.insert(batch, Batch { worker, ops, deadline_ms });
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.batches += 1;
             }
-            actions.push(Action::Dispatch {
-                batch,
-                worker,
-                deadline_ms,
-                items,
-            });
+            actions.push(Action::Dispatch { batch, worker, deadline_ms, items });
         }
         actions
     }
@@ -524,26 +449,18 @@ impl Scheduler {
 
 /// Quarantine after the `failures`-th consecutive failure: doubles from the base, capped.
 fn quarantine_ms(failures: u32) -> u64 {
-    QUARANTINE_MS_BASE
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(QUARANTINE_MS_MAX)
+    QUARANTINE_MS_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(QUARANTINE_MS_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TIMING: Timing = Timing {
-        worker_delay_ms: 0,
-        batch_timeout_ms: 1_000,
-    };
+    const TIMING: Timing = Timing { worker_delay_ms: 0, batch_timeout_ms: 1_000 };
 
     /// Answers every dispatch by multiplying, as a worker would.
     fn answer(items: &[WorkItem]) -> Vec<(OpRef, Big)> {
-        items
-            .iter()
-            .map(|i| (i.op.clone(), Big::product(&i.operands)))
-            .collect()
+        items.iter().map(|i| (i.op.clone(), Big::product(&i.operands))).collect()
     }
 
     fn factorial(n: u64) -> Big {
@@ -592,10 +509,7 @@ mod tests {
         for (id, n) in ids {
             assert_eq!(results[&id], factorial(n), "{n}!");
         }
-        assert!(s
-            .progress()
-            .iter()
-            .all(|p| p.finished && p.ops_done == p.ops_total && p.ops_reexecuted == 0));
+        assert!(s.progress().iter().all(|p| p.finished && p.ops_done == p.ops_total && p.ops_reexecuted == 0));
         assert_eq!(s.in_flight(), 0);
     }
 
@@ -618,38 +532,14 @@ mod tests {
         let (id, _) = s.submit(8); // two leaves, one root
         let first = s.tick(0);
         assert_eq!(first.len(), 2, "one leaf to each worker");
-        let Action::Dispatch {
-            batch: slow_batch,
-            worker: slow,
-            items: slow_items,
-            ..
-        } = first[0].clone()
-        else {
+        let Action::Dispatch { batch: slow_batch, worker: slow, items: slow_items, .. } = first[0].clone() else {
             panic!()
         };
-        let Action::Dispatch {
-            batch: fast_batch,
-            items: fast_items,
-            ..
-        } = first[1].clone()
-        else {
-            panic!()
-        };
-        assert!(
-            s.batch_done(fast_batch, answer(&fast_items), 5).is_empty(),
-            "root waits for the slow leaf"
-        );
+        let Action::Dispatch { batch: fast_batch, items: fast_items, .. } = first[1].clone() else { panic!() };
+        assert!(s.batch_done(fast_batch, answer(&fast_items), 5).is_empty(), "root waits for the slow leaf");
         // The slow worker misses its deadline: its leaf goes to the other worker.
         let retry = s.tick(1_001);
-        let Action::Dispatch {
-            batch: retry_batch,
-            worker,
-            items,
-            ..
-        } = retry[0].clone()
-        else {
-            panic!()
-        };
+        let Action::Dispatch { batch: retry_batch, worker, items, .. } = retry[0].clone() else { panic!() };
         assert_ne!(worker, slow, "the failed worker is quarantined");
         assert_eq!(items, slow_items);
         assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
@@ -669,25 +559,10 @@ mod tests {
         s.add_worker(2);
         let (id, _) = s.submit(12);
         let foreign = vec![
-            (
-                OpRef {
-                    job: "9-9".into(),
-                    op: OpId { level: 0, index: 0 },
-                },
-                Big::from(1),
-            ),
-            (
-                OpRef {
-                    job: id.clone(),
-                    op: OpId { level: 9, index: 0 },
-                },
-                Big::from(1),
-            ),
+            (OpRef { job: "9-9".into(), op: OpId { level: 0, index: 0 } }, Big::from(1)),
+            (OpRef { job: id.clone(), op: OpId { level: 9, index: 0 } }, Big::from(1)),
         ];
-        assert!(s
-            .batch_done(999, foreign, 0)
-            .iter()
-            .all(|a| matches!(a, Action::Dispatch { .. })));
+        assert!(s.batch_done(999, foreign, 0).iter().all(|a| matches!(a, Action::Dispatch { .. })));
         assert_eq!(s.job_progress(&id).unwrap().ops_done, 0);
     }
 
@@ -696,16 +571,11 @@ mod tests {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
         s.submit(5);
-        let Action::Dispatch { mut batch, .. } = s.tick(0)[0].clone() else {
-            panic!()
-        };
+        let Action::Dispatch { mut batch, .. } = s.tick(0)[0].clone() else { panic!() };
         let mut now_ms = 0;
         let mut waits_ms = Vec::new();
         for _ in 0..3 {
-            assert!(
-                s.batch_failed(batch, now_ms).is_empty(),
-                "the only worker is quarantined"
-            );
+            assert!(s.batch_failed(batch, now_ms).is_empty(), "the only worker is quarantined");
             let failed_at_ms = now_ms;
             let next = loop {
                 now_ms += 10;
@@ -715,19 +585,10 @@ mod tests {
                 }
             };
             waits_ms.push(now_ms - failed_at_ms);
-            let Action::Dispatch { batch: b, .. } = next[0].clone() else {
-                panic!()
-            };
+            let Action::Dispatch { batch: b, .. } = next[0].clone() else { panic!() };
             batch = b;
         }
-        assert_eq!(
-            waits_ms,
-            vec![
-                QUARANTINE_MS_BASE,
-                QUARANTINE_MS_BASE * 2,
-                QUARANTINE_MS_BASE * 4
-            ]
-        );
+        assert_eq!(waits_ms, vec![QUARANTINE_MS_BASE, QUARANTINE_MS_BASE * 2, QUARANTINE_MS_BASE * 4]);
     }
 
     #[test]
@@ -740,9 +601,7 @@ mod tests {
         let mut dispatched = BTreeSet::new();
         let mut in_flight = 0;
         for (round, action) in first.tick(0).into_iter().enumerate() {
-            let Action::Dispatch { items, .. } = action else {
-                panic!()
-            };
+            let Action::Dispatch { items, .. } = action else { panic!() };
             for (i, item) in items.iter().enumerate() {
                 dispatched.insert(item.op.op);
                 if round == 0 && i % 2 == 0 {
@@ -756,17 +615,11 @@ mod tests {
         second.add_worker(3);
         let actions = second.restore_job(id.clone(), 100, known.clone(), dispatched);
         assert!(actions.is_empty());
-        assert_eq!(
-            second.job_progress(&id).unwrap().ops_done,
-            known.len() as u64
-        );
+        assert_eq!(second.job_progress(&id).unwrap().ops_done, known.len() as u64);
         let results = run_to_end(&mut second, Vec::new());
         assert_eq!(results[&id], factorial(100));
         let p = second.job_progress(&id).unwrap();
-        assert_eq!(
-            p.ops_reexecuted, in_flight,
-            "only what was in flight is redone"
-        );
+        assert_eq!(p.ops_reexecuted, in_flight, "only what was in flight is redone");
         assert_eq!(p.ops_done, p.ops_total);
         // New jobs get the new coordinator's prefix; the restored id is kept.
         assert_eq!(second.submit(5).0, "2-1");
@@ -779,29 +632,13 @@ mod tests {
         let inner_value = Big::product(&(2..=17).map(Big::from).collect::<Vec<_>>());
         let mut s = Scheduler::new("5".into(), TIMING);
         s.add_worker(1);
-        s.restore_job(
-            "4-1".into(),
-            20,
-            BTreeMap::from([(inner, inner_value)]),
-            BTreeSet::new(),
-        );
-        assert_eq!(
-            s.job_progress("4-1").unwrap().ops_done,
-            5,
-            "the inner op and its four leaves"
-        );
+        s.restore_job("4-1".into(), 20, BTreeMap::from([(inner, inner_value)]), BTreeSet::new());
+        assert_eq!(s.job_progress("4-1").unwrap().ops_done, 5, "the inner op and its four leaves");
         let results = run_to_end(&mut s, Vec::new());
         assert_eq!(results["4-1"], factorial(20));
         let root = plan.root().unwrap();
-        let actions = s.restore_job(
-            "4-2".into(),
-            20,
-            BTreeMap::from([(root, factorial(20))]),
-            BTreeSet::new(),
-        );
-        assert!(
-            matches!(&actions[..], [Action::JobFinished { result, .. }] if *result == factorial(20))
-        );
+        let actions = s.restore_job("4-2".into(), 20, BTreeMap::from([(root, factorial(20))]), BTreeSet::new());
+        assert!(matches!(&actions[..], [Action::JobFinished { result, .. }] if *result == factorial(20)));
     }
 
     #[test]
@@ -811,14 +648,16 @@ mod tests {
         s.add_worker(3);
         let (id, _) = s.submit(8);
         let first = s.tick(0);
-        let Action::Dispatch { worker: lost, .. } = first[0].clone() else {
-            panic!()
-        };
-        let again = s.worker_down(lost, 10);
-        let [Action::Dispatch { worker, .. }] = again.as_slice() else {
-            panic!("{again:?}")
-        };
+        let Action::Dispatch { worker: lost, .. } = first[0].clone() else { panic!() };
+        let again = s.set_reachable(lost, false, 10);
+        let [Action::Dispatch { worker, .. }] = again.as_slice() else { panic!("{again:?}") };
         assert_ne!(*worker, lost);
         assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
+        // Unreachable, it gets nothing, even after its quarantine; reachable again, it does.
+        s.submit(100);
+        let later = s.tick(QUARANTINE_MS_MAX + 10);
+        assert!(later.iter().all(|a| !matches!(a, Action::Dispatch { worker, .. } if *worker == lost)));
+        let back = s.set_reachable(lost, true, QUARANTINE_MS_MAX + 20);
+        assert!(back.iter().any(|a| matches!(a, Action::Dispatch { worker, .. } if *worker == lost)));
     }
 }

@@ -34,13 +34,7 @@ impl Links {
                     let envelope = ElectionEnvelope { from: me, msg };
                     let sent: Result<serde_json::Value, _> = handle
                         .client
-                        .post(
-                            &addr,
-                            "/internal/election",
-                            &envelope,
-                            Duration::from_millis(SEND_TIMEOUT_MS),
-                            &[],
-                        )
+                        .post(&addr, "/internal/election", &envelope, Duration::from_millis(SEND_TIMEOUT_MS), &[])
                         .await;
                     let ok = sent.is_ok();
                     if !ok {

@@ -1,12 +1,15 @@
 //! A running member: the runtime task that owns the node's state, the clock, the links to
 //! peers, and the [`Handle`] through which the HTTP edge talks to the runtime.
 
+pub mod faults;
 mod links;
+mod replication;
 mod runtime;
 pub mod worker;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::bignum::Big;
+use crate::checkpoint::Fact;
 use crate::config::NodeConfig;
 use crate::coordinator::{JobId, OpRef};
 use crate::error::{Error, Result};
@@ -55,12 +58,54 @@ pub(crate) enum Event {
         batch: u64,
         outcome: std::result::Result<Vec<(OpRef, Big)>, String>,
     },
+    /// The coordinator at `epoch` sends checkpoint facts to keep.
+    ApplyFacts {
+        from: NodeId,
+        epoch: Epoch,
+        facts: Vec<Fact>,
+        reply: Sender<Result<(), String>>,
+    },
+    /// A new coordinator asks for this node's checkpoint.
+    CheckpointQuery {
+        reply: Sender<Vec<Fact>>,
+    },
+    /// The peers' checkpoints gathered by this node on becoming coordinator at `epoch`.
+    Gathered {
+        epoch: Epoch,
+        facts: Vec<Fact>,
+    },
+    /// A batch's products are on this node's disk and on a peer's (or no peer answered).
+    BatchDurable {
+        batch: u64,
+        products: Vec<(OpRef, Big)>,
+    },
     /// A finished job's decimal digits are ready.
     Decimal {
         job: JobId,
         n: u64,
         decimal: String,
     },
+}
+
+impl Event {
+    /// The event's name, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Event::Tick => "tick",
+            Event::Election { .. } => "election message",
+            Event::PeerReachable { .. } => "peer reachability",
+            Event::AdmitWork { .. } => "work admission",
+            Event::Submit { .. } => "submit",
+            Event::Jobs { .. } => "job query",
+            Event::Status { .. } => "status",
+            Event::BatchAnswered { .. } => "batch answer",
+            Event::ApplyFacts { .. } => "checkpoint write",
+            Event::CheckpointQuery { .. } => "checkpoint read",
+            Event::Gathered { .. } => "gathered checkpoints",
+            Event::BatchDurable { .. } => "durable batch",
+            Event::Decimal { .. } => "decimal result",
+        }
+    }
 }
 
 /// Where a client request is served.
@@ -71,6 +116,8 @@ pub enum Routed<T> {
     Leader(String),
     /// No coordinator is known right now; try again shortly.
     NoLeader,
+    /// The coordinator could not do it (e.g. could not make a job durable); try again.
+    Failed(String),
 }
 
 /// The HTTP edge's way into the runtime. Cheap to clone.
@@ -78,6 +125,7 @@ pub enum Routed<T> {
 pub struct Handle {
     inbox: Sender<Event>,
     pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) faults: Arc<faults::Faults>,
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) client: Client,
 }
@@ -111,23 +159,31 @@ impl Handle {
             .await
             .unwrap_or_else(|| Err("node is shutting down".into()))
     }
+
+    pub async fn apply_facts(&self, from: NodeId, epoch: Epoch, facts: Vec<Fact>) -> std::result::Result<(), String> {
+        self.ask(|reply| Event::ApplyFacts { from, epoch, facts, reply })
+            .await
+            .unwrap_or_else(|| Err("node is shutting down".into()))
+    }
+
+    pub async fn checkpoint(&self) -> Option<Vec<Fact>> {
+        self.ask(|reply| Event::CheckpointQuery { reply }).await
+    }
 }
 
 /// Runs a node until the process ends or a fatal error (its database fails).
-pub async fn run(config: NodeConfig, cluster_key: Option<String>) -> Result<()> {
+pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
     config.validate()?;
     let listener = async_std::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
+        .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
     let store = Store::open(&config.data_dir)?;
     let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
     let client = Client::new(cluster_key.clone());
     let handle = Handle {
         inbox: tx,
         stats: Arc::new(WorkerStats::default()),
+        faults: Arc::new(faults),
         config: Arc::new(config),
         client,
     };

@@ -3,21 +3,37 @@
 //! Stale epochs are refused here, in one place, before any state machine sees the request.
 
 use super::links::Links;
+use super::replication::{gather, replicate};
 use super::{Event, Handle, Routed};
 use crate::api::{JobInfo, NodeStatus, WireOp, WorkRequest, WorkRequestItem, WorkResponse};
 use crate::bignum::{abbreviate, Big};
-use crate::coordinator::{Action, JobId, OpRef, Scheduler, Timing};
+use crate::checkpoint::{Checkpoint, Fact};
+use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
 use crate::error::Result;
 use crate::store::Store;
 use async_std::channel::Receiver;
-use facto_elections::{
-    Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId,
-};
+use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A coordinator that cannot make its checkpoint durable must not go on acknowledging work
+/// as safe: it stops, and the cluster elects another.
+async fn flush_or_die(flusher: &crate::store::Flusher) {
+    if let Err(e) = flusher.flush().await {
+        log::error!("cannot make the checkpoint durable, stopping: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The epoch of the coordinator state (0 when there is none; callers check first).
+fn c_epoch(c: &Option<Coordinator>) -> Epoch {
+    c.as_ref().map_or(0, |c| c.epoch)
+}
+
+/// An event that takes this long delays every heartbeat behind it and is logged.
+const SLOW_EVENT_MS: u128 = 20;
 /// Beyond the workers' delay, how long a batch may take before it is reassigned.
 const BATCH_TIMEOUT_MS: u64 = 5_000;
 
@@ -35,6 +51,17 @@ pub(crate) struct Runtime {
     election: AnyElection,
     links: Links,
     coordinator: Option<Coordinator>,
+    /// Leading at this epoch, gathering the peers' checkpoints before resuming.
+    gathering: Option<Epoch>,
+    /// Every checkpoint fact this node holds (also on disk).
+    checkpoint: Checkpoint,
+    /// How many facts this node ever applied: its freshness in elections.
+    version: u64,
+    /// Peers the election links currently cannot reach (a new coordinator gives them no work).
+    unreachable: std::collections::BTreeSet<NodeId>,
+    /// Dispatch facts waiting to go to the peers with the next tick (they only make the
+    /// re-execution count exact, so they need not hold anything up).
+    unreplicated: Vec<Fact>,
     started: Instant,
     last_leader_contact: Option<Instant>,
     tick_pending: Arc<AtomicBool>,
@@ -45,7 +72,9 @@ impl Runtime {
         let cfg = &handle.config;
         let mut election_cfg = Config::new(cfg.id, cfg.members.ids());
         election_cfg.seed = u64::from(cfg.id) ^ 0x9e37_79b9_7f4a_7c15;
-        let election = cfg.algorithm.build(election_cfg, store.hard_state()?)?;
+        let mut election = cfg.algorithm.build(election_cfg, store.hard_state()?)?;
+        let (checkpoint, version) = store.checkpoint()?;
+        election.set_freshness(version);
         let links = Links::start(&handle);
         Ok(Runtime {
             handle,
@@ -53,6 +82,11 @@ impl Runtime {
             election,
             links,
             coordinator: None,
+            gathering: None,
+            checkpoint,
+            version,
+            unreplicated: Vec::new(),
+            unreachable: Default::default(),
             started: Instant::now(),
             last_leader_contact: None,
             tick_pending: Arc::new(AtomicBool::new(false)),
@@ -71,7 +105,14 @@ impl Runtime {
     pub async fn run(mut self, inbox: Receiver<Event>) -> Result<()> {
         self.start_ticker();
         while let Ok(event) = inbox.recv().await {
+            let started = Instant::now();
+            let kind = event.kind();
             self.handle_event(event)?;
+            let took_ms = started.elapsed().as_millis();
+            if took_ms >= SLOW_EVENT_MS {
+                // Everything waits behind one event, heartbeats included: say so.
+                log::warn!("handling {kind} took {took_ms} ms");
+            }
         }
         Ok(())
     }
@@ -83,10 +124,16 @@ impl Runtime {
         let pending = self.tick_pending.clone();
         let tick = Duration::from_millis(handle.config.tick_ms);
         async_std::task::spawn(async move {
+            let mut last_roll = Instant::now();
             loop {
                 async_std::task::sleep(tick).await;
                 if !pending.swap(true, Ordering::AcqRel) {
                     handle.send(Event::Tick);
+                }
+                // The slow timer that gives an idle node its chances to crash too.
+                if last_roll.elapsed() >= Duration::from_secs(1) {
+                    last_roll = Instant::now();
+                    handle.faults.maybe_crash("idle");
                 }
             }
         });
@@ -100,7 +147,12 @@ impl Runtime {
                 let now_ms = self.now_ms();
                 if let Some(c) = &mut self.coordinator {
                     let actions = c.scheduler.tick(now_ms);
-                    self.carry_out(actions);
+                    self.carry_out(actions)?;
+                    if !self.unreplicated.is_empty() {
+                        let facts = std::mem::take(&mut self.unreplicated);
+                        let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
+                        async_std::task::spawn(async move { replicate(&handle, epoch, facts).await });
+                    }
                 }
             }
             Event::Election { from, msg } => {
@@ -110,29 +162,57 @@ impl Runtime {
                 self.step_election(Input::Message { from, msg })?;
             }
             Event::PeerReachable { peer, reachable } => {
-                let input = if reachable {
-                    Input::PeerUp(peer)
-                } else {
-                    Input::PeerDown(peer)
-                };
+                let input = if reachable { Input::PeerUp(peer) } else { Input::PeerDown(peer) };
                 self.step_election(input)?;
+                if reachable {
+                    self.unreachable.remove(&peer);
+                } else {
+                    self.unreachable.insert(peer);
+                }
+                let now_ms = self.now_ms();
+                if let Some(c) = &mut self.coordinator {
+                    let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
+                    self.carry_out(actions)?;
+                }
             }
             Event::AdmitWork { from, epoch, reply } => {
-                let _ = reply.try_send(self.admit_work(from, epoch));
+                let _ = reply.try_send(self.admit(from, epoch));
             }
-            Event::Submit { n, reply } => {
-                let routed = match self.route() {
-                    Routed::Here(()) => Routed::Here(self.submit(n)),
-                    Routed::Leader(a) => Routed::Leader(a),
-                    Routed::NoLeader => Routed::NoLeader,
-                };
-                let _ = reply.try_send(routed);
+            Event::ApplyFacts { from, epoch, facts, reply } => match self.admit(from, epoch) {
+                Ok(()) => {
+                    self.record(facts)?;
+                    // Acknowledge once on disk, without holding up this loop meanwhile.
+                    let flusher = self.store.flusher();
+                    async_std::task::spawn(async move {
+                        let durable = flusher.flush().await.map_err(|e| e.to_string());
+                        if let Err(e) = &durable {
+                            log::error!("checkpoint write not durable: {e}");
+                        }
+                        let _ = reply.send(durable).await;
+                    });
+                }
+                Err(why) => {
+                    let _ = reply.try_send(Err(why));
+                }
+            },
+            Event::CheckpointQuery { reply } => {
+                let _ = reply.try_send(self.checkpoint.facts());
             }
+            Event::Gathered { epoch, facts } => self.resume(epoch, facts)?,
+            Event::Submit { n, reply } => match self.route() {
+                Routed::Here(()) => self.submit(n, reply)?,
+                Routed::Leader(a) => {
+                    let _ = reply.try_send(Routed::Leader(a));
+                }
+                _ => {
+                    let _ = reply.try_send(Routed::NoLeader);
+                }
+            },
             Event::Jobs { id, reply } => {
                 let routed = match self.route() {
                     Routed::Here(()) => Routed::Here(self.jobs(id.as_deref())),
                     Routed::Leader(a) => Routed::Leader(a),
-                    Routed::NoLeader => Routed::NoLeader,
+                    _ => Routed::NoLeader,
                 };
                 let _ = reply.try_send(routed);
             }
@@ -140,17 +220,25 @@ impl Runtime {
                 let _ = reply.try_send(self.status());
             }
             Event::BatchAnswered { batch, outcome } => {
-                let now_ms = self.now_ms();
-                if let Some(c) = &mut self.coordinator {
-                    let actions = match outcome {
-                        Ok(products) => c.scheduler.batch_done(batch, products, now_ms),
-                        Err(why) => {
-                            log::warn!("batch {batch} failed: {why}");
-                            c.scheduler.batch_failed(batch, now_ms)
-                        }
-                    };
-                    self.carry_out(actions);
+                if self.coordinator.is_none() {
+                    return Ok(());
                 }
+                match outcome {
+                    Ok(products) if self.handle.config.checkpoint => self.make_durable(batch, products)?,
+                    Ok(products) => self.batch_durable(batch, products)?,
+                    Err(why) => {
+                        log::warn!("batch {batch} failed: {why}");
+                        let now_ms = self.now_ms();
+                        if let Some(c) = &mut self.coordinator {
+                            let actions = c.scheduler.batch_failed(batch, now_ms);
+                            self.carry_out(actions)?;
+                        }
+                    }
+                }
+            }
+            Event::BatchDurable { batch, products } => {
+                log::debug!("batch {batch}: {} products durable", products.len());
+                self.batch_durable(batch, products)?
             }
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
@@ -186,28 +274,16 @@ impl Runtime {
         let me = self.me();
         match leadership {
             Leadership::Leading { epoch } => {
-                log::info!("node {me} is the coordinator at epoch {epoch}");
-                let timing = Timing {
-                    worker_delay_ms: self.handle.config.delay_ms,
-                    batch_timeout_ms: BATCH_TIMEOUT_MS,
-                };
-                let mut scheduler = Scheduler::new(epoch.to_string(), timing);
-                for id in self
-                    .handle
-                    .config
-                    .members
-                    .ids()
-                    .into_iter()
-                    .filter(|&id| id != me)
-                {
-                    scheduler.add_worker(id);
-                }
-                self.coordinator = Some(Coordinator {
-                    epoch,
-                    scheduler,
-                    results: BTreeMap::new(),
-                });
+                log::info!("node {me} is the coordinator at epoch {epoch}; gathering checkpoints");
+                self.step_down();
                 self.last_leader_contact = None;
+                self.gathering = Some(epoch);
+                let handle = self.handle.clone();
+                let checkpoint = self.handle.config.checkpoint;
+                async_std::task::spawn(async move {
+                    let facts = if checkpoint { gather(&handle).await } else { Vec::new() };
+                    handle.send(Event::Gathered { epoch, facts });
+                });
             }
             Leadership::Following { leader, epoch } => {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
@@ -221,33 +297,122 @@ impl Runtime {
         }
     }
 
+    /// Takes over at `epoch` once the peers' checkpoints are in: merges them into this
+    /// node's, and resumes every job from what is known, so finished operations are not
+    /// computed again.
+    fn resume(&mut self, epoch: Epoch, facts: Vec<Fact>) -> Result<()> {
+        if self.gathering != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
+            return Ok(());
+        }
+        self.gathering = None;
+        self.record(facts)?;
+        let me = self.me();
+        let timing = Timing { worker_delay_ms: self.handle.config.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
+        let mut scheduler = Scheduler::new(epoch.to_string(), timing);
+        let mut actions = Vec::new();
+        let mut unfinished = 0;
+        for id in self.checkpoint.jobs_in_order() {
+            let job = &self.checkpoint.jobs[&id];
+            let restored = scheduler.restore_job(id.clone(), job.n, job.products.clone(), job.dispatched.clone());
+            if restored.is_empty() {
+                unfinished += 1;
+            }
+            actions.extend(restored);
+        }
+        let now_ms = self.now_ms();
+        for id in self.handle.config.members.ids().into_iter().filter(|&id| id != me) {
+            scheduler.add_worker(id);
+            if self.unreachable.contains(&id) {
+                actions.extend(scheduler.set_reachable(id, false, now_ms));
+            }
+        }
+        log::info!(
+            "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
+            self.checkpoint.jobs.len()
+        );
+        self.coordinator = Some(Coordinator { epoch, scheduler, results: BTreeMap::new() });
+        self.carry_out(actions)
+    }
+
+    /// Applies facts to this node's checkpoint and makes the new ones durable (one flush).
+    /// Returns the facts that were new.
+    fn record(&mut self, facts: Vec<Fact>) -> Result<Vec<Fact>> {
+        let mut new = Vec::new();
+        let mut finished = Vec::new();
+        for fact in facts {
+            let root = match &fact {
+                Fact::Product { job, op, .. } => self
+                    .checkpoint
+                    .jobs
+                    .get(job)
+                    .and_then(|j| Plan::new(j.n).root())
+                    .filter(|root| root == op)
+                    .map(|_| job.clone()),
+                _ => None,
+            };
+            if self.checkpoint.apply(fact.clone()) {
+                match root {
+                    Some(job) => finished.push((job, fact)),
+                    None => new.push(fact),
+                }
+            }
+        }
+        if new.is_empty() && finished.is_empty() {
+            return Ok(new);
+        }
+        self.version += (new.len() + finished.len()) as u64;
+        self.store.save_facts(&new, &finished, self.version)?;
+        self.election.set_freshness(self.version);
+        new.extend(finished.into_iter().map(|(_, f)| f));
+        Ok(new)
+    }
+
+    /// Records a batch's products on disk, then counts them as done only once a peer holds
+    /// them too: what the coordinator treats as finished survives its crash.
+    fn make_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
+        for _ in &products {
+            self.handle.faults.maybe_crash("recording an operation");
+        }
+        let facts: Vec<Fact> = products
+            .iter()
+            .map(|(op, p)| Fact::Product { job: op.job.clone(), op: op.op, product: p.clone() })
+            .collect();
+        let new = self.record(facts)?;
+        let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
+        let flusher = self.store.flusher();
+        async_std::task::spawn(async move {
+            flush_or_die(&flusher).await;
+            if !new.is_empty() && !replicate(&handle, epoch, new).await {
+                log::warn!("batch {batch}: no peer took the checkpoint; it is on this node only");
+            }
+            handle.send(Event::BatchDurable { batch, products });
+        });
+        Ok(())
+    }
+
+    fn batch_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
+        let now_ms = self.now_ms();
+        if let Some(c) = &mut self.coordinator {
+            let actions = c.scheduler.batch_done(batch, products, now_ms);
+            self.carry_out(actions)?;
+        }
+        Ok(())
+    }
+
     fn step_down(&mut self) {
+        self.gathering = None;
         if let Some(c) = self.coordinator.take() {
-            let unfinished = c
-                .scheduler
-                .progress()
-                .iter()
-                .filter(|p| !p.finished)
-                .count();
-            log::warn!(
-                "node {} stops coordinating epoch {} with {unfinished} unfinished jobs",
-                self.me(),
-                c.epoch
-            );
+            let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
+            log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
         }
     }
 
-    /// A worker refuses a coordinator whose epoch is older than one it knows (fencing).
-    fn admit_work(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
-        let known = self
-            .election
-            .hard_state()
-            .epoch
-            .max(self.election.leadership().epoch().unwrap_or(0));
+    /// Workers and replicas refuse a coordinator whose epoch is older than one they know
+    /// (fencing): a deposed coordinator can neither hand out work nor write checkpoints.
+    fn admit(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
+        let known = self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0));
         if epoch < known {
-            return Err(format!(
-                "stale epoch {epoch} from node {from}: this node knows epoch {known}"
-            ));
+            return Err(format!("stale epoch {epoch} from node {from}: this node knows epoch {known}"));
         }
         Ok(())
     }
@@ -263,20 +428,36 @@ impl Runtime {
         }
     }
 
-    fn submit(&mut self, n: u64) -> JobInfo {
-        let c = self
-            .coordinator
-            .as_mut()
-            .expect("route() checked that this node coordinates");
-        let (id, actions) = c.scheduler.submit(n);
-        log::info!("job {id}: {n}! accepted");
+    /// Accepts a job; the client hears 202 only once the job is on this node's disk and on
+    /// at least one peer's, so it survives the crash of any single node.
+    fn submit(&mut self, n: u64, reply: async_std::channel::Sender<Routed<JobInfo>>) -> Result<()> {
         let now_ms = self.now_ms();
-        let c = self.coordinator.as_mut().expect("still coordinating");
-        let mut actions = actions;
-        actions.extend(c.scheduler.tick(now_ms));
+        let c = self.coordinator.as_mut().expect("route() checked that this node coordinates");
+        let (id, mut actions) = c.scheduler.submit(n);
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
-        self.carry_out(actions);
-        JobInfo::new(&progress, None)
+        let epoch = c.epoch;
+        log::info!("job {id}: {n}! accepted");
+        let job = JobInfo::new(&progress, None);
+        if self.handle.config.checkpoint {
+            let facts = self.record(vec![Fact::Job { id: id.clone(), n }])?;
+            let handle = self.handle.clone();
+            let flusher = self.store.flusher();
+            async_std::task::spawn(async move {
+                flush_or_die(&flusher).await;
+                let routed = if replicate(&handle, epoch, facts).await {
+                    Routed::Here(job)
+                } else {
+                    Routed::Failed(format!("job {id} could not be replicated to any peer; not acknowledged"))
+                };
+                let _ = reply.send(routed).await;
+            });
+        } else {
+            let _ = reply.try_send(Routed::Here(job));
+        }
+        if let Some(c) = &mut self.coordinator {
+            actions.extend(c.scheduler.tick(now_ms));
+        }
+        self.carry_out(actions)
     }
 
     fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
@@ -319,71 +500,63 @@ impl Runtime {
             address: cfg.members.addr(cfg.id).unwrap_or(&cfg.listen).to_string(),
             role: role.into(),
             leader: leadership.leader(cfg.id),
-            epoch: leadership
-                .epoch()
-                .unwrap_or(self.election.hard_state().epoch),
+            epoch: leadership.epoch().unwrap_or(self.election.hard_state().epoch),
             election: cfg.algorithm.to_string(),
-            operations_computed: self
-                .handle
-                .stats
-                .operations_computed
-                .load(Ordering::Relaxed),
+            operations_computed: self.handle.stats.operations_computed.load(Ordering::Relaxed),
             max_operands: self.handle.stats.max_operands.load(Ordering::Relaxed),
             last_leader_contact_ms: match leadership {
                 Leadership::Leading { .. } => Some(0),
-                _ => self
-                    .last_leader_contact
-                    .map(|t| t.elapsed().as_millis() as u64),
+                _ => self.last_leader_contact.map(|t| t.elapsed().as_millis() as u64),
             },
             uptime_ms: self.now_ms(),
+            restarts: cfg.restarts,
+            checkpoint_version: self.version,
             jobs,
         }
     }
 
     /// Carries out the scheduler's actions: batches go out on their own tasks and come back
     /// as [`Event::BatchAnswered`]; finished results are converted to decimal off this task.
-    fn carry_out(&mut self, actions: Vec<crate::coordinator::Action>) {
-        let Some(c) = &self.coordinator else { return };
+    fn carry_out(&mut self, actions: Vec<Action>) -> Result<()> {
+        let Some(c) = &self.coordinator else {
+            return Ok(());
+        };
         let epoch = c.epoch;
         for action in actions {
             match action {
-                Action::Dispatch {
-                    batch,
-                    worker,
-                    deadline_ms,
-                    items,
-                } => {
-                    let Some(addr) = self.handle.config.members.addr(worker).map(str::to_string)
-                    else {
+                Action::Dispatch { batch, worker, deadline_ms, items } => {
+                    if let Some(stall_ms) = self.handle.faults.maybe_stall_ms() {
+                        // An injected stall of the whole coordinator: no heartbeats, no
+                        // answers, until every peer has given up on it.
+                        log::warn!("injected stall of the coordinator for {stall_ms} ms");
+                        std::thread::sleep(Duration::from_millis(stall_ms));
+                    }
+                    if self.handle.config.checkpoint {
+                        let facts =
+                            items.iter().map(|i| Fact::Dispatched { job: i.op.job.clone(), op: i.op.op }).collect();
+                        let new = self.record(facts)?;
+                        self.unreplicated.extend(new);
+                    }
+                    log::debug!("batch {batch}: {} operations to node {worker}", items.len());
+                    let Some(addr) = self.handle.config.members.addr(worker).map(str::to_string) else {
                         continue;
                     };
-                    let timeout =
-                        Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()).max(1));
+                    let timeout = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()).max(1));
                     let request = WorkRequest {
                         from: self.me(),
                         epoch,
                         batch,
                         items: items
                             .into_iter()
-                            .map(|i| WorkRequestItem {
-                                op: WireOp::from(&i.op),
-                                operands: i.operands,
-                            })
+                            .map(|i| WorkRequestItem { op: WireOp::from(&i.op), operands: i.operands })
                             .collect(),
                     };
                     let handle = self.handle.clone();
                     async_std::task::spawn(async move {
-                        let answer: std::result::Result<WorkResponse, _> = handle
-                            .client
-                            .post(&addr, "/internal/work", &request, timeout, &[])
-                            .await;
+                        let answer: std::result::Result<WorkResponse, _> =
+                            handle.client.post(&addr, "/internal/work", &request, timeout, &[]).await;
                         let outcome = answer
-                            .map(|r| {
-                                r.results
-                                    .into_iter()
-                                    .map(|w| (OpRef::from(w.op), w.product))
-                                    .collect()
-                            })
+                            .map(|r| r.results.into_iter().map(|w| (OpRef::from(w.op), w.product)).collect())
                             .map_err(|e| e.to_string());
                         handle.send(Event::BatchAnswered { batch, outcome });
                     });
@@ -391,12 +564,12 @@ impl Runtime {
                 Action::JobFinished { job, n, result } => {
                     let handle = self.handle.clone();
                     async_std::task::spawn(async move {
-                        let decimal =
-                            async_std::task::spawn_blocking(move || Big::to_decimal(&result)).await;
+                        let decimal = async_std::task::spawn_blocking(move || Big::to_decimal(&result)).await;
                         handle.send(Event::Decimal { job, n, decimal });
                     });
                 }
             }
         }
+        Ok(())
     }
 }

@@ -15,10 +15,7 @@ pub struct WorkerStats {
 /// Checks a batch before any work: every operation multiplies 1 to 4 values. A batch that
 /// breaks this is refused whole (a peer's bug or a hostile message, never a panic).
 pub fn check(items: &[WorkRequestItem]) -> Result<(), String> {
-    match items
-        .iter()
-        .find(|i| i.operands.is_empty() || i.operands.len() as u64 > MAX_OPERANDS)
-    {
+    match items.iter().find(|i| i.operands.is_empty() || i.operands.len() as u64 > MAX_OPERANDS) {
         Some(bad) => Err(format!(
             "operation {}:{}:{} has {} operands; 1 to {MAX_OPERANDS} are allowed",
             bad.op.job,
@@ -37,13 +34,8 @@ pub fn compute(items: Vec<WorkRequestItem>, stats: &WorkerStats) -> Vec<WorkResu
         .map(|item| {
             let product = Big::product(&item.operands);
             stats.operations_computed.fetch_add(1, Ordering::Relaxed);
-            stats
-                .max_operands
-                .fetch_max(item.operands.len() as u64, Ordering::Relaxed);
-            WorkResult {
-                op: item.op,
-                product,
-            }
+            stats.max_operands.fetch_max(item.operands.len() as u64, Ordering::Relaxed);
+            WorkResult { op: item.op, product }
         })
         .collect()
 }
@@ -55,11 +47,7 @@ mod tests {
 
     fn item(values: &[u64]) -> WorkRequestItem {
         WorkRequestItem {
-            op: WireOp {
-                job: "1-1".into(),
-                level: 0,
-                index: 0,
-            },
+            op: WireOp { job: "1-1".into(), level: 0, index: 0 },
             operands: values.iter().map(|&v| Big::from(v)).collect(),
         }
     }
@@ -78,9 +66,7 @@ mod tests {
 
     #[test]
     fn refuses_more_than_four_or_no_operands() {
-        assert!(check(&[item(&[1, 2, 3, 4, 5])])
-            .unwrap_err()
-            .contains("5 operands"));
+        assert!(check(&[item(&[1, 2, 3, 4, 5])]).unwrap_err().contains("5 operands"));
         assert!(check(&[item(&[])]).is_err());
     }
 }

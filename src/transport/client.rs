@@ -13,11 +13,7 @@ pub enum CallError {
     Unreachable { addr: String, why: String },
     /// The member answered with an error status.
     #[error("{addr} answered {status}: {message}")]
-    Status {
-        addr: String,
-        status: u16,
-        message: String,
-    },
+    Status { addr: String, status: u16, message: String },
     /// The member answered something that is not the expected JSON.
     #[error("{addr} sent a malformed answer: {why}")]
     Malformed { addr: String, why: String },
@@ -58,10 +54,8 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<R, CallError> {
-        let body = surf::Body::from_json(body).map_err(|e| CallError::Malformed {
-            addr: addr.into(),
-            why: e.to_string(),
-        })?;
+        let body =
+            surf::Body::from_json(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })?;
         let mut req = self.http.post(format!("http://{addr}{path}")).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -70,12 +64,7 @@ impl Client {
     }
 
     /// `GET http://{addr}{path}`; decodes a JSON answer.
-    pub async fn get<R: DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
+    pub async fn get<R: DeserializeOwned>(&self, addr: &str, path: &str, timeout: Duration) -> Result<R, CallError> {
         let req = self.http.get(format!("http://{addr}{path}"));
         self.call(addr, req, timeout).await
     }
@@ -89,17 +78,11 @@ impl Client {
         if let Some(key) = &self.cluster_key {
             req = req.header(KEY_HEADER, key.as_str());
         }
-        let unreachable = |why: String| CallError::Unreachable {
-            addr: addr.into(),
-            why,
-        };
+        let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
         let exchange = async {
             let mut res = req.await.map_err(|e| unreachable(e.to_string()))?;
             let status = u16::from(res.status());
-            let bytes = res
-                .body_bytes()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
+            let bytes = res.body_bytes().await.map_err(|e| unreachable(e.to_string()))?;
             Ok::<_, CallError>((status, bytes))
         };
         let (status, bytes) = async_std::future::timeout(timeout, exchange)
@@ -109,20 +92,9 @@ impl Client {
             let message = serde_json::from_slice::<crate::api::ErrorBody>(&bytes)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(CallError::Status {
-                addr: addr.into(),
-                status,
-                message,
-            });
+            return Err(CallError::Status { addr: addr.into(), status, message });
         }
-        let body = if bytes.is_empty() {
-            b"null".as_slice()
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(body).map_err(|e| CallError::Malformed {
-            addr: addr.into(),
-            why: e.to_string(),
-        })
+        let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
+        serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
     }
 }

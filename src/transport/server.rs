@@ -4,7 +4,7 @@
 //! the cluster key is checked.
 
 use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER};
-use crate::api::{ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse};
+use crate::api::{CheckpointWrite, ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse};
 use crate::node::{worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
@@ -32,6 +32,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     internal.with(KeyGuard { key: cluster_key });
     internal.at("/election").post(election);
     internal.at("/work").post(work);
+    internal.at("/checkpoint").post(write_checkpoint).get(read_checkpoint);
     app.at("/internal").nest(internal);
     app
 }
@@ -75,16 +76,10 @@ struct KeyGuard {
 #[tide::utils::async_trait]
 impl tide::Middleware<Handle> for KeyGuard {
     async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
-        if authorized(
-            self.key.as_deref(),
-            req.header(KEY_HEADER).map(|v| v.as_str()),
-        ) {
+        if authorized(self.key.as_deref(), req.header(KEY_HEADER).map(|v| v.as_str())) {
             Ok(next.run(req).await)
         } else {
-            Ok(error(
-                StatusCode::Unauthorized,
-                "missing or wrong cluster key",
-            ))
+            Ok(error(StatusCode::Unauthorized, "missing or wrong cluster key"))
         }
     }
 }
@@ -93,9 +88,7 @@ impl tide::Middleware<Handle> for KeyGuard {
 fn authorized(expected: Option<&str>, presented: Option<&str>) -> bool {
     match expected {
         None => true,
-        Some(expected) => {
-            presented.is_some_and(|p| constant_time_eq(expected.as_bytes(), p.as_bytes()))
-        }
+        Some(expected) => presented.is_some_and(|p| constant_time_eq(expected.as_bytes(), p.as_bytes())),
     }
 }
 
@@ -118,25 +111,14 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 fn error(status: StatusCode, message: &str) -> Response {
     let mut res = Response::new(status);
-    res.set_body(
-        serde_json::to_value(ErrorBody {
-            error: message.to_string(),
-        })
-        .unwrap_or_default(),
-    );
+    res.set_body(serde_json::to_value(ErrorBody { error: message.to_string() }).unwrap_or_default());
     res
 }
 
 /// Reads and decodes a JSON body of at most `limit` bytes; any failure is a 400 answer.
-async fn read_json<T: DeserializeOwned>(
-    req: &mut Request<Handle>,
-    limit: u64,
-) -> Result<T, Response> {
+async fn read_json<T: DeserializeOwned>(req: &mut Request<Handle>, limit: u64) -> Result<T, Response> {
     if req.len().is_some_and(|len| len as u64 > limit) {
-        return Err(error(
-            StatusCode::BadRequest,
-            &format!("body larger than {limit} bytes"),
-        ));
+        return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
     }
     let mut bytes = Vec::new();
     req.take_body()
@@ -145,36 +127,23 @@ async fn read_json<T: DeserializeOwned>(
         .await
         .map_err(|e| error(StatusCode::BadRequest, &format!("unreadable body: {e}")))?;
     if bytes.len() as u64 > limit {
-        return Err(error(
-            StatusCode::BadRequest,
-            &format!("body larger than {limit} bytes"),
-        ));
+        return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
 }
 
 fn unavailable() -> Response {
-    error(
-        StatusCode::ServiceUnavailable,
-        "no coordinator is known yet; retry shortly",
-    )
+    error(StatusCode::ServiceUnavailable, "no coordinator is known yet; retry shortly")
 }
 
 /// Answers a forwarded call's outcome as this node's own.
 fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
     match result {
         Ok(body) => json(ok_status, &body),
-        Err(CallError::Status {
-            status, message, ..
-        }) => error(
-            StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway),
-            &message,
-        ),
-        Err(e) => error(
-            StatusCode::ServiceUnavailable,
-            &format!("coordinator unreachable: {e}"),
-        ),
+        Err(CallError::Status { status, message, .. }) => {
+            error(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), &message)
+        }
+        Err(e) => error(StatusCode::ServiceUnavailable, &format!("coordinator unreachable: {e}")),
     }
 }
 
@@ -193,22 +162,18 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
     let handle = req.state();
     let max_n = handle.config.max_n;
     if body.n > max_n {
-        return Ok(error(
-            StatusCode::BadRequest,
-            &format!("n = {} is above this cluster's --max-n {max_n}", body.n),
-        ));
+        return Ok(error(StatusCode::BadRequest, &format!("n = {} is above this cluster's --max-n {max_n}", body.n)));
     }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
     Ok(match handle.submit(body.n).await {
         Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
         Some(Routed::Leader(addr)) if !forwarded => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
-            let result: Result<JobInfo, _> = handle
-                .client
-                .post(&addr, "/jobs", &body, timeout, &[(FORWARDED_HEADER, "1")])
-                .await;
+            let result: Result<JobInfo, _> =
+                handle.client.post(&addr, "/jobs", &body, timeout, &[(FORWARDED_HEADER, "1")]).await;
             relay(StatusCode::Accepted, result)
         }
+        Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
         _ => unavailable(),
     })
 }
@@ -238,8 +203,7 @@ async fn jobs(req: Request<Handle>, id: Option<String>) -> tide::Result {
         },
         Some(Routed::Leader(addr)) => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
-            let result: Result<serde_json::Value, _> =
-                handle.client.get(&addr, &path, timeout).await;
+            let result: Result<serde_json::Value, _> = handle.client.get(&addr, &path, timeout).await;
             relay(StatusCode::Ok, result)
         }
         _ => unavailable(),
@@ -253,15 +217,9 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
     };
     let handle = req.state();
     if handle.config.members.addr(envelope.from).is_none() || envelope.from == handle.config.id {
-        return Ok(error(
-            StatusCode::BadRequest,
-            &format!("node {} is not a peer", envelope.from),
-        ));
+        return Ok(error(StatusCode::BadRequest, &format!("node {} is not a peer", envelope.from)));
     }
-    handle.send(Event::Election {
-        from: envelope.from,
-        msg: envelope.msg,
-    });
+    handle.send(Event::Election { from: envelope.from, msg: envelope.msg });
     Ok(Response::new(StatusCode::NoContent))
 }
 
@@ -277,11 +235,32 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
     if let Err(why) = handle.admit_work(request.from, request.epoch).await {
         return Ok(error(StatusCode::Conflict, &why));
     }
+    for _ in &request.items {
+        handle.faults.maybe_crash("an operation");
+    }
     let stats = handle.stats.clone();
-    let results =
-        async_std::task::spawn_blocking(move || worker::compute(request.items, &stats)).await;
-    async_std::task::sleep(Duration::from_millis(handle.config.delay_ms)).await;
+    let results = async_std::task::spawn_blocking(move || worker::compute(request.items, &stats)).await;
+    let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
+    async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
     Ok(json(StatusCode::Ok, &WorkResponse { results }))
+}
+
+async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
+    let write: CheckpointWrite = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(w) => w,
+        Err(res) => return Ok(res),
+    };
+    Ok(match req.state().apply_facts(write.from, write.epoch, write.facts).await {
+        Ok(()) => Response::new(StatusCode::NoContent),
+        Err(why) => error(StatusCode::Conflict, &why),
+    })
+}
+
+async fn read_checkpoint(req: Request<Handle>) -> tide::Result {
+    Ok(match req.state().checkpoint().await {
+        Some(facts) => json(StatusCode::Ok, &facts),
+        None => unavailable(),
+    })
 }
 
 #[cfg(test)]

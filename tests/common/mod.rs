@@ -11,13 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_facto");
 
 /// Free ports on 127.0.0.1, all held until every one is chosen so none repeats.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 pub struct Cluster {
@@ -25,6 +20,8 @@ pub struct Cluster {
     pub election: String,
     pub dir: PathBuf,
     children: Vec<Option<Child>>,
+    /// Nodes held by SIGSTOP: running, but not expected to answer.
+    stopped: std::collections::BTreeSet<u32>,
     extra_args: Vec<String>,
 }
 
@@ -32,8 +29,7 @@ impl Cluster {
     /// Starts `n` nodes (ids 1..=n) with the given election and extra `facto node` arguments.
     pub fn start(n: usize, election: &str, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(n);
-        let dir =
-            std::env::temp_dir().join(format!("facto-test-{}-{}", std::process::id(), ports[0]));
+        let dir = std::env::temp_dir().join(format!("facto-test-{}-{}", std::process::id(), ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut cluster = Cluster {
@@ -41,6 +37,7 @@ impl Cluster {
             election: election.to_string(),
             dir,
             children: (0..n).map(|_| None).collect(),
+            stopped: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         for id in 1..=n as u32 {
@@ -50,20 +47,11 @@ impl Cluster {
     }
 
     pub fn peers(&self) -> String {
-        self.ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",")
     }
 
     pub fn addrs(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
     pub fn addr(&self, id: u32) -> String {
@@ -82,15 +70,7 @@ impl Cluster {
             .open(self.dir.join(format!("node-{id}.log")))
             .unwrap();
         let child = Command::new(BIN)
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--peers",
-                &self.peers(),
-                "--election",
-                &self.election,
-            ])
+            .args(["node", "--id", &id.to_string(), "--peers", &self.peers(), "--election", &self.election])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
             .args(&self.extra_args)
@@ -104,16 +84,22 @@ impl Cluster {
     }
 
     pub fn pid(&self, id: u32) -> u32 {
-        self.children[id as usize - 1]
-            .as_ref()
-            .expect("node is running")
-            .id()
+        self.children[id as usize - 1].as_ref().expect("node is running").id()
     }
 
     /// Sends a signal to node `id` (SIGKILL reaps it).
     pub fn signal(&mut self, id: u32, signal: i32) {
         let pid = self.pid(id) as i32;
         unsafe { libc::kill(pid, signal) };
+        match signal {
+            libc::SIGSTOP => {
+                self.stopped.insert(id);
+            }
+            libc::SIGCONT => {
+                self.stopped.remove(&id);
+            }
+            _ => {}
+        }
         if signal == libc::SIGKILL {
             if let Some(mut c) = self.children[id as usize - 1].take() {
                 let _ = c.wait();
@@ -127,19 +113,12 @@ impl Cluster {
 
     /// Every running node's status (None for nodes that do not answer).
     pub fn statuses(&self) -> Vec<(u32, Option<Value>)> {
-        self.ids()
-            .into_iter()
-            .map(|id| {
-                (
-                    id,
-                    if self.children[id as usize - 1].is_some() {
-                        self.status(id)
-                    } else {
-                        None
-                    },
-                )
-            })
-            .collect()
+        self.ids().into_iter().map(|id| (id, if self.answering(id) { self.status(id) } else { None })).collect()
+    }
+
+    /// Running and not stopped.
+    pub fn answering(&self, id: u32) -> bool {
+        self.children[id as usize - 1].is_some() && !self.stopped.contains(&id)
     }
 
     /// Waits until every running node answers and all agree on one coordinator, which calls
@@ -148,58 +127,60 @@ impl Cluster {
         let mut last = String::new();
         let leader = wait_until(timeout, || {
             let statuses = self.statuses();
-            let running: Vec<&Value> = statuses
-                .iter()
-                .filter(|(id, _)| self.children[*id as usize - 1].is_some())
-                .filter_map(|(_, s)| s.as_ref())
-                .collect();
+            let running: Vec<&Value> =
+                statuses.iter().filter(|(id, _)| self.answering(*id)).filter_map(|(_, s)| s.as_ref()).collect();
             last = format!("{running:?}");
-            let expected = self.children.iter().filter(|c| c.is_some()).count();
+            let expected = self.ids().into_iter().filter(|&id| self.answering(id)).count();
             if running.len() != expected {
                 return None;
             }
             let leader = running[0]["leader"].as_u64()?;
             let epoch = running[0]["epoch"].as_u64()?;
-            let agree = running.iter().all(|s| {
-                s["leader"].as_u64() == Some(leader) && s["epoch"].as_u64() == Some(epoch)
-            });
-            let coordinators = running
-                .iter()
-                .filter(|s| s["role"] == "coordinator")
-                .count();
-            let leader_says = running
-                .iter()
-                .any(|s| s["id"].as_u64() == Some(leader) && s["role"] == "coordinator");
+            let agree =
+                running.iter().all(|s| s["leader"].as_u64() == Some(leader) && s["epoch"].as_u64() == Some(epoch));
+            let coordinators = running.iter().filter(|s| s["role"] == "coordinator").count();
+            let leader_says = running.iter().any(|s| s["id"].as_u64() == Some(leader) && s["role"] == "coordinator");
             (agree && coordinators == 1 && leader_says).then_some(leader as u32)
         });
-        leader.unwrap_or_else(|| {
-            panic!(
-                "no agreement within {timeout:?}; last statuses: {last}\n{}",
-                self.logs()
-            )
-        })
+        leader.unwrap_or_else(|| panic!("no agreement within {timeout:?}; last statuses: {last}\n{}", self.logs()))
+    }
+
+    /// Submits n! without waiting; returns the job id.
+    pub fn submit_no_wait(&self, n: u64) -> String {
+        let out = self.facto(&["submit", "--json", "--no-wait", &n.to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        job["id"].as_str().unwrap().to_string()
+    }
+
+    /// The job as any answering member reports it.
+    pub fn job(&self, id: &str) -> Option<Value> {
+        self.ids()
+            .into_iter()
+            .filter(|&i| self.answering(i))
+            .find_map(|i| http_get(&self.addr(i), &format!("/jobs/{id}")))
+    }
+
+    /// Waits for the job to be done; returns it.
+    pub fn wait_for_job(&self, id: &str, timeout: Duration) -> Value {
+        wait_until(timeout, || self.job(id).filter(|j| j["state"] == "done"))
+            .unwrap_or_else(|| panic!("job {id} not done within {timeout:?}: {:?}\n{}", self.job(id), self.logs()))
     }
 
     /// Runs `facto <args>` against this cluster.
     pub fn facto(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("FACTO_CLUSTER", self.addrs())
-            .output()
-            .unwrap()
+        let answering: Vec<String> =
+            self.ids().into_iter().filter(|&id| self.answering(id)).map(|id| self.addr(id)).collect();
+        Command::new(BIN).args(args).env("FACTO_CLUSTER", answering.join(",")).output().unwrap()
     }
 
     /// The tail of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for id in self.ids() {
-            let text = std::fs::read_to_string(self.dir.join(format!("node-{id}.log")))
-                .unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.join(format!("node-{id}.log"))).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out += &format!(
-                "--- node {id}\n{}\n",
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            );
+            out += &format!("--- node {id}\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n"));
         }
         out
     }
@@ -235,8 +216,7 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 /// A minimal HTTP/1.1 client (so the tests do not depend on the code under test's client).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or(b"");
     let head = format!(
@@ -251,10 +231,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
     let mut payload = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
     Some((status, payload))
@@ -266,8 +243,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -278,9 +254,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 pub fn http_get(addr: &str, path: &str) -> Option<Value> {
     let (status, body) = http(addr, "GET", path, None)?;
-    (status == 200)
-        .then(|| serde_json::from_slice(&body).ok())
-        .flatten()
+    (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
 }
 
 /// n! in decimal, computed independently of facto (schoolbook, base 10^9).

@@ -1,0 +1,190 @@
+//! The coordinator's checkpoint as a set of facts that only grows.
+//!
+//! A job was submitted; an operation was dispatched; an operation's product is known. Products
+//! are deterministic, so two replicas never disagree on a fact: checkpoints from several nodes
+//! merge by union, in any order, any number of times, and nothing is ever rewritten whole.
+//! Once a job's root product is known, the products below it are no longer needed and a
+//! replica may drop them ([`Checkpoint::apply`] does).
+
+use crate::bignum::Big;
+use crate::coordinator::{OpId, Plan};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One grow-only fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fact {
+    /// A client's job was accepted.
+    Job { id: String, n: u64 },
+    /// An operation was handed to a worker (so a later dispatch counts as a re-execution).
+    Dispatched { job: String, op: OpId },
+    /// An operation's product.
+    Product {
+        job: String,
+        op: OpId,
+        #[serde(with = "crate::api::b64")]
+        product: Big,
+    },
+}
+
+/// What is known of one job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFacts {
+    pub n: u64,
+    pub products: BTreeMap<OpId, Big>,
+    pub dispatched: BTreeSet<OpId>,
+}
+
+/// Everything a node knows, in memory; the store keeps the same facts on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub jobs: BTreeMap<String, JobFacts>,
+    /// Facts about jobs whose `Job` fact has not arrived yet (replication does not promise
+    /// order across requests). Merged in when it does.
+    orphans: Vec<Fact>,
+}
+
+impl Checkpoint {
+    /// Adds a fact; returns whether it was new. Facts for a finished job (root known) other
+    /// than the root are dropped, and so is everything below a root when it arrives.
+    pub fn apply(&mut self, fact: Fact) -> bool {
+        match fact {
+            Fact::Job { id, n } => {
+                if self.jobs.contains_key(&id) {
+                    return false;
+                }
+                self.jobs.insert(id.clone(), JobFacts { n, ..JobFacts::default() });
+                let (mine, others): (Vec<Fact>, Vec<Fact>) =
+                    std::mem::take(&mut self.orphans).into_iter().partition(|f| fact_job(f) == id);
+                self.orphans = others;
+                for f in mine {
+                    self.apply(f);
+                }
+                true
+            }
+            Fact::Dispatched { ref job, op } => match self.jobs.get_mut(job) {
+                None => self.keep_orphan(fact),
+                Some(j) => !Self::finished(j) && j.dispatched.insert(op),
+            },
+            Fact::Product { ref job, op, ref product } => match self.jobs.get_mut(job) {
+                None => self.keep_orphan(fact),
+                Some(j) => {
+                    let plan = Plan::new(j.n);
+                    if !plan.contains(op) || Self::finished(j) || j.products.contains_key(&op) {
+                        return false;
+                    }
+                    if plan.root() == Some(op) {
+                        j.products.clear();
+                        j.dispatched.clear();
+                    }
+                    j.products.insert(op, product.clone());
+                    true
+                }
+            },
+        }
+    }
+
+    fn keep_orphan(&mut self, fact: Fact) -> bool {
+        if self.orphans.contains(&fact) {
+            return false;
+        }
+        self.orphans.push(fact);
+        true
+    }
+
+    fn finished(job: &JobFacts) -> bool {
+        Plan::new(job.n).root().is_some_and(|root| job.products.contains_key(&root))
+    }
+
+    /// Every fact, jobs first (so a receiver can apply them in order).
+    pub fn facts(&self) -> Vec<Fact> {
+        let mut out: Vec<Fact> = self.jobs.iter().map(|(id, j)| Fact::Job { id: id.clone(), n: j.n }).collect();
+        for (id, j) in &self.jobs {
+            out.extend(j.dispatched.iter().map(|&op| Fact::Dispatched { job: id.clone(), op }));
+            out.extend(j.products.iter().map(|(&op, p)| Fact::Product { job: id.clone(), op, product: p.clone() }));
+        }
+        out.extend(self.orphans.iter().cloned());
+        out
+    }
+
+    /// Job ids in submission order: by the epoch of the coordinator that accepted them, then
+    /// by their number within that epoch.
+    pub fn jobs_in_order(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.jobs.keys().cloned().collect();
+        ids.sort_by_key(|id| job_order(id));
+        ids
+    }
+}
+
+fn fact_job(f: &Fact) -> &str {
+    match f {
+        Fact::Job { id, .. } => id,
+        Fact::Dispatched { job, .. } | Fact::Product { job, .. } => job,
+    }
+}
+
+/// `"<epoch>-<number>"` → (epoch, number); anything else sorts last, by text.
+fn job_order(id: &str) -> (u64, u64, String) {
+    let parsed = id.split_once('-').and_then(|(e, n)| Some((e.parse().ok()?, n.parse().ok()?)));
+    match parsed {
+        Some((e, n)) => (e, n, String::new()),
+        None => (u64::MAX, u64::MAX, id.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(job: &str, level: u32, index: u64, v: u64) -> Fact {
+        Fact::Product { job: job.into(), op: OpId { level, index }, product: Big::from(v) }
+    }
+
+    #[test]
+    fn merging_is_a_union_in_any_order() {
+        let facts = vec![
+            Fact::Job { id: "2-1".into(), n: 20 },
+            product("2-1", 0, 0, 120),
+            Fact::Dispatched { job: "2-1".into(), op: OpId { level: 0, index: 1 } },
+            product("2-1", 0, 1, 1680),
+        ];
+        let mut forward = Checkpoint::default();
+        let mut backward = Checkpoint::default();
+        for f in &facts {
+            forward.apply(f.clone());
+        }
+        for f in facts.iter().rev() {
+            backward.apply(f.clone());
+        }
+        assert_eq!(forward, backward, "facts arriving before their job are kept and merged");
+        assert!(!forward.apply(facts[1].clone()), "a repeated fact is not new");
+        let mut copy = Checkpoint::default();
+        for f in forward.facts() {
+            copy.apply(f);
+        }
+        assert_eq!(copy, forward);
+    }
+
+    #[test]
+    fn a_root_product_drops_what_is_below_it() {
+        let mut c = Checkpoint::default();
+        c.apply(Fact::Job { id: "1-1".into(), n: 5 });
+        c.apply(Fact::Job { id: "1-2".into(), n: 20 });
+        c.apply(product("1-2", 0, 0, 120));
+        let root = Plan::new(20).root().unwrap();
+        assert!(c.apply(product("1-2", root.level, root.index, 7)));
+        assert_eq!(c.jobs["1-2"].products.len(), 1);
+        assert!(!c.apply(product("1-2", 0, 1, 1680)), "a finished job takes no more facts");
+        assert!(!c.apply(product("1-2", 9, 0, 1)), "an operation outside the plan is refused");
+    }
+
+    #[test]
+    fn jobs_come_back_in_submission_order() {
+        let mut c = Checkpoint::default();
+        for id in ["10-1", "2-10", "2-9", "3-1"] {
+            c.apply(Fact::Job { id: id.into(), n: 1 });
+        }
+        assert_eq!(c.jobs_in_order(), vec!["2-9", "2-10", "3-1", "10-1"]);
+    }
+}

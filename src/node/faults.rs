@@ -1,0 +1,68 @@
+//! Failure injection (`--fail-prob`, `--slow-prob`, `--slow`): the node crashes or stalls on
+//! purpose, so that tests and `facto chaos` can check what the cluster promises.
+//!
+//! A crash is `_exit` with [`CRASH_EXIT_CODE`]: no destructor runs, no buffer is flushed, sled
+//! gets no chance to write anything it has not already made durable; exactly what a power cut
+//! or SIGKILL leaves behind. A stall holds one reply (worker) or the whole runtime
+//! (coordinator) for `--slow` seconds, longer than every timeout in the cluster.
+
+use std::sync::Mutex;
+
+/// Exit status of an injected crash.
+pub const CRASH_EXIT_CODE: i32 = 86;
+
+pub struct Faults {
+    fail_prob: f64,
+    slow_prob: f64,
+    slow_ms: u64,
+    rng: Mutex<u64>,
+}
+
+impl Faults {
+    pub fn new(fail_prob: f64, slow_prob: f64, slow_ms: u64) -> Faults {
+        // Not reproducible on purpose: every restart of a node must draw different crashes.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let seed = nanos ^ (u64::from(std::process::id()) << 32) | 1;
+        Faults { fail_prob, slow_prob, slow_ms, rng: Mutex::new(seed) }
+    }
+
+    /// No faults at all.
+    pub fn none() -> Faults {
+        Faults::new(0.0, 0.0, 0)
+    }
+
+    fn roll(&self, prob: f64) -> bool {
+        if prob <= 0.0 {
+            return false;
+        }
+        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        // xorshift64*
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let x = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < prob
+    }
+
+    /// Crashes the process with probability `--fail-prob`.
+    pub fn maybe_crash(&self, during: &str) {
+        if self.roll(self.fail_prob) {
+            crash(during);
+        }
+    }
+
+    /// With probability `--slow-prob`, how long to stall.
+    pub fn maybe_stall_ms(&self) -> Option<u64> {
+        self.roll(self.slow_prob).then_some(self.slow_ms)
+    }
+}
+
+/// Ends the process at once, as a crash would.
+pub fn crash(during: &str) -> ! {
+    eprintln!("facto: injected crash during {during}");
+    // SAFETY: _exit only ends the process; skipping destructors and buffers is the point.
+    unsafe { libc::_exit(CRASH_EXIT_CODE) }
+}

@@ -1,0 +1,89 @@
+//! Sending checkpoint facts to the peers, and gathering theirs when this node takes over.
+
+use super::Handle;
+use crate::api::CheckpointWrite;
+use crate::checkpoint::Fact;
+use async_std::channel;
+use facto_elections::{Epoch, NodeId};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one replication request may take (facts of a large factorial are megabytes).
+const REPLICATE_TIMEOUT_MS: u64 = 10_000;
+/// How long a new coordinator waits for its peers' checkpoints before it resumes with what it
+/// has. It goes on as soon as every peer answered or failed: a peer that is down refuses at
+/// once; only a stalled one makes it wait this long.
+pub const GATHER_TIMEOUT_MS: u64 = 2_000;
+
+fn peers(handle: &Handle) -> Vec<(NodeId, String)> {
+    let me = handle.config.id;
+    handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, a)| (id, a.clone())).collect()
+}
+
+/// How many peers receive each checkpoint write (the coordinator keeps its own copy too).
+/// Two copies elsewhere survive any single crash with margin; writing to every peer of a
+/// 25-node cluster would cost 24 fsyncs per batch and starve the heartbeats.
+pub const REPLICAS: usize = 2;
+
+/// Sends `facts` to the [`REPLICAS`] peers that follow this node in id order; if none of them
+/// makes them durable, to every other peer. Returns true as soon as one peer has them on
+/// disk (the others still receive them), false when none does. With no peers there is
+/// nobody to ask and the local copy is all there is: true.
+pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool {
+    let mut peers = peers(handle);
+    if peers.is_empty() {
+        return true;
+    }
+    // Successors first: (id - me) mod n order spreads replicas when coordinators change.
+    let me = handle.config.id;
+    peers.sort_by_key(|&(id, _)| (id < me, id));
+    let rest = peers.split_off(REPLICAS.min(peers.len()));
+    let write = Arc::new(CheckpointWrite { from: me, epoch, facts });
+    send_until_one_succeeds(handle, &write, &peers).await || send_until_one_succeeds(handle, &write, &rest).await
+}
+
+async fn send_until_one_succeeds(handle: &Handle, write: &Arc<CheckpointWrite>, peers: &[(NodeId, String)]) -> bool {
+    let (tx, rx) = channel::unbounded();
+    for (_, addr) in peers.iter().cloned() {
+        let (handle, write, tx) = (handle.clone(), write.clone(), tx.clone());
+        async_std::task::spawn(async move {
+            let timeout = Duration::from_millis(REPLICATE_TIMEOUT_MS);
+            let r: Result<serde_json::Value, _> =
+                handle.client.post(&addr, "/internal/checkpoint", &*write, timeout, &[]).await;
+            if let Err(e) = &r {
+                log::debug!("checkpoint to {addr} failed: {e}");
+            }
+            let _ = tx.send(r.is_ok()).await;
+        });
+    }
+    drop(tx);
+    while let Ok(ok) = rx.recv().await {
+        if ok {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every peer's facts that arrive within [`GATHER_TIMEOUT_MS`].
+pub async fn gather(handle: &Handle) -> Vec<Fact> {
+    let peers = peers(handle);
+    let (tx, rx) = channel::unbounded();
+    for (_, addr) in peers.iter().cloned() {
+        let (handle, tx) = (handle.clone(), tx.clone());
+        async_std::task::spawn(async move {
+            let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
+            let r: Result<Vec<Fact>, _> = handle.client.get(&addr, "/internal/checkpoint", timeout).await;
+            let _ = tx.send(r.unwrap_or_default()).await;
+        });
+    }
+    drop(tx);
+    let mut all = Vec::new();
+    let collect = async {
+        while let Ok(facts) = rx.recv().await {
+            all.extend(facts);
+        }
+    };
+    let _ = async_std::future::timeout(Duration::from_millis(GATHER_TIMEOUT_MS + 100), collect).await;
+    all
+}

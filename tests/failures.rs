@@ -1,0 +1,153 @@
+//! Crashes, stalls and restarts of real processes: the cluster keeps its promises.
+
+mod common;
+
+use common::{factorial_decimal, http, wait_until, Cluster};
+use serde_json::Value;
+use std::time::Duration;
+
+const AGREE: Duration = Duration::from_secs(30);
+const FINISH: Duration = Duration::from_secs(120);
+
+fn assert_exact(job: &Value, n: u64) {
+    assert_eq!(job["result"].as_str(), Some(factorial_decimal(n).as_str()), "{n}!");
+}
+
+/// Waits until the job has operations assigned to workers; returns the coordinator's view.
+fn wait_in_flight(cluster: &Cluster, leader: u32, id: &str) -> Value {
+    wait_until(FINISH, || {
+        let j = common::http_get(&cluster.addr(leader), &format!("/jobs/{id}"))?;
+        (j["operations_in_flight"].as_u64()? > 0).then_some(j)
+    })
+    .expect("the job gets under way")
+}
+
+fn coordinator_crash_resumes_the_job(election: &str) {
+    let mut cluster = Cluster::start(6, election, &["--delay", "1"]);
+    let old = cluster.wait_for_agreement(AGREE);
+    let n = 1000;
+    let id = cluster.submit_no_wait(n);
+    // Let the first wave finish, so some products are checkpointed, then crash mid-wave.
+    wait_until(FINISH, || {
+        let j = common::http_get(&cluster.addr(old), &format!("/jobs/{id}"))?;
+        (j["operations_done"].as_u64()? > 0 && j["operations_in_flight"].as_u64()? > 0).then_some(())
+    })
+    .expect("the job makes progress");
+    let before = common::http_get(&cluster.addr(old), &format!("/jobs/{id}")).unwrap();
+    cluster.signal(old, libc::SIGKILL);
+    let in_flight = before["operations_in_flight"].as_u64().unwrap();
+    let new = cluster.wait_for_agreement(AGREE);
+    assert_ne!(new, old);
+    let job = cluster.wait_for_job(&id, FINISH);
+    assert_exact(&job, n);
+    let reexecuted = job["operations_reexecuted"].as_u64().unwrap();
+    assert!(
+        reexecuted <= in_flight,
+        "{election}: {reexecuted} operations redone, but only {in_flight} were in flight at the crash ({before})"
+    );
+    assert_eq!(job["operations_done"], job["operations_total"]);
+}
+
+#[test]
+fn raft_coordinator_crash_mid_job_resumes_from_the_checkpoint() {
+    coordinator_crash_resumes_the_job("raft");
+}
+
+#[test]
+fn bully_coordinator_crash_mid_job_resumes_from_the_checkpoint() {
+    coordinator_crash_resumes_the_job("bully");
+}
+
+#[test]
+fn ring_coordinator_crash_mid_job_resumes_from_the_checkpoint() {
+    coordinator_crash_resumes_the_job("ring");
+}
+
+/// Picks a worker that is not the coordinator.
+fn some_worker(cluster: &Cluster, leader: u32) -> u32 {
+    cluster.ids().into_iter().find(|&id| id != leader).unwrap()
+}
+
+#[test]
+fn a_killed_worker_has_its_operations_reassigned() {
+    let mut cluster = Cluster::start(6, "raft", &["--delay", "1"]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let id = cluster.submit_no_wait(500); // 125 leaves: every worker gets a batch at once
+    wait_in_flight(&cluster, leader, &id);
+    let victim = some_worker(&cluster, leader);
+    cluster.signal(victim, libc::SIGKILL);
+    let job = cluster.wait_for_job(&id, FINISH);
+    assert_exact(&job, 500);
+    assert!(job["operations_reexecuted"].as_u64().unwrap() > 0, "the victim's batch was redone: {job}");
+}
+
+#[test]
+fn a_stalled_worker_is_replaced_and_its_late_answer_does_no_harm() {
+    let mut cluster = Cluster::start(6, "raft", &["--delay", "1"]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let id = cluster.submit_no_wait(500);
+    wait_in_flight(&cluster, leader, &id);
+    let victim = some_worker(&cluster, leader);
+    cluster.signal(victim, libc::SIGSTOP);
+    let job = cluster.wait_for_job(&id, FINISH);
+    assert_exact(&job, 500);
+    assert!(job["operations_reexecuted"].as_u64().unwrap() > 0);
+    // Wake it: its stale answer arrives, the job stays exact, and it rejoins as a worker.
+    cluster.signal(victim, libc::SIGCONT);
+    cluster.wait_for_agreement(AGREE);
+    let again = cluster.job(&id).unwrap();
+    assert_exact(&again, 500);
+    let second = cluster.submit_no_wait(300);
+    assert_exact(&cluster.wait_for_job(&second, FINISH), 300);
+}
+
+#[test]
+fn a_deposed_coordinator_is_fenced_and_steps_down() {
+    let mut cluster = Cluster::start(6, "raft", &[]);
+    let old = cluster.wait_for_agreement(AGREE);
+    let old_epoch = cluster.status(old).unwrap()["epoch"].as_u64().unwrap();
+    cluster.signal(old, libc::SIGSTOP);
+    let new = cluster.wait_for_agreement(AGREE);
+    assert_ne!(new, old);
+    let worker = cluster.ids().into_iter().find(|&id| id != old && id != new).unwrap();
+    // What the deposed coordinator would send on waking: refused by workers and replicas.
+    let work = format!(
+        r#"{{"from":{old},"epoch":{old_epoch},"batch":1,"items":[{{"op":{{"job":"x-1","level":0,"index":0}},"operands":["Ag=="]}}]}}"#
+    );
+    let (status, body) = http(&cluster.addr(worker), "POST", "/internal/work", Some(work.as_bytes())).unwrap();
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    let checkpoint = format!(r#"{{"from":{old},"epoch":{old_epoch},"facts":[{{"kind":"job","id":"x-1","n":5}}]}}"#);
+    let (status, _) = http(&cluster.addr(worker), "POST", "/internal/checkpoint", Some(checkpoint.as_bytes())).unwrap();
+    assert_eq!(status, 409);
+    assert!(!common::http_get(&cluster.addr(worker), "/status").unwrap().to_string().contains("x-1"));
+    // It wakes, learns the higher epoch and follows.
+    cluster.signal(old, libc::SIGCONT);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let s = cluster.status(old).unwrap();
+    assert_ne!(s["role"], "coordinator", "{s}");
+    assert!(s["epoch"].as_u64().unwrap() > old_epoch);
+    assert_eq!(s["leader"].as_u64(), Some(leader as u64));
+    let id = cluster.submit_no_wait(100);
+    assert_exact(&cluster.wait_for_job(&id, FINISH), 100);
+}
+
+#[test]
+fn after_every_node_is_killed_unfinished_jobs_resume_from_disk() {
+    let mut cluster = Cluster::start(6, "raft", &["--delay", "0.5"]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let id = cluster.submit_no_wait(2000);
+    wait_until(FINISH, || {
+        let j = common::http_get(&cluster.addr(leader), &format!("/jobs/{id}"))?;
+        (j["operations_done"].as_u64()? > 0).then_some(())
+    })
+    .expect("progress");
+    for node in cluster.ids() {
+        cluster.signal(node, libc::SIGKILL);
+    }
+    for node in cluster.ids() {
+        cluster.start_node(node);
+    }
+    cluster.wait_for_agreement(AGREE);
+    let job = cluster.wait_for_job(&id, FINISH);
+    assert_exact(&job, 2000);
+}
