@@ -356,11 +356,18 @@ impl Ring {
             }
             return;
         };
-        if let Relay::Coordinator { leader, .. } = relay {
-            if self.passes(leader, to) {
+        let relay = match relay {
+            Relay::Coordinator { leader, .. } if self.passes(leader, to) => {
                 return; // the leader is suspected: the announcement has gone round
             }
-        }
+            // The candidate is suspected, so its token could never come back to it. Every node
+            // above it was dead too, or the token would not name it: we are the highest live
+            // node the token knows of, and stand in its place.
+            Relay::Election { candidate } if self.passes(candidate, to) => Relay::Election {
+                candidate: self.members.me(),
+            },
+            relay => relay,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let epoch = self.max_seen_epoch;
