@@ -82,12 +82,17 @@ impl<E: Election> Net<E> {
         self.deliver_until(|_, _, _| false);
     }
 
-    /// One tick for every live node, then every message delivered.
-    pub fn tick(&mut self) {
+    /// One tick for every live node, in id order; what they send stays in flight.
+    pub fn tick_nodes(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             self.step(id, Input::Tick);
         }
+    }
+
+    /// One tick for every live node, then every message delivered.
+    pub fn tick(&mut self) {
+        self.tick_nodes();
         self.deliver_all();
     }
 
