@@ -121,7 +121,7 @@ impl Election for LowestAlive {
         match input {
             Input::Tick => {
                 self.now_ticks += 1;
-                if self.now_ticks % self.heartbeat_ticks == 0 {
+                if self.now_ticks.is_multiple_of(self.heartbeat_ticks) {
                     let beat = Beat {
                         epoch: self.max_seen_epoch,
                         leading: matches!(self.leadership, Leadership::Leading { .. }),

@@ -1,6 +1,9 @@
 //! A tiny hand-driven network for the textbook tests: every message sent during a tick is
 //! delivered within that tick, in the order sent, unless its destination is crashed or cut off.
 
+// Each test file uses its own part of the harness.
+#![allow(dead_code)]
+
 use facto_elections::{Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
