@@ -25,9 +25,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// the new leader's epoch (which a node only forwards once it has accepted it, so both agree).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// The election token, naming the highest candidate seen on its way so far.
+    /// The election token, naming the highest candidate seen on its way so far. `round` is the
+    /// highest epoch its initiator had seen: a node that has since accepted a leadership above
+    /// it knows the election is over and swallows the token.
     Election {
         candidate: NodeId,
+        round: Epoch,
         epoch: Epoch,
         seq: u64,
     },
@@ -57,7 +60,7 @@ impl Msg {
 /// What travels around the ring, hop by hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Relay {
-    Election { candidate: NodeId },
+    Election { candidate: NodeId, round: Epoch },
     Coordinator { leader: NodeId, epoch: Epoch },
 }
 
@@ -67,6 +70,11 @@ struct Hop {
     to: NodeId,
     seq: u64,
     relay: Relay,
+    /// The message as sent, for the one resend.
+    msg: Msg,
+    /// Whether it was sent a second time already: one lost message or acknowledgement should
+    /// not get a live successor skipped.
+    resent: bool,
     waited_ticks: u32,
 }
 
@@ -124,7 +132,8 @@ impl Ring {
         }
     }
 
-    /// How long a hop may stay unacknowledged before its successor is skipped: a round trip.
+    /// How long a hop may stay unacknowledged before it is sent again, and then before its
+    /// successor is skipped: a round trip with room to spare.
     fn ack_timeout_ticks(&self) -> u32 {
         self.heartbeat_ticks.saturating_mul(2)
     }
@@ -184,8 +193,15 @@ impl Ring {
         let mut late = BTreeSet::new();
         for hop in &mut self.hops {
             hop.waited_ticks += 1;
-            if hop.waited_ticks >= timeout {
+            if hop.waited_ticks < timeout {
+                continue;
+            }
+            if hop.resent {
                 late.insert(hop.to);
+            } else {
+                hop.resent = true;
+                hop.waited_ticks = 0;
+                out.push((hop.to, hop.msg.clone()));
             }
         }
         for peer in late {
@@ -211,7 +227,12 @@ impl Ring {
         self.observe_epoch(msg.epoch());
         match msg {
             Msg::Ack { seq, .. } => self.hops.retain(|hop| !(hop.to == from && hop.seq == seq)),
-            Msg::Election { candidate, seq, .. } => {
+            Msg::Election {
+                candidate,
+                round,
+                seq,
+                ..
+            } => {
                 out.push((
                     from,
                     Msg::Ack {
@@ -219,7 +240,7 @@ impl Ring {
                         epoch: self.max_seen_epoch,
                     },
                 ));
-                self.on_token(candidate, out);
+                self.on_token(candidate, round, out);
             }
             Msg::Coordinator { leader, epoch, seq } => {
                 out.push((
@@ -254,8 +275,17 @@ impl Ring {
     }
 
     /// Chang–Roberts forwarding of an ELECTION token naming `candidate`.
-    fn on_token(&mut self, candidate: NodeId, out: &mut Vec<(NodeId, Msg)>) {
+    fn on_token(&mut self, candidate: NodeId, round: Epoch, out: &mut Vec<(NodeId, Msg)>) {
         let me = self.members.me();
+        if self
+            .leadership()
+            .epoch()
+            .is_some_and(|accepted| round < accepted)
+        {
+            // Started before the leadership we accepted was won: a late copy (a resend, a
+            // duplicate) that would otherwise set the ring electing again.
+            return;
+        }
         if let Role::Leading { epoch, .. } = self.role {
             // Someone missed our heartbeats, yet we lead at the highest epoch it knows:
             // remind everyone now instead of electing anew, and swallow the token.
@@ -284,6 +314,7 @@ impl Ring {
         self.relay(
             Relay::Election {
                 candidate: candidate.max(me),
+                round,
             },
             out,
         );
@@ -315,6 +346,7 @@ impl Ring {
         self.relay(
             Relay::Election {
                 candidate: self.members.me(),
+                round: self.max_seen_epoch,
             },
             out,
         );
@@ -363,8 +395,9 @@ impl Ring {
             // The candidate is suspected, so its token could never come back to it. Every node
             // above it was dead too, or the token would not name it: we are the highest live
             // node the token knows of, and stand in its place.
-            Relay::Election { candidate } if self.passes(candidate, to) => Relay::Election {
+            Relay::Election { candidate, round } if self.passes(candidate, to) => Relay::Election {
                 candidate: self.members.me(),
+                round,
             },
             relay => relay,
         };
@@ -372,18 +405,21 @@ impl Ring {
         self.next_seq += 1;
         let epoch = self.max_seen_epoch;
         let msg = match relay {
-            Relay::Election { candidate } => Msg::Election {
+            Relay::Election { candidate, round } => Msg::Election {
                 candidate,
+                round,
                 epoch,
                 seq,
             },
             Relay::Coordinator { leader, epoch } => Msg::Coordinator { leader, epoch, seq },
         };
-        out.push((to, msg));
+        out.push((to, msg.clone()));
         self.hops.push(Hop {
             to,
             seq,
             relay,
+            msg,
+            resent: false,
             waited_ticks: 0,
         });
     }
