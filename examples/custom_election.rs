@@ -7,7 +7,7 @@
 //! always above every epoch it has seen, and nobody follows a leader below an epoch it has seen.
 //!
 //! ```text
-//! cargo run --release --example custom_election
+//! cargo run --release --example custom_election   (from the workspace root)
 //! ```
 
 use facto_elections::sim::{self, Scenario, SimConfig, Summary};
