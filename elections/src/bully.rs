@@ -173,9 +173,11 @@ impl Bully {
             self.role = Role::Following { leader, epoch, silent_ticks: 0 };
             return;
         }
-        // A lower id leads: bully it out, unless our own election is already under way.
+        // A lower id leads: bully it out, unless our own election is already under way or we
+        // already lead above its epoch (our announcement is on its way to it).
         match self.role {
             Role::Electing { .. } | Role::AwaitingCoordinator { .. } => {}
+            Role::Leading { epoch: ours, .. } if ours > epoch => {}
             _ => self.start_election(out),
         }
     }

@@ -101,8 +101,10 @@ impl Raft {
         self.hard.epoch
     }
 
+    /// A majority of the members (this node included).
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let members = self.peers.len() + 1;
+        members / 2 + 1
     }
 
     fn reset_timeout(&mut self) {

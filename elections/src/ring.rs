@@ -25,8 +25,15 @@ use std::collections::{BTreeMap, BTreeSet};
 /// the new leader's epoch (which a node only forwards once it has accepted it, so both agree).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// The election token, naming the highest candidate seen on its way so far.
-    Election { candidate: NodeId, epoch: Epoch, seq: u64 },
+    /// The election token, naming the highest candidate seen on its way so far. `round` is the
+    /// highest epoch its initiator had seen: a node that has since accepted a leadership above
+    /// it knows the election is over and swallows the token.
+    Election {
+        candidate: NodeId,
+        round: Epoch,
+        epoch: Epoch,
+        seq: u64,
+    },
     /// The winner's announcement, sent once around the ring.
     Coordinator { leader: NodeId, epoch: Epoch, seq: u64 },
     /// The successor got the ELECTION or COORDINATOR numbered `seq`.
@@ -49,7 +56,7 @@ impl Msg {
 /// What travels around the ring, hop by hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Relay {
-    Election { candidate: NodeId },
+    Election { candidate: NodeId, round: Epoch },
     Coordinator { leader: NodeId, epoch: Epoch },
 }
 
@@ -59,6 +66,11 @@ struct Hop {
     to: NodeId,
     seq: u64,
     relay: Relay,
+    /// The message as sent, for the one resend.
+    msg: Msg,
+    /// Whether it was sent a second time already: one lost message or acknowledgement should
+    /// not get a live successor skipped.
+    resent: bool,
     waited_ticks: u32,
 }
 
@@ -118,7 +130,8 @@ impl Ring {
         }
     }
 
-    /// How long a hop may stay unacknowledged before its successor is skipped: a round trip.
+    /// How long a hop may stay unacknowledged before it is sent again, and then before its
+    /// successor is skipped: a round trip with room to spare.
     fn ack_timeout_ticks(&self) -> u32 {
         self.heartbeat_ticks.saturating_mul(2)
     }
@@ -172,8 +185,15 @@ impl Ring {
         let mut late = BTreeSet::new();
         for hop in &mut self.hops {
             hop.waited_ticks += 1;
-            if hop.waited_ticks >= timeout {
+            if hop.waited_ticks < timeout {
+                continue;
+            }
+            if hop.resent {
                 late.insert(hop.to);
+            } else {
+                hop.resent = true;
+                hop.waited_ticks = 0;
+                out.push((hop.to, hop.msg.clone()));
             }
         }
         for peer in late {
@@ -198,9 +218,20 @@ impl Ring {
         self.observe_epoch(msg.epoch());
         match msg {
             Msg::Ack { seq, .. } => self.hops.retain(|hop| !(hop.to == from && hop.seq == seq)),
-            Msg::Election { candidate, seq, .. } => {
-                out.push((from, Msg::Ack { seq, epoch: self.max_seen_epoch }));
-                self.on_token(candidate, out);
+            Msg::Election {
+                candidate,
+                round,
+                seq,
+                ..
+            } => {
+                out.push((
+                    from,
+                    Msg::Ack {
+                        seq,
+                        epoch: self.max_seen_epoch,
+                    },
+                ));
+                self.on_token(candidate, round, out);
             }
             Msg::Coordinator { leader, epoch, seq } => {
                 out.push((from, Msg::Ack { seq, epoch: self.max_seen_epoch }));
@@ -229,8 +260,17 @@ impl Ring {
     }
 
     /// Chang–Roberts forwarding of an ELECTION token naming `candidate`.
-    fn on_token(&mut self, candidate: NodeId, out: &mut Vec<(NodeId, Msg)>) {
+    fn on_token(&mut self, candidate: NodeId, round: Epoch, out: &mut Vec<(NodeId, Msg)>) {
         let me = self.members.me();
+        if self
+            .leadership()
+            .epoch()
+            .is_some_and(|accepted| round < accepted)
+        {
+            // Started before the leadership we accepted was won: a late copy (a resend, a
+            // duplicate) that would otherwise set the ring electing again.
+            return;
+        }
         if let Role::Leading { epoch, .. } = self.role {
             // Someone missed our heartbeats, yet we lead at the highest epoch it knows:
             // remind everyone now instead of electing anew, and swallow the token.
@@ -253,7 +293,13 @@ impl Ring {
             return; // our own, higher, token is already on its way
         }
         self.participating_ticks.get_or_insert(0);
-        self.relay(Relay::Election { candidate: candidate.max(me) }, out);
+        self.relay(
+            Relay::Election {
+                candidate: candidate.max(me),
+                round,
+            },
+            out,
+        );
     }
 
     fn on_coordinator(&mut self, leader: NodeId, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
@@ -275,7 +321,13 @@ impl Ring {
     fn start_election(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         self.role = Role::Unknown { silent_ticks: 0 };
         self.participating_ticks = Some(0);
-        self.relay(Relay::Election { candidate: self.members.me() }, out);
+        self.relay(
+            Relay::Election {
+                candidate: self.members.me(),
+                round: self.max_seen_epoch,
+            },
+            out,
+        );
     }
 
     fn become_leader(&mut self, out: &mut Vec<(NodeId, Msg)>) {
@@ -304,20 +356,40 @@ impl Ring {
             }
             return;
         };
-        if let Relay::Coordinator { leader, .. } = relay {
-            if self.passes(leader, to) {
+        let relay = match relay {
+            Relay::Coordinator { leader, .. } if self.passes(leader, to) => {
                 return; // the leader is suspected: the announcement has gone round
             }
-        }
+            // The candidate is suspected, so its token could never come back to it. Every node
+            // above it was dead too, or the token would not name it: we are the highest live
+            // node the token knows of, and stand in its place.
+            Relay::Election { candidate, round } if self.passes(candidate, to) => Relay::Election {
+                candidate: self.members.me(),
+                round,
+            },
+            relay => relay,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let epoch = self.max_seen_epoch;
         let msg = match relay {
-            Relay::Election { candidate } => Msg::Election { candidate, epoch, seq },
+            Relay::Election { candidate, round } => Msg::Election {
+                candidate,
+                round,
+                epoch,
+                seq,
+            },
             Relay::Coordinator { leader, epoch } => Msg::Coordinator { leader, epoch, seq },
         };
-        out.push((to, msg));
-        self.hops.push(Hop { to, seq, relay, waited_ticks: 0 });
+        out.push((to, msg.clone()));
+        self.hops.push(Hop {
+            to,
+            seq,
+            relay,
+            msg,
+            resent: false,
+            waited_ticks: 0,
+        });
     }
 
     /// Whether going from this node to `to` skips over `node` (ring order).

@@ -36,6 +36,11 @@ pub const NOTICE_DELAY_MS: u64 = 1;
 pub const LIVENESS_BOUND_ELECTION_TIMEOUTS: u64 = 20;
 /// ...plus this many ticks per node (the ring needs O(n) hops, a few per tick at most).
 pub const LIVENESS_BOUND_TICKS_PER_NODE: u64 = 10;
+/// A run stops with a violation when more events than this are pending: the algorithm is
+/// flooding the network (a message storm), which would otherwise exhaust memory.
+pub const MAX_PENDING_EVENTS: usize = 1_000_000;
+/// A run stops with a violation after this many events (a livelock that never converges).
+pub const MAX_EVENTS_PER_RUN: u64 = 20_000_000;
 /// How long the leader-crash scenario lets a fresh leadership settle before crashing it.
 pub const STABILISE_TICKS: u64 = 10;
 
@@ -131,7 +136,7 @@ pub struct RunReport {
     /// Simulated time from the start of the measured phase (faults stopped, cold start, leader
     /// crash) until every live node agreed; `None` when they never did.
     pub time_to_agree_ms: Option<u64>,
-    /// Invariant violations, in the order found (empty for a good run).
+    /// Invariant violations (empty for a good run). The run stops at the first one.
     pub violations: Vec<String>,
     /// The readable event trace, when [`SimConfig::trace`] asked for it.
     pub trace: Vec<String>,
@@ -372,7 +377,16 @@ where
             return;
         }
         self.setup();
+        let mut events: u64 = 0;
         while !self.done {
+            events += 1;
+            if events > MAX_EVENTS_PER_RUN || self.queue.len() > MAX_PENDING_EVENTS {
+                let pending = self.queue.len();
+                self.violation(format!(
+                    "runaway run: {events} events processed, {pending} pending"
+                ));
+                break;
+            }
             let Some(Queued { at_ms, event, .. }) = self.queue.pop() else {
                 self.violations.push("the simulation ran out of events".into());
                 break;
@@ -430,9 +444,11 @@ where
         }
     }
 
+    /// Records a violation and ends the run: what follows would only obscure the trace.
     fn violation(&mut self, what: String) {
         self.note(|| format!("VIOLATION: {what}"));
         self.violations.push(what);
+        self.done = true;
     }
 
     fn id(&self, i: usize) -> NodeId {
@@ -477,8 +493,9 @@ where
                 if phase == self.phase && self.measuring_since_ms.is_some() {
                     let bound = liveness_bound_ticks(self.config.nodes, self.config.election_ticks);
                     let live = self.describe_live();
-                    self.violation(format!("liveness: no agreement within {bound} ticks; live nodes: {live}"));
-                    self.done = true;
+                    self.violation(format!(
+                        "liveness: no agreement within {bound} ticks; live nodes: {live}"
+                    ));
                 }
             }
         }
