@@ -54,8 +54,7 @@ impl LowestAlive {
     /// The lowest id whose lease is current. A node that has just (re)started claims nothing
     /// for one lease, so that it first hears whoever is alive below it.
     fn lowest_alive(&self) -> Option<NodeId> {
-        let alive =
-            |&(&id, &at): &(&NodeId, &u64)| at + self.lease_ticks > self.now_ticks && id < self.me;
+        let alive = |&(&id, &at): &(&NodeId, &u64)| at + self.lease_ticks > self.now_ticks && id < self.me;
         match self.heard_at.iter().find(alive) {
             Some((&id, _)) => Some(id),
             None if self.now_ticks >= self.lease_ticks => Some(self.me),
@@ -66,11 +65,7 @@ impl LowestAlive {
     /// The smallest epoch above every epoch seen that this node owns.
     fn next_owned_epoch(&self) -> Epoch {
         let n = self.members.len() as u64;
-        let mine = self
-            .members
-            .iter()
-            .position(|&id| id == self.me)
-            .unwrap_or(0) as u64;
+        let mine = self.members.iter().position(|&id| id == self.me).unwrap_or(0) as u64;
         let first = self.max_seen_epoch + 1;
         first + (mine + n - first % n) % n
     }
@@ -79,8 +74,7 @@ impl LowestAlive {
     fn settle(&mut self) {
         match (self.lowest_alive(), self.leadership) {
             // Still leading at the highest epoch anyone has shown us.
-            (Some(l), Leadership::Leading { epoch })
-                if l == self.me && epoch == self.max_seen_epoch => {}
+            (Some(l), Leadership::Leading { epoch }) if l == self.me && epoch == self.max_seen_epoch => {}
             (Some(l), _) if l == self.me => {
                 let epoch = self.next_owned_epoch();
                 self.max_seen_epoch = epoch;
@@ -100,10 +94,7 @@ impl LowestAlive {
         let fresh = beat.epoch >= self.max_seen_epoch;
         self.max_seen_epoch = self.max_seen_epoch.max(beat.epoch);
         if beat.leading && fresh && self.lowest_alive() == Some(from) {
-            self.leadership = Leadership::Following {
-                leader: from,
-                epoch: beat.epoch,
-            };
+            self.leadership = Leadership::Following { leader: from, epoch: beat.epoch };
         }
     }
 }
@@ -150,10 +141,7 @@ impl Election for LowestAlive {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            epoch: self.max_seen_epoch,
-            voted_for: None,
-        }
+        HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
     fn set_freshness(&mut self, _freshness: u64) {}

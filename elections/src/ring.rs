@@ -28,12 +28,7 @@ pub enum Msg {
     /// The election token, naming the highest candidate seen on its way so far. `round` is the
     /// highest epoch its initiator had seen: a node that has since accepted a leadership above
     /// it knows the election is over and swallows the token.
-    Election {
-        candidate: NodeId,
-        round: Epoch,
-        epoch: Epoch,
-        seq: u64,
-    },
+    Election { candidate: NodeId, round: Epoch, epoch: Epoch, seq: u64 },
     /// The winner's announcement, sent once around the ring.
     Coordinator { leader: NodeId, epoch: Epoch, seq: u64 },
     /// The successor got the ELECTION or COORDINATOR numbered `seq`.
@@ -218,19 +213,8 @@ impl Ring {
         self.observe_epoch(msg.epoch());
         match msg {
             Msg::Ack { seq, .. } => self.hops.retain(|hop| !(hop.to == from && hop.seq == seq)),
-            Msg::Election {
-                candidate,
-                round,
-                seq,
-                ..
-            } => {
-                out.push((
-                    from,
-                    Msg::Ack {
-                        seq,
-                        epoch: self.max_seen_epoch,
-                    },
-                ));
+            Msg::Election { candidate, round, seq, .. } => {
+                out.push((from, Msg::Ack { seq, epoch: self.max_seen_epoch }));
                 self.on_token(candidate, round, out);
             }
             Msg::Coordinator { leader, epoch, seq } => {
@@ -262,11 +246,7 @@ impl Ring {
     /// Chang–Roberts forwarding of an ELECTION token naming `candidate`.
     fn on_token(&mut self, candidate: NodeId, round: Epoch, out: &mut Vec<(NodeId, Msg)>) {
         let me = self.members.me();
-        if self
-            .leadership()
-            .epoch()
-            .is_some_and(|accepted| round < accepted)
-        {
+        if self.leadership().epoch().is_some_and(|accepted| round < accepted) {
             // Started before the leadership we accepted was won: a late copy (a resend, a
             // duplicate) that would otherwise set the ring electing again.
             return;
@@ -293,13 +273,7 @@ impl Ring {
             return; // our own, higher, token is already on its way
         }
         self.participating_ticks.get_or_insert(0);
-        self.relay(
-            Relay::Election {
-                candidate: candidate.max(me),
-                round,
-            },
-            out,
-        );
+        self.relay(Relay::Election { candidate: candidate.max(me), round }, out);
     }
 
     fn on_coordinator(&mut self, leader: NodeId, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
@@ -321,13 +295,7 @@ impl Ring {
     fn start_election(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         self.role = Role::Unknown { silent_ticks: 0 };
         self.participating_ticks = Some(0);
-        self.relay(
-            Relay::Election {
-                candidate: self.members.me(),
-                round: self.max_seen_epoch,
-            },
-            out,
-        );
+        self.relay(Relay::Election { candidate: self.members.me(), round: self.max_seen_epoch }, out);
     }
 
     fn become_leader(&mut self, out: &mut Vec<(NodeId, Msg)>) {
@@ -363,33 +331,20 @@ impl Ring {
             // The candidate is suspected, so its token could never come back to it. Every node
             // above it was dead too, or the token would not name it: we are the highest live
             // node the token knows of, and stand in its place.
-            Relay::Election { candidate, round } if self.passes(candidate, to) => Relay::Election {
-                candidate: self.members.me(),
-                round,
-            },
+            Relay::Election { candidate, round } if self.passes(candidate, to) => {
+                Relay::Election { candidate: self.members.me(), round }
+            }
             relay => relay,
         };
         let seq = self.next_seq;
         self.next_seq += 1;
         let epoch = self.max_seen_epoch;
         let msg = match relay {
-            Relay::Election { candidate, round } => Msg::Election {
-                candidate,
-                round,
-                epoch,
-                seq,
-            },
+            Relay::Election { candidate, round } => Msg::Election { candidate, round, epoch, seq },
             Relay::Coordinator { leader, epoch } => Msg::Coordinator { leader, epoch, seq },
         };
         out.push((to, msg.clone()));
-        self.hops.push(Hop {
-            to,
-            seq,
-            relay,
-            msg,
-            resent: false,
-            waited_ticks: 0,
-        });
+        self.hops.push(Hop { to, seq, relay, msg, resent: false, waited_ticks: 0 });
     }
 
     /// Whether going from this node to `to` skips over `node` (ring order).

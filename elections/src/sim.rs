@@ -382,9 +382,7 @@ where
             events += 1;
             if events > MAX_EVENTS_PER_RUN || self.queue.len() > MAX_PENDING_EVENTS {
                 let pending = self.queue.len();
-                self.violation(format!(
-                    "runaway run: {events} events processed, {pending} pending"
-                ));
+                self.violation(format!("runaway run: {events} events processed, {pending} pending"));
                 break;
             }
             let Some(Queued { at_ms, event, .. }) = self.queue.pop() else {
@@ -493,9 +491,7 @@ where
                 if phase == self.phase && self.measuring_since_ms.is_some() {
                     let bound = liveness_bound_ticks(self.config.nodes, self.config.election_ticks);
                     let live = self.describe_live();
-                    self.violation(format!(
-                        "liveness: no agreement within {bound} ticks; live nodes: {live}"
-                    ));
+                    self.violation(format!("liveness: no agreement within {bound} ticks; live nodes: {live}"));
                 }
             }
         }

@@ -16,11 +16,8 @@ fn cluster(n: u32) -> Net<Bully> {
 /// Every live node follows `leader` at `epoch` (and the leader leads at it).
 fn assert_all_follow(net: &Net<Bully>, live: &[u32], leader: u32, epoch: u64) {
     for &id in live {
-        let expected = if id == leader {
-            Leadership::Leading { epoch }
-        } else {
-            Leadership::Following { leader, epoch }
-        };
+        let expected =
+            if id == leader { Leadership::Leading { epoch } } else { Leadership::Following { leader, epoch } };
         assert_eq!(net.leadership(id), expected, "node {id}");
     }
 }
@@ -53,13 +50,7 @@ fn the_leaders_crash_is_noticed_through_missing_heartbeats() {
     net.crash(6);
     // Silence shorter than the election timeout is tolerated.
     net.run(ELECTION_TICKS - 1);
-    assert_eq!(
-        net.leadership(1),
-        Leadership::Following {
-            leader: 6,
-            epoch: 5
-        }
-    );
+    assert_eq!(net.leadership(1), Leadership::Following { leader: 6, epoch: 5 });
     // Then 1..=4 ask the higher ids, 5 answers them and, asking only the dead 6, wins.
     let ticks = net.run_until_agreed(4 * ELECTION_TICKS).expect("agreement");
     assert!(ticks <= 2 * ELECTION_TICKS + 1, "took {ticks} ticks");
@@ -87,13 +78,7 @@ fn a_recovered_higher_id_takes_over_at_a_higher_epoch() {
 #[test]
 fn a_leader_at_a_stale_epoch_is_refused() {
     let config = Config::new(1, vec![1, 2, 3]);
-    let mut node = Bully::new(
-        config,
-        HardState {
-            epoch: 10,
-            voted_for: None,
-        },
-    );
+    let mut node = Bully::new(config, HardState { epoch: 10, voted_for: None });
     let claim = |from, msg| Input::Message { from, msg };
 
     // Node 3 announces itself at epoch 4, below the 10 node 1 has already seen: refused.
@@ -103,48 +88,24 @@ fn a_leader_at_a_stale_epoch_is_refused() {
 
     // At epoch 12 it is accepted, and the epoch is made durable before anything else.
     let actions = node.step(claim(3, Msg::Coordinator { epoch: 12 }));
-    assert_eq!(
-        actions.leadership,
-        Some(Leadership::Following {
-            leader: 3,
-            epoch: 12
-        })
-    );
-    assert_eq!(
-        actions.persist,
-        Some(HardState {
-            epoch: 12,
-            voted_for: None
-        })
-    );
+    assert_eq!(actions.leadership, Some(Leadership::Following { leader: 3, epoch: 12 }));
+    assert_eq!(actions.persist, Some(HardState { epoch: 12, voted_for: None }));
 
     // A late heartbeat of an older leadership does not move it back.
     let actions = node.step(claim(2, Msg::Heartbeat { epoch: 8 }));
     assert_eq!(actions.leadership, None);
-    assert_eq!(
-        node.leadership(),
-        Leadership::Following {
-            leader: 3,
-            epoch: 12
-        }
-    );
+    assert_eq!(node.leadership(), Leadership::Following { leader: 3, epoch: 12 });
 }
 
 #[test]
 fn a_malformed_message_is_ignored() {
     let mut node = Bully::new(Config::new(1, vec![1, 2, 3]), HardState::default());
     // From a stranger, from itself, and an ANSWER from a lower id: none is part of the protocol.
-    for (from, msg) in [
-        (9, Msg::Coordinator { epoch: 7 }),
-        (1, Msg::Coordinator { epoch: 7 }),
-    ] {
+    for (from, msg) in [(9, Msg::Coordinator { epoch: 7 }), (1, Msg::Coordinator { epoch: 7 })] {
         assert_eq!(node.step(Input::Message { from, msg }).leadership, None);
     }
     let mut node3 = Bully::new(Config::new(3, vec![1, 2, 3]), HardState::default());
-    let actions = node3.step(Input::Message {
-        from: 1,
-        msg: Msg::Answer { epoch: 0 },
-    });
+    let actions = node3.step(Input::Message { from: 1, msg: Msg::Answer { epoch: 0 } });
     assert!(actions.messages.is_empty());
     assert_eq!(node.leadership(), Leadership::Unknown);
 }

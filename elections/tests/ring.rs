@@ -31,8 +31,7 @@ fn the_ring_elects_the_highest_live_id() {
 
     let mut net = cluster(6);
     net.crash(6);
-    net.run_until_agreed(10 * ELECTION_TICKS)
-        .expect("agreement");
+    net.run_until_agreed(10 * ELECTION_TICKS).expect("agreement");
     // Node 5 owns the epochs 4, 10, ...
     assert_eq!(net.agreed(), Some((5, 4)));
     assert_eq!(net.leaderships(), vec![(5, 4)]);
@@ -49,18 +48,13 @@ fn a_single_node_leads_by_itself() {
 fn the_ring_skips_a_dead_successor() {
     let mut net = cluster(6);
     net.crash(4);
-    net.run_until_agreed(10 * ELECTION_TICKS)
-        .expect("agreement");
+    net.run_until_agreed(10 * ELECTION_TICKS).expect("agreement");
     assert_eq!(net.agreed(), Some((6, 5)));
     // Node 3 handed its tokens (its own, then 6's) to its successor 4, sent each once more
     // when no acknowledgement came, then passed both on to 5 instead; the announcement then
     // went round 4 at once.
-    let from_3 = |to, pick: fn(&Msg) -> bool| {
-        net.sent
-            .iter()
-            .filter(|(f, t, m)| *f == 3 && *t == to && pick(m))
-            .count()
-    };
+    let from_3 =
+        |to, pick: fn(&Msg) -> bool| net.sent.iter().filter(|(f, t, m)| *f == 3 && *t == to && pick(m)).count();
     assert_eq!(from_3(4, is_election), 4);
     assert_eq!(from_3(5, is_election), 2);
     assert_eq!(from_3(4, is_coordinator), 0);
@@ -78,8 +72,7 @@ fn two_concurrent_elections_yield_one_winner() {
     net.step(2, Input::PeerDown(6));
     net.step(5, Input::PeerDown(6));
     net.deliver_all();
-    net.run_until_agreed(10 * ELECTION_TICKS)
-        .expect("agreement");
+    net.run_until_agreed(10 * ELECTION_TICKS).expect("agreement");
 
     // Node 5's token swallowed 2's; 5 is the one new leader (at its first epoch above 5).
     assert_eq!(net.agreed(), Some((5, 10)));
@@ -93,9 +86,7 @@ fn a_lost_token_is_recovered_by_timeout() {
     // Everyone times out together and sends its token; the one naming 6 is lost on its way
     // from 3 to 4, and 3 crashes before it can notice the missing acknowledgement.
     net.tick_nodes();
-    let lost = net.deliver_until(|from, to, m| {
-        from == 3 && to == 4 && matches!(m, Msg::Election { candidate: 6, .. })
-    });
+    let lost = net.deliver_until(|from, to, m| from == 3 && to == 4 && matches!(m, Msg::Election { candidate: 6, .. }));
     assert!(lost.is_some());
     net.crash(3);
     net.deliver_all();
@@ -104,8 +95,7 @@ fn a_lost_token_is_recovered_by_timeout() {
     // participant gives up waiting for the COORDINATOR and starts again.
     net.run(5 * ELECTION_TICKS);
     assert!(net.leaderships().is_empty());
-    net.run_until_agreed(15 * ELECTION_TICKS)
-        .expect("agreement");
+    net.run_until_agreed(15 * ELECTION_TICKS).expect("agreement");
     assert_eq!(net.agreed(), Some((6, 5)));
 }
 
@@ -113,18 +103,14 @@ fn a_lost_token_is_recovered_by_timeout() {
 fn cold_start_message_counts_lie_within_the_chang_roberts_bounds() {
     for n in [2, 3, 6, 10, 25] {
         let mut net = cluster(n);
-        net.run_until_agreed(10 * ELECTION_TICKS)
-            .expect("agreement");
+        net.run_until_agreed(10 * ELECTION_TICKS).expect("agreement");
         let n = n as usize;
         let elections = net.count(is_election);
         // With every node initiating, Chang–Roberts needs between 2n - 1 ELECTION messages
         // (each token is swallowed by its successor, but the highest goes round) and
         // n(n + 1) / 2 (ids decreasing along the ring). The ring runs in ascending id order,
         // which is the best case: exactly 2n - 1.
-        assert!(
-            (2 * n - 1..=n * (n + 1) / 2).contains(&elections),
-            "n={n}: {elections}"
-        );
+        assert!((2 * n - 1..=n * (n + 1) / 2).contains(&elections), "n={n}: {elections}");
         assert_eq!(elections, 2 * n - 1, "n={n}");
         // The announcement goes once around the ring, back to the winner.
         assert_eq!(net.count(is_coordinator), n, "n={n}");
@@ -140,24 +126,8 @@ fn a_leader_at_a_stale_epoch_is_refused() {
     net.run_until_agreed(5 * ELECTION_TICKS).unwrap();
     assert_eq!(net.agreed(), Some((3, 2)));
     // An old announcement of node 2 at epoch 1 turns up: node 1 does not follow it.
-    let msg = Msg::Coordinator {
-        leader: 2,
-        epoch: 1,
-        seq: 99,
-    };
+    let msg = Msg::Coordinator { leader: 2, epoch: 1, seq: 99 };
     net.step(1, Input::Message { from: 2, msg });
-    net.step(
-        1,
-        Input::Message {
-            from: 2,
-            msg: Msg::Heartbeat { epoch: 1 },
-        },
-    );
-    assert_eq!(
-        net.leadership(1),
-        Leadership::Following {
-            leader: 3,
-            epoch: 2
-        }
-    );
+    net.step(1, Input::Message { from: 2, msg: Msg::Heartbeat { epoch: 1 } });
+    assert_eq!(net.leadership(1), Leadership::Following { leader: 3, epoch: 2 });
 }

@@ -6,9 +6,7 @@ use facto_elections::sim::{self, RunReport, Scenario, SimConfig};
 use facto_elections::{Actions, Algorithm, Config, Election, HardState, Input, Leadership};
 
 fn run(algorithm: Algorithm, config: &SimConfig, seed: u64) -> RunReport {
-    sim::run(config, seed, |node, hard| {
-        algorithm.build(node, hard).expect("valid configuration")
-    })
+    sim::run(config, seed, |node, hard| algorithm.build(node, hard).expect("valid configuration"))
 }
 
 /// Runs `seeds` seeds of every scenario and fails with the first violation and its replay
@@ -62,42 +60,19 @@ fn ring_survives_100_faulty_runs_at_25_nodes() {
 #[test]
 fn a_seed_replays_exactly() {
     for algorithm in Algorithm::ALL {
-        let config = SimConfig {
-            trace: true,
-            ..SimConfig::new(6, Scenario::Random)
-        };
+        let config = SimConfig { trace: true, ..SimConfig::new(6, Scenario::Random) };
         let first = run(algorithm, &config, 4242);
-        assert_eq!(
-            first,
-            run(algorithm, &config, 4242),
-            "{algorithm} is not deterministic"
-        );
+        assert_eq!(first, run(algorithm, &config, 4242), "{algorithm} is not deterministic");
         assert!(!first.trace.is_empty());
         // Tracing only records; it must not change the run.
-        let quiet = run(
-            algorithm,
-            &SimConfig {
-                trace: false,
-                ..config.clone()
-            },
-            4242,
-        );
-        assert_eq!(
-            RunReport {
-                trace: Vec::new(),
-                ..first
-            },
-            quiet
-        );
+        let quiet = run(algorithm, &SimConfig { trace: false, ..config.clone() }, 4242);
+        assert_eq!(RunReport { trace: Vec::new(), ..first }, quiet);
     }
 }
 
 #[test]
 fn different_seeds_give_different_runs() {
-    let config = SimConfig {
-        trace: true,
-        ..SimConfig::new(6, Scenario::Random)
-    };
+    let config = SimConfig { trace: true, ..SimConfig::new(6, Scenario::Random) };
     let a = run(Algorithm::Raft, &config, 1);
     let b = run(Algorithm::Raft, &config, 2);
     assert_ne!(a.trace, b.trace);
@@ -142,21 +117,9 @@ impl Election for EveryoneLeads {
 
 #[test]
 fn the_checker_catches_two_leaders_in_one_epoch() {
-    let config = SimConfig {
-        trace: true,
-        ..SimConfig::new(3, Scenario::ColdStart)
-    };
-    let report = sim::run(&config, 7, |_: Config, _: HardState| EveryoneLeads {
-        leading: false,
-    });
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.contains("both led epoch 1")),
-        "{:?}",
-        report.violations
-    );
+    let config = SimConfig { trace: true, ..SimConfig::new(3, Scenario::ColdStart) };
+    let report = sim::run(&config, 7, |_: Config, _: HardState| EveryoneLeads { leading: false });
+    assert!(report.violations.iter().any(|v| v.contains("both led epoch 1")), "{:?}", report.violations);
     assert!(report.trace.iter().any(|line| line.contains("VIOLATION")));
 }
 
@@ -191,9 +154,5 @@ fn the_checker_catches_a_cluster_that_never_agrees() {
     let report = sim::run(&SimConfig::new(3, Scenario::Random), 7, |_, _| Silent);
     assert_eq!(report.time_to_agree_ms, None);
     assert_eq!(report.violations.len(), 1);
-    assert!(
-        report.violations[0].starts_with("liveness"),
-        "{:?}",
-        report.violations
-    );
+    assert!(report.violations[0].starts_with("liveness"), "{:?}", report.violations);
 }

@@ -138,9 +138,7 @@ impl<E: Election> Net<E> {
     }
 
     pub fn leadership(&self, id: NodeId) -> Leadership {
-        self.nodes
-            .get(&id)
-            .map_or(Leadership::Unknown, |n| n.leadership())
+        self.nodes.get(&id).map_or(Leadership::Unknown, |n| n.leadership())
     }
 
     pub fn hard_state(&self, id: NodeId) -> HardState {
