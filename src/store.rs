@@ -43,7 +43,6 @@ impl Store {
     /// Writes new facts and the new version in one batch and waits until they are on disk,
     /// unless they are only dispatch records: those merely make the re-execution count exact,
     /// and sled writes them out within half a second anyway.
-    /// The facts of each job in `finished` other than its `Job` fact and its root are deleted.
     pub fn save_facts(&self, facts: &[Fact], finished: &[(String, Fact)], version: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (job, _) in finished {
@@ -82,25 +81,78 @@ impl Store {
         Ok(())
     }
 
-    /// A handle that makes everything written so far durable, from another task.
-    pub fn flusher(&self) -> Flusher {
-        Flusher { db: self.db.clone() }
+    /// Starts the thread that writes checkpoint facts, so that the node's event loop never
+    /// waits on the disk: it hands facts over and gets a [`Durable`] to await where an
+    /// acknowledgement depends on them. Writes queued together share one fsync.
+    pub fn start_fact_writer(&self) -> FactWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<WriteRequest>();
+        let store = Store { db: self.db.clone(), facts: self.facts.clone() };
+        let thread = std::thread::Builder::new()
+            .name("fact-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut requests = vec![first];
+                    requests.extend(rx.try_iter());
+                    let written = requests
+                        .iter()
+                        .try_for_each(|r| store.save_facts(&r.facts, &r.finished, r.version))
+                        .and_then(|()| store.db.flush().map(drop).map_err(store_err));
+                    if let Err(e) = written {
+                        // Nothing this node acknowledges may be lost: stop rather than go on.
+                        log::error!("cannot make the checkpoint durable, stopping: {e}");
+                        std::process::exit(1);
+                    }
+                    for r in requests {
+                        let _ = r.done.try_send(());
+                    }
+                }
+            })
+            .expect("a thread can be started");
+        FactWriter { tx: Some(tx), thread: Some(thread) }
     }
 }
 
-/// Waits for the disk on behalf of a store, on a blocking thread. Not sled's `flush_async`:
-/// in sled 0.34 concurrent `flush_async` futures can miss their wake-up and hang forever
-/// (spacejam/sled#1241, #1308), which stalled jobs here.
-#[derive(Clone)]
-pub struct Flusher {
-    db: sled::Db,
+struct WriteRequest {
+    facts: Vec<Fact>,
+    finished: Vec<(String, Fact)>,
+    version: u64,
+    done: async_std::channel::Sender<()>,
 }
 
-impl Flusher {
-    pub async fn flush(&self) -> Result<()> {
-        let db = self.db.clone();
-        async_std::task::spawn_blocking(move || db.flush()).await.map_err(store_err)?;
-        Ok(())
+/// Queues fact writes for the writer thread.
+pub struct FactWriter {
+    tx: Option<std::sync::mpsc::Sender<WriteRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FactWriter {
+    /// Lets the writer finish what is queued and release the database.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl FactWriter {
+    /// Queues facts (and the jobs they finish) with the new version; see [`Store::save_facts`].
+    pub fn write(&self, facts: Vec<Fact>, finished: Vec<(String, Fact)>, version: u64) -> Durable {
+        let (done, rx) = async_std::channel::bounded(1);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(WriteRequest { facts, finished, version, done });
+        }
+        Durable(rx)
+    }
+}
+
+/// Resolves once a write is on disk.
+pub struct Durable(async_std::channel::Receiver<()>);
+
+impl Durable {
+    /// Waits for the disk; false if the writer is gone (the process is stopping).
+    pub async fn wait(self) -> bool {
+        self.0.recv().await.is_ok()
     }
 }
 
@@ -160,8 +212,8 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let facts = vec![Fact::Job { id: "1-1".into(), n: 20 }, leaf(0), leaf(1)];
-            store.save_facts(&facts, &[], 3).unwrap();
-            async_std::task::block_on(store.flusher().flush()).unwrap();
+            let durable = store.start_fact_writer().write(facts, vec![], 3);
+            assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
         let (checkpoint, version) = store.checkpoint().unwrap();
@@ -169,7 +221,8 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        store.save_facts(&[], &[("1-1".into(), root_fact)], 4).unwrap();
+        let durable = store.start_fact_writer().write(vec![], vec![("1-1".into(), root_fact)], 4);
+        assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert_eq!(checkpoint.jobs["1-1"].products.keys().copied().collect::<Vec<_>>(), vec![root]);
         drop(store);

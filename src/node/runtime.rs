@@ -10,22 +10,13 @@ use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Durable, FactWriter, Store};
 use async_std::channel::Receiver;
 use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A coordinator that cannot make its checkpoint durable must not go on acknowledging work
-/// as safe: it stops, and the cluster elects another.
-async fn flush_or_die(flusher: &crate::store::Flusher) {
-    if let Err(e) = flusher.flush().await {
-        log::error!("cannot make the checkpoint durable, stopping: {e}");
-        std::process::exit(1);
-    }
-}
 
 /// The epoch of the coordinator state (0 when there is none; callers check first).
 fn c_epoch(c: &Option<Coordinator>) -> Epoch {
@@ -48,6 +39,7 @@ struct Coordinator {
 pub(crate) struct Runtime {
     handle: Handle,
     store: Store,
+    writer: FactWriter,
     election: AnyElection,
     links: Links,
     coordinator: Option<Coordinator>,
@@ -76,9 +68,11 @@ impl Runtime {
         let (checkpoint, version) = store.checkpoint()?;
         election.set_freshness(version);
         let links = Links::start(&handle);
+        let writer = store.start_fact_writer();
         Ok(Runtime {
             handle,
             store,
+            writer,
             election,
             links,
             coordinator: None,
@@ -180,15 +174,12 @@ impl Runtime {
             }
             Event::ApplyFacts { from, epoch, facts, reply } => match self.admit(from, epoch) {
                 Ok(()) => {
-                    self.record(facts)?;
                     // Acknowledge once on disk, without holding up this loop meanwhile.
-                    let flusher = self.store.flusher();
+                    let (_, durable) = self.record(facts);
                     async_std::task::spawn(async move {
-                        let durable = flusher.flush().await.map_err(|e| e.to_string());
-                        if let Err(e) = &durable {
-                            log::error!("checkpoint write not durable: {e}");
+                        if durable.wait().await {
+                            let _ = reply.send(Ok(())).await;
                         }
-                        let _ = reply.send(durable).await;
                     });
                 }
                 Err(why) => {
@@ -305,7 +296,7 @@ impl Runtime {
             return Ok(());
         }
         self.gathering = None;
-        self.record(facts)?;
+        self.record(facts);
         let me = self.me();
         let timing = Timing { worker_delay_ms: self.handle.config.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
         let mut scheduler = Scheduler::new(epoch.to_string(), timing);
@@ -334,9 +325,9 @@ impl Runtime {
         self.carry_out(actions)
     }
 
-    /// Applies facts to this node's checkpoint and makes the new ones durable (one flush).
-    /// Returns the facts that were new.
-    fn record(&mut self, facts: Vec<Fact>) -> Result<Vec<Fact>> {
+    /// Applies facts to this node's checkpoint and hands the new ones to the fact writer.
+    /// Returns the facts that were new and what resolves once they are on disk.
+    fn record(&mut self, facts: Vec<Fact>) -> (Vec<Fact>, Durable) {
         let mut new = Vec::new();
         let mut finished = Vec::new();
         for fact in facts {
@@ -357,14 +348,12 @@ impl Runtime {
                 }
             }
         }
-        if new.is_empty() && finished.is_empty() {
-            return Ok(new);
-        }
         self.version += (new.len() + finished.len()) as u64;
-        self.store.save_facts(&new, &finished, self.version)?;
         self.election.set_freshness(self.version);
-        new.extend(finished.into_iter().map(|(_, f)| f));
-        Ok(new)
+        let mut written = new.clone();
+        written.extend(finished.iter().map(|(_, f)| f.clone()));
+        let durable = self.writer.write(new, finished, self.version);
+        (written, durable)
     }
 
     /// Records a batch's products on disk, then counts them as done only once a peer holds
@@ -377,11 +366,12 @@ impl Runtime {
             .iter()
             .map(|(op, p)| Fact::Product { job: op.job.clone(), op: op.op, product: p.clone() })
             .collect();
-        let new = self.record(facts)?;
+        let (new, durable) = self.record(facts);
         let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
-        let flusher = self.store.flusher();
         async_std::task::spawn(async move {
-            flush_or_die(&flusher).await;
+            if !durable.wait().await {
+                return;
+            }
             if !new.is_empty() && !replicate(&handle, epoch, new).await {
                 log::warn!("batch {batch}: no peer took the checkpoint; it is on this node only");
             }
@@ -439,11 +429,12 @@ impl Runtime {
         log::info!("job {id}: {n}! accepted");
         let job = JobInfo::new(&progress, None);
         if self.handle.config.checkpoint {
-            let facts = self.record(vec![Fact::Job { id: id.clone(), n }])?;
+            let (facts, durable) = self.record(vec![Fact::Job { id: id.clone(), n }]);
             let handle = self.handle.clone();
-            let flusher = self.store.flusher();
             async_std::task::spawn(async move {
-                flush_or_die(&flusher).await;
+                if !durable.wait().await {
+                    return;
+                }
                 let routed = if replicate(&handle, epoch, facts).await {
                     Routed::Here(job)
                 } else {
@@ -534,7 +525,7 @@ impl Runtime {
                     if self.handle.config.checkpoint {
                         let facts =
                             items.iter().map(|i| Fact::Dispatched { job: i.op.job.clone(), op: i.op.op }).collect();
-                        let new = self.record(facts)?;
+                        let (new, _) = self.record(facts);
                         self.unreplicated.extend(new);
                     }
                     log::debug!("batch {batch}: {} operations to node {worker}", items.len());
