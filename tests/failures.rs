@@ -151,3 +151,45 @@ fn after_every_node_is_killed_unfinished_jobs_resume_from_disk() {
     let job = cluster.wait_for_job(&id, FINISH);
     assert_exact(&job, 2000);
 }
+
+/// `facto cluster` with `--fail-prob 0.01` on every node: nodes crash for real and are
+/// restarted by the supervisor, and a stream of jobs still finishes with exact results.
+#[test]
+fn a_cluster_whose_nodes_keep_crashing_still_computes_every_job_exactly() {
+    let base = common::free_port_block(6);
+    let dir = std::env::temp_dir().join(format!("facto-failprob-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut supervisor = std::process::Command::new(common::BIN)
+        .args(["cluster", "--nodes", "6", "--base-port", &base.to_string(), "--fail-prob", "0.01"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cluster: String = (0..6).map(|i| format!("127.0.0.1:{},", base + i)).collect();
+    let ns = [20u64, 100, 500, 1000, 2000, 3000];
+    let mut args = vec!["submit".to_string(), "--json".into(), "--timeout".into(), "300".into()];
+    args.extend(ns.iter().map(|n| n.to_string()));
+    let out = std::process::Command::new(common::BIN).args(&args).env("FACTO_CLUSTER", &cluster).output().unwrap();
+    let statuses: Vec<Value> =
+        (0..6).filter_map(|i| common::http_get(&format!("127.0.0.1:{}", base + i), "/status")).collect();
+    unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
+    let _ = supervisor.wait();
+    let logs: String = (1..=6)
+        .map(|i| std::fs::read_to_string(dir.join(format!("node-{i}.log"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), ns.len());
+    for (n, r) in ns.iter().zip(&results) {
+        assert_eq!(r["result"].as_str(), Some(factorial_decimal(*n).as_str()), "{n}!");
+    }
+    // The faults were real: nodes crashed and the supervisor brought them back.
+    let crashes = logs.matches("injected crash").count();
+    let restarts: u64 = statuses.iter().map(|s| s["restarts"].as_u64().unwrap_or(0)).sum();
+    assert!(crashes > 0 && restarts > 0, "no crash happened ({crashes} crashes, {restarts} restarts)");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,9 +13,9 @@ use structopt::StructOpt;
 
 /// First wait before restarting a node that exited; doubles while it keeps exiting quickly.
 const RESTART_BACKOFF_MS_MIN: u64 = 100;
-const RESTART_BACKOFF_MS_MAX: u64 = 5_000;
+const RESTART_BACKOFF_MS_MAX: u64 = 2_000;
 /// A node that ran this long before exiting is restarted with the smallest backoff again.
-const STABLE_AFTER_MS: u64 = 10_000;
+const STABLE_AFTER_MS: u64 = 3_000;
 
 #[derive(StructOpt, Debug)]
 pub struct ClusterArgs {

@@ -307,6 +307,16 @@ impl Scheduler {
         actions
     }
 
+    /// Products learned outside any batch (from a peer's checkpoint): used like late answers.
+    pub fn learn(&mut self, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (op, product) in products {
+            self.record_product(op, product, &mut actions);
+        }
+        actions.extend(self.dispatch(now_ms));
+        actions
+    }
+
     /// `batch` failed (the request errored, was refused or timed out).
     pub fn batch_failed(&mut self, batch: u64, now_ms: u64) -> Vec<Action> {
         self.fail_batch(batch, now_ms);
@@ -325,7 +335,8 @@ impl Scheduler {
             id: id.to_string(),
             n: job.plan.n(),
             ops_total: job.plan.total_ops(),
-            ops_done: job.done.len() as u64,
+            // A job restored as finished knows only its root: all of it is done.
+            ops_done: if job.finished { job.plan.total_ops() } else { job.done.len() as u64 },
             ops_reexecuted: job.reexecuted,
             ops_in_flight: self.assigned.keys().filter(|op| op.job == id).count() as u64,
             finished: job.finished,

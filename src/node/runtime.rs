@@ -3,7 +3,7 @@
 //! Stale epochs are refused here, in one place, before any state machine sees the request.
 
 use super::links::Links;
-use super::replication::{gather, replicate};
+use super::replication::{self, gather, replicate};
 use super::{Event, Handle, Routed};
 use crate::api::{JobInfo, NodeStatus, WireOp, WorkRequest, WorkRequestItem, WorkResponse};
 use crate::bignum::{abbreviate, Big};
@@ -175,7 +175,8 @@ impl Runtime {
             Event::ApplyFacts { from, epoch, facts, reply } => match self.admit(from, epoch) {
                 Ok(()) => {
                     // Acknowledge once on disk, without holding up this loop meanwhile.
-                    let (_, durable) = self.record(facts);
+                    let (new, durable) = self.record(facts);
+                    self.learn(new);
                     async_std::task::spawn(async move {
                         if durable.wait().await {
                             let _ = reply.send(Ok(())).await;
@@ -280,6 +281,7 @@ impl Runtime {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
                 self.step_down();
                 self.last_leader_contact = Some(Instant::now());
+                self.offer_checkpoint(leader, epoch);
             }
             Leadership::Unknown => {
                 log::info!("node {me}: no coordinator known, election under way");
@@ -325,6 +327,56 @@ impl Runtime {
         self.carry_out(actions)
     }
 
+    /// A follower hands its checkpoint to a new coordinator: a replica that was down while
+    /// the coordinator gathered may hold the only copy of a job (anti-entropy on every change
+    /// of leadership, so an acknowledged job is never forgotten for good).
+    fn offer_checkpoint(&self, leader: NodeId, epoch: Epoch) {
+        if !self.handle.config.checkpoint || self.checkpoint.jobs.is_empty() {
+            return;
+        }
+        let Some(addr) = self.handle.config.members.addr(leader).map(str::to_string) else { return };
+        let write = crate::api::CheckpointWrite { from: self.me(), epoch, facts: self.checkpoint.facts() };
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            let timeout = Duration::from_millis(replication::GATHER_TIMEOUT_MS);
+            let sent: std::result::Result<serde_json::Value, _> =
+                handle.client.post(&addr, "/internal/checkpoint", &write, timeout, &[]).await;
+            if let Err(e) = sent {
+                log::debug!("offering the checkpoint to {addr} failed: {e}");
+            }
+        });
+    }
+
+    /// A coordinator told of facts it did not know (a follower's offer): jobs it had not
+    /// heard of are resumed, products are used like late answers.
+    fn learn(&mut self, new: Vec<Fact>) {
+        let now_ms = self.now_ms();
+        let Some(c) = &mut self.coordinator else { return };
+        let mut actions = Vec::new();
+        let mut products = Vec::new();
+        for fact in new {
+            match fact {
+                Fact::Job { id, .. } => {
+                    if let Some(job) = self.checkpoint.jobs.get(&id) {
+                        log::info!("job {id} learned from a peer's checkpoint; resuming it");
+                        actions.extend(c.scheduler.restore_job(
+                            id.clone(),
+                            job.n,
+                            job.products.clone(),
+                            job.dispatched.clone(),
+                        ));
+                    }
+                }
+                Fact::Product { job, op, product } => products.push((OpRef { job, op }, product)),
+                Fact::Dispatched { .. } => {}
+            }
+        }
+        actions.extend(c.scheduler.learn(products, now_ms));
+        if let Err(e) = self.carry_out(actions) {
+            log::error!("{e}");
+        }
+    }
+
     /// Applies facts to this node's checkpoint and hands the new ones to the fact writer.
     /// Returns the facts that were new and what resolves once they are on disk.
     fn record(&mut self, facts: Vec<Fact>) -> (Vec<Fact>, Durable) {
@@ -359,9 +411,9 @@ impl Runtime {
     /// Records a batch's products on disk, then counts them as done only once a peer holds
     /// them too: what the coordinator treats as finished survives its crash.
     fn make_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
-        for _ in &products {
-            self.handle.faults.maybe_crash("recording an operation");
-        }
+        // The coordinator's unit of work is a batch answer it records (a worker's is one
+        // multiplication): one chance to crash here.
+        self.handle.faults.maybe_crash("recording a batch");
         let facts: Vec<Fact> = products
             .iter()
             .map(|(op, p)| Fact::Product { job: op.job.clone(), op: op.op, product: p.clone() })
