@@ -108,6 +108,13 @@ pub struct CheckpointWrite {
     pub facts: Vec<crate::checkpoint::Fact>,
 }
 
+/// `POST /internal/checkpoint/query`: a new coordinator asks for a peer's facts, except those
+/// of the jobs it has finished already (their results can be large).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckpointQuery {
+    pub finished: std::collections::BTreeSet<String>,
+}
+
 /// One operation on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireOp {

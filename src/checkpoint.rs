@@ -42,7 +42,7 @@ pub struct Checkpoint {
     pub jobs: BTreeMap<String, JobFacts>,
     /// Facts about jobs whose `Job` fact has not arrived yet (replication does not promise
     /// order across requests). Merged in when it does.
-    orphans: Vec<Fact>,
+    orphans: BTreeMap<(String, bool, OpId), Fact>,
 }
 
 impl Checkpoint {
@@ -55,10 +55,10 @@ impl Checkpoint {
                     return false;
                 }
                 self.jobs.insert(id.clone(), JobFacts { n, ..JobFacts::default() });
-                let (mine, others): (Vec<Fact>, Vec<Fact>) =
-                    std::mem::take(&mut self.orphans).into_iter().partition(|f| fact_job(f) == id);
+                let (mine, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    std::mem::take(&mut self.orphans).into_iter().partition(|((job, ..), _)| *job == id);
                 self.orphans = others;
-                for f in mine {
+                for f in mine.into_values() {
                     self.apply(f);
                 }
                 true
@@ -86,11 +86,17 @@ impl Checkpoint {
     }
 
     fn keep_orphan(&mut self, fact: Fact) -> bool {
-        if self.orphans.contains(&fact) {
-            return false;
-        }
-        self.orphans.push(fact);
-        true
+        let key = match &fact {
+            Fact::Dispatched { job, op } => (job.clone(), false, *op),
+            Fact::Product { job, op, .. } => (job.clone(), true, *op),
+            Fact::Job { .. } => return false,
+        };
+        self.orphans.insert(key, fact).is_none()
+    }
+
+    /// Ids of the jobs whose result is known.
+    pub fn finished_jobs(&self) -> BTreeSet<String> {
+        self.jobs.iter().filter(|(_, j)| Self::finished(j)).map(|(id, _)| id.clone()).collect()
     }
 
     fn finished(job: &JobFacts) -> bool {
@@ -99,12 +105,18 @@ impl Checkpoint {
 
     /// Every fact, jobs first (so a receiver can apply them in order).
     pub fn facts(&self) -> Vec<Fact> {
-        let mut out: Vec<Fact> = self.jobs.iter().map(|(id, j)| Fact::Job { id: id.clone(), n: j.n }).collect();
-        for (id, j) in &self.jobs {
+        self.facts_except(&BTreeSet::new())
+    }
+
+    /// Every fact but those of the jobs in `skip` (jobs the asker has finished already).
+    pub fn facts_except(&self, skip: &BTreeSet<String>) -> Vec<Fact> {
+        let jobs = || self.jobs.iter().filter(|(id, _)| !skip.contains(*id));
+        let mut out: Vec<Fact> = jobs().map(|(id, j)| Fact::Job { id: id.clone(), n: j.n }).collect();
+        for (id, j) in jobs() {
             out.extend(j.dispatched.iter().map(|&op| Fact::Dispatched { job: id.clone(), op }));
             out.extend(j.products.iter().map(|(&op, p)| Fact::Product { job: id.clone(), op, product: p.clone() }));
         }
-        out.extend(self.orphans.iter().cloned());
+        out.extend(self.orphans.values().cloned());
         out
     }
 
@@ -114,13 +126,6 @@ impl Checkpoint {
         let mut ids: Vec<String> = self.jobs.keys().cloned().collect();
         ids.sort_by_key(|id| job_order(id));
         ids
-    }
-}
-
-fn fact_job(f: &Fact) -> &str {
-    match f {
-        Fact::Job { id, .. } => id,
-        Fact::Dispatched { job, .. } | Fact::Product { job, .. } => job,
     }
 }
 
@@ -164,6 +169,8 @@ mod tests {
             copy.apply(f);
         }
         assert_eq!(copy, forward);
+        let skip = BTreeSet::from(["2-1".to_string()]);
+        assert!(forward.facts_except(&skip).is_empty());
     }
 
     #[test]

@@ -72,19 +72,18 @@ impl Store {
         }
     }
 
-    /// Saves the election state and waits until it is on disk: the messages that depend on
-    /// it (a vote, a higher epoch) may only leave after this returns.
-    pub fn save_hard_state(&self, state: &HardState) -> Result<()> {
+    /// Writes the election state, without waiting for the disk (the writer flushes).
+    fn save_hard_state(&self, state: &HardState) -> Result<()> {
         let bytes = serde_json::to_vec(state).map_err(|e| Error::Store(e.to_string()))?;
         self.db.insert(HARD_STATE_KEY, bytes).map_err(store_err)?;
-        self.db.flush().map_err(store_err)?;
         Ok(())
     }
 
-    /// Starts the thread that writes checkpoint facts, so that the node's event loop never
-    /// waits on the disk: it hands facts over and gets a [`Durable`] to await where an
-    /// acknowledgement depends on them. Writes queued together share one fsync.
-    pub fn start_fact_writer(&self) -> FactWriter {
+    /// Starts the thread that writes the election state and checkpoint facts, so that the
+    /// node's event loop never waits on the disk: it hands writes over and gets a [`Durable`]
+    /// to await where a message or an acknowledgement depends on them. Writes queued together
+    /// share one fsync.
+    pub fn start_writer(&self) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<WriteRequest>();
         let store = Store { db: self.db.clone(), facts: self.facts.clone() };
         let thread = std::thread::Builder::new()
@@ -95,11 +94,14 @@ impl Store {
                     requests.extend(rx.try_iter());
                     let written = requests
                         .iter()
-                        .try_for_each(|r| store.save_facts(&r.facts, &r.finished, r.version))
+                        .try_for_each(|r| match &r.what {
+                            Write::HardState(state) => store.save_hard_state(state),
+                            Write::Facts { facts, finished, version } => store.save_facts(facts, finished, *version),
+                        })
                         .and_then(|()| store.db.flush().map(drop).map_err(store_err));
                     if let Err(e) = written {
                         // Nothing this node acknowledges may be lost: stop rather than go on.
-                        log::error!("cannot make the checkpoint durable, stopping: {e}");
+                        log::error!("cannot write to the disk, stopping: {e}");
                         std::process::exit(1);
                     }
                     for r in requests {
@@ -108,24 +110,27 @@ impl Store {
                 }
             })
             .expect("a thread can be started");
-        FactWriter { tx: Some(tx), thread: Some(thread) }
+        Writer { tx: Some(tx), thread: Some(thread) }
     }
 }
 
+enum Write {
+    HardState(HardState),
+    Facts { facts: Vec<Fact>, finished: Vec<(String, Fact)>, version: u64 },
+}
+
 struct WriteRequest {
-    facts: Vec<Fact>,
-    finished: Vec<(String, Fact)>,
-    version: u64,
+    what: Write,
     done: async_std::channel::Sender<()>,
 }
 
-/// Queues fact writes for the writer thread.
-pub struct FactWriter {
+/// Queues writes for the writer thread.
+pub struct Writer {
     tx: Option<std::sync::mpsc::Sender<WriteRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for FactWriter {
+impl Drop for Writer {
     /// Lets the writer finish what is queued and release the database.
     fn drop(&mut self) {
         self.tx.take();
@@ -135,12 +140,22 @@ impl Drop for FactWriter {
     }
 }
 
-impl FactWriter {
+impl Writer {
     /// Queues facts (and the jobs they finish) with the new version; see [`Store::save_facts`].
     pub fn write(&self, facts: Vec<Fact>, finished: Vec<(String, Fact)>, version: u64) -> Durable {
+        self.queue(Write::Facts { facts, finished, version })
+    }
+
+    /// Queues the election state: the messages that depend on it (a vote, a higher epoch)
+    /// may only leave once the returned [`Durable`] resolves.
+    pub fn write_hard_state(&self, state: HardState) -> Durable {
+        self.queue(Write::HardState(state))
+    }
+
+    fn queue(&self, what: Write) -> Durable {
         let (done, rx) = async_std::channel::bounded(1);
         if let Some(tx) = &self.tx {
-            let _ = tx.send(WriteRequest { facts, finished, version, done });
+            let _ = tx.send(WriteRequest { what, done });
         }
         Durable(rx)
     }
@@ -194,7 +209,8 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             assert_eq!(store.hard_state().unwrap(), HardState::default());
-            store.save_hard_state(&HardState { epoch: 7, voted_for: Some(3) }).unwrap();
+            let durable = store.start_writer().write_hard_state(HardState { epoch: 7, voted_for: Some(3) });
+            assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.hard_state().unwrap(), HardState { epoch: 7, voted_for: Some(3) });
@@ -212,7 +228,7 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let facts = vec![Fact::Job { id: "1-1".into(), n: 20 }, leaf(0), leaf(1)];
-            let durable = store.start_fact_writer().write(facts, vec![], 3);
+            let durable = store.start_writer().write(facts, vec![], 3);
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
@@ -221,7 +237,7 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        let durable = store.start_fact_writer().write(vec![], vec![("1-1".into(), root_fact)], 4);
+        let durable = store.start_writer().write(vec![], vec![("1-1".into(), root_fact)], 4);
         assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert_eq!(checkpoint.jobs["1-1"].products.keys().copied().collect::<Vec<_>>(), vec![root]);

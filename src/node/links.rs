@@ -15,6 +15,7 @@ const SEND_TIMEOUT_MS: u64 = 500;
 /// Messages queued for one peer before new ones are dropped.
 const QUEUE_LEN_MAX: usize = 256;
 
+#[derive(Clone)]
 pub(crate) struct Links {
     queues: BTreeMap<NodeId, Sender<AnyMsg>>,
 }

@@ -67,10 +67,16 @@ pub(crate) enum Event {
     },
     /// A new coordinator asks for this node's checkpoint.
     CheckpointQuery {
+        skip: std::collections::BTreeSet<String>,
         reply: Sender<Vec<Fact>>,
     },
     /// The peers' checkpoints gathered by this node on becoming coordinator at `epoch`.
     Gathered {
+        epoch: Epoch,
+        facts: Vec<Fact>,
+    },
+    /// A peer's checkpoint pulled by the coordinator at `epoch` when the peer came back.
+    Pulled {
         epoch: Epoch,
         facts: Vec<Fact>,
     },
@@ -102,6 +108,7 @@ impl Event {
             Event::ApplyFacts { .. } => "checkpoint write",
             Event::CheckpointQuery { .. } => "checkpoint read",
             Event::Gathered { .. } => "gathered checkpoints",
+            Event::Pulled { .. } => "pulled checkpoint",
             Event::BatchDurable { .. } => "durable batch",
             Event::Decimal { .. } => "decimal result",
         }
@@ -166,8 +173,8 @@ impl Handle {
             .unwrap_or_else(|| Err("node is shutting down".into()))
     }
 
-    pub async fn checkpoint(&self) -> Option<Vec<Fact>> {
-        self.ask(|reply| Event::CheckpointQuery { reply }).await
+    pub async fn checkpoint(&self, skip: std::collections::BTreeSet<String>) -> Option<Vec<Fact>> {
+        self.ask(|reply| Event::CheckpointQuery { skip, reply }).await
     }
 }
 

@@ -1,10 +1,11 @@
 //! Sending checkpoint facts to the peers, and gathering theirs when this node takes over.
 
 use super::Handle;
-use crate::api::CheckpointWrite;
+use crate::api::{CheckpointQuery, CheckpointWrite};
 use crate::checkpoint::Fact;
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,15 +66,19 @@ async fn send_until_one_succeeds(handle: &Handle, write: &Arc<CheckpointWrite>, 
     false
 }
 
-/// Every peer's facts that arrive within [`GATHER_TIMEOUT_MS`].
-pub async fn gather(handle: &Handle) -> Vec<Fact> {
-    let peers = peers(handle);
+/// The facts of `peers` (all of them when `None`) that arrive within [`GATHER_TIMEOUT_MS`],
+/// leaving out the jobs in `finished`.
+pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<String>) -> Vec<Fact> {
+    let peers: Vec<(NodeId, String)> =
+        peers(handle).into_iter().filter(|(id, _)| only.is_none_or(|o| o == *id)).collect();
+    let query = Arc::new(CheckpointQuery { finished });
     let (tx, rx) = channel::unbounded();
-    for (_, addr) in peers.iter().cloned() {
-        let (handle, tx) = (handle.clone(), tx.clone());
+    for (_, addr) in peers {
+        let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
         async_std::task::spawn(async move {
             let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
-            let r: Result<Vec<Fact>, _> = handle.client.get(&addr, "/internal/checkpoint", timeout).await;
+            let r: Result<Vec<Fact>, _> =
+                handle.client.post(&addr, "/internal/checkpoint/query", &*query, timeout, &[]).await;
             let _ = tx.send(r.unwrap_or_default()).await;
         });
     }

@@ -3,14 +3,14 @@
 //! Stale epochs are refused here, in one place, before any state machine sees the request.
 
 use super::links::Links;
-use super::replication::{self, gather, replicate};
+use super::replication::{gather, replicate};
 use super::{Event, Handle, Routed};
 use crate::api::{JobInfo, NodeStatus, WireOp, WorkRequest, WorkRequestItem, WorkResponse};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
 use crate::error::Result;
-use crate::store::{Durable, FactWriter, Store};
+use crate::store::{Durable, Store, Writer};
 use async_std::channel::Receiver;
 use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId};
 use std::collections::BTreeMap;
@@ -38,8 +38,7 @@ struct Coordinator {
 
 pub(crate) struct Runtime {
     handle: Handle,
-    store: Store,
-    writer: FactWriter,
+    writer: Writer,
     election: AnyElection,
     links: Links,
     coordinator: Option<Coordinator>,
@@ -68,10 +67,9 @@ impl Runtime {
         let (checkpoint, version) = store.checkpoint()?;
         election.set_freshness(version);
         let links = Links::start(&handle);
-        let writer = store.start_fact_writer();
+        let writer = store.start_writer();
         Ok(Runtime {
             handle,
-            store,
             writer,
             election,
             links,
@@ -143,7 +141,8 @@ impl Runtime {
                     let actions = c.scheduler.tick(now_ms);
                     self.carry_out(actions)?;
                     if !self.unreplicated.is_empty() {
-                        let facts = std::mem::take(&mut self.unreplicated);
+                        let pending = std::mem::take(&mut self.unreplicated);
+                        let facts = self.with_jobs(pending);
                         let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
                         async_std::task::spawn(async move { replicate(&handle, epoch, facts).await });
                     }
@@ -160,6 +159,7 @@ impl Runtime {
                 self.step_election(input)?;
                 if reachable {
                     self.unreachable.remove(&peer);
+                    self.pull_checkpoint(peer);
                 } else {
                     self.unreachable.insert(peer);
                 }
@@ -187,10 +187,16 @@ impl Runtime {
                     let _ = reply.try_send(Err(why));
                 }
             },
-            Event::CheckpointQuery { reply } => {
-                let _ = reply.try_send(self.checkpoint.facts());
+            Event::CheckpointQuery { skip, reply } => {
+                let _ = reply.try_send(self.checkpoint.facts_except(&skip));
             }
             Event::Gathered { epoch, facts } => self.resume(epoch, facts)?,
+            Event::Pulled { epoch, facts } => {
+                if self.coordinator.as_ref().is_some_and(|c| c.epoch == epoch) {
+                    let (new, _) = self.record(facts);
+                    self.learn(new);
+                }
+            }
             Event::Submit { n, reply } => match self.route() {
                 Routed::Here(()) => self.submit(n, reply)?,
                 Routed::Leader(a) => {
@@ -250,11 +256,27 @@ impl Runtime {
     /// Persist, then send, then act on leadership: a vote or a higher epoch must be on disk
     /// before any message that depends on it leaves.
     fn apply_election(&mut self, actions: Actions<AnyMsg>) -> Result<()> {
-        if let Some(hard_state) = actions.persist {
-            self.store.save_hard_state(&hard_state)?;
-        }
-        for (to, msg) in actions.messages {
-            self.links.send(to, msg);
+        match actions.persist {
+            // The messages wait for the disk on their own task; this loop goes on meanwhile.
+            Some(hard_state) if !actions.messages.is_empty() => {
+                let durable = self.writer.write_hard_state(hard_state);
+                let (links, messages) = (self.links.clone(), actions.messages);
+                async_std::task::spawn(async move {
+                    if durable.wait().await {
+                        for (to, msg) in messages {
+                            links.send(to, msg);
+                        }
+                    }
+                });
+            }
+            persist => {
+                if let Some(hard_state) = persist {
+                    self.writer.write_hard_state(hard_state);
+                }
+                for (to, msg) in actions.messages {
+                    self.links.send(to, msg);
+                }
+            }
         }
         if let Some(leadership) = actions.leadership {
             self.on_leadership(leadership);
@@ -272,8 +294,9 @@ impl Runtime {
                 self.gathering = Some(epoch);
                 let handle = self.handle.clone();
                 let checkpoint = self.handle.config.checkpoint;
+                let finished = self.checkpoint.finished_jobs();
                 async_std::task::spawn(async move {
-                    let facts = if checkpoint { gather(&handle).await } else { Vec::new() };
+                    let facts = if checkpoint { gather(&handle, None, finished).await } else { Vec::new() };
                     handle.send(Event::Gathered { epoch, facts });
                 });
             }
@@ -281,7 +304,6 @@ impl Runtime {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
                 self.step_down();
                 self.last_leader_contact = Some(Instant::now());
-                self.offer_checkpoint(leader, epoch);
             }
             Leadership::Unknown => {
                 log::info!("node {me}: no coordinator known, election under way");
@@ -327,28 +349,24 @@ impl Runtime {
         self.carry_out(actions)
     }
 
-    /// A follower hands its checkpoint to a new coordinator: a replica that was down while
-    /// the coordinator gathered may hold the only copy of a job (anti-entropy on every change
-    /// of leadership, so an acknowledged job is never forgotten for good).
-    fn offer_checkpoint(&self, leader: NodeId, epoch: Epoch) {
-        if !self.handle.config.checkpoint || self.checkpoint.jobs.is_empty() {
+    /// A peer that comes back may hold facts the coordinator missed while gathering (it
+    /// was down then, and may hold the only other copy of a job): pull them.
+    fn pull_checkpoint(&self, peer: NodeId) {
+        let Some(c) = &self.coordinator else { return };
+        if !self.handle.config.checkpoint {
             return;
         }
-        let Some(addr) = self.handle.config.members.addr(leader).map(str::to_string) else { return };
-        let write = crate::api::CheckpointWrite { from: self.me(), epoch, facts: self.checkpoint.facts() };
-        let handle = self.handle.clone();
+        let (handle, epoch, finished) = (self.handle.clone(), c.epoch, self.checkpoint.finished_jobs());
         async_std::task::spawn(async move {
-            let timeout = Duration::from_millis(replication::GATHER_TIMEOUT_MS);
-            let sent: std::result::Result<serde_json::Value, _> =
-                handle.client.post(&addr, "/internal/checkpoint", &write, timeout, &[]).await;
-            if let Err(e) = sent {
-                log::debug!("offering the checkpoint to {addr} failed: {e}");
+            let facts = gather(&handle, Some(peer), finished).await;
+            if !facts.is_empty() {
+                handle.send(Event::Pulled { epoch, facts });
             }
         });
     }
 
-    /// A coordinator told of facts it did not know (a follower's offer): jobs it had not
-    /// heard of are resumed, products are used like late answers.
+    /// A coordinator told of facts it did not know (a peer's checkpoint or write): jobs it
+    /// had not heard of are resumed, products are used like late answers.
     fn learn(&mut self, new: Vec<Fact>) {
         let now_ms = self.now_ms();
         let Some(c) = &mut self.coordinator else { return };
@@ -408,6 +426,24 @@ impl Runtime {
         (written, durable)
     }
 
+    /// Puts the `Job` fact of every job the facts touch in front of them, so a replica that
+    /// has not seen the job yet (replicas change with the coordinator) can place them.
+    fn with_jobs(&self, facts: Vec<Fact>) -> Vec<Fact> {
+        let jobs: std::collections::BTreeSet<&str> = facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::Dispatched { job, .. } | Fact::Product { job, .. } => Some(job.as_str()),
+                Fact::Job { .. } => None,
+            })
+            .collect();
+        let mut out: Vec<Fact> = jobs
+            .into_iter()
+            .filter_map(|id| self.checkpoint.jobs.get(id).map(|j| Fact::Job { id: id.to_string(), n: j.n }))
+            .collect();
+        out.extend(facts);
+        out
+    }
+
     /// Records a batch's products on disk, then counts them as done only once a peer holds
     /// them too: what the coordinator treats as finished survives its crash.
     fn make_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
@@ -419,6 +455,7 @@ impl Runtime {
             .map(|(op, p)| Fact::Product { job: op.job.clone(), op: op.op, product: p.clone() })
             .collect();
         let (new, durable) = self.record(facts);
+        let new = if new.is_empty() { new } else { self.with_jobs(new) };
         let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
         async_std::task::spawn(async move {
             if !durable.wait().await {

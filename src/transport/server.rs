@@ -4,7 +4,9 @@
 //! the cluster key is checked.
 
 use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER};
-use crate::api::{CheckpointWrite, ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse};
+use crate::api::{
+    CheckpointQuery, CheckpointWrite, ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse,
+};
 use crate::node::{worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
@@ -32,7 +34,8 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     internal.with(KeyGuard { key: cluster_key });
     internal.at("/election").post(election);
     internal.at("/work").post(work);
-    internal.at("/checkpoint").post(write_checkpoint).get(read_checkpoint);
+    internal.at("/checkpoint").post(write_checkpoint);
+    internal.at("/checkpoint/query").post(read_checkpoint);
     app.at("/internal").nest(internal);
     app
 }
@@ -256,8 +259,12 @@ async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
     })
 }
 
-async fn read_checkpoint(req: Request<Handle>) -> tide::Result {
-    Ok(match req.state().checkpoint().await {
+async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
+    let query: CheckpointQuery = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(q) => q,
+        Err(res) => return Ok(res),
+    };
+    Ok(match req.state().checkpoint(query.finished).await {
         Some(facts) => json(StatusCode::Ok, &facts),
         None => unavailable(),
     })
