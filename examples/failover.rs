@@ -21,6 +21,16 @@ struct Node {
     child: Option<Child>,
 }
 
+impl Drop for Node {
+    /// No node outlives the benchmark, even when it panics.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let algorithm = args.next().unwrap_or_else(|| "raft".into());
@@ -58,9 +68,9 @@ fn main() {
     async_std::task::block_on(async {
         let mut leader = wait_agreement(&client, &nodes, None).await;
         for round in 0..kills {
-            ensure_work(&client, &nodes, leader).await;
-            // Let the coordinator get going, then kill it.
+            // Let the coordinator get going, then make sure work is queued, then kill it.
             async_std::task::sleep(Duration::from_millis(300)).await;
+            ensure_work(&client, &nodes, leader).await;
             let victim = &mut nodes[leader as usize - 1];
             let mut child = victim.child.take().unwrap();
             let killed_at = Instant::now();
@@ -82,12 +92,7 @@ fn main() {
             leader = wait_agreement(&client, &nodes, None).await;
         }
     });
-    for node in nodes.iter_mut() {
-        if let Some(mut c) = node.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&data);
     println!(
         "{algorithm}, {NODES} nodes, {kills} coordinator kills: agreement p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
@@ -135,7 +140,7 @@ async fn ensure_work(client: &Client, nodes: &[Node], leader: u32) {
     let addr = &nodes[leader as usize - 1].addr;
     let jobs: Vec<JobInfo> = client.get(addr, "/jobs", Duration::from_secs(2)).await.unwrap_or_default();
     let open = jobs.iter().filter(|j| j.state != "done").count();
-    for _ in open..3 {
+    for _ in open..5 {
         let _: Result<JobInfo, _> =
             client.post(addr, "/jobs", &SubmitRequest { n: JOB_N }, Duration::from_secs(5), &[]).await;
     }

@@ -16,6 +16,7 @@
 use crate::fencing::{self, Members};
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// A bully message. `epoch` is always the sender's highest seen epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +77,9 @@ pub struct Bully {
     /// The highest epoch seen in any message or led at; durable (`HardState::epoch`).
     max_seen_epoch: Epoch,
     role: Role,
+    /// Peers the failure detector reports down and that have not been heard from since. A
+    /// candidate whose higher peers are all down need not wait for their ANSWER.
+    down: BTreeSet<NodeId>,
 }
 
 impl Bully {
@@ -87,6 +91,7 @@ impl Bully {
             election_ticks: config.election_ticks.max(1),
             max_seen_epoch: hard_state.epoch,
             role: Role::Listening { silent_ticks: 0 },
+            down: BTreeSet::new(),
         }
     }
 
@@ -207,6 +212,13 @@ impl Bully {
         self.role = Role::Electing { waited_ticks: 0 };
     }
 
+    /// Whether the failure detector reports every higher id down (a hint only: a wrong one
+    /// costs an extra election when the higher node bullies back, never a shared epoch).
+    fn all_higher_down(&self) -> bool {
+        let me = self.members.me();
+        self.members.others().filter(|&id| id > me).all(|id| self.down.contains(&id))
+    }
+
     fn become_leader(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         let epoch = self.members.next_owned_epoch(self.max_seen_epoch);
         self.max_seen_epoch = epoch;
@@ -233,16 +245,22 @@ impl Election for Bully {
             Input::Tick => self.tick(&mut out),
             Input::Message { from, msg } => {
                 if from != self.members.me() && self.members.contains(from) {
+                    self.down.remove(&from);
                     self.receive(from, msg, &mut out);
                 }
             }
             Input::PeerDown(peer) => {
+                self.down.insert(peer);
                 if matches!(self.role, Role::Following { leader, .. } if leader == peer) {
                     self.start_election(&mut out);
+                } else if matches!(self.role, Role::Electing { .. }) && self.all_higher_down() {
+                    self.become_leader(&mut out);
                 }
             }
             // The recovered peer runs its own election if it outranks the leader.
-            Input::PeerUp(_) => {}
+            Input::PeerUp(peer) => {
+                self.down.remove(&peer);
+            }
         }
         fencing::actions(out, before, (self.hard_state(), self.leadership()))
     }

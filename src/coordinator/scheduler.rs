@@ -134,6 +134,8 @@ pub struct Scheduler {
     /// Operation → the batch it is assigned to.
     assigned: BTreeMap<OpRef, u64>,
     batches: BTreeMap<u64, Batch>,
+    /// Batches answered but not yet durable: their operations stay assigned meanwhile.
+    answered: BTreeMap<u64, Vec<OpRef>>,
     next_batch: u64,
     workers: BTreeMap<NodeId, Worker>,
 }
@@ -152,6 +154,7 @@ impl Scheduler {
             ready: BTreeSet::new(),
             assigned: BTreeMap::new(),
             batches: BTreeMap::new(),
+            answered: BTreeMap::new(),
             next_batch: 1,
             workers: BTreeMap::new(),
         }
@@ -289,15 +292,10 @@ impl Scheduler {
     /// harmless. Returns the finished jobs and new dispatches.
     pub fn batch_done(&mut self, batch: u64, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
-        if let Some(b) = self.batches.remove(&batch) {
-            if let Some(w) = self.workers.get_mut(&b.worker) {
-                w.batches -= 1;
-                w.consecutive_failures = 0;
-            }
-            for op in &b.ops {
-                if self.assigned.get(op) == Some(&batch) {
-                    self.assigned.remove(op);
-                }
+        self.free_worker_of(batch);
+        for op in self.answered.remove(&batch).unwrap_or_default() {
+            if self.assigned.get(&op) == Some(&batch) {
+                self.assigned.remove(&op);
             }
         }
         for (op, product) in products {
@@ -305,6 +303,25 @@ impl Scheduler {
         }
         actions.extend(self.dispatch(now_ms));
         actions
+    }
+
+    /// A worker answered `batch`, but its products are not durable yet: the worker may take
+    /// new work at once, while the operations stay in flight until [`Scheduler::batch_done`]
+    /// (which the caller must send, whether or not durability succeeded).
+    pub fn batch_answered(&mut self, batch: u64, now_ms: u64) -> Vec<Action> {
+        self.free_worker_of(batch);
+        self.dispatch(now_ms)
+    }
+
+    /// Ends `batch`'s claim on its worker (no deadline applies to it any more).
+    fn free_worker_of(&mut self, batch: u64) {
+        if let Some(b) = self.batches.remove(&batch) {
+            if let Some(w) = self.workers.get_mut(&b.worker) {
+                w.batches -= 1;
+                w.consecutive_failures = 0;
+            }
+            self.answered.insert(batch, b.ops);
+        }
     }
 
     /// Products learned outside any batch (from a peer's checkpoint): used like late answers.
@@ -562,6 +579,26 @@ mod tests {
         assert!(dup.iter().all(|a| !matches!(a, Action::JobFinished { .. })));
         let results = run_to_end(&mut s, after_late);
         assert_eq!(results[&id], factorial(8));
+    }
+
+    #[test]
+    fn an_answered_batch_frees_its_worker_before_its_products_are_durable() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        let (id, _) = s.submit(100);
+        let first = s.tick(0);
+        let [Action::Dispatch { batch, items, .. }] = first.as_slice() else { panic!("{first:?}") };
+        let more = s.tick(1);
+        assert!(more.is_empty(), "one batch holds all 25 leaves");
+        // Answered: the operations stay in flight (not done, not re-dispatched at the deadline).
+        assert!(s.batch_answered(*batch, 2).is_empty(), "nothing else is ready yet");
+        assert_eq!(s.job_progress(&id).unwrap().ops_in_flight, 25);
+        assert!(s.tick(TIMING.batch_timeout_ms + 10).is_empty(), "no deadline on an answered batch");
+        // Durable: done, and the next level goes out.
+        let next = s.batch_done(*batch, answer(items), 3);
+        assert!(matches!(next.as_slice(), [Action::Dispatch { .. }]));
+        let p = s.job_progress(&id).unwrap();
+        assert_eq!((p.ops_done, p.ops_reexecuted), (25, 0));
     }
 
     #[test]

@@ -41,7 +41,9 @@ impl Links {
                     if !ok {
                         while rx.try_recv().is_ok() {}
                     }
-                    if ok != reachable {
+                    // Every failure is news (the election may be waiting on this peer); a
+                    // success only when it ends a run of failures.
+                    if !ok || !reachable {
                         reachable = ok;
                         handle.send(Event::PeerReachable { peer, reachable });
                     }

@@ -222,7 +222,14 @@ impl Runtime {
                     return Ok(());
                 }
                 match outcome {
-                    Ok(products) if self.handle.config.checkpoint => self.make_durable(batch, products)?,
+                    Ok(products) if self.handle.config.checkpoint => {
+                        let now_ms = self.now_ms();
+                        if let Some(c) = &mut self.coordinator {
+                            let actions = c.scheduler.batch_answered(batch, now_ms);
+                            self.carry_out(actions)?;
+                        }
+                        self.make_durable(batch, products)?
+                    }
                     Ok(products) => self.batch_durable(batch, products)?,
                     Err(why) => {
                         log::warn!("batch {batch} failed: {why}");
