@@ -53,18 +53,23 @@ pub fn run(args: StatusArgs) -> Result<()> {
         println!("{}", serde_json::json!({ "nodes": nodes, "jobs": jobs }));
         return Ok(());
     }
-    println!("{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}", "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS");
+    println!(
+        "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10} {:>13} {:>9}",
+        "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS", "LEADER SEEN", "RESTARTS"
+    );
     for (addr, s) in &answers {
         match s {
             Some(s) => println!(
-                "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10}",
+                "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10} {:>13} {:>9}",
                 s.id,
                 addr,
                 "up",
                 s.role,
                 s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
                 s.epoch,
-                s.operations_computed
+                s.operations_computed,
+                s.last_leader_contact_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".into()),
+                s.restarts
             ),
             None => println!("{:<5} {:<22} {:<5}", "?", addr, "down"),
         }
@@ -73,15 +78,16 @@ pub fn run(args: StatusArgs) -> Result<()> {
     if jobs.is_empty() {
         println!("no jobs");
     } else {
-        println!("{:<12} {:>9} {:<8} {:>9} {:>14}", "JOB", "N", "STATE", "PROGRESS", "OPS DONE/TOTAL");
+        println!("{:<12} {:>9} {:<8} {:>9} {:>14} {:>8}", "JOB", "N", "STATE", "PROGRESS", "OPS DONE/TOTAL", "REDONE");
         for j in &jobs {
             println!(
-                "{:<12} {:>9} {:<8} {:>8.1}% {:>14}",
+                "{:<12} {:>9} {:<8} {:>8.1}% {:>14} {:>8}",
                 j.id,
                 j.n,
                 j.state,
                 j.progress * 100.0,
-                format!("{}/{}", j.operations_done, j.operations_total)
+                format!("{}/{}", j.operations_done, j.operations_total),
+                j.operations_reexecuted
             );
         }
     }
