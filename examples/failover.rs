@@ -142,7 +142,7 @@ async fn ensure_work(client: &Client, nodes: &[Node], leader: u32) {
     let open = jobs.iter().filter(|j| j.state != "done").count();
     for _ in open..5 {
         let _: Result<JobInfo, _> =
-            client.post(addr, "/jobs", &SubmitRequest { n: JOB_N }, Duration::from_secs(5), &[]).await;
+            client.post(addr, "/jobs", &SubmitRequest { n: JOB_N, request: None }, Duration::from_secs(5), &[]).await;
     }
 }
 

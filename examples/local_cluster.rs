@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             async_std::task::sleep(Duration::from_millis(20)).await;
         }
-        let job: JobInfo = client.post(&first, "/jobs", &SubmitRequest { n: 30 }, timeout, &[]).await?;
+        let job: JobInfo = client.post(&first, "/jobs", &SubmitRequest { n: 30, request: None }, timeout, &[]).await?;
         loop {
             let j: JobInfo = client.get(&first, &format!("/jobs/{}", job.id), timeout).await?;
             if let Some(result) = j.result {

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub n: u64,
+    /// The client's idempotency key: resubmitting with the same key (after a timeout or a
+    /// coordinator crash) returns the job the first attempt created instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// A job as clients see it (`POST /jobs`, `GET /jobs/<id>`, `GET /jobs`).

@@ -15,8 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fact {
-    /// A client's job was accepted.
-    Job { id: String, n: u64 },
+    /// A client's job was accepted. `request` is the client's idempotency key: a retried
+    /// submission with the same key gets this job instead of a second one.
+    Job {
+        id: String,
+        n: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+    },
     /// An operation was handed to a worker (so a later dispatch counts as a re-execution).
     Dispatched { job: String, op: OpId },
     /// An operation's product.
@@ -32,6 +38,7 @@ pub enum Fact {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFacts {
     pub n: u64,
+    pub request: Option<String>,
     pub products: BTreeMap<OpId, Big>,
     pub dispatched: BTreeSet<OpId>,
 }
@@ -45,16 +52,28 @@ pub struct Checkpoint {
     orphans: BTreeMap<(String, bool, OpId), Fact>,
 }
 
+impl JobFacts {
+    /// The `Job` fact that introduces this job (id `id`) to a replica.
+    pub fn job_fact(&self, id: &str) -> Fact {
+        Fact::Job { id: id.to_string(), n: self.n, request: self.request.clone() }
+    }
+}
+
 impl Checkpoint {
+    /// The job a client's submission with idempotency key `request` created, if any.
+    pub fn job_for_request(&self, request: &str) -> Option<&String> {
+        self.jobs.iter().find(|(_, j)| j.request.as_deref() == Some(request)).map(|(id, _)| id)
+    }
+
     /// Adds a fact; returns whether it was new. Facts for a finished job (root known) other
     /// than the root are dropped, and so is everything below a root when it arrives.
     pub fn apply(&mut self, fact: Fact) -> bool {
         match fact {
-            Fact::Job { id, n } => {
+            Fact::Job { id, n, request } => {
                 if self.jobs.contains_key(&id) {
                     return false;
                 }
-                self.jobs.insert(id.clone(), JobFacts { n, ..JobFacts::default() });
+                self.jobs.insert(id.clone(), JobFacts { n, request, ..JobFacts::default() });
                 let (mine, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
                     std::mem::take(&mut self.orphans).into_iter().partition(|((job, ..), _)| *job == id);
                 self.orphans = others;
@@ -111,7 +130,7 @@ impl Checkpoint {
     /// Every fact but those of the jobs in `skip` (jobs the asker has finished already).
     pub fn facts_except(&self, skip: &BTreeSet<String>) -> Vec<Fact> {
         let jobs = || self.jobs.iter().filter(|(id, _)| !skip.contains(*id));
-        let mut out: Vec<Fact> = jobs().map(|(id, j)| Fact::Job { id: id.clone(), n: j.n }).collect();
+        let mut out: Vec<Fact> = jobs().map(|(id, j)| j.job_fact(id)).collect();
         for (id, j) in jobs() {
             out.extend(j.dispatched.iter().map(|&op| Fact::Dispatched { job: id.clone(), op }));
             out.extend(j.products.iter().map(|(&op, p)| Fact::Product { job: id.clone(), op, product: p.clone() }));
@@ -149,7 +168,7 @@ mod tests {
     #[test]
     fn merging_is_a_union_in_any_order() {
         let facts = vec![
-            Fact::Job { id: "2-1".into(), n: 20 },
+            Fact::Job { id: "2-1".into(), n: 20, request: None },
             product("2-1", 0, 0, 120),
             Fact::Dispatched { job: "2-1".into(), op: OpId { level: 0, index: 1 } },
             product("2-1", 0, 1, 1680),
@@ -176,8 +195,8 @@ mod tests {
     #[test]
     fn a_root_product_drops_what_is_below_it() {
         let mut c = Checkpoint::default();
-        c.apply(Fact::Job { id: "1-1".into(), n: 5 });
-        c.apply(Fact::Job { id: "1-2".into(), n: 20 });
+        c.apply(Fact::Job { id: "1-1".into(), n: 5, request: None });
+        c.apply(Fact::Job { id: "1-2".into(), n: 20, request: None });
         c.apply(product("1-2", 0, 0, 120));
         let root = Plan::new(20).root().unwrap();
         assert!(c.apply(product("1-2", root.level, root.index, 7)));
@@ -190,7 +209,7 @@ mod tests {
     fn jobs_come_back_in_submission_order() {
         let mut c = Checkpoint::default();
         for id in ["10-1", "2-10", "2-9", "3-1"] {
-            c.apply(Fact::Job { id: id.into(), n: 1 });
+            c.apply(Fact::Job { id: id.into(), n: 1, request: None });
         }
         assert_eq!(c.jobs_in_order(), vec!["2-9", "2-10", "3-1", "10-1"]);
     }

@@ -227,7 +227,7 @@ mod tests {
         let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 0, index: i }, product: Big::from(i + 7) };
         {
             let store = Store::open(&dir).unwrap();
-            let facts = vec![Fact::Job { id: "1-1".into(), n: 20 }, leaf(0), leaf(1)];
+            let facts = vec![Fact::Job { id: "1-1".into(), n: 20, request: None }, leaf(0), leaf(1)];
             let durable = store.start_writer().write(facts, vec![], 3);
             assert!(async_std::task::block_on(durable.wait()));
         }

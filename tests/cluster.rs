@@ -100,6 +100,30 @@ fn the_same_n_twice_is_two_jobs_and_no_wait_returns_ids() {
     assert!(table.contains("coordinator") && table.contains("done"), "{table}");
 }
 
+/// A client that retries after losing the answer sends the same idempotency key: the
+/// cluster returns the first job instead of starting a second one, through any member.
+#[test]
+fn a_retried_submission_with_the_same_key_is_one_job() {
+    let cluster = Cluster::start(3, "raft", &[]);
+    let leader = cluster.wait_for_agreement(AGREE_TIMEOUT);
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    let post = |id: u32, body: &str| {
+        let (status, body) = common::http(&cluster.addr(id), "POST", "/jobs", Some(body.as_bytes())).unwrap();
+        assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()["id"].as_str().unwrap().to_string()
+    };
+    let first = post(leader, r#"{"n": 30, "request": "client-a-1"}"#);
+    assert_eq!(post(leader, r#"{"n": 30, "request": "client-a-1"}"#), first);
+    assert_eq!(post(follower, r#"{"n": 30, "request": "client-a-1"}"#), first);
+    let other = post(follower, r#"{"n": 30, "request": "client-a-2"}"#);
+    assert_ne!(other, first);
+    let jobs = common::http_get(&cluster.addr(leader), "/jobs").unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+    let long = format!(r#"{{"n": 3, "request": "{}"}}"#, "k".repeat(129));
+    let (status, _) = common::http(&cluster.addr(leader), "POST", "/jobs", Some(long.as_bytes())).unwrap();
+    assert_eq!(status, 400);
+}
+
 #[test]
 fn workers_wait_the_configured_delay() {
     let cluster = Cluster::start(3, "raft", &["--delay", "0.3"]);

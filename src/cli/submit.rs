@@ -89,12 +89,15 @@ fn retryable(e: &CallError) -> bool {
 }
 
 /// Sends the job to the members in turn until one accepts it.
-async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Instant) -> Result<JobInfo> {
+pub(crate) async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Instant) -> Result<JobInfo> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
+    // Every attempt carries the same key, so a retry after a lost answer cannot start a
+    // second job.
+    let request = SubmitRequest { n, request: Some(request_key()) };
     let mut last_error = String::new();
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
-        match client.post::<_, JobInfo>(addr, "/jobs", &SubmitRequest { n }, timeout, &[]).await {
+        match client.post::<_, JobInfo>(addr, "/jobs", &request, timeout, &[]).await {
             Ok(job) => return Ok(job),
             Err(e) if retryable(&e) => last_error = e.to_string(),
             Err(e) => return Err(Error::Remote(e.to_string())),
@@ -109,9 +112,17 @@ async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Instant
     Err(Error::Remote(format!("no member accepted {n}!: {last_error}")))
 }
 
+/// A key no other submission uses: this process, this instant, a counter.
+fn request_key() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{count}", std::process::id())
+}
+
 /// Polls any member for the job until it is done. A 404 is retried too: the job was
 /// acknowledged, so a coordinator that does not know it yet is still gathering checkpoints.
-async fn wait_for(client: &Client, addrs: &[String], id: &str, deadline: Instant) -> Result<JobInfo> {
+pub(crate) async fn wait_for(client: &Client, addrs: &[String], id: &str, deadline: Instant) -> Result<JobInfo> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut pause_ms = 5;
     let mut last_error = String::new();

@@ -43,6 +43,7 @@ pub(crate) enum Event {
     /// A client submits n!.
     Submit {
         n: u64,
+        request: Option<String>,
         reply: Sender<Routed<JobInfo>>,
     },
     /// A client asks for a job (`None`: every job).
@@ -153,8 +154,8 @@ impl Handle {
         self.ask(|reply| Event::Status { reply }).await
     }
 
-    pub async fn submit(&self, n: u64) -> Option<Routed<JobInfo>> {
-        self.ask(|reply| Event::Submit { n, reply }).await
+    pub async fn submit(&self, n: u64, request: Option<String>) -> Option<Routed<JobInfo>> {
+        self.ask(|reply| Event::Submit { n, request, reply }).await
     }
 
     pub async fn jobs(&self, id: Option<String>) -> Option<Routed<Vec<JobInfo>>> {

@@ -11,7 +11,7 @@ use crate::checkpoint::{Checkpoint, Fact};
 use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
 use crate::error::Result;
 use crate::store::{Durable, Store, Writer};
-use async_std::channel::Receiver;
+use async_std::channel::{Receiver, Sender};
 use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,8 +197,8 @@ impl Runtime {
                     self.learn(new);
                 }
             }
-            Event::Submit { n, reply } => match self.route() {
-                Routed::Here(()) => self.submit(n, reply)?,
+            Event::Submit { n, request, reply } => match self.route() {
+                Routed::Here(()) => self.submit(n, request, reply)?,
                 Routed::Leader(a) => {
                     let _ = reply.try_send(Routed::Leader(a));
                 }
@@ -443,10 +443,8 @@ impl Runtime {
                 Fact::Job { .. } => None,
             })
             .collect();
-        let mut out: Vec<Fact> = jobs
-            .into_iter()
-            .filter_map(|id| self.checkpoint.jobs.get(id).map(|j| Fact::Job { id: id.to_string(), n: j.n }))
-            .collect();
+        let mut out: Vec<Fact> =
+            jobs.into_iter().filter_map(|id| self.checkpoint.jobs.get(id).map(|j| j.job_fact(id))).collect();
         out.extend(facts);
         out
     }
@@ -516,28 +514,30 @@ impl Runtime {
 
     /// Accepts a job; the client hears 202 only once the job is on this node's disk and on
     /// at least one peer's, so it survives the crash of any single node.
-    fn submit(&mut self, n: u64, reply: async_std::channel::Sender<Routed<JobInfo>>) -> Result<()> {
+    fn submit(
+        &mut self,
+        n: u64,
+        request: Option<String>,
+        reply: async_std::channel::Sender<Routed<JobInfo>>,
+    ) -> Result<()> {
         let now_ms = self.now_ms();
+        if let Some(job) = self.resubmitted(request.as_deref()) {
+            // A retry of a submission this cluster already took (its answer was lost, or it
+            // was not acknowledged): the same job, acknowledged once it is durable.
+            log::info!("job {}: {n}! submitted again by its client", job.id);
+            let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
+            let durable = self.writer.write(Vec::new(), Vec::new(), self.version);
+            self.acknowledge(job, facts, durable, reply);
+            return Ok(());
+        }
         let c = self.coordinator.as_mut().expect("route() checked that this node coordinates");
         let (id, mut actions) = c.scheduler.submit(n);
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
-        let epoch = c.epoch;
         log::info!("job {id}: {n}! accepted");
         let job = JobInfo::new(&progress, None);
         if self.handle.config.checkpoint {
-            let (facts, durable) = self.record(vec![Fact::Job { id: id.clone(), n }]);
-            let handle = self.handle.clone();
-            async_std::task::spawn(async move {
-                if !durable.wait().await {
-                    return;
-                }
-                let routed = if replicate(&handle, epoch, facts).await {
-                    Routed::Here(job)
-                } else {
-                    Routed::Failed(format!("job {id} could not be replicated to any peer; not acknowledged"))
-                };
-                let _ = reply.send(routed).await;
-            });
+            let (facts, durable) = self.record(vec![Fact::Job { id, n, request }]);
+            self.acknowledge(job, facts, durable, reply);
         } else {
             let _ = reply.try_send(Routed::Here(job));
         }
@@ -545,6 +545,31 @@ impl Runtime {
             actions.extend(c.scheduler.tick(now_ms));
         }
         self.carry_out(actions)
+    }
+
+    /// The job an earlier submission with the client's idempotency key `request` created.
+    fn resubmitted(&self, request: Option<&str>) -> Option<JobInfo> {
+        let c = self.coordinator.as_ref()?;
+        let id = self.checkpoint.job_for_request(request?)?;
+        let progress = c.scheduler.job_progress(id)?;
+        Some(JobInfo::new(&progress, c.results.get(id).cloned()))
+    }
+
+    /// Answers a submission once its `Job` fact is on this node's disk and on a peer's.
+    fn acknowledge(&self, job: JobInfo, facts: Vec<Fact>, durable: Durable, reply: Sender<Routed<JobInfo>>) {
+        let Some(epoch) = self.coordinator.as_ref().map(|c| c.epoch) else { return };
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            if !durable.wait().await {
+                return;
+            }
+            let routed = if replicate(&handle, epoch, facts).await {
+                Routed::Here(job)
+            } else {
+                Routed::Failed(format!("job {} could not be replicated to any peer; not acknowledged", job.id))
+            };
+            let _ = reply.send(routed).await;
+        });
     }
 
     fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {

@@ -16,6 +16,8 @@ use tide::{Request, Response, StatusCode};
 
 /// Largest client request body (a job is `{"n": ...}`).
 const CLIENT_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Longest idempotency key a client may attach to a submission.
+const REQUEST_KEY_BYTES_MAX: usize = 128;
 /// Largest internal request body (a batch of partial products of a large factorial).
 const INTERNAL_BODY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// How long a follower waits for the coordinator when it forwards a client request.
@@ -167,8 +169,11 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
     if body.n > max_n {
         return Ok(error(StatusCode::BadRequest, &format!("n = {} is above this cluster's --max-n {max_n}", body.n)));
     }
+    if body.request.as_ref().is_some_and(|r| r.len() > REQUEST_KEY_BYTES_MAX) {
+        return Ok(error(StatusCode::BadRequest, &format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes")));
+    }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
-    Ok(match handle.submit(body.n).await {
+    Ok(match handle.submit(body.n, body.request.clone()).await {
         Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
         Some(Routed::Leader(addr)) if !forwarded => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
