@@ -6,6 +6,23 @@ use crate::coordinator::{JobProgress, OpId, OpRef};
 use facto_elections::{AnyMsg, Epoch, NodeId};
 use serde::{Deserialize, Serialize};
 
+/// `POST /admin/stall` and `POST /admin/partition` body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptRequest {
+    pub duration_ms: u64,
+}
+
+/// What an admin request did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub node: u32,
+    /// `crash`, `stall`, `partition` or `heal`.
+    pub fault: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
 /// `POST /jobs` body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,12 +97,19 @@ pub struct NodeStatus {
     /// Milliseconds since this node last heard from the coordinator (0 on the coordinator).
     pub last_leader_contact_ms: Option<u64>,
     pub uptime_ms: u64,
+    /// Wall-clock time this process started (ms since the Unix epoch): a new value means the
+    /// node restarted, whatever restarted it.
+    #[serde(default)]
+    pub started_unix_ms: u64,
     /// How often the supervisor (`facto cluster`) restarted this node.
     #[serde(default)]
     pub restarts: u64,
     /// How many checkpoint facts this node has applied (its freshness in elections).
     #[serde(default)]
     pub checkpoint_version: u64,
+    /// Cut off from its peers by an admin request (`facto chaos`).
+    #[serde(default)]
+    pub partitioned: bool,
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,

@@ -31,6 +31,13 @@ impl Big {
         }
     }
 
+    /// n!, by the big-integer crate's own algorithm in one piece: an answer that owes
+    /// nothing to the cluster's plan or transport, for clients that check results.
+    pub fn factorial(n: u64) -> Big {
+        use malachite_base::num::arithmetic::traits::Factorial;
+        Big(Natural::factorial(n))
+    }
+
     /// Little-endian bytes, without trailing zero bytes (zero is the empty vector).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes: Vec<u8> = self.0.to_limbs_asc().iter().flat_map(|limb| limb.to_le_bytes()).collect();

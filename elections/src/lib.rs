@@ -19,7 +19,7 @@ pub mod bully;
 mod fencing;
 pub mod raft;
 pub mod ring;
-mod rng;
+pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 

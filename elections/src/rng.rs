@@ -34,8 +34,6 @@ impl Rng {
     }
 
     /// True with probability `p` (clamped to `[0, 1]`).
-    // Only the simulator draws fault probabilities.
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub fn chance(&mut self, p: f64) -> bool {
         // 53 random bits make a uniform double in [0, 1).
         let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;

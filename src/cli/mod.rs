@@ -1,5 +1,6 @@
 //! The command line (structopt). Each subcommand is a small function over the library.
 
+mod chaos;
 mod cluster;
 mod node;
 mod status;
@@ -27,6 +28,9 @@ pub enum Command {
     /// Start a local cluster of `facto node` processes and keep them running.
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Cluster(cluster::ClusterArgs),
+    /// Attack a running cluster (crashes, stalls, partitions) and check every job's result.
+    #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
+    Chaos(chaos::ChaosArgs),
 }
 
 /// Parses the arguments, runs the command and returns the process exit code. Mistakes get one
@@ -61,6 +65,7 @@ pub fn main() -> i32 {
         Command::Submit(args) => submit::run(args),
         Command::Status(args) => status::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Chaos(args) => chaos::run(args),
     };
     match result {
         Ok(()) => 0,
@@ -69,6 +74,23 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// A duration such as `500ms`, `1s`, `1.5s`, `2m` or `1h`; a bare number is seconds.
+fn parse_duration_ms(text: &str, flag: &str) -> Result<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(Error::Usage(format!("{flag}: '{text}' is not a duration (e.g. 500ms, 1s, 2m)"))),
+    };
+    let value: f64 =
+        number.parse().map_err(|_| Error::Usage(format!("{flag}: '{text}' is not a duration (e.g. 500ms, 1s, 2m)")))?;
+    node::seconds_to_ms(value * scale, flag)
 }
 
 /// The members a client contacts: `--cluster`, else `FACTO_CLUSTER`, else the local cluster

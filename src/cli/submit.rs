@@ -120,20 +120,39 @@ fn request_key() -> String {
     format!("{:x}-{nanos:x}-{count}", std::process::id())
 }
 
+/// Why a job has no result yet.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    /// The last answer was "no such job": it is lost if the cluster has settled.
+    pub unknown: bool,
+    pub why: String,
+}
+
+impl From<Unfinished> for Error {
+    fn from(u: Unfinished) -> Error {
+        Error::Remote(u.why)
+    }
+}
+
 /// Polls any member for the job until it is done. A 404 is retried too: the job was
 /// acknowledged, so a coordinator that does not know it yet is still gathering checkpoints.
-pub(crate) async fn wait_for(client: &Client, addrs: &[String], id: &str, deadline: Instant) -> Result<JobInfo> {
+pub(crate) async fn wait_for(
+    client: &Client,
+    addrs: &[String],
+    id: &str,
+    deadline: Instant,
+) -> std::result::Result<JobInfo, Unfinished> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut pause_ms = 5;
-    let mut last_error = String::new();
+    let mut last = Unfinished { unknown: false, why: String::new() };
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
         match client.get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout).await {
             Ok(job) if job.result.is_some() => return Ok(job),
-            Ok(_) => {}
-            Err(e @ CallError::Status { status: 404, .. }) => last_error = e.to_string(),
-            Err(e) if retryable(&e) => last_error = e.to_string(),
-            Err(e) => return Err(Error::Remote(e.to_string())),
+            Ok(_) => last = Unfinished { unknown: false, why: String::new() },
+            Err(e @ CallError::Status { status: 404, .. }) => last = Unfinished { unknown: true, why: e.to_string() },
+            Err(e) if retryable(&e) => last = Unfinished { unknown: false, why: e.to_string() },
+            Err(e) => return Err(Unfinished { unknown: false, why: e.to_string() }),
         }
         if Instant::now() >= deadline {
             break;
@@ -141,7 +160,8 @@ pub(crate) async fn wait_for(client: &Client, addrs: &[String], id: &str, deadli
         async_std::task::sleep(Duration::from_millis(pause_ms)).await;
         pause_ms = (pause_ms * 2).min(200);
     }
-    Err(Error::Remote(format!("job {id} did not finish in time {last_error}")))
+    last.why = format!("job {id} did not finish in time {}", last.why);
+    Err(last)
 }
 
 #[cfg(test)]

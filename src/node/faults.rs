@@ -6,6 +6,7 @@
 //! or SIGKILL leaves behind. A stall holds one reply (worker) or the whole runtime
 //! (coordinator) for `--slow` seconds, longer than every timeout in the cluster.
 
+use facto_elections::rng::Rng;
 use std::sync::Mutex;
 
 /// Exit status of an injected crash.
@@ -15,7 +16,7 @@ pub struct Faults {
     fail_prob: f64,
     slow_prob: f64,
     slow_ms: u64,
-    rng: Mutex<u64>,
+    rng: Mutex<Rng>,
 }
 
 impl Faults {
@@ -25,8 +26,8 @@ impl Faults {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32) | 1;
-        Faults { fail_prob, slow_prob, slow_ms, rng: Mutex::new(seed) }
+        let seed = nanos ^ (u64::from(std::process::id()) << 32);
+        Faults { fail_prob, slow_prob, slow_ms, rng: Mutex::new(Rng::new(seed)) }
     }
 
     /// No faults at all.
@@ -38,13 +39,7 @@ impl Faults {
         if prob <= 0.0 {
             return false;
         }
-        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        // xorshift64*
-        *state ^= *state >> 12;
-        *state ^= *state << 25;
-        *state ^= *state >> 27;
-        let x = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < prob
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).chance(prob)
     }
 
     /// Crashes the process with probability `--fail-prob`.

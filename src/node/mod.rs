@@ -136,6 +136,8 @@ pub struct Handle {
     pub(crate) faults: Arc<faults::Faults>,
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) client: Client,
+    /// Partitions and stalls ordered through the admin API.
+    pub(crate) gate: Arc<transport::Gate>,
 }
 
 impl Handle {
@@ -187,8 +189,10 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
     let store = Store::open(&config.data_dir)?;
     let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
-    let client = Client::new(cluster_key.clone());
+    let gate = Arc::new(transport::Gate::default());
+    let client = Client::behind(cluster_key.clone(), gate.clone());
     let handle = Handle {
+        gate,
         inbox: tx,
         stats: Arc::new(WorkerStats::default()),
         faults: Arc::new(faults),

@@ -54,6 +54,8 @@ pub(crate) struct Runtime {
     /// re-execution count exact, so they need not hold anything up).
     unreplicated: Vec<Fact>,
     started: Instant,
+    /// The same moment on the wall clock, for `/status` (tells a restart from a long run).
+    started_unix_ms: u64,
     last_leader_contact: Option<Instant>,
     tick_pending: Arc<AtomicBool>,
 }
@@ -80,6 +82,9 @@ impl Runtime {
             unreplicated: Vec::new(),
             unreachable: Default::default(),
             started: Instant::now(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             last_leader_contact: None,
             tick_pending: Arc::new(AtomicBool::new(false)),
         })
@@ -621,8 +626,10 @@ impl Runtime {
                 _ => self.last_leader_contact.map(|t| t.elapsed().as_millis() as u64),
             },
             uptime_ms: self.now_ms(),
+            started_unix_ms: self.started_unix_ms,
             restarts: cfg.restarts,
             checkpoint_version: self.version,
+            partitioned: self.handle.gate.partitioned(),
             jobs,
         }
     }

@@ -2,7 +2,9 @@
 //! (Nagle on) a small request waits ~40-88 ms for a delayed ACK on loopback, which would make
 //! every election timeout meaningless.
 
+use super::gate::{Gate, Passage};
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a call to a member failed.
@@ -29,6 +31,8 @@ pub const FORWARDED_HEADER: &str = "x-facto-forwarded";
 pub struct Client {
     http: surf::Client,
     cluster_key: Option<String>,
+    /// A node's client passes its gate: a partitioned node's calls get no answer.
+    gate: Option<Arc<Gate>>,
 }
 
 impl Client {
@@ -42,7 +46,12 @@ impl Client {
             .set_timeout(None)
             .try_into()
             .expect("the h1 client accepts this configuration");
-        Client { http, cluster_key }
+        Client { http, cluster_key, gate: None }
+    }
+
+    /// A node's client: like [`Client::new`], and every call passes the node's `gate`.
+    pub fn behind(cluster_key: Option<String>, gate: Arc<Gate>) -> Client {
+        Client { gate: Some(gate), ..Client::new(cluster_key) }
     }
 
     /// `POST http://{addr}{path}` with a JSON body; decodes a JSON answer.
@@ -80,6 +89,11 @@ impl Client {
         }
         let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
         let exchange = async {
+            if let Some(gate) = &self.gate {
+                if gate.pass(true).await == Passage::Dropped {
+                    return Err(unreachable("this node is partitioned".into()));
+                }
+            }
             let mut res = req.await.map_err(|e| unreachable(e.to_string()))?;
             let status = u16::from(res.status());
             let bytes = res.body_bytes().await.map_err(|e| unreachable(e.to_string()))?;

@@ -1,6 +1,8 @@
 //! HTTP between nodes and clients: surf out, tide in. Only this module names them.
 
 pub mod client;
+pub mod gate;
 pub mod server;
 
 pub use client::{CallError, Client};
+pub use gate::Gate;

@@ -1,11 +1,15 @@
 //! Incoming HTTP (tide). Handlers only decode, validate and hand the request to the runtime
 //! through the node's [`Handle`]; they never touch node state. Client endpoints (`/jobs`,
-//! `/status`) are open; everything under `/internal/` passes one guard, the single place where
-//! the cluster key is checked.
+//! `/status`) are open; everything under `/internal/` and `/admin/` passes one guard, the
+//! single place where the cluster key is checked. Every request but the admin API passes the
+//! node's [`Gate`](super::Gate) first, so that a partition or stall ordered by `facto chaos`
+//! cuts the node off while the campaign can still heal it.
 
 use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER};
+use super::gate::{Passage, DISRUPTION_MS_MAX};
 use crate::api::{
-    CheckpointQuery, CheckpointWrite, ElectionEnvelope, ErrorBody, JobInfo, SubmitRequest, WorkRequest, WorkResponse,
+    AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
+    SubmitRequest, WorkRequest, WorkResponse,
 };
 use crate::node::{worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
@@ -16,6 +20,8 @@ use tide::{Request, Response, StatusCode};
 
 /// Largest client request body (a job is `{"n": ...}`).
 const CLIENT_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// How long a crashing node waits for its answer to `POST /admin/crash` to leave.
+const CRASH_AFTER_MS: u64 = 50;
 /// Longest idempotency key a client may attach to a submission.
 const REQUEST_KEY_BYTES_MAX: usize = 128;
 /// Largest internal request body (a batch of partial products of a large factorial).
@@ -28,12 +34,21 @@ type App = tide::Server<Handle>;
 /// The node's HTTP application.
 pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     let mut app = tide::with_state(handle.clone());
+    app.with(GateGuard);
     app.at("/status").get(status);
     app.at("/jobs").post(submit).get(list_jobs);
     app.at("/jobs/:id").get(get_job);
 
+    let mut admin = tide::with_state(handle.clone());
+    admin.with(KeyGuard { key: cluster_key.clone(), required: true });
+    admin.at("/crash").post(crash);
+    admin.at("/stall").post(stall);
+    admin.at("/partition").post(partition);
+    admin.at("/heal").post(heal);
+    app.at("/admin").nest(admin);
+
     let mut internal = tide::with_state(handle);
-    internal.with(KeyGuard { key: cluster_key });
+    internal.with(KeyGuard { key: cluster_key, required: false });
     internal.at("/election").post(election);
     internal.at("/work").post(work);
     internal.at("/checkpoint").post(write_checkpoint);
@@ -73,19 +88,45 @@ pub async fn serve(listener: TcpListener, app: App) {
     }
 }
 
-/// The single check in front of every internal endpoint.
+/// The single check in front of every internal and admin endpoint. Endpoints that
+/// `required` a key (the admin API) are disabled when the node has none: a cluster started
+/// without a key cannot be crashed by whoever reaches it.
 struct KeyGuard {
     key: Option<String>,
+    required: bool,
 }
 
 #[tide::utils::async_trait]
 impl tide::Middleware<Handle> for KeyGuard {
     async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        if self.required && self.key.is_none() {
+            return Ok(error(StatusCode::Forbidden, "admin endpoints are disabled: the node has no --cluster-key"));
+        }
         if authorized(self.key.as_deref(), req.header(KEY_HEADER).map(|v| v.as_str())) {
             Ok(next.run(req).await)
         } else {
             Ok(error(StatusCode::Unauthorized, "missing or wrong cluster key"))
         }
+    }
+}
+
+/// Holds requests while the node is stalled and drops peer traffic while it is partitioned.
+/// The admin API always passes, so a campaign can heal what it broke.
+struct GateGuard;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for GateGuard {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let path = req.url().path();
+        if path.starts_with("/admin/") {
+            return Ok(next.run(req).await);
+        }
+        let peer_traffic = path.starts_with("/internal/") || req.header(FORWARDED_HEADER).is_some();
+        if req.state().gate.pass(peer_traffic).await == Passage::Dropped {
+            // The sender gave up long ago; this answer only closes the connection.
+            return Ok(error(StatusCode::ServiceUnavailable, "partitioned"));
+        }
+        Ok(next.run(req).await)
     }
 }
 
@@ -251,6 +292,53 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
     let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
     async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
     Ok(json(StatusCode::Ok, &WorkResponse { results }))
+}
+
+/// `POST /admin/crash`: answers, then ends the process abruptly, as a crash would.
+async fn crash(req: Request<Handle>) -> tide::Result {
+    let id = req.state().config.id;
+    async_std::task::spawn(async {
+        // Long enough for the answer to leave; a crash never waits for anything else.
+        async_std::task::sleep(Duration::from_millis(CRASH_AFTER_MS)).await;
+        crate::node::faults::crash("an admin request");
+    });
+    Ok(json(StatusCode::Accepted, &AdminResponse { node: id, fault: "crash".into(), duration_ms: None }))
+}
+
+/// `POST /admin/stall {"duration_ms": N}`: holds every request and reply for N ms.
+async fn stall(req: Request<Handle>) -> tide::Result {
+    disrupt(req, "stall").await
+}
+
+/// `POST /admin/partition {"duration_ms": N}`: drops peer traffic both ways for N ms.
+async fn partition(req: Request<Handle>) -> tide::Result {
+    disrupt(req, "partition").await
+}
+
+async fn disrupt(mut req: Request<Handle>, fault: &str) -> tide::Result {
+    let body: DisruptRequest = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    if body.duration_ms > DISRUPTION_MS_MAX {
+        return Ok(error(StatusCode::BadRequest, &format!("duration_ms is above {DISRUPTION_MS_MAX}")));
+    }
+    let handle = req.state();
+    match fault {
+        "stall" => handle.gate.stall(body.duration_ms),
+        _ => handle.gate.partition(body.duration_ms),
+    }
+    log::warn!("admin request: {fault} for {} ms", body.duration_ms);
+    let answer = AdminResponse { node: handle.config.id, fault: fault.into(), duration_ms: Some(body.duration_ms) };
+    Ok(json(StatusCode::Ok, &answer))
+}
+
+/// `POST /admin/heal`: ends this node's stall and partition.
+async fn heal(req: Request<Handle>) -> tide::Result {
+    let handle = req.state();
+    handle.gate.heal();
+    log::warn!("admin request: heal");
+    Ok(json(StatusCode::Ok, &AdminResponse { node: handle.config.id, fault: "heal".into(), duration_ms: None }))
 }
 
 async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {

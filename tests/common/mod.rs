@@ -122,6 +122,14 @@ impl Cluster {
         }
     }
 
+    /// Waits up to `timeout` for node `id` to exit by itself; its exit code.
+    pub fn wait_for_exit(&mut self, id: u32, timeout: Duration) -> Option<i32> {
+        let child = self.children[id as usize - 1].as_mut()?;
+        let status = wait_until(timeout, || child.try_wait().ok().flatten())?;
+        self.children[id as usize - 1] = None;
+        status.code()
+    }
+
     pub fn status(&self, id: u32) -> Option<Value> {
         http_get(&self.addr(id), "/status")
     }
@@ -230,13 +238,25 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 
 /// A minimal HTTP/1.1 client (so the tests do not depend on the code under test's client).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option<(u16, Vec<u8>)> {
+    http_with(addr, method, path, body, &[])
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or(b"");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        body.len(),
+        headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>()
     );
     s.write_all(head.as_bytes()).ok()?;
     s.write_all(body).ok()?;
