@@ -184,6 +184,9 @@ impl Handle {
 /// Runs a node until the process ends or a fatal error (its database fails).
 pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
     config.validate()?;
+    // An empty key (FACTO_CLUSTER_KEY= in a compose file) means no key, not a key anyone
+    // can present.
+    let cluster_key = cluster_key.filter(|k| !k.is_empty());
     let listener = async_std::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
