@@ -61,8 +61,14 @@ impl JobFacts {
 
 impl Checkpoint {
     /// The job a client's submission with idempotency key `request` created, if any.
+    /// The earliest, should an old coordinator's copy of the job have come back after a
+    /// retry made a second one.
     pub fn job_for_request(&self, request: &str) -> Option<&String> {
-        self.jobs.iter().find(|(_, j)| j.request.as_deref() == Some(request)).map(|(id, _)| id)
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.request.as_deref() == Some(request))
+            .min_by_key(|(id, _)| job_order(id))
+            .map(|(id, _)| id)
     }
 
     /// Adds a fact; returns whether it was new. Facts for a finished job (root known) other

@@ -105,6 +105,25 @@ fn chaos_refuses_bad_arguments_with_one_line() {
     }
 }
 
+/// A campaign that cannot inject its faults (wrong key) fails instead of reporting a pass.
+#[test]
+fn a_campaign_whose_faults_are_refused_fails() {
+    let cluster = Cluster::start(3, "raft", &["--cluster-key", KEY]);
+    cluster.wait_for_agreement(AGREE_TIMEOUT);
+    let out = Command::new(common::BIN)
+        .args(["chaos", "--cluster-key", "wrong-key", "--kill-prob", "1", "--duration", "3s", "--json"])
+        .args(["--jobs", "20", "--settle-timeout", "20s"])
+        .env("FACTO_CLUSTER", cluster.addrs())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert!(report["aborted"].as_str().unwrap().contains("401"), "{report}");
+    // Nothing was crashed.
+    assert_eq!(cluster.statuses().iter().filter(|(_, s)| s.is_some()).count(), 3);
+}
+
 /// The campaign the issue asks for: a supervised 6-node cluster, 30 s of crashes, stalls and
 /// partitions from seed 1, every job checked.
 fn campaign(election: &str) {

@@ -12,7 +12,8 @@ use super::{cluster_addrs, parse_duration_ms};
 use crate::api::{AdminResponse, DisruptRequest, NodeStatus};
 use crate::bignum::Big;
 use crate::error::{Error, Result};
-use crate::transport::Client;
+use crate::transport::gate::DISRUPTION_MS_MAX;
+use crate::transport::{CallError, Client};
 use facto_elections::rng::Rng;
 use facto_elections::{Epoch, NodeId};
 use serde::Serialize;
@@ -52,8 +53,9 @@ pub struct ChaosArgs {
     /// How long the campaign attacks (e.g. 30s, 10m).
     #[structopt(long, default_value = "60s")]
     duration: String,
-    /// How long a stall lasts: longer than every timeout in the cluster.
-    #[structopt(long, default_value = "6s")]
+    /// How long a stall lasts: longer than every timeout in the cluster (the longest, for
+    /// checkpoint replication and client calls, is 10 s).
+    #[structopt(long, default_value = "12s")]
     stall_for: String,
     /// How long a partition lasts.
     #[structopt(long, default_value = "5s")]
@@ -104,6 +106,13 @@ fn plan(args: &ChaosArgs) -> Result<Plan> {
     if interval_ms == 0 {
         return Err(Error::Usage("--interval must be above zero".into()));
     }
+    let disruption_ms = |text: &str, flag: &str| {
+        let ms = parse_duration_ms(text, flag)?;
+        if ms > DISRUPTION_MS_MAX {
+            return Err(Error::Usage(format!("{flag} must be at most {} s", DISRUPTION_MS_MAX / 1000)));
+        }
+        Ok(ms)
+    };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
@@ -114,8 +123,8 @@ fn plan(args: &ChaosArgs) -> Result<Plan> {
         partition_prob: prob(args.partition_prob, "--partition-prob")?,
         interval_ms,
         duration_ms: parse_duration_ms(&args.duration, "--duration")?,
-        stall_ms: parse_duration_ms(&args.stall_for, "--stall-for")?,
-        partition_ms: parse_duration_ms(&args.partition_for, "--partition-for")?,
+        stall_ms: disruption_ms(&args.stall_for, "--stall-for")?,
+        partition_ms: disruption_ms(&args.partition_for, "--partition-for")?,
         settle_ms: parse_duration_ms(&args.settle_timeout, "--settle-timeout")?,
         seed,
         jobs,
@@ -176,9 +185,15 @@ struct Observations {
     faults_refused: u64,
     /// Members stalled or partitioned, until when: they may disagree meanwhile.
     disrupted_until: HashMap<usize, Instant>,
+    /// The coordinator all members follow right now (None while they disagree).
     agreed: Option<(NodeId, Epoch)>,
-    /// When the last agreement was lost (or the campaign started without one).
+    /// The last coordinator they all followed: a change is a new agreement that differs.
+    last_agreed: Option<(NodeId, Epoch)>,
+    /// When that agreement was lost.
     lost_at: Option<Instant>,
+    last_poll: Option<Instant>,
+    /// Why the campaign stopped early (a refused admin request, a refused job).
+    aborted: Option<String>,
     changes: Vec<Change>,
     /// Per member address: its id, when its process started, and how many restarts seen.
     incarnations: HashMap<usize, (NodeId, u64, u64)>,
@@ -194,7 +209,10 @@ impl Observations {
             faults_refused: 0,
             disrupted_until: HashMap::new(),
             agreed: None,
+            last_agreed: None,
             lost_at: None,
+            last_poll: None,
+            aborted: None,
             changes: Vec::new(),
             incarnations: HashMap::new(),
             jobs: JobCounts::default(),
@@ -217,24 +235,35 @@ impl Observations {
             }
         }
         let agreed = agreement(statuses, |i| self.disrupted_until.get(&i).is_some_and(|&t| t > now));
+        let previous_poll = self.last_poll.replace(now);
         if agreed == self.agreed {
             return;
         }
-        match agreed {
-            None => self.lost_at = Some(now),
-            Some((leader, epoch)) => {
-                let lost_at = self.lost_at.unwrap_or(now);
+        let was_agreed = self.agreed.is_some();
+        self.agreed = agreed;
+        let Some(now_agreed) = agreed else {
+            self.lost_at = Some(now);
+            return;
+        };
+        // Straight from one coordinator to another between two polls: lost at the last poll.
+        let lost_at = if was_agreed { previous_poll.unwrap_or(now) } else { self.lost_at.unwrap_or(now) };
+        self.lost_at = None;
+        match self.last_agreed.replace(now_agreed) {
+            // The first agreement is the baseline; the same one again is no change (a member
+            // that restarted or answered late broke it for a moment).
+            None => {}
+            Some(previous) if previous == now_agreed => {}
+            Some(_) => {
                 let cause = self.faults.iter().rev().find(|f| f.at <= lost_at).map(|f| f.at);
                 let change = Change {
-                    leader,
-                    epoch,
+                    leader: now_agreed.0,
+                    epoch: now_agreed.1,
                     at_ms: self.since_start_ms(now),
                     after_fault_ms: cause.map(|c| now.saturating_duration_since(c).as_millis() as u64),
                 };
                 self.changes.push(change);
             }
         }
-        self.agreed = agreed;
     }
 }
 
@@ -255,27 +284,58 @@ async fn poll_all(client: &Client, addrs: &[String]) -> Vec<Option<NodeStatus>> 
     futures::future::join_all(addrs.iter().map(|a| async move { client.get(a, "/status", timeout).await.ok() })).await
 }
 
-/// Draws this interval's faults, member by member, and orders them.
-async fn inject(client: &Client, plan: &Plan, rng: &mut Rng, seen: &Mutex<Observations>) {
-    for (i, addr) in plan.addrs.iter().enumerate() {
-        // Every member draws all three numbers, so one member's outcome never shifts
-        // another's: the schedule depends on the seed alone.
-        let (crash, stall, partition) =
-            (rng.chance(plan.kill_prob), rng.chance(plan.slow_prob), rng.chance(plan.partition_prob));
-        let now = Instant::now();
-        if seen.lock().unwrap().disrupted_until.get(&i).is_some_and(|&t| t > now) {
-            continue;
-        }
-        let (kind, duration_ms) = match (crash, stall, partition) {
-            (true, ..) => (FaultKind::Crash, 0),
-            (_, true, _) => (FaultKind::Stall, plan.stall_ms),
-            (_, _, true) => (FaultKind::Partition, plan.partition_ms),
-            _ => continue,
+/// The whole fault schedule, drawn from the seed alone before the campaign starts: for each
+/// interval, which member gets which fault. Every member draws all three numbers every
+/// interval, so that one outcome never shifts another's; a member still stalled or
+/// partitioned by an earlier fault is left alone until that fault ends.
+fn schedule(plan: &Plan) -> Vec<Vec<(usize, FaultKind)>> {
+    let mut rng = Rng::new(plan.seed);
+    let intervals = plan.duration_ms.div_ceil(plan.interval_ms);
+    let mut busy_until = vec![0u64; plan.addrs.len()];
+    (0..intervals)
+        .map(|k| {
+            let mut faults = Vec::new();
+            for (i, busy) in busy_until.iter_mut().enumerate() {
+                let (crash, stall, partition) =
+                    (rng.chance(plan.kill_prob), rng.chance(plan.slow_prob), rng.chance(plan.partition_prob));
+                if *busy > k {
+                    continue;
+                }
+                let (kind, lasts_ms) = match (crash, stall, partition) {
+                    (true, ..) => (FaultKind::Crash, 0),
+                    (_, true, _) => (FaultKind::Stall, plan.stall_ms),
+                    (_, _, true) => (FaultKind::Partition, plan.partition_ms),
+                    _ => continue,
+                };
+                *busy = k + lasts_ms.div_ceil(plan.interval_ms);
+                faults.push((i, kind));
+            }
+            faults
+        })
+        .collect()
+}
+
+/// Orders one interval's faults, all at once.
+async fn inject(client: &Client, plan: &Plan, faults: &[(usize, FaultKind)], seen: &Mutex<Observations>) {
+    let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
+    let now = Instant::now();
+    let answers = futures::future::join_all(faults.iter().map(|&(i, kind)| {
+        let duration_ms = match kind {
+            FaultKind::Crash => 0,
+            FaultKind::Stall => plan.stall_ms,
+            FaultKind::Partition => plan.partition_ms,
         };
-        let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
-        let body = DisruptRequest { duration_ms };
-        let answer: std::result::Result<AdminResponse, _> = client.post(addr, kind.path(), &body, timeout, &[]).await;
-        let mut seen = seen.lock().unwrap();
+        async move {
+            let body = DisruptRequest { duration_ms };
+            let answer: std::result::Result<AdminResponse, _> =
+                client.post(&plan.addrs[i], kind.path(), &body, timeout, &[]).await;
+            (i, kind, duration_ms, answer)
+        }
+    }))
+    .await;
+    let mut seen = seen.lock().unwrap();
+    for (i, kind, duration_ms, answer) in answers {
+        let addr = &plan.addrs[i];
         match answer {
             Ok(_) => {
                 log::info!("{kind:?} of {addr}");
@@ -284,9 +344,10 @@ async fn inject(client: &Client, plan: &Plan, rng: &mut Rng, seen: &Mutex<Observ
                     seen.disrupted_until.insert(i, now + Duration::from_millis(duration_ms));
                 }
             }
-            Err(crate::transport::CallError::Status { status: 401 | 403, message, .. }) => {
-                log::error!("{addr} refused the admin request: {message}");
-                seen.faults_refused += 1;
+            // The campaign cannot do what it was asked: a wrong key, admin disabled, or a
+            // request the node refuses. Passing would be a lie.
+            Err(CallError::Status { status: status @ (400 | 401 | 403), message, .. }) => {
+                seen.aborted.get_or_insert(format!("{addr} refused the {kind:?} request ({status}): {message}"));
             }
             Err(e) => {
                 log::debug!("{kind:?} of {addr} not delivered: {e}");
@@ -302,6 +363,7 @@ async fn workload(
     plan: Arc<Plan>,
     lane: usize,
     stop: Arc<AtomicBool>,
+    attack_until: Instant,
     end_by: Arc<Mutex<Instant>>,
     seen: Arc<Mutex<Observations>>,
 ) {
@@ -310,9 +372,14 @@ async fn workload(
     while !stop.load(Ordering::SeqCst) {
         let n = plan.jobs[turn % plan.jobs.len()];
         turn += JOBS_IN_FLIGHT;
-        let submit_by = Instant::now() + Duration::from_millis(plan.duration_ms.max(1_000));
-        let job = match submit_one(&client, &plan.addrs, n, submit_by).await {
+        // New jobs are submitted while the attack lasts; submit_one retries until then.
+        let job = match submit_one(&client, &plan.addrs, n, attack_until).await {
             Ok(job) => job,
+            Err(e) if Instant::now() < attack_until => {
+                // Refused outright (not a retryable failure): the workload cannot run.
+                seen.lock().unwrap().aborted.get_or_insert(format!("the cluster refused {n}!: {e}"));
+                return;
+            }
             Err(e) => {
                 log::warn!("{n}! was not acknowledged: {e}");
                 seen.lock().unwrap().jobs.not_acknowledged += 1;
@@ -377,6 +444,8 @@ struct Report {
     /// Member id -> restarts seen (a new process answered).
     restarted: BTreeMap<NodeId, u64>,
     settled: Option<Settled>,
+    /// Why the campaign stopped early, if it did.
+    aborted: Option<String>,
     passed: bool,
 }
 
@@ -391,7 +460,7 @@ fn report(plan: &Plan, seen: Observations, attacked_ms: u64, settled: Option<(No
         Failovers { count: times.len(), p50_ms: times.get(times.len() / 2).copied(), max_ms: times.last().copied() };
     let restarted = seen.incarnations.values().filter(|(_, _, r)| *r > 0).map(|(id, _, r)| (*id, *r)).collect();
     let j = &seen.jobs;
-    let passed = j.wrong == 0 && j.lost == 0 && j.pending == 0 && settled.is_some();
+    let passed = j.wrong == 0 && j.lost == 0 && j.pending == 0 && settled.is_some() && seen.aborted.is_none();
     Report {
         seed: plan.seed,
         members: plan.addrs.len(),
@@ -404,6 +473,7 @@ fn report(plan: &Plan, seen: Observations, attacked_ms: u64, settled: Option<(No
         wrong_jobs: seen.wrong,
         restarted,
         settled: settled.map(|(leader, epoch)| Settled { leader, epoch }),
+        aborted: seen.aborted,
         passed,
     }
 }
@@ -438,6 +508,9 @@ fn print_report(r: &Report) {
     match &r.settled {
         Some(s) => println!("settled: node {} coordinates at epoch {}", s.leader, s.epoch),
         None => println!("settled: NO - the members did not agree on one coordinator after healing"),
+    }
+    if let Some(why) = &r.aborted {
+        println!("aborted: {why}");
     }
     println!("result: {}", if r.passed { "PASS" } else { "FAIL" });
 }
@@ -482,19 +555,25 @@ async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc
     };
     let lanes: Vec<_> = (0..JOBS_IN_FLIGHT)
         .map(|lane| {
-            let task = workload(client.clone(), plan.clone(), lane, stop_jobs.clone(), end_by.clone(), seen.clone());
+            let (stop, end_by, seen) = (stop_jobs.clone(), end_by.clone(), seen.clone());
+            let task = workload(client.clone(), plan.clone(), lane, stop, attack_until, end_by, seen);
             async_std::task::spawn(task)
         })
         .collect();
 
-    let mut rng = Rng::new(plan.seed);
-    let mut next = started;
-    while Instant::now() < attack_until && !interrupted.load(Ordering::SeqCst) {
-        inject(&client, &plan, &mut rng, &seen).await;
-        next += Duration::from_millis(plan.interval_ms);
-        while Instant::now() < next.min(attack_until) && !interrupted.load(Ordering::SeqCst) {
+    let stopping = || interrupted.load(Ordering::SeqCst) || seen.lock().unwrap().aborted.is_some();
+    for (k, faults) in schedule(&plan).iter().enumerate() {
+        let at = started + Duration::from_millis(k as u64 * plan.interval_ms);
+        while Instant::now() < at && !stopping() {
             async_std::task::sleep(Duration::from_millis(20)).await;
         }
+        if stopping() || Instant::now() >= attack_until {
+            break;
+        }
+        inject(&client, &plan, faults, &seen).await;
+    }
+    while Instant::now() < attack_until && !stopping() {
+        async_std::task::sleep(Duration::from_millis(20)).await;
     }
     let attacked_ms = started.elapsed().as_millis() as u64;
     stop_jobs.store(true, Ordering::SeqCst);
@@ -529,4 +608,88 @@ async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc
     watcher.await;
     let seen = std::mem::replace(&mut *seen.lock().unwrap(), Observations::new(started));
     report(&plan, seen, attacked_ms, settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_plan(seed: u64) -> Plan {
+        Plan {
+            addrs: (0..6).map(|i| format!("127.0.0.1:{}", 7001 + i)).collect(),
+            kill_prob: 0.1,
+            slow_prob: 0.05,
+            partition_prob: 0.05,
+            interval_ms: 1_000,
+            duration_ms: 60_000,
+            stall_ms: 12_000,
+            partition_ms: 5_000,
+            settle_ms: 1_000,
+            seed,
+            jobs: vec![20],
+        }
+    }
+
+    #[test]
+    fn the_schedule_follows_the_seed_alone() {
+        assert_eq!(schedule(&test_plan(1)), schedule(&test_plan(1)));
+        assert_ne!(schedule(&test_plan(1)), schedule(&test_plan(2)));
+        let faults: usize = schedule(&test_plan(1)).iter().map(Vec::len).sum();
+        assert!(faults > 10, "{faults} faults in 60 intervals x 6 members");
+    }
+
+    #[test]
+    fn a_stalled_or_partitioned_member_is_left_alone_until_its_fault_ends() {
+        let plan = test_plan(3);
+        let s = schedule(&plan);
+        for (k, faults) in s.iter().enumerate() {
+            for &(member, kind) in faults {
+                let lasts = match kind {
+                    FaultKind::Crash => 0,
+                    FaultKind::Stall => 12,
+                    FaultKind::Partition => 5,
+                };
+                for later in s.iter().skip(k + 1).take(lasts.max(1) - 1) {
+                    assert!(later.iter().all(|&(m, _)| m != member), "member {member} hit again during its {kind:?}");
+                }
+            }
+        }
+    }
+
+    fn status(id: NodeId, leader: Option<NodeId>, epoch: Epoch) -> Option<NodeStatus> {
+        let role = if leader == Some(id) { "coordinator" } else { "worker" };
+        Some(
+            serde_json::from_value(serde_json::json!({
+                "id": id, "address": "a", "role": role, "leader": leader, "epoch": epoch, "election": "raft",
+                "operations_computed": 0, "max_operands": 0, "last_leader_contact_ms": null, "uptime_ms": 1
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn all_follow(leader: NodeId, epoch: Epoch) -> Vec<Option<NodeStatus>> {
+        (1..=3).map(|id| status(id, Some(leader), epoch)).collect()
+    }
+
+    #[test]
+    fn a_change_of_coordinator_is_counted_once_and_timed_from_its_fault() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut seen = Observations::new(t0);
+        seen.observe(&all_follow(1, 1), at(10));
+        assert!(seen.changes.is_empty(), "the first agreement is the baseline");
+        // A member restarts: agreement breaks and comes back on the same coordinator.
+        let mut restarting = all_follow(1, 1);
+        restarting[2] = status(3, None, 1);
+        seen.observe(&restarting, at(20));
+        seen.observe(&all_follow(1, 1), at(30));
+        assert!(seen.changes.is_empty(), "the same coordinator again is no change");
+        // The coordinator is crashed; the others agree on node 2 later.
+        seen.faults.push(Fault { kind: FaultKind::Crash, at: at(100) });
+        seen.observe(&[None, status(2, None, 1), status(3, None, 1)], at(150));
+        seen.observe(&[None, status(2, Some(2), 2), status(3, Some(2), 2)], at(400));
+        assert_eq!(seen.changes.len(), 1);
+        assert_eq!((seen.changes[0].leader, seen.changes[0].epoch), (2, 2));
+        assert_eq!(seen.changes[0].after_fault_ms, Some(300));
+    }
 }

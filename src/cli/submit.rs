@@ -98,7 +98,9 @@ pub(crate) async fn submit_one(client: &Client, addrs: &[String], n: u64, deadli
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
         match client.post::<_, JobInfo>(addr, "/jobs", &request, timeout, &[]).await {
-            Ok(job) => return Ok(job),
+            Ok(job) if job.n == n => return Ok(job),
+            // Never taken for this job: whatever it is, it is not n!.
+            Ok(job) => last_error = format!("{addr} answered with job {} ({}!) for {n}!", job.id, job.n),
             Err(e) if retryable(&e) => last_error = e.to_string(),
             Err(e) => return Err(Error::Remote(e.to_string())),
         }
@@ -148,6 +150,9 @@ pub(crate) async fn wait_for(
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
         match client.get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout).await {
+            Ok(job) if job.id != id => {
+                last = Unfinished { unknown: false, why: format!("{addr} answered with job {} for {id}", job.id) }
+            }
             Ok(job) if job.result.is_some() => return Ok(job),
             Ok(_) => last = Unfinished { unknown: false, why: String::new() },
             Err(e @ CallError::Status { status: 404, .. }) => last = Unfinished { unknown: true, why: e.to_string() },

@@ -288,18 +288,23 @@ impl Scheduler {
     }
 
     /// A worker answered `batch` with these products. Products for operations that are
-    /// unknown, already done or not in the batch are ignored: a late or replayed answer is
-    /// harmless. Returns the finished jobs and new dispatches.
+    /// unknown or already done are ignored: a late or replayed answer is harmless; operations
+    /// of the batch the answer left out are queued again. Returns the finished jobs and new dispatches.
     pub fn batch_done(&mut self, batch: u64, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         self.free_worker_of(batch);
-        for op in self.answered.remove(&batch).unwrap_or_default() {
-            if self.assigned.get(&op) == Some(&batch) {
-                self.assigned.remove(&op);
-            }
-        }
+        let ops = self.answered.remove(&batch).unwrap_or_default();
+        // Products are deterministic: one for any operation still unknown is used, even from
+        // a batch that was given up on (a late answer) — workers are trusted not to lie.
         for (op, product) in products {
             self.record_product(op, product, &mut actions);
+        }
+        // An answer that left operations out (a short or mangled reply) must not strand them.
+        for op in &ops {
+            if self.assigned.get(op) == Some(&batch) {
+                self.assigned.remove(op);
+                self.requeue_unless_done(op);
+            }
         }
         actions.extend(self.dispatch(now_ms));
         actions
@@ -416,14 +421,19 @@ impl Scheduler {
                 continue;
             }
             self.assigned.remove(&op);
-            let Some(job) = self.jobs.get_mut(&op.job) else {
-                continue;
-            };
-            if job.finished || job.done.contains(&op.op) {
-                continue;
-            }
-            self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
+            self.requeue_unless_done(&op);
         }
+    }
+
+    /// Puts an operation that lost its worker back in the ready set, unless it is done.
+    fn requeue_unless_done(&mut self, op: &OpRef) {
+        let Some(job) = self.jobs.get_mut(&op.job) else {
+            return;
+        };
+        if job.finished || job.done.contains(&op.op) {
+            return;
+        }
+        self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
     }
 
     fn dispatch(&mut self, now_ms: u64) -> Vec<Action> {
@@ -539,6 +549,21 @@ mod tests {
         }
         assert!(s.progress().iter().all(|p| p.finished && p.ops_done == p.ops_total && p.ops_reexecuted == 0));
         assert_eq!(s.in_flight(), 0);
+    }
+
+    /// A worker's answer that leaves operations out does not strand them.
+    #[test]
+    fn a_short_answer_requeues_what_it_left_out() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        let (id, _) = s.submit(40);
+        let first = s.tick(0);
+        let [Action::Dispatch { batch, items, .. }] = first.as_slice() else { panic!("{first:?}") };
+        assert!(items.len() > 2);
+        let next = s.batch_done(*batch, answer(&items[..1]), 1);
+        assert!(!next.is_empty(), "the left-out operations go out again");
+        let results = run_to_end(&mut s, next);
+        assert_eq!(results[&id], factorial(40));
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub enum Routed<T> {
     NoLeader,
     /// The coordinator could not do it (e.g. could not make a job durable); try again.
     Failed(String),
+    /// The request contradicts what the cluster holds; trying again will not help.
+    Refused(String),
 }
 
 /// The HTTP edge's way into the runtime. Cheap to clone.

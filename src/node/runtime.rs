@@ -527,6 +527,11 @@ impl Runtime {
     ) -> Result<()> {
         let now_ms = self.now_ms();
         if let Some(job) = self.resubmitted(request.as_deref()) {
+            if job.n != n {
+                let why = format!("request key already names job {} ({}!), not {n}!", job.id, job.n);
+                let _ = reply.try_send(Routed::Refused(why));
+                return Ok(());
+            }
             // A retry of a submission this cluster already took (its answer was lost, or it
             // was not acknowledged): the same job, acknowledged once it is durable.
             log::info!("job {}: {n}! submitted again by its client", job.id);

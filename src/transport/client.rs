@@ -4,6 +4,7 @@
 
 use super::gate::{Gate, Passage};
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,13 @@ pub enum CallError {
 
 /// A header that carries the cluster key on internal calls.
 pub const KEY_HEADER: &str = "x-facto-key";
+/// A header that carries a request's id; the server echoes it in the answer.
+pub const REQUEST_ID_HEADER: &str = "x-facto-request";
+/// How long an exchange whose caller gave up may still read its answer off the connection.
+const DRAIN_MS: u64 = 10 * 60 * 1000;
+/// Ids for [`REQUEST_ID_HEADER`], unique within this process.
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
 /// A header that marks a client request already forwarded by a follower (no second hop).
 pub const FORWARDED_HEADER: &str = "x-facto-forwarded";
 
@@ -74,7 +82,21 @@ impl Client {
 
     /// `GET http://{addr}{path}`; decodes a JSON answer.
     pub async fn get<R: DeserializeOwned>(&self, addr: &str, path: &str, timeout: Duration) -> Result<R, CallError> {
-        let req = self.http.get(format!("http://{addr}{path}"));
+        self.get_with(addr, path, timeout, &[]).await
+    }
+
+    /// [`Client::get`] with extra request headers.
+    pub async fn get_with<R: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<R, CallError> {
+        let mut req = self.http.get(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         self.call(addr, req, timeout).await
     }
 
@@ -88,20 +110,36 @@ impl Client {
             req = req.header(KEY_HEADER, key.as_str());
         }
         let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
-        let exchange = async {
-            if let Some(gate) = &self.gate {
+        let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed).to_string();
+        req = req.header(REQUEST_ID_HEADER, request_id.as_str());
+        let gate = self.gate.clone();
+        let exchange = async move {
+            if let Some(gate) = &gate {
                 if gate.pass(true).await == Passage::Dropped {
-                    return Err(unreachable("this node is partitioned".into()));
+                    return Err("this node is partitioned".to_string());
                 }
             }
-            let mut res = req.await.map_err(|e| unreachable(e.to_string()))?;
+            let mut res = req.await.map_err(|e| e.to_string())?;
             let status = u16::from(res.status());
-            let bytes = res.body_bytes().await.map_err(|e| unreachable(e.to_string()))?;
-            Ok::<_, CallError>((status, bytes))
+            let echoed = res.header(REQUEST_ID_HEADER).map(|v| v.as_str().to_string());
+            let bytes = res.body_bytes().await.map_err(|e| e.to_string())?;
+            Ok((status, echoed, bytes))
         };
-        let (status, bytes) = async_std::future::timeout(timeout, exchange)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {} ms", timeout.as_millis())))??;
+        // The exchange runs on its own task, which outlives a caller that stops waiting: it
+        // reads the late answer off the pooled connection before the pool hands that
+        // connection to another request. (Dropped mid-exchange, the connection would go back
+        // to the pool with the answer still coming, and the next request on it would read
+        // this one's answer as its own.)
+        let drained = async_std::task::spawn(async_std::future::timeout(Duration::from_millis(DRAIN_MS), exchange));
+        let (status, echoed, bytes) = match async_std::future::timeout(timeout, drained).await {
+            Ok(Ok(answer)) => answer.map_err(unreachable)?,
+            _ => return Err(unreachable(format!("no answer within {} ms", timeout.as_millis()))),
+        };
+        // A connection that fell out of step anyway (an answer later than DRAIN_MS) is
+        // caught here: an answer to another request is never taken for this one's.
+        if echoed.as_deref() != Some(request_id.as_str()) {
+            return Err(unreachable(format!("the answer belongs to request {echoed:?}, not {request_id}")));
+        }
         if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<crate::api::ErrorBody>(&bytes)
                 .map(|e| e.error)
@@ -110,5 +148,83 @@ impl Client {
         }
         let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
         serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A keep-alive HTTP/1.1 server that answers every request with its path as a JSON
+    /// string, echoing the request id (when `echo`); `/slow` is answered after `slow_ms`.
+    fn serve(slow_ms: u64, echo: bool) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    loop {
+                        let (mut path, mut id) = (String::new(), String::new());
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let line = line.trim_end();
+                            if line.is_empty() {
+                                break;
+                            }
+                            if path.is_empty() {
+                                path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                            } else if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("x-facto-request:").filter(|_| echo)
+                            {
+                                id = v.trim().to_string();
+                            }
+                        }
+                        if path == "/slow" {
+                            std::thread::sleep(Duration::from_millis(slow_ms));
+                        }
+                        let body = format!("\"{path}\"");
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-facto-request: {id}\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if stream.write_all(format!("{head}{body}").as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Found by `facto chaos`: a caller that stopped waiting left its answer on a pooled
+    /// connection, and the next request read it as its own (a 100! job was handed a 20!
+    /// job's id, and its result).
+    #[test]
+    fn a_late_answer_is_never_taken_for_the_next_requests_answer() {
+        let addr = serve(300, true);
+        let client = Client::new(None);
+        async_std::task::block_on(async {
+            let slow: Result<String, _> = client.get(&addr, "/slow", Duration::from_millis(50)).await;
+            assert!(matches!(slow, Err(CallError::Unreachable { .. })), "{slow:?}");
+            for _ in 0..5 {
+                let fast: Result<String, _> = client.get(&addr, "/fast", Duration::from_secs(2)).await;
+                assert_eq!(fast, Ok("/fast".to_string()));
+            }
+        });
+    }
+
+    #[test]
+    fn an_answer_that_does_not_echo_the_request_id_is_refused() {
+        let addr = serve(0, false);
+        let answer: Result<String, _> =
+            async_std::task::block_on(Client::new(None).get(&addr, "/x", Duration::from_secs(2)));
+        assert!(matches!(&answer, Err(CallError::Unreachable { why, .. }) if why.contains("belongs to")), "{answer:?}");
     }
 }

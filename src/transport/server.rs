@@ -5,7 +5,7 @@
 //! node's [`Gate`](super::Gate) first, so that a partition or stall ordered by `facto chaos`
 //! cuts the node off while the campaign can still heal it.
 
-use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER};
+use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use super::gate::{Passage, DISRUPTION_MS_MAX};
 use crate::api::{
     AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
@@ -34,6 +34,7 @@ type App = tide::Server<Handle>;
 /// The node's HTTP application.
 pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     let mut app = tide::with_state(handle.clone());
+    app.with(EchoRequestId);
     app.with(GateGuard);
     app.at("/status").get(status);
     app.at("/jobs").post(submit).get(list_jobs);
@@ -110,6 +111,22 @@ impl tide::Middleware<Handle> for KeyGuard {
     }
 }
 
+/// Echoes the caller's request id, so that it can tell its answer from a late answer to an
+/// earlier request on the same pooled connection.
+struct EchoRequestId;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for EchoRequestId {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let id = req.header(REQUEST_ID_HEADER).map(|v| v.as_str().to_string());
+        let mut res = next.run(req).await;
+        if let Some(id) = id {
+            res.insert_header(REQUEST_ID_HEADER, id);
+        }
+        Ok(res)
+    }
+}
+
 /// Holds requests while the node is stalled and drops peer traffic while it is partitioned.
 /// The admin API always passes, so a campaign can heal what it broke.
 struct GateGuard;
@@ -130,19 +147,25 @@ impl tide::Middleware<Handle> for GateGuard {
     }
 }
 
-/// With a key configured, internal requests must carry it (compared in constant time).
+/// With a key configured, internal requests must carry it. Keys are compared as keyed
+/// hashes (SipHash with a per-process random key): the time taken depends neither on how
+/// much of a guess matches nor on the real key's length; two different keys pass only if
+/// their 64-bit hashes collide, which a guesser cannot aim for without the process's key.
 fn authorized(expected: Option<&str>, presented: Option<&str>) -> bool {
     match expected {
         None => true,
-        Some(expected) => presented.is_some_and(|p| constant_time_eq(expected.as_bytes(), p.as_bytes())),
+        Some(expected) => presented.is_some_and(|p| constant_time_eq(&digest(expected), &digest(p))),
     }
 }
 
+fn digest(key: &str) -> [u8; 8] {
+    use std::hash::BuildHasher;
+    static HASHER: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    HASHER.get_or_init(Default::default).hash_one(key.as_bytes()).to_le_bytes()
+}
+
 /// Compares without an early exit, so the time taken does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+fn constant_time_eq(a: &[u8; 8], b: &[u8; 8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -223,6 +246,7 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
             relay(StatusCode::Accepted, result)
         }
         Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
+        Some(Routed::Refused(why)) => error(StatusCode::Conflict, &why),
         _ => unavailable(),
     })
 }
@@ -250,9 +274,11 @@ async fn jobs(req: Request<Handle>, id: Option<String>) -> tide::Result {
                 None => error(StatusCode::NotFound, &format!("no job {id}")),
             },
         },
-        Some(Routed::Leader(addr)) => {
+        // One hop only: two nodes that each think the other leads must not bounce it.
+        Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
-            let result: Result<serde_json::Value, _> = handle.client.get(&addr, &path, timeout).await;
+            let result: Result<serde_json::Value, _> =
+                handle.client.get_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await;
             relay(StatusCode::Ok, result)
         }
         _ => unavailable(),
