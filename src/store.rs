@@ -3,6 +3,7 @@
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::error::{Error, Result};
 use facto_elections::HardState;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const HARD_STATE_KEY: &[u8] = b"election/hard_state";
@@ -29,9 +30,13 @@ impl Store {
         let mut checkpoint = Checkpoint::default();
         for entry in self.facts.iter() {
             let (_, value) = entry.map_err(store_err)?;
-            let fact: Fact =
-                serde_json::from_slice(&value).map_err(|e| Error::Store(format!("corrupt checkpoint fact: {e}")))?;
-            checkpoint.apply(fact);
+            // Databases written before records held several facts hold one fact per key.
+            let facts: Vec<Fact> = serde_json::from_slice(&value)
+                .or_else(|_| serde_json::from_slice::<Fact>(&value).map(|f| vec![f]))
+                .map_err(|e| Error::Store(format!("corrupt checkpoint record: {e}")))?;
+            for fact in facts {
+                checkpoint.apply(fact);
+            }
         }
         let version = match self.db.get(VERSION_KEY).map_err(store_err)? {
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
@@ -46,16 +51,35 @@ impl Store {
     pub fn save_facts(&self, facts: &[Fact], finished: &[(String, Fact)], version: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (job, _) in finished {
+            let job_key = [job.as_bytes(), JOB_KEY_SUFFIX].concat();
             for entry in self.facts.scan_prefix(job_prefix(job)) {
                 let (key, _) = entry.map_err(store_err)?;
-                if !key.ends_with(JOB_KEY_SUFFIX) {
+                if key != job_key {
                     batch.remove(key);
                 }
             }
         }
-        for fact in facts.iter().chain(finished.iter().map(|(_, root)| root)) {
-            let value = serde_json::to_vec(fact).map_err(|e| Error::Store(e.to_string()))?;
-            batch.insert(fact_key(fact), value);
+        // One record per job and write, not one key per fact: a batch of 64 products is one
+        // sled insert (sled's cost is per key: each insert copies a tree node).
+        let mut records: BTreeMap<&str, Vec<&Fact>> = BTreeMap::new();
+        for fact in facts {
+            match fact {
+                Fact::Job { .. } => batch.insert(fact_key(fact), encode(&[fact])?),
+                Fact::Dispatched { job, .. } | Fact::Product { job, .. } => {
+                    if !finished.iter().any(|(done, _)| done == job) {
+                        records.entry(job).or_default().push(fact);
+                    }
+                }
+            }
+        }
+        for (job, facts) in records {
+            let mut key = job_prefix(job);
+            key.push(b'r');
+            key.extend_from_slice(&version.to_be_bytes());
+            batch.insert(key, encode(&facts)?);
+        }
+        for (_, root) in finished {
+            batch.insert(fact_key(root), encode(&[root])?);
         }
         self.facts.apply_batch(batch).map_err(store_err)?;
         self.db.insert(VERSION_KEY, &version.to_be_bytes()).map_err(store_err)?;
@@ -179,8 +203,13 @@ fn job_prefix(job: &str) -> Vec<u8> {
     key
 }
 
-/// `<job>\0job`, `<job>\0d<level><index>`, `<job>\0p<level><index>` (big-endian numbers, so
-/// a job's facts sort together).
+fn encode<F: serde::Serialize>(facts: &[F]) -> Result<Vec<u8>> {
+    serde_json::to_vec(facts).map_err(|e| Error::Store(e.to_string()))
+}
+
+/// Keys: `<job>\0job` (the job), `<job>\0r<version>` (a write's facts of that job),
+/// `<job>\0p<level><index>` (the root product of a finished job); big-endian numbers, so a
+/// job's keys sort together. Every value is a JSON array of facts.
 fn fact_key(fact: &Fact) -> Vec<u8> {
     match fact {
         Fact::Job { id, .. } => [id.as_bytes(), JOB_KEY_SUFFIX].concat(),
@@ -214,6 +243,26 @@ mod tests {
         }
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.hard_state().unwrap(), HardState { epoch: 7, voted_for: Some(3) });
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_is_one_record_per_job_and_old_one_fact_keys_still_load() {
+        use crate::bignum::Big;
+        use crate::coordinator::OpId;
+        let dir = std::env::temp_dir().join(format!("facto-store-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 0, index: i }, product: Big::from(i + 7) };
+        let store = Store::open(&dir).unwrap();
+        let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300, request: None }];
+        facts.extend((0..64).map(leaf));
+        assert!(async_std::task::block_on(store.start_writer().write(facts, vec![], 65).wait()));
+        assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
+        // A database from before records: one fact per key.
+        store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(64)).unwrap()).unwrap();
+        let (checkpoint, _) = store.checkpoint().unwrap();
+        assert_eq!(checkpoint.jobs["1-1"].products.len(), 65);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
