@@ -139,11 +139,18 @@ impl tide::Middleware<Handle> for GateGuard {
             return Ok(next.run(req).await);
         }
         let peer_traffic = path.starts_with("/internal/") || req.header(FORWARDED_HEADER).is_some();
-        if req.state().gate.pass(peer_traffic).await == Passage::Dropped {
+        let gate = req.state().gate.clone();
+        if gate.pass(peer_traffic).await == Passage::Dropped {
             // The sender gave up long ago; this answer only closes the connection.
             return Ok(error(StatusCode::ServiceUnavailable, "partitioned"));
         }
-        Ok(next.run(req).await)
+        let res = next.run(req).await;
+        // A stall or partition that began while the request was being handled holds or
+        // drops its answer too.
+        if gate.pass(peer_traffic).await == Passage::Dropped {
+            return Ok(error(StatusCode::ServiceUnavailable, "partitioned"));
+        }
+        Ok(res)
     }
 }
 
