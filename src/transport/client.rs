@@ -4,9 +4,11 @@
 
 use super::gate::{Gate, Passage};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a call to a member failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +43,44 @@ pub struct Client {
     cluster_key: Option<String>,
     /// A node's client passes its gate: a partitioned node's calls get no answer.
     gate: Option<Arc<Gate>>,
+    resolver: Arc<Resolver>,
+}
+
+/// How long a looked-up address (or a failed lookup) is reused.
+const RESOLVED_TTL_MS: u64 = 1_000;
+
+/// Looks up members' host names off the runtime's threads. surf's h1 client resolves a
+/// name with the blocking system resolver on the task that sends: with a member whose name
+/// no longer resolves (a container cut off from the network), each lookup held one of the
+/// two runtime threads for seconds, heartbeats stopped, and the other members elected a
+/// new coordinator every few seconds. Calls are handed an address surf need not look up.
+#[derive(Default)]
+struct Resolver {
+    cache: Mutex<HashMap<String, (Instant, Result<SocketAddr, String>)>>,
+}
+
+impl Resolver {
+    async fn resolve(&self, addr: &str) -> Result<SocketAddr, String> {
+        if let Ok(ip) = addr.parse::<SocketAddr>() {
+            return Ok(ip);
+        }
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(addr).cloned();
+        if let Some((at, resolved)) = cached {
+            if at.elapsed() < Duration::from_millis(RESOLVED_TTL_MS) {
+                return resolved;
+            }
+        }
+        // async-std runs the system resolver on its blocking pool.
+        let resolved = async_std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .await
+            .map_err(|e| format!("cannot resolve {addr}: {e}"))
+            .and_then(|mut addrs| addrs.next().ok_or_else(|| format!("{addr} resolves to no address")));
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.to_string(), (Instant::now(), resolved.clone()));
+        resolved
+    }
 }
 
 impl Client {
@@ -54,7 +94,7 @@ impl Client {
             .set_timeout(None)
             .try_into()
             .expect("the h1 client accepts this configuration");
-        Client { http, cluster_key, gate: None }
+        Client { http, cluster_key, gate: None, resolver: Arc::default() }
     }
 
     /// A node's client: like [`Client::new`], and every call passes the node's `gate`.
@@ -73,7 +113,8 @@ impl Client {
     ) -> Result<R, CallError> {
         let body =
             surf::Body::from_json(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })?;
-        let mut req = self.http.post(format!("http://{addr}{path}")).body(body);
+        let target = self.resolve(addr, timeout).await?;
+        let mut req = self.http.post(format!("http://{target}{path}")).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -93,11 +134,20 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<R, CallError> {
-        let mut req = self.http.get(format!("http://{addr}{path}"));
+        let target = self.resolve(addr, timeout).await?;
+        let mut req = self.http.get(format!("http://{target}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         self.call(addr, req, timeout).await
+    }
+
+    async fn resolve(&self, addr: &str, timeout: Duration) -> Result<SocketAddr, CallError> {
+        let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
+        async_std::future::timeout(timeout, self.resolver.resolve(addr))
+            .await
+            .map_err(|_| unreachable(format!("no address for it within {} ms", timeout.as_millis())))?
+            .map_err(unreachable)
     }
 
     async fn call<R: DeserializeOwned>(
@@ -159,7 +209,11 @@ mod tests {
     /// A keep-alive HTTP/1.1 server that answers every request with its path as a JSON
     /// string, echoing the request id (when `echo`); `/slow` is answered after `slow_ms`.
     fn serve(slow_ms: u64, echo: bool) -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        serve_on("127.0.0.1:0", slow_ms, echo)
+    }
+
+    fn serve_on(bind: &str, slow_ms: u64, echo: bool) -> String {
+        let listener = std::net::TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -226,5 +280,22 @@ mod tests {
         let answer: Result<String, _> =
             async_std::task::block_on(Client::new(None).get(&addr, "/x", Duration::from_secs(2)));
         assert!(matches!(&answer, Err(CallError::Unreachable { why, .. }) if why.contains("belongs to")), "{answer:?}");
+    }
+
+    /// Members named by host name (as in containers) are looked up off the runtime's
+    /// threads and the answer is reused for a while.
+    #[test]
+    fn a_member_named_by_host_name_is_resolved_once_and_reached() {
+        let port = serve_on("localhost:0", 0, true).rsplit(':').next().unwrap().to_string();
+        let addr = format!("localhost:{port}");
+        let client = Client::new(None);
+        for _ in 0..3 {
+            let answer: Result<String, _> = async_std::task::block_on(client.get(&addr, "/y", Duration::from_secs(2)));
+            assert_eq!(answer, Ok("/y".to_string()));
+        }
+        assert_eq!(client.resolver.cache.lock().unwrap().len(), 1);
+        let unknown: Result<String, _> =
+            async_std::task::block_on(client.get("no-such-member.invalid:7000", "/y", Duration::from_secs(5)));
+        assert!(matches!(unknown, Err(CallError::Unreachable { .. })), "{unknown:?}");
     }
 }
