@@ -519,12 +519,7 @@ impl Runtime {
 
     /// Accepts a job; the client hears 202 only once the job is on this node's disk and on
     /// at least one peer's, so it survives the crash of any single node.
-    fn submit(
-        &mut self,
-        n: u64,
-        request: Option<String>,
-        reply: async_std::channel::Sender<Routed<JobInfo>>,
-    ) -> Result<()> {
+    fn submit(&mut self, n: u64, request: Option<String>, reply: Sender<Routed<JobInfo>>) -> Result<()> {
         let now_ms = self.now_ms();
         if let Some(job) = self.resubmitted(request.as_deref()) {
             if job.n != n {

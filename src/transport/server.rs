@@ -6,7 +6,7 @@
 //! cuts the node off while the campaign can still heal it.
 
 use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
-use super::gate::{Passage, DISRUPTION_MS_MAX};
+use super::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use crate::api::{
     AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
     SubmitRequest, WorkRequest, WorkResponse,
@@ -340,15 +340,15 @@ async fn crash(req: Request<Handle>) -> tide::Result {
 
 /// `POST /admin/stall {"duration_ms": N}`: holds every request and reply for N ms.
 async fn stall(req: Request<Handle>) -> tide::Result {
-    disrupt(req, "stall").await
+    disrupt(req, "stall", Gate::stall).await
 }
 
 /// `POST /admin/partition {"duration_ms": N}`: drops peer traffic both ways for N ms.
 async fn partition(req: Request<Handle>) -> tide::Result {
-    disrupt(req, "partition").await
+    disrupt(req, "partition", Gate::partition).await
 }
 
-async fn disrupt(mut req: Request<Handle>, fault: &str) -> tide::Result {
+async fn disrupt(mut req: Request<Handle>, fault: &str, start: fn(&Gate, u64)) -> tide::Result {
     let body: DisruptRequest = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
         Ok(b) => b,
         Err(res) => return Ok(res),
@@ -357,10 +357,7 @@ async fn disrupt(mut req: Request<Handle>, fault: &str) -> tide::Result {
         return Ok(error(StatusCode::BadRequest, &format!("duration_ms is above {DISRUPTION_MS_MAX}")));
     }
     let handle = req.state();
-    match fault {
-        "stall" => handle.gate.stall(body.duration_ms),
-        _ => handle.gate.partition(body.duration_ms),
-    }
+    start(&handle.gate, body.duration_ms);
     log::warn!("admin request: {fault} for {} ms", body.duration_ms);
     let answer = AdminResponse { node: handle.config.id, fault: fault.into(), duration_ms: Some(body.duration_ms) };
     Ok(json(StatusCode::Ok, &answer))
