@@ -2,7 +2,9 @@
 //! a contract for scripts: fields may be added, never renamed or dropped.
 
 use crate::bignum::Big;
-use crate::coordinator::{JobProgress, OpId, OpRef};
+use crate::coordinator::{JobProgress, OpId, OpRef, WorkItem};
+use crate::frame;
+use crate::node::worker::Task;
 use facto_elections::{AnyMsg, Epoch, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -163,33 +165,76 @@ impl From<WireOp> for OpRef {
     }
 }
 
-/// `POST /internal/work`: a batch of operations from the coordinator at `epoch`.
+/// `POST /internal/work` is a frame ([`crate::frame`]): this header, then the operands of
+/// every task, task after task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkRequest {
     pub from: NodeId,
     pub epoch: Epoch,
     pub batch: u64,
-    pub items: Vec<WorkRequestItem>,
+    pub tasks: Vec<WireTask>,
 }
 
+/// One task in a [`WorkRequest`]: its root operation, its job's n, and how many of the frame's
+/// numbers are its operands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorkRequestItem {
+#[serde(deny_unknown_fields)]
+pub struct WireTask {
     pub op: WireOp,
-    #[serde(with = "b64_vec")]
-    pub operands: Vec<Big>,
+    pub n: u64,
+    pub operands: u32,
 }
 
-/// The answer to a [`WorkRequest`].
+/// The answer to a [`WorkRequest`], also a frame: this header, then one product per entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkResponse {
-    pub results: Vec<WorkResult>,
+    pub results: Vec<WireOp>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorkResult {
-    pub op: WireOp,
-    #[serde(with = "b64")]
-    pub product: Big,
+/// The frame of a batch of tasks.
+pub fn encode_work(from: NodeId, epoch: Epoch, batch: u64, items: &[WorkItem]) -> Result<Vec<u8>, String> {
+    let tasks =
+        items.iter().map(|i| WireTask { op: WireOp::from(&i.op), n: i.n, operands: i.operands.len() as u32 }).collect();
+    let numbers: Vec<&Big> = items.iter().flat_map(|i| &i.operands).collect();
+    frame::encode(&WorkRequest { from, epoch, batch, tasks }, &numbers)
+}
+
+/// A batch of tasks from its frame: the header's routing fields and every task with its
+/// operands. The operand counts must add up to the numbers the frame holds.
+pub fn decode_work(bytes: &[u8]) -> Result<(NodeId, Epoch, Vec<(OpRef, Task)>), String> {
+    let (header, numbers): (WorkRequest, Vec<Big>) = frame::decode(bytes)?;
+    let wanted: u64 = header.tasks.iter().map(|t| u64::from(t.operands)).sum();
+    if wanted != numbers.len() as u64 {
+        return Err(format!("the tasks name {wanted} operands; the frame holds {}", numbers.len()));
+    }
+    let mut numbers = numbers.into_iter();
+    let tasks = header
+        .tasks
+        .into_iter()
+        .map(|t| {
+            let op = OpRef::from(t.op);
+            let operands = numbers.by_ref().take(t.operands as usize).collect();
+            (op.clone(), Task { n: t.n, op: op.op, operands })
+        })
+        .collect();
+    Ok((header.from, header.epoch, tasks))
+}
+
+/// The frame of a batch's products.
+pub fn encode_products(products: &[(OpRef, Big)]) -> Result<Vec<u8>, String> {
+    let results = products.iter().map(|(op, _)| WireOp::from(op)).collect();
+    frame::encode(&WorkResponse { results }, &products.iter().map(|(_, p)| p).collect::<Vec<_>>())
+}
+
+/// A batch's products from their frame.
+pub fn decode_products(bytes: &[u8]) -> Result<Vec<(OpRef, Big)>, String> {
+    let (header, numbers): (WorkResponse, Vec<Big>) = frame::decode(bytes)?;
+    if header.results.len() != numbers.len() {
+        return Err(format!("{} results but {} products", header.results.len(), numbers.len()));
+    }
+    Ok(header.results.into_iter().map(OpRef::from).zip(numbers).collect())
 }
 
 /// Big numbers travel as base64 of their little-endian bytes: binary-safe inside JSON and a
@@ -210,34 +255,35 @@ pub(crate) mod b64 {
     }
 }
 
-mod b64_vec {
-    use crate::bignum::Big;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct Wrapped(#[serde(with = "super::b64")] Big);
-
-    pub fn serialize<S: Serializer>(v: &[Big], s: S) -> Result<S::Ok, S::Error> {
-        let wrapped: Vec<Wrapped> = v.iter().cloned().map(Wrapped).collect();
-        wrapped.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Big>, D::Error> {
-        Ok(Vec::<Wrapped>::deserialize(d)?.into_iter().map(|w| w.0).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn big_numbers_round_trip_through_json() {
-        let item = WorkResult { op: WireOp { job: "3-1".into(), level: 0, index: 2 }, product: Big::from(1u64 << 40) };
-        let text = serde_json::to_string(&item).unwrap();
+        let fact = crate::checkpoint::Fact::Product {
+            job: "3-1".into(),
+            op: OpId { level: 0, index: 2 },
+            product: Big::from(1u64 << 40),
+        };
+        let text = serde_json::to_string(&fact).unwrap();
         assert!(text.contains(r#""product":"AAAAAAAB""#), "{text}");
-        let back: WorkResult = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.product, Big::from(1u64 << 40));
+        assert_eq!(serde_json::from_str::<crate::checkpoint::Fact>(&text).unwrap(), fact);
+    }
+
+    #[test]
+    fn a_batch_and_its_products_round_trip_through_frames() {
+        let op = |index| OpRef { job: "2-1".into(), op: OpId { level: 6, index } };
+        let items = vec![
+            WorkItem { op: op(0), n: 1_000_000, operands: vec![Big::from(3), Big::from(5)] },
+            WorkItem { op: op(1), n: 1_000_000, operands: vec![] },
+        ];
+        let (from, epoch, tasks) = decode_work(&encode_work(4, 9, 77, &items).unwrap()).unwrap();
+        assert_eq!((from, epoch, tasks.len()), (4, 9, 2));
+        assert_eq!(tasks[0].1.operands, items[0].operands);
+        assert_eq!((tasks[1].0.clone(), tasks[1].1.operands.len()), (op(1), 0));
+        let products = vec![(op(0), Big::factorial(50)), (op(1), Big::from(1))];
+        assert_eq!(decode_products(&encode_products(&products).unwrap()).unwrap(), products);
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl Checkpoint {
                 None => self.keep_orphan(fact),
                 Some(j) => {
                     let plan = Plan::new(j.n);
-                    if !plan.contains(op) || Self::finished(j) || j.products.contains_key(&op) {
+                    // Only task roots' products travel and count (see `coordinator::plan`).
+                    if !plan.is_task(op) || Self::finished(j) || j.products.contains_key(&op) {
                         return false;
                     }
                     if plan.root() == Some(op) {
@@ -174,10 +175,10 @@ mod tests {
     #[test]
     fn merging_is_a_union_in_any_order() {
         let facts = vec![
-            Fact::Job { id: "2-1".into(), n: 20, request: None },
-            product("2-1", 0, 0, 120),
-            Fact::Dispatched { job: "2-1".into(), op: OpId { level: 0, index: 1 } },
-            product("2-1", 0, 1, 1680),
+            Fact::Job { id: "2-1".into(), n: 20_000, request: None },
+            product("2-1", 5, 0, 120),
+            Fact::Dispatched { job: "2-1".into(), op: OpId { level: 5, index: 1 } },
+            product("2-1", 5, 1, 1680),
         ];
         let mut forward = Checkpoint::default();
         let mut backward = Checkpoint::default();
@@ -202,12 +203,13 @@ mod tests {
     fn a_root_product_drops_what_is_below_it() {
         let mut c = Checkpoint::default();
         c.apply(Fact::Job { id: "1-1".into(), n: 5, request: None });
-        c.apply(Fact::Job { id: "1-2".into(), n: 20, request: None });
-        c.apply(product("1-2", 0, 0, 120));
-        let root = Plan::new(20).root().unwrap();
+        c.apply(Fact::Job { id: "1-2".into(), n: 20_000, request: None });
+        assert!(c.apply(product("1-2", 5, 0, 120)));
+        assert!(!c.apply(product("1-2", 0, 0, 120)), "an operation inside a task is refused");
+        let root = Plan::new(20_000).root().unwrap();
         assert!(c.apply(product("1-2", root.level, root.index, 7)));
         assert_eq!(c.jobs["1-2"].products.len(), 1);
-        assert!(!c.apply(product("1-2", 0, 1, 1680)), "a finished job takes no more facts");
+        assert!(!c.apply(product("1-2", 5, 1, 1680)), "a finished job takes no more facts");
         assert!(!c.apply(product("1-2", 9, 0, 1)), "an operation outside the plan is refused");
     }
 

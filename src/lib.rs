@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod frame;
 pub mod node;
 pub mod store;
 pub mod transport;

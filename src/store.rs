@@ -253,9 +253,9 @@ mod tests {
         use crate::coordinator::OpId;
         let dir = std::env::temp_dir().join(format!("facto-store-records-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 0, index: i }, product: Big::from(i + 7) };
+        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 5, index: i }, product: Big::from(i + 7) };
         let store = Store::open(&dir).unwrap();
-        let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300, request: None }];
+        let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300_000, request: None }];
         facts.extend((0..64).map(leaf));
         assert!(async_std::task::block_on(store.start_writer().write(facts, vec![], 65).wait()));
         assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
@@ -273,10 +273,10 @@ mod tests {
         use crate::coordinator::{OpId, Plan};
         let dir = std::env::temp_dir().join(format!("facto-store-facts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 0, index: i }, product: Big::from(i + 7) };
+        let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 5, index: i }, product: Big::from(i + 7) };
         {
             let store = Store::open(&dir).unwrap();
-            let facts = vec![Fact::Job { id: "1-1".into(), n: 20, request: None }, leaf(0), leaf(1)];
+            let facts = vec![Fact::Job { id: "1-1".into(), n: 20_000, request: None }, leaf(0), leaf(1)];
             let durable = store.start_writer().write(facts, vec![], 3);
             assert!(async_std::task::block_on(durable.wait()));
         }
@@ -284,7 +284,7 @@ mod tests {
         let (checkpoint, version) = store.checkpoint().unwrap();
         assert_eq!(version, 3);
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
-        let root = Plan::new(20).root().unwrap();
+        let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
         let durable = store.start_writer().write(vec![], vec![("1-1".into(), root_fact)], 4);
         assert!(async_std::task::block_on(durable.wait()));

@@ -3,5 +3,5 @@
 pub mod plan;
 pub mod scheduler;
 
-pub use plan::{OpId, Plan, MAX_OPERANDS};
+pub use plan::{OpId, Plan, TaskInputs, MAX_OPERANDS};
 pub use scheduler::{Action, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};

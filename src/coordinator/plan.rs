@@ -1,15 +1,31 @@
-//! The shape of one factorial: a tree of operations of at most [`MAX_OPERANDS`] values.
+//! The shape of one factorial: a tree of operations of at most [`MAX_OPERANDS`] values, cut
+//! into tasks.
 //!
 //! Level 0 holds the leaves: leaf `i` multiplies the consecutive integers
 //! `2 + 4i ..= min(5 + 4i, n)`. Node `j` of level `k + 1` multiplies the products of nodes
 //! `4j ..= 4j + 3` of level `k` (fewer at the right edge). The top level has a single node, the
 //! root, whose product is n!. The tree is a pure function of n, so an operation is named by
 //! `(level, index)` alone and any coordinator rebuilds the same plan from n.
+//!
+//! **Tasks.** A worker is not sent single operations but whole subtrees: a task is named by its
+//! root operation, which must sit on a *stage* level, and covers every operation below it down
+//! to (not including) the stage level beneath. The lowest stage's tasks reach the leaves and
+//! need no operands at all (the worker derives the integers from n); a higher stage's task
+//! takes the products of the tasks below it. Only stage products ever leave a worker, enter
+//! the checkpoint or count in the scheduler; the operations inside a task are performed by one
+//! worker, each on at most four values. The stages are a pure function of n too
+//! ([`Plan::new`] explains the choice), so a new coordinator cuts the tree the same way.
 
 use serde::{Deserialize, Serialize};
 
 /// The most values one operation multiplies.
 pub const MAX_OPERANDS: u64 = 4;
+/// The lowest stage is at least this level: a leaf task covers at least `4^(level+1)` integers
+/// (4,096 at level 5), so a small job is one task and one round trip.
+const LEAF_STAGE_LEVEL_MIN: u32 = 5;
+/// ... and at most this many tasks share the lowest stage (enough to spread over the workers
+/// and keep re-execution after a crash small, few enough that per-task overhead stays small).
+const LEAF_STAGE_TASKS_MAX: u64 = 256;
 
 /// One operation in a job's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -18,24 +34,30 @@ pub struct OpId {
     pub index: u64,
 }
 
-/// What an operation multiplies.
+/// What a task starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operands {
-    /// Consecutive integers `first..=last` (at most [`MAX_OPERANDS`] of them).
+pub enum TaskInputs {
+    /// The consecutive integers `first..=last`: the task reaches the leaves.
     Integers { first: u64, last: u64 },
-    /// The products of these operations of the level below.
+    /// The products of these tasks of the stage below, in order.
     Products(Vec<OpId>),
 }
 
-/// The operation tree of n!.
+/// The operation tree of n!, cut into tasks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     n: u64,
     /// How many operations each level holds, leaves first.
     level_sizes: Vec<u64>,
+    /// The levels whose operations are task roots, lowest first; the last is the root's.
+    stages: Vec<u32>,
 }
 
 impl Plan {
+    /// The plan of n!. The lowest stage is the lowest level with at most
+    /// [`LEAF_STAGE_TASKS_MAX`] operations, but not below [`LEAF_STAGE_LEVEL_MIN`] (nor above
+    /// the root); every level above it is a stage of its own, so the products near the top,
+    /// where multiplications are largest, are computed by several workers in parallel.
     pub fn new(n: u64) -> Plan {
         let mut level_sizes = Vec::new();
         if n >= 2 {
@@ -46,7 +68,11 @@ impl Plan {
                 level_sizes.push(size);
             }
         }
-        Plan { n, level_sizes }
+        let top = level_sizes.len() as u32;
+        let few_enough = level_sizes.iter().position(|&s| s <= LEAF_STAGE_TASKS_MAX).unwrap_or(0) as u32;
+        let lowest = few_enough.max(LEAF_STAGE_LEVEL_MIN).min(top.saturating_sub(1));
+        let stages = if top == 0 { Vec::new() } else { (lowest..top).collect() };
+        Plan { n, level_sizes, stages }
     }
 
     pub fn n(&self) -> u64 {
@@ -69,50 +95,94 @@ impl Plan {
         self.level_sizes.get(level as usize).copied().unwrap_or(0)
     }
 
-    /// Whether `op` names an operation of this plan (peers' messages are checked with it).
+    /// Whether `op` names an operation of this plan.
     pub fn contains(&self, op: OpId) -> bool {
         op.index < self.level_size(op.level)
     }
 
-    /// What `op` multiplies. `op` must belong to the plan.
-    pub fn operands(&self, op: OpId) -> Operands {
-        debug_assert!(self.contains(op), "{op:?} is not in the plan of {}!", self.n);
-        if op.level == 0 {
-            let first = 2 + MAX_OPERANDS * op.index;
-            Operands::Integers { first, last: (first + MAX_OPERANDS - 1).min(self.n) }
-        } else {
-            Operands::Products(self.children(op))
+    /// Whether `op` names a task of this plan (peers' messages are checked with it).
+    pub fn is_task(&self, op: OpId) -> bool {
+        self.contains(op) && self.stages.contains(&op.level)
+    }
+
+    /// The stage levels, lowest first.
+    pub fn stages(&self) -> &[u32] {
+        &self.stages
+    }
+
+    /// Every task of stage level `level`, in order.
+    pub fn tasks_at(&self, level: u32) -> impl Iterator<Item = OpId> {
+        let size = if self.stages.contains(&level) { self.level_size(level) } else { 0 };
+        (0..size).map(move |index| OpId { level, index })
+    }
+
+    /// The stage level below `level`, or `None` for the lowest stage.
+    fn stage_below(&self, level: u32) -> Option<u32> {
+        self.stages.iter().copied().filter(|&s| s < level).max()
+    }
+
+    /// How many levels of operations the task `op` performs.
+    pub fn task_depth(&self, op: OpId) -> u32 {
+        match self.stage_below(op.level) {
+            Some(below) => op.level - below,
+            None => op.level + 1,
         }
     }
 
-    fn children(&self, op: OpId) -> Vec<OpId> {
-        let below = self.level_size(op.level - 1);
-        let first = op.index * MAX_OPERANDS;
-        let last = (first + MAX_OPERANDS).min(below);
-        (first..last).map(|index| OpId { level: op.level - 1, index }).collect()
-    }
-
-    /// The operation that consumes `op`'s product, or `None` for the root.
-    pub fn parent(&self, op: OpId) -> Option<OpId> {
-        if Some(op) == self.root() {
-            None
-        } else {
-            Some(OpId { level: op.level + 1, index: op.index / MAX_OPERANDS })
+    /// What the task `op` starts from. `op` must be a task of the plan.
+    pub fn task_inputs(&self, op: OpId) -> TaskInputs {
+        debug_assert!(self.is_task(op), "{op:?} is not a task of {}!", self.n);
+        match self.stage_below(op.level) {
+            Some(below) => {
+                let (first, end) = self.range_at(op, below);
+                TaskInputs::Products((first..end).map(|index| OpId { level: below, index }).collect())
+            }
+            None => {
+                let (first_leaf, end_leaf) = self.range_at(op, 0);
+                let first = 2 + MAX_OPERANDS * first_leaf;
+                TaskInputs::Integers { first, last: (1 + MAX_OPERANDS * end_leaf).min(self.n) }
+            }
         }
     }
 
-    /// How many products the operation `op` waits for (0 for leaves).
-    pub fn child_count(&self, op: OpId) -> u64 {
-        match self.operands(op) {
-            Operands::Integers { .. } => 0,
-            Operands::Products(children) => children.len() as u64,
-        }
+    /// The task that consumes the product of task `op`, or `None` for the root.
+    pub fn task_parent(&self, op: OpId) -> Option<OpId> {
+        let above = self.stages.iter().copied().find(|&s| s > op.level)?;
+        Some(OpId { level: above, index: op.index / fan_out(above - op.level) })
     }
 
-    /// Every leaf, in order.
-    pub fn leaves(&self) -> impl Iterator<Item = OpId> {
-        (0..self.level_size(0)).map(|index| OpId { level: 0, index })
+    /// How many operations of the plan the task `op` performs.
+    pub fn task_ops(&self, op: OpId) -> u64 {
+        let lowest = self.stage_below(op.level).map_or(0, |below| below + 1);
+        self.ops_between(op, lowest)
     }
+
+    /// How many operations of the plan lie in `op`'s whole subtree (`op` included): what a
+    /// known product of `op` makes unnecessary.
+    pub fn subtree_ops(&self, op: OpId) -> u64 {
+        self.ops_between(op, 0)
+    }
+
+    fn ops_between(&self, op: OpId, lowest: u32) -> u64 {
+        (lowest..=op.level)
+            .map(|level| {
+                let (first, end) = self.range_at(op, level);
+                end - first
+            })
+            .sum()
+    }
+
+    /// The indices `first..end` of the operations of `level` under `op` (`level <= op.level`).
+    fn range_at(&self, op: OpId, level: u32) -> (u64, u64) {
+        let factor = fan_out(op.level - level);
+        let end = op.index.saturating_add(1).saturating_mul(factor).min(self.level_size(level));
+        (op.index.saturating_mul(factor).min(end), end)
+    }
+}
+
+/// How many operations lie `levels` levels below one operation in a full tree: `4^levels`.
+fn fan_out(levels: u32) -> u64 {
+    MAX_OPERANDS.checked_pow(levels).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -125,53 +195,69 @@ mod tests {
             let plan = Plan::new(n);
             assert_eq!(plan.total_ops(), 0);
             assert_eq!(plan.root(), None);
+            assert!(plan.stages().is_empty());
         }
     }
 
     #[test]
-    fn small_factorials_are_one_leaf() {
-        let plan = Plan::new(5);
-        assert_eq!(plan.total_ops(), 1);
-        assert_eq!(plan.root(), Some(OpId { level: 0, index: 0 }));
-        assert_eq!(plan.operands(OpId { level: 0, index: 0 }), Operands::Integers { first: 2, last: 5 });
-        assert_eq!(Plan::new(2).operands(OpId { level: 0, index: 0 }), Operands::Integers { first: 2, last: 2 });
+    fn a_small_factorial_is_one_task_over_its_whole_tree() {
+        let plan = Plan::new(20);
+        assert_eq!(plan.level_sizes, vec![5, 2, 1]);
+        let root = plan.root().unwrap();
+        assert_eq!(plan.stages(), &[2]);
+        assert_eq!(plan.task_inputs(root), TaskInputs::Integers { first: 2, last: 20 });
+        assert_eq!((plan.task_ops(root), plan.task_depth(root), plan.total_ops()), (8, 3, 8));
+        assert_eq!(plan.task_parent(root), None);
+        assert!(!plan.is_task(OpId { level: 1, index: 0 }), "inner operations are not tasks");
+        assert_eq!(Plan::new(2).task_inputs(OpId { level: 0, index: 0 }), TaskInputs::Integers { first: 2, last: 2 });
     }
 
     #[test]
-    fn every_integer_is_in_exactly_one_leaf_and_every_op_has_at_most_four_operands() {
-        for n in [2, 3, 6, 20, 21, 100, 1000, 4097] {
+    fn a_million_is_cut_into_245_leaf_tasks_and_one_stage_per_level_above() {
+        let plan = Plan::new(1_000_000);
+        assert_eq!(plan.stages(), &[5, 6, 7, 8, 9]);
+        assert_eq!(plan.tasks_at(5).count(), 245);
+        assert_eq!(plan.tasks_at(4).count(), 0, "level 4 is inside the leaf tasks");
+        let first = OpId { level: 5, index: 0 };
+        assert_eq!(plan.task_inputs(first), TaskInputs::Integers { first: 2, last: 4097 });
+        assert_eq!(plan.task_ops(first), 1024 + 256 + 64 + 16 + 4 + 1);
+        let top = plan.root().unwrap();
+        assert_eq!(plan.task_depth(top), 1);
+        assert_eq!(plan.task_inputs(top), TaskInputs::Products((0..4).map(|index| OpId { level: 8, index }).collect()));
+        assert_eq!(plan.subtree_ops(top), plan.total_ops());
+    }
+
+    /// Every integer is in exactly one leaf task, every operation in exactly one task, and a
+    /// task's inputs are exactly the tasks of the stage below that name it as their parent.
+    #[test]
+    fn tasks_partition_the_tree() {
+        for n in [2, 3, 6, 20, 21, 100, 1000, 4097, 16_390, 100_000, 1_000_000, 3_000_001] {
             let plan = Plan::new(n);
+            let stages = plan.stages().to_vec();
+            assert_eq!(stages.last().copied(), plan.root().map(|r| r.level), "n = {n}");
             let mut next = 2;
-            for leaf in plan.leaves() {
-                match plan.operands(leaf) {
-                    Operands::Integers { first, last } => {
-                        assert_eq!(first, next);
-                        assert!(last - first < MAX_OPERANDS);
-                        next = last + 1;
+            let mut ops = 0;
+            for &level in &stages {
+                for task in plan.tasks_at(level) {
+                    assert!(plan.is_task(task));
+                    ops += plan.task_ops(task);
+                    match plan.task_inputs(task) {
+                        TaskInputs::Integers { first, last } => {
+                            assert_eq!((level, first), (stages[0], next), "n = {n}");
+                            next = last + 1;
+                        }
+                        TaskInputs::Products(children) => {
+                            assert!(!children.is_empty());
+                            for child in children {
+                                assert!(plan.is_task(child));
+                                assert_eq!(plan.task_parent(child), Some(task));
+                            }
+                        }
                     }
-                    other => panic!("leaf with {other:?}"),
                 }
             }
             assert_eq!(next, n + 1, "n = {n}");
-            // Every non-root op has exactly one parent, which lists it among its children.
-            for level in 0..plan.level_sizes.len() as u32 {
-                for index in 0..plan.level_size(level) {
-                    let op = OpId { level, index };
-                    assert!(plan.child_count(op) <= MAX_OPERANDS);
-                    if let Some(parent) = plan.parent(op) {
-                        assert_eq!(plan.operands(parent), Operands::Products(plan.children(parent)));
-                        assert!(plan.children(parent).contains(&op));
-                    }
-                }
-            }
+            assert_eq!(ops, plan.total_ops(), "n = {n}");
         }
-    }
-
-    #[test]
-    fn twenty_has_five_leaves_under_two_inner_nodes_and_a_root() {
-        let plan = Plan::new(20);
-        assert_eq!(plan.level_sizes, vec![5, 2, 1]);
-        assert_eq!(plan.total_ops(), 8);
-        assert!(!plan.contains(OpId { level: 1, index: 2 }));
     }
 }

@@ -5,20 +5,22 @@
 //! this job finished. It never multiplies, never reads a clock and never does I/O, so every
 //! scenario (slow workers, lost batches, late answers) runs in unit tests without a network.
 //!
-//! Work goes out in batches: one request carries many operations, so 1,000,000! does not cost
-//! one HTTP round trip per operation. A batch that is not answered by its deadline is failed:
+//! The scheduler deals in tasks (see [`super::plan`]): whole subtrees that one worker computes,
+//! of which only the root's product comes back. Work goes out in batches of tasks: one request
+//! carries several, so 1,000,000! costs a few dozen round trips, not one per operation. A batch that is not answered by its deadline is failed:
 //! its operations go back to the ready set and its worker is quarantined for a while that grows
 //! with every consecutive failure (see [`QUARANTINE_MS_BASE`]). An answer that arrives after its
 //! batch was failed is still used for the operations nobody else finished yet, since a product
 //! is a deterministic fact; it never overwrites anything.
 
-use super::plan::{OpId, Operands, Plan};
+use super::plan::{OpId, Plan, TaskInputs};
 use crate::bignum::Big;
 use facto_elections::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The most operations one batch carries.
-pub const BATCH_OPS_MAX: usize = 64;
+/// The most tasks one batch carries (small batches keep every worker busy and let the next
+/// stage start while the last tasks of this one still run).
+pub const BATCH_TASKS_MAX: usize = 8;
 /// How many batches one worker may hold at once (so it is never idle while a reply travels).
 pub const BATCHES_PER_WORKER_MAX: usize = 2;
 /// First quarantine of a worker whose batch failed; doubles per consecutive failure.
@@ -36,10 +38,13 @@ pub struct OpRef {
     pub op: OpId,
 }
 
-/// The values an operation multiplies, ready to send.
+/// A task, ready to send: its root operation, its job's n (the worker derives the task's
+/// shape from the plan of n), and the products it starts from (none for leaf tasks, whose
+/// integers the worker derives).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkItem {
     pub op: OpRef,
+    pub n: u64,
     pub operands: Vec<Big>,
 }
 
@@ -62,6 +67,10 @@ pub struct Timing {
     pub batch_timeout_ms: u64,
 }
 
+/// Extra time a batch gets per MiB of operands it carries (large products take long to move
+/// and multiply on a loaded machine).
+const BATCH_MS_PER_MIB: u64 = 200;
+
 /// Progress of one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobProgress {
@@ -79,17 +88,19 @@ pub struct JobProgress {
 struct Job {
     seq: u64,
     plan: Plan,
-    /// Products computed and not yet consumed by a finished parent.
+    /// Task products computed and not yet consumed by a finished parent task.
     products: BTreeMap<OpId, Big>,
-    /// Operations whose product is known (consumed or not).
+    /// Tasks whose product is known, or covered by a known product above them.
     done: BTreeSet<OpId>,
-    /// Inner operations: how many children are still missing.
+    /// Operations of the plan inside the tasks in `done`.
+    ops_done: u64,
+    /// Tasks above the lowest stage: how many of their input tasks are still missing.
     waiting: BTreeMap<OpId, u64>,
-    /// Operations ever handed to a worker (by this coordinator or, per the checkpoint, an
+    /// Tasks ever handed to a worker (by this coordinator or, per the checkpoint, an
     /// earlier one).
     dispatched: BTreeSet<OpId>,
-    /// Dispatches of operations that had been dispatched before (a worker failed, was too
-    /// slow, or a coordinator crashed while they were in flight).
+    /// Operations of tasks dispatched again after an earlier dispatch (a worker failed, was
+    /// too slow, or a coordinator crashed while they were in flight).
     reexecuted: u64,
     finished: bool,
 }
@@ -110,13 +121,23 @@ struct Worker {
     quarantined_until_ms: u64,
 }
 
-/// Ready operations in dispatch order: older jobs first, then higher levels first (finishing
-/// inner operations frees the products they consume), then by index.
+/// Ready tasks in dispatch order: older jobs first, then higher levels first (finishing
+/// inner tasks frees the products they consume), then by index.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct ReadyKey {
     job_seq: u64,
     level_rev: u32,
     index: u64,
+}
+
+impl ReadyKey {
+    fn new(job_seq: u64, op: OpId) -> ReadyKey {
+        ReadyKey { job_seq, level_rev: u32::MAX - op.level, index: op.index }
+    }
+
+    fn op(&self) -> OpId {
+        OpId { level: u32::MAX - self.level_rev, index: self.index }
+    }
 }
 
 /// The coordinator's scheduling state.
@@ -193,11 +214,15 @@ impl Scheduler {
         let seq = self.next_job_seq;
         self.next_job_seq += 1;
         let plan = Plan::new(n);
+        // Products that are not task roots (a forged fact, or a checkpoint written by an
+        // older version) are not trusted to cover anything.
+        known.retain(|&op, _| plan.is_task(op));
         let mut job = Job {
             seq,
             plan,
             products: BTreeMap::new(),
             done: BTreeSet::new(),
+            ops_done: 0,
             waiting: BTreeMap::new(),
             dispatched,
             reexecuted: 0,
@@ -210,7 +235,7 @@ impl Scheduler {
         };
         if let Some(result) = finished_with {
             job.finished = true;
-            job.done = job.dispatched.clone();
+            job.ops_done = job.plan.total_ops();
             actions.push(Action::JobFinished { job: id.clone(), n, result });
         } else {
             self.resume(&mut job, known);
@@ -222,13 +247,12 @@ impl Scheduler {
 
     /// Marks what `known` products cover as done (top-down: a known product covers its whole
     /// subtree), keeps the products an unfinished parent still needs, and queues every
-    /// operation whose inputs are all known.
+    /// task whose inputs are all known.
     fn resume(&mut self, job: &mut Job, mut known: BTreeMap<OpId, Big>) {
-        let top = job.plan.root().expect("unfinished jobs have a root").level;
-        for level in (0..=top).rev() {
-            for index in 0..job.plan.level_size(level) {
-                let op = OpId { level, index };
-                let parent_done = job.plan.parent(op).is_some_and(|p| job.done.contains(&p));
+        let stages = job.plan.stages().to_vec();
+        for &level in stages.iter().rev() {
+            for op in job.plan.tasks_at(level) {
+                let parent_done = job.plan.task_parent(op).is_some_and(|p| job.done.contains(&p));
                 if parent_done {
                     job.done.insert(op);
                 } else if let Some(product) = known.remove(&op) {
@@ -237,18 +261,18 @@ impl Scheduler {
                 }
             }
         }
-        for level in 0..=top {
-            for index in 0..job.plan.level_size(level) {
-                let op = OpId { level, index };
+        job.ops_done = job.done.iter().map(|&op| job.plan.task_ops(op)).sum();
+        for &level in &stages {
+            for op in job.plan.tasks_at(level) {
                 if job.done.contains(&op) {
                     continue;
                 }
-                let missing = match job.plan.operands(op) {
-                    Operands::Integers { .. } => 0,
-                    Operands::Products(children) => children.iter().filter(|c| !job.done.contains(c)).count() as u64,
+                let missing = match job.plan.task_inputs(op) {
+                    TaskInputs::Integers { .. } => 0,
+                    TaskInputs::Products(children) => children.iter().filter(|c| !job.done.contains(c)).count() as u64,
                 };
                 if missing == 0 {
-                    self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - level, index });
+                    self.ready.insert(ReadyKey::new(job.seq, op));
                 } else {
                     job.waiting.insert(op, missing);
                 }
@@ -357,15 +381,14 @@ impl Scheduler {
             id: id.to_string(),
             n: job.plan.n(),
             ops_total: job.plan.total_ops(),
-            // A job restored as finished knows only its root: all of it is done.
-            ops_done: if job.finished { job.plan.total_ops() } else { job.done.len() as u64 },
+            ops_done: job.ops_done,
             ops_reexecuted: job.reexecuted,
-            ops_in_flight: self.assigned.keys().filter(|op| op.job == id).count() as u64,
+            ops_in_flight: self.assigned.keys().filter(|op| op.job == id).map(|op| job.plan.task_ops(op.op)).sum(),
             finished: job.finished,
         })
     }
 
-    /// Operations currently assigned to workers.
+    /// Tasks currently assigned to workers.
     pub fn in_flight(&self) -> usize {
         self.assigned.len()
     }
@@ -374,18 +397,19 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&op.job) else {
             return;
         };
-        if job.finished || !job.plan.contains(op.op) || job.done.contains(&op.op) {
+        if job.finished || !job.plan.is_task(op.op) || job.done.contains(&op.op) {
             return;
         }
         // Still queued for a retry elsewhere? This answer makes that unnecessary.
-        self.ready.remove(&ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
+        self.ready.remove(&ReadyKey::new(job.seq, op.op));
         job.done.insert(op.op);
-        if let Operands::Products(children) = job.plan.operands(op.op) {
+        job.ops_done += job.plan.task_ops(op.op);
+        if let TaskInputs::Products(children) = job.plan.task_inputs(op.op) {
             for child in children {
                 job.products.remove(&child);
             }
         }
-        match job.plan.parent(op.op) {
+        match job.plan.task_parent(op.op) {
             None => {
                 job.finished = true;
                 job.products.clear();
@@ -393,15 +417,14 @@ impl Scheduler {
             }
             Some(parent) => {
                 job.products.insert(op.op, product);
-                let missing = job.waiting.entry(parent).or_insert_with(|| job.plan.child_count(parent));
-                *missing -= 1;
+                let missing = job.waiting.entry(parent).or_insert_with(|| match job.plan.task_inputs(parent) {
+                    TaskInputs::Integers { .. } => 0,
+                    TaskInputs::Products(children) => children.len() as u64,
+                });
+                *missing = missing.saturating_sub(1);
                 if *missing == 0 {
                     job.waiting.remove(&parent);
-                    self.ready.insert(ReadyKey {
-                        job_seq: job.seq,
-                        level_rev: u32::MAX - parent.level,
-                        index: parent.index,
-                    });
+                    self.ready.insert(ReadyKey::new(job.seq, parent));
                 }
             }
         }
@@ -433,7 +456,7 @@ impl Scheduler {
         if job.finished || job.done.contains(&op.op) {
             return;
         }
-        self.ready.insert(ReadyKey { job_seq: job.seq, level_rev: u32::MAX - op.op.level, index: op.op.index });
+        self.ready.insert(ReadyKey::new(job.seq, op.op));
     }
 
     fn dispatch(&mut self, now_ms: u64) -> Vec<Action> {
@@ -447,7 +470,7 @@ impl Scheduler {
             return Vec::new();
         }
         // Spread small amounts of work over every free worker rather than one full batch.
-        let per_batch = self.ready.len().div_ceil(free.len()).clamp(1, BATCH_OPS_MAX);
+        let per_batch = self.ready.len().div_ceil(free.len()).clamp(1, BATCH_TASKS_MAX);
         let mut actions = Vec::new();
         for worker in free {
             let keys: Vec<ReadyKey> = self.ready.iter().take(per_batch).cloned().collect();
@@ -459,21 +482,17 @@ impl Scheduler {
             let mut items = Vec::with_capacity(keys.len());
             for key in keys {
                 self.ready.remove(&key);
-                let job_id = self.job_by_seq[&key.job_seq].clone();
-                let op = OpId { level: u32::MAX - key.level_rev, index: key.index };
-                let job = self.jobs.get_mut(&job_id).expect("ready operations belong to known jobs");
-                if !job.dispatched.insert(op) {
-                    job.reexecuted += 1;
+                if let Some(item) = self.work_item(&key) {
+                    self.assigned.insert(item.op.clone(), batch);
+                    items.push(item);
                 }
-                let operands = match job.plan.operands(op) {
-                    Operands::Integers { first, last } => (first..=last).map(Big::from).collect(),
-                    Operands::Products(children) => children.iter().map(|c| job.products[c].clone()).collect(),
-                };
-                let op = OpRef { job: job_id, op };
-                self.assigned.insert(op.clone(), batch);
-                items.push(WorkItem { op, operands });
             }
-            let deadline_ms = now_ms + self.timing.worker_delay_ms + self.timing.batch_timeout_ms;
+            if items.is_empty() {
+                continue;
+            }
+            let operand_bytes: usize = items.iter().flat_map(|i| &i.operands).map(Big::byte_len).sum();
+            let size_allowance_ms = (operand_bytes as u64 >> 20).saturating_mul(BATCH_MS_PER_MIB);
+            let deadline_ms = now_ms + self.timing.worker_delay_ms + self.timing.batch_timeout_ms + size_allowance_ms;
             let ops = items.iter().map(|i| i.op.clone()).collect();
             self.batches.insert(batch, Batch { worker, ops, deadline_ms });
             if let Some(w) = self.workers.get_mut(&worker) {
@@ -485,6 +504,26 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// The task `key` names, with its operands, counted as dispatched. `None` (never expected)
+    /// when its job or an input product is missing: the task is then left out, not a panic.
+    fn work_item(&mut self, key: &ReadyKey) -> Option<WorkItem> {
+        let job_id = self.job_by_seq.get(&key.job_seq)?.clone();
+        let job = self.jobs.get_mut(&job_id)?;
+        let op = key.op();
+        let operands = match job.plan.task_inputs(op) {
+            TaskInputs::Integers { .. } => Vec::new(),
+            TaskInputs::Products(children) => {
+                children.iter().map(|c| job.products.get(c).cloned()).collect::<Option<Vec<Big>>>()?
+            }
+        };
+        if !job.dispatched.insert(op) {
+            job.reexecuted += job.plan.task_ops(op);
+        }
+        Some(WorkItem { op: OpRef { job: job_id, op }, n: job.plan.n(), operands })
+    }
+}
+
 /// Quarantine after the `failures`-th consecutive failure: doubles from the base, capped.
 fn quarantine_ms(failures: u32) -> u64 {
     QUARANTINE_MS_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(QUARANTINE_MS_MAX)
@@ -493,16 +532,25 @@ fn quarantine_ms(failures: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::worker::{self, Task, WorkerStats};
 
     const TIMING: Timing = Timing { worker_delay_ms: 0, batch_timeout_ms: 1_000 };
 
-    /// Answers every dispatch by multiplying, as a worker would.
+    /// Answers every dispatch by computing its tasks, as a worker would.
     fn answer(items: &[WorkItem]) -> Vec<(OpRef, Big)> {
-        items.iter().map(|i| (i.op.clone(), Big::product(&i.operands))).collect()
+        let stats = WorkerStats::default();
+        items
+            .iter()
+            .map(|i| {
+                let task = Task { n: i.n, op: i.op.op, operands: i.operands.clone() };
+                worker::check(&task, u64::MAX).expect("the scheduler sends well-formed tasks");
+                (i.op.clone(), worker::compute(task, &stats))
+            })
+            .collect()
     }
 
-    fn factorial(n: u64) -> Big {
-        (2..=n).fold(Big::one(), |acc, k| Big::product(&[acc, Big::from(k)]))
+    fn task_ops(items: &[WorkItem]) -> u64 {
+        items.iter().map(|i| Plan::new(i.n).task_ops(i.op.op)).sum()
     }
 
     /// Runs jobs to the end with the given workers answering at once; returns the results.
@@ -516,7 +564,7 @@ mod tests {
             for action in actions {
                 match action {
                     Action::Dispatch { batch, items, .. } => {
-                        assert!(items.iter().all(|i| i.operands.len() <= 4));
+                        assert!(items.len() <= BATCH_TASKS_MAX);
                         next.extend(s.batch_done(batch, answer(&items), now_ms));
                     }
                     Action::JobFinished { job, result, .. } => {
@@ -530,14 +578,14 @@ mod tests {
     }
 
     #[test]
-    fn computes_factorials_with_operations_of_at_most_four_values() {
+    fn computes_factorials_task_by_task() {
         let mut s = Scheduler::new("1".into(), TIMING);
         for w in [2, 3, 4] {
             s.add_worker(w);
         }
         let mut actions = Vec::new();
         let mut ids = Vec::new();
-        for n in [0, 1, 2, 20, 20, 100, 1000] {
+        for n in [0, 1, 2, 20, 20, 10_000, 100_000] {
             let (id, a) = s.submit(n);
             ids.push((id, n));
             actions.extend(a);
@@ -545,25 +593,25 @@ mod tests {
         let results = run_to_end(&mut s, actions);
         assert_eq!(results.len(), 7, "the same n twice is two jobs");
         for (id, n) in ids {
-            assert_eq!(results[&id], factorial(n), "{n}!");
+            assert_eq!(results[&id], Big::factorial(n), "{n}!");
         }
         assert!(s.progress().iter().all(|p| p.finished && p.ops_done == p.ops_total && p.ops_reexecuted == 0));
         assert_eq!(s.in_flight(), 0);
     }
 
-    /// A worker's answer that leaves operations out does not strand them.
+    /// A worker's answer that leaves tasks out does not strand them.
     #[test]
     fn a_short_answer_requeues_what_it_left_out() {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
-        let (id, _) = s.submit(40);
+        let (id, _) = s.submit(40_000);
         let first = s.tick(0);
-        let [Action::Dispatch { batch, items, .. }] = first.as_slice() else { panic!("{first:?}") };
+        let Action::Dispatch { batch, items, .. } = &first[0] else { panic!("{first:?}") };
         assert!(items.len() > 2);
-        let next = s.batch_done(*batch, answer(&items[..1]), 1);
-        assert!(!next.is_empty(), "the left-out operations go out again");
+        let mut next = s.batch_done(*batch, answer(&items[..1]), 1);
+        next.extend(first.into_iter().skip(1));
         let results = run_to_end(&mut s, next);
-        assert_eq!(results[&id], factorial(40));
+        assert_eq!(results[&id], Big::factorial(40_000));
     }
 
     #[test]
@@ -574,7 +622,7 @@ mod tests {
         assert!(s.tick(10).is_empty());
         s.add_worker(7);
         let results = run_to_end(&mut s, Vec::new());
-        assert_eq!(results[&id], factorial(30));
+        assert_eq!(results[&id], Big::factorial(30));
     }
 
     #[test]
@@ -582,20 +630,20 @@ mod tests {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
         s.add_worker(3);
-        let (id, _) = s.submit(8); // two leaves, one root
+        let (id, _) = s.submit(8_194); // two leaf tasks, one root task
         let first = s.tick(0);
-        assert_eq!(first.len(), 2, "one leaf to each worker");
+        assert_eq!(first.len(), 2, "one leaf task to each worker");
         let Action::Dispatch { batch: slow_batch, worker: slow, items: slow_items, .. } = first[0].clone() else {
             panic!()
         };
         let Action::Dispatch { batch: fast_batch, items: fast_items, .. } = first[1].clone() else { panic!() };
-        assert!(s.batch_done(fast_batch, answer(&fast_items), 5).is_empty(), "root waits for the slow leaf");
-        // The slow worker misses its deadline: its leaf goes to the other worker.
+        assert!(s.batch_done(fast_batch, answer(&fast_items), 5).is_empty(), "the root waits for the slow task");
+        // The slow worker misses its deadline: its task goes to the other worker.
         let retry = s.tick(1_001);
         let Action::Dispatch { batch: retry_batch, worker, items, .. } = retry[0].clone() else { panic!() };
         assert_ne!(worker, slow, "the failed worker is quarantined");
         assert_eq!(items, slow_items);
-        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
+        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, task_ops(&items), "every operation of the task");
         // The late answer arrives first and is still useful: the root becomes ready.
         let after_late = s.batch_done(slow_batch, answer(&slow_items), 1_002);
         assert!(matches!(after_late.as_slice(), [Action::Dispatch { .. }]));
@@ -603,40 +651,41 @@ mod tests {
         let dup = s.batch_done(retry_batch, answer(&items), 1_003);
         assert!(dup.iter().all(|a| !matches!(a, Action::JobFinished { .. })));
         let results = run_to_end(&mut s, after_late);
-        assert_eq!(results[&id], factorial(8));
+        assert_eq!(results[&id], Big::factorial(8_194));
     }
 
     #[test]
     fn an_answered_batch_frees_its_worker_before_its_products_are_durable() {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
-        let (id, _) = s.submit(100);
+        let (id, _) = s.submit(20_000); // five leaf tasks, two above them, the root
         let first = s.tick(0);
         let [Action::Dispatch { batch, items, .. }] = first.as_slice() else { panic!("{first:?}") };
-        let more = s.tick(1);
-        assert!(more.is_empty(), "one batch holds all 25 leaves");
-        // Answered: the operations stay in flight (not done, not re-dispatched at the deadline).
+        assert_eq!(items.len(), 5);
+        assert!(s.tick(1).is_empty(), "one batch holds all five leaf tasks");
+        // Answered: the tasks stay in flight (not done, not re-dispatched at the deadline).
         assert!(s.batch_answered(*batch, 2).is_empty(), "nothing else is ready yet");
-        assert_eq!(s.job_progress(&id).unwrap().ops_in_flight, 25);
+        assert_eq!(s.job_progress(&id).unwrap().ops_in_flight, task_ops(items));
         assert!(s.tick(TIMING.batch_timeout_ms + 10).is_empty(), "no deadline on an answered batch");
-        // Durable: done, and the next level goes out.
+        // Durable: done, and the next stage goes out.
         let next = s.batch_done(*batch, answer(items), 3);
         assert!(matches!(next.as_slice(), [Action::Dispatch { .. }]));
         let p = s.job_progress(&id).unwrap();
-        assert_eq!((p.ops_done, p.ops_reexecuted), (25, 0));
+        assert_eq!((p.ops_done, p.ops_reexecuted), (task_ops(items), 0));
     }
 
     #[test]
     fn a_wrong_or_foreign_answer_changes_nothing() {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
-        let (id, _) = s.submit(12);
+        let (id, _) = s.submit(10_000);
         let foreign = vec![
             (OpRef { job: "9-9".into(), op: OpId { level: 0, index: 0 } }, Big::from(1)),
             (OpRef { job: id.clone(), op: OpId { level: 9, index: 0 } }, Big::from(1)),
+            (OpRef { job: id.clone(), op: OpId { level: 1, index: 0 } }, Big::from(1)),
         ];
         assert!(s.batch_done(999, foreign, 0).iter().all(|a| matches!(a, Action::Dispatch { .. })));
-        assert_eq!(s.job_progress(&id).unwrap().ops_done, 0);
+        assert_eq!(s.job_progress(&id).unwrap().ops_done, 0, "not a task of the plan: ignored");
     }
 
     #[test]
@@ -666,33 +715,36 @@ mod tests {
 
     #[test]
     fn a_restored_job_computes_only_what_the_checkpoint_lacks() {
-        // Run 100! halfway on one scheduler, "crash", and resume from its products.
+        // Run 100000! partly on one scheduler, "crash", and resume from its products.
         let mut first = Scheduler::new("1".into(), TIMING);
         first.add_worker(2);
-        let (id, _) = first.submit(100);
+        first.add_worker(3);
+        let (id, _) = first.submit(100_000);
         let mut known = BTreeMap::new();
         let mut dispatched = BTreeSet::new();
-        let mut in_flight = 0;
+        let mut in_flight_ops = 0;
         for (round, action) in first.tick(0).into_iter().enumerate() {
             let Action::Dispatch { items, .. } = action else { panic!() };
-            for (i, item) in items.iter().enumerate() {
+            for (item, (_, product)) in items.iter().zip(answer(&items)) {
                 dispatched.insert(item.op.op);
-                if round == 0 && i % 2 == 0 {
-                    known.insert(item.op.op, Big::product(&item.operands));
+                if round == 0 {
+                    known.insert(item.op.op, product);
                 } else {
-                    in_flight += 1;
+                    in_flight_ops += Plan::new(100_000).task_ops(item.op.op);
                 }
             }
         }
+        assert!(in_flight_ops > 0 && !known.is_empty());
         let mut second = Scheduler::new("2".into(), TIMING);
         second.add_worker(3);
-        let actions = second.restore_job(id.clone(), 100, known.clone(), dispatched);
+        let actions = second.restore_job(id.clone(), 100_000, known.clone(), dispatched);
         assert!(actions.is_empty());
-        assert_eq!(second.job_progress(&id).unwrap().ops_done, known.len() as u64);
+        let known_ops: u64 = known.keys().map(|&op| Plan::new(100_000).task_ops(op)).sum();
+        assert_eq!(second.job_progress(&id).unwrap().ops_done, known_ops);
         let results = run_to_end(&mut second, Vec::new());
-        assert_eq!(results[&id], factorial(100));
+        assert_eq!(results[&id], Big::factorial(100_000));
         let p = second.job_progress(&id).unwrap();
-        assert_eq!(p.ops_reexecuted, in_flight, "only what was in flight is redone");
+        assert_eq!(p.ops_reexecuted, in_flight_ops, "only what was in flight is redone");
         assert_eq!(p.ops_done, p.ops_total);
         // New jobs get the new coordinator's prefix; the restored id is kept.
         assert_eq!(second.submit(5).0, "2-1");
@@ -700,18 +752,25 @@ mod tests {
 
     #[test]
     fn a_restored_inner_product_covers_its_subtree_and_a_known_root_finishes_the_job() {
-        let plan = Plan::new(20);
-        let inner = OpId { level: 1, index: 0 };
-        let inner_value = Big::product(&(2..=17).map(Big::from).collect::<Vec<_>>());
+        let n = 20_000;
+        let plan = Plan::new(n);
+        let inner = OpId { level: 6, index: 0 };
+        let inner_value = Big::product(&(2..=16_385).map(Big::from).collect::<Vec<_>>());
         let mut s = Scheduler::new("5".into(), TIMING);
         s.add_worker(1);
-        s.restore_job("4-1".into(), 20, BTreeMap::from([(inner, inner_value)]), BTreeSet::new());
-        assert_eq!(s.job_progress("4-1").unwrap().ops_done, 5, "the inner op and its four leaves");
+        let not_a_task = OpId { level: 4, index: 0 };
+        s.restore_job(
+            "4-1".into(),
+            n,
+            BTreeMap::from([(inner, inner_value), (not_a_task, Big::from(7))]),
+            BTreeSet::new(),
+        );
+        assert_eq!(s.job_progress("4-1").unwrap().ops_done, plan.subtree_ops(inner));
         let results = run_to_end(&mut s, Vec::new());
-        assert_eq!(results["4-1"], factorial(20));
+        assert_eq!(results["4-1"], Big::factorial(n));
         let root = plan.root().unwrap();
-        let actions = s.restore_job("4-2".into(), 20, BTreeMap::from([(root, factorial(20))]), BTreeSet::new());
-        assert!(matches!(&actions[..], [Action::JobFinished { result, .. }] if *result == factorial(20)));
+        let actions = s.restore_job("4-2".into(), n, BTreeMap::from([(root, Big::factorial(n))]), BTreeSet::new());
+        assert!(matches!(&actions[..], [Action::JobFinished { result, .. }] if *result == Big::factorial(n)));
     }
 
     #[test]
@@ -719,15 +778,15 @@ mod tests {
         let mut s = Scheduler::new("1".into(), TIMING);
         s.add_worker(2);
         s.add_worker(3);
-        let (id, _) = s.submit(8);
+        let (id, _) = s.submit(8_194);
         let first = s.tick(0);
-        let Action::Dispatch { worker: lost, .. } = first[0].clone() else { panic!() };
+        let Action::Dispatch { worker: lost, items: lost_items, .. } = first[0].clone() else { panic!() };
         let again = s.set_reachable(lost, false, 10);
         let [Action::Dispatch { worker, .. }] = again.as_slice() else { panic!("{again:?}") };
         assert_ne!(*worker, lost);
-        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, 1);
+        assert_eq!(s.job_progress(&id).unwrap().ops_reexecuted, task_ops(&lost_items));
         // Unreachable, it gets nothing, even after its quarantine; reachable again, it does.
-        s.submit(100);
+        s.submit(100_000);
         let later = s.tick(QUARANTINE_MS_MAX + 10);
         assert!(later.iter().all(|a| !matches!(a, Action::Dispatch { worker, .. } if *worker == lost)));
         let back = s.set_reachable(lost, true, QUARANTINE_MS_MAX + 20);

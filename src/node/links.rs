@@ -29,12 +29,13 @@ impl Links {
             let (tx, rx) = channel::bounded::<AnyMsg>(QUEUE_LEN_MAX);
             let handle = handle.clone();
             let addr = addr.clone();
+            // Heartbeats and votes have their own connections: never behind a big product.
+            let client = handle.client.control();
             async_std::task::spawn(async move {
                 let mut reachable = true;
                 while let Ok(msg) = rx.recv().await {
                     let envelope = ElectionEnvelope { from: me, msg };
-                    let sent: Result<serde_json::Value, _> = handle
-                        .client
+                    let sent: Result<serde_json::Value, _> = client
                         .post(&addr, "/internal/election", &envelope, Duration::from_millis(SEND_TIMEOUT_MS), &[])
                         .await;
                     let ok = sent.is_ok();

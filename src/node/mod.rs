@@ -1,6 +1,7 @@
 //! A running member: the runtime task that owns the node's state, the clock, the links to
 //! peers, and the [`Handle`] through which the HTTP edge talks to the runtime.
 
+pub mod compute;
 pub mod faults;
 mod links;
 mod replication;

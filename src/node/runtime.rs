@@ -2,13 +2,14 @@
 //! and (while this node leads) to the coordinator's scheduler, and carries out their actions.
 //! Stale epochs are refused here, in one place, before any state machine sees the request.
 
+use super::compute;
 use super::links::Links;
 use super::replication::{gather, replicate};
 use super::{Event, Handle, Routed};
-use crate::api::{JobInfo, NodeStatus, WireOp, WorkRequest, WorkRequestItem, WorkResponse};
+use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::{Checkpoint, Fact};
-use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
+use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing, WorkItem};
 use crate::error::Result;
 use crate::store::{Durable, Store, Writer};
 use async_std::channel::{Receiver, Sender};
@@ -661,34 +662,37 @@ impl Runtime {
                         continue;
                     };
                     let timeout = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()).max(1));
-                    let request = WorkRequest {
-                        from: self.me(),
-                        epoch,
-                        batch,
-                        items: items
-                            .into_iter()
-                            .map(|i| WorkRequestItem { op: WireOp::from(&i.op), operands: i.operands })
-                            .collect(),
-                    };
-                    let handle = self.handle.clone();
+                    let (handle, me) = (self.handle.clone(), self.me());
                     async_std::task::spawn(async move {
-                        let answer: std::result::Result<WorkResponse, _> =
-                            handle.client.post(&addr, "/internal/work", &request, timeout, &[]).await;
-                        let outcome = answer
-                            .map(|r| r.results.into_iter().map(|w| (OpRef::from(w.op), w.product)).collect())
-                            .map_err(|e| e.to_string());
+                        let outcome = send_batch(&handle, &addr, (me, epoch, batch), items, timeout).await;
                         handle.send(Event::BatchAnswered { batch, outcome });
                     });
                 }
                 Action::JobFinished { job, n, result } => {
                     let handle = self.handle.clone();
                     async_std::task::spawn(async move {
-                        let decimal = async_std::task::spawn_blocking(move || Big::to_decimal(&result)).await;
-                        handle.send(Event::Decimal { job, n, decimal });
+                        match compute::low_priority(move || Big::to_decimal(&result)).await {
+                            Ok(decimal) => handle.send(Event::Decimal { job, n, decimal }),
+                            Err(why) => log::error!("job {job}: no decimal result: {why}"),
+                        }
                     });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Sends a batch of tasks as a frame and decodes the products that come back. Frames are
+/// built and read on the blocking pool: near the top of a large factorial they are megabytes.
+async fn send_batch(
+    handle: &Handle,
+    addr: &str,
+    (from, epoch, batch): (NodeId, Epoch, u64),
+    items: Vec<WorkItem>,
+    timeout: Duration,
+) -> std::result::Result<Vec<(OpRef, Big)>, String> {
+    let body = async_std::task::spawn_blocking(move || api::encode_work(from, epoch, batch, &items)).await?;
+    let answer = handle.client.post_bytes(addr, "/internal/work", body, timeout).await.map_err(|e| e.to_string())?;
+    async_std::task::spawn_blocking(move || api::decode_products(&answer)).await
 }

@@ -1,8 +1,11 @@
-//! The worker's side: multiply the operations of a batch. Pure apart from counters.
+//! The worker's side: compute the tasks of a batch. Pure apart from counters.
+//!
+//! A task is a subtree of a job's plan (see [`crate::coordinator::plan`]): the worker performs
+//! its operations bottom-up, each on at most [`MAX_OPERANDS`] values, and returns only the
+//! task's root product.
 
-use crate::api::{WorkRequestItem, WorkResult};
 use crate::bignum::Big;
-use crate::coordinator::MAX_OPERANDS;
+use crate::coordinator::{OpId, Plan, TaskInputs, MAX_OPERANDS};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What this node computed as a worker (shown in `/status`).
@@ -12,61 +15,103 @@ pub struct WorkerStats {
     pub max_operands: AtomicU64,
 }
 
-/// Checks a batch before any work: every operation multiplies 1 to 4 values. A batch that
-/// breaks this is refused whole (a peer's bug or a hostile message, never a panic).
-pub fn check(items: &[WorkRequestItem]) -> Result<(), String> {
-    match items.iter().find(|i| i.operands.is_empty() || i.operands.len() as u64 > MAX_OPERANDS) {
-        Some(bad) => Err(format!(
-            "operation {}:{}:{} has {} operands; 1 to {MAX_OPERANDS} are allowed",
-            bad.op.job,
-            bad.op.level,
-            bad.op.index,
-            bad.operands.len()
-        )),
-        None => Ok(()),
-    }
+/// One task as the worker receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub n: u64,
+    pub op: OpId,
+    /// The products of the task's inputs (empty for a task that reaches the leaves).
+    pub operands: Vec<Big>,
 }
 
-/// Multiplies every operation of a checked batch.
-pub fn compute(items: Vec<WorkRequestItem>, stats: &WorkerStats) -> Vec<WorkResult> {
-    items
-        .into_iter()
-        .map(|item| {
-            let product = Big::product(&item.operands);
-            stats.operations_computed.fetch_add(1, Ordering::Relaxed);
-            stats.max_operands.fetch_max(item.operands.len() as u64, Ordering::Relaxed);
-            WorkResult { op: item.op, product }
-        })
-        .collect()
+/// Checks a task before any work: n is within this cluster's limit, the task belongs to n!'s
+/// plan, and it carries exactly the operands its plan calls for. A batch with a task that
+/// breaks this is refused whole (a peer's bug or a hostile message, never a panic).
+pub fn check(task: &Task, max_n: u64) -> Result<(), String> {
+    let name = format!("task {}:{} of {}!", task.op.level, task.op.index, task.n);
+    if task.n > max_n {
+        return Err(format!("{name}: n is above this node's --max-n {max_n}"));
+    }
+    let plan = Plan::new(task.n);
+    if !plan.is_task(task.op) {
+        return Err(format!("{name} is not a task of its plan"));
+    }
+    let expected = match plan.task_inputs(task.op) {
+        TaskInputs::Integers { .. } => 0,
+        TaskInputs::Products(children) => children.len(),
+    };
+    if task.operands.len() != expected {
+        return Err(format!("{name} carries {} operands; its plan calls for {expected}", task.operands.len()));
+    }
+    Ok(())
+}
+
+/// Computes a checked task: every operation of its subtree, bottom-up, at most
+/// [`MAX_OPERANDS`] values each; returns the root's product.
+pub fn compute(task: Task, stats: &WorkerStats) -> Big {
+    let plan = Plan::new(task.n);
+    let mut values = match plan.task_inputs(task.op) {
+        TaskInputs::Integers { first, last } => (first..=last).map(Big::from).collect(),
+        TaskInputs::Products(_) => task.operands,
+    };
+    // Each input range starts on a multiple of 4^k at level k, so chunks of four are exactly
+    // the plan's operations, level after level.
+    for _ in 0..plan.task_depth(task.op) {
+        values = values.chunks(MAX_OPERANDS as usize).map(|chunk| multiply(chunk, stats)).collect();
+    }
+    debug_assert_eq!(values.len(), 1, "a checked task reduces to one product");
+    values.pop().unwrap_or_else(Big::one)
+}
+
+/// One operation of the plan.
+fn multiply(values: &[Big], stats: &WorkerStats) -> Big {
+    stats.operations_computed.fetch_add(1, Ordering::Relaxed);
+    stats.max_operands.fetch_max(values.len() as u64, Ordering::Relaxed);
+    Big::product(values)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::WireOp;
 
-    fn item(values: &[u64]) -> WorkRequestItem {
-        WorkRequestItem {
-            op: WireOp { job: "1-1".into(), level: 0, index: 0 },
-            operands: values.iter().map(|&v| Big::from(v)).collect(),
+    fn run_plan(n: u64, stats: &WorkerStats) -> Big {
+        let plan = Plan::new(n);
+        let mut products = std::collections::BTreeMap::new();
+        for &level in plan.stages() {
+            for op in plan.tasks_at(level) {
+                let operands = match plan.task_inputs(op) {
+                    TaskInputs::Integers { .. } => Vec::new(),
+                    TaskInputs::Products(children) => children.iter().map(|c| products.remove(c).unwrap()).collect(),
+                };
+                let task = Task { n, op, operands };
+                check(&task, u64::MAX).unwrap();
+                products.insert(op, compute(task, stats));
+            }
+        }
+        plan.root().map_or_else(Big::one, |root| products.remove(&root).unwrap())
+    }
+
+    #[test]
+    fn tasks_compute_every_operation_of_the_plan_with_at_most_four_values() {
+        for n in [2, 5, 20, 100, 5_000, 70_000] {
+            let stats = WorkerStats::default();
+            assert_eq!(run_plan(n, &stats), Big::factorial(n), "{n}!");
+            assert_eq!(stats.operations_computed.load(Ordering::Relaxed), Plan::new(n).total_ops(), "{n}!");
+            assert!(stats.max_operands.load(Ordering::Relaxed) <= MAX_OPERANDS);
         }
     }
 
     #[test]
-    fn multiplies_and_counts() {
-        let stats = WorkerStats::default();
-        let items = vec![item(&[2, 3, 4, 5]), item(&[6, 7])];
-        check(&items).unwrap();
-        let results = compute(items, &stats);
-        assert_eq!(results[0].product, Big::from(120));
-        assert_eq!(results[1].product, Big::from(42));
-        assert_eq!(stats.operations_computed.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.max_operands.load(Ordering::Relaxed), 4);
-    }
-
-    #[test]
-    fn refuses_more_than_four_or_no_operands() {
-        assert!(check(&[item(&[1, 2, 3, 4, 5])]).unwrap_err().contains("5 operands"));
-        assert!(check(&[item(&[])]).is_err());
+    fn refuses_tasks_outside_the_plan_or_with_the_wrong_operands() {
+        let root = |n| Plan::new(n).root().unwrap();
+        let task = |n, op, operands: &[u64]| Task { n, op, operands: operands.iter().map(|&v| Big::from(v)).collect() };
+        assert!(check(&task(20, root(20), &[]), 1_000).is_ok());
+        assert!(check(&task(20, root(20), &[7]), 1_000).unwrap_err().contains("1 operands"));
+        assert!(check(&task(20, OpId { level: 0, index: 0 }, &[]), 1_000).unwrap_err().contains("not a task"));
+        assert!(check(&task(20, OpId { level: 2, index: 1 }, &[]), 1_000).is_err());
+        assert!(check(&task(u64::MAX, OpId { level: 0, index: 0 }, &[]), 1_000).unwrap_err().contains("--max-n"));
+        let top = root(1_000_000);
+        assert!(check(&task(1_000_000, top, &[1, 2, 3, 4]), 1_000_000).is_ok());
+        assert!(check(&task(1_000_000, top, &[1, 2, 3, 4, 5]), 1_000_000).is_err());
     }
 }

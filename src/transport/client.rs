@@ -37,9 +37,14 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 pub const FORWARDED_HEADER: &str = "x-facto-forwarded";
 
 /// A shared, pooled HTTP client. Cheap to clone.
+///
+/// It holds two connection pools: one for data (work, checkpoints, client calls) and one for
+/// control traffic ([`Client::control`]: elections and heartbeats), so that a heartbeat never
+/// waits behind a multi-megabyte body on a pooled connection.
 #[derive(Clone)]
 pub struct Client {
     http: surf::Client,
+    control_http: surf::Client,
     cluster_key: Option<String>,
     /// A node's client passes its gate: a partitioned node's calls get no answer.
     gate: Option<Arc<Gate>>,
@@ -86,15 +91,12 @@ impl Resolver {
 impl Client {
     /// A client that sends `cluster_key` (if any) with every request.
     pub fn new(cluster_key: Option<String>) -> Client {
-        let http = surf::Config::new()
-            .set_tcp_no_delay(true)
-            .set_http_keep_alive(true)
-            .set_max_connections_per_host(16)
-            // Every call sets its own deadline in `call`; this only bounds connection setup.
-            .set_timeout(None)
-            .try_into()
-            .expect("the h1 client accepts this configuration");
-        Client { http, cluster_key, gate: None, resolver: Arc::default() }
+        Client { http: pool(16), control_http: pool(4), cluster_key, gate: None, resolver: Arc::default() }
+    }
+
+    /// The same client on the control connections.
+    pub fn control(&self) -> Client {
+        Client { http: self.control_http.clone(), ..self.clone() }
     }
 
     /// A node's client: like [`Client::new`], and every call passes the node's `gate`.
@@ -119,6 +121,22 @@ impl Client {
             req = req.header(*k, *v);
         }
         self.call(addr, req, timeout).await
+    }
+
+    /// `POST http://{addr}{path}` with a binary body (a [`crate::frame`]); returns the
+    /// answer's bytes.
+    pub async fn post_bytes(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let target = self.resolve(addr, timeout).await?;
+        let mut body = surf::Body::from_bytes(body);
+        body.set_mime(crate::frame::FRAME_CONTENT_TYPE);
+        let req = self.http.post(format!("http://{target}{path}")).body(body);
+        self.exchange(addr, req, timeout).await
     }
 
     /// `GET http://{addr}{path}`; decodes a JSON answer.
@@ -150,12 +168,25 @@ impl Client {
             .map_err(unreachable)
     }
 
+    /// One request whose answer is JSON.
     async fn call<R: DeserializeOwned>(
+        &self,
+        addr: &str,
+        req: surf::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let bytes = self.exchange(addr, req, timeout).await?;
+        let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
+        serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
+    }
+
+    /// One request: the answer's body once its status is a success.
+    async fn exchange(
         &self,
         addr: &str,
         mut req: surf::RequestBuilder,
         timeout: Duration,
-    ) -> Result<R, CallError> {
+    ) -> Result<Vec<u8>, CallError> {
         if let Some(key) = &self.cluster_key {
             req = req.header(KEY_HEADER, key.as_str());
         }
@@ -196,9 +227,20 @@ impl Client {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             return Err(CallError::Status { addr: addr.into(), status, message });
         }
-        let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
-        serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
+        Ok(bytes)
     }
+}
+
+/// A pool of at most `connections_per_host` keep-alive connections with TCP_NODELAY.
+fn pool(connections_per_host: usize) -> surf::Client {
+    surf::Config::new()
+        .set_tcp_no_delay(true)
+        .set_http_keep_alive(true)
+        .set_max_connections_per_host(connections_per_host)
+        // Every call sets its own deadline in `exchange`; this only bounds connection setup.
+        .set_timeout(None)
+        .try_into()
+        .expect("the h1 client accepts this configuration")
 }
 
 #[cfg(test)]

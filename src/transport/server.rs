@@ -8,10 +8,10 @@
 use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use super::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use crate::api::{
-    AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
-    SubmitRequest, WorkRequest, WorkResponse,
+    self, AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
+    SubmitRequest,
 };
-use crate::node::{worker, Event, Handle, Routed};
+use crate::node::{compute, worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
 use serde::{de::DeserializeOwned, Serialize};
@@ -193,6 +193,12 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Reads and decodes a JSON body of at most `limit` bytes; any failure is a 400 answer.
 async fn read_json<T: DeserializeOwned>(req: &mut Request<Handle>, limit: u64) -> Result<T, Response> {
+    let bytes = read_body(req, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
+}
+
+/// Reads a body of at most `limit` bytes; any failure is a 400 answer.
+async fn read_body(req: &mut Request<Handle>, limit: u64) -> Result<Vec<u8>, Response> {
     if req.len().is_some_and(|len| len as u64 > limit) {
         return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
     }
@@ -205,7 +211,7 @@ async fn read_json<T: DeserializeOwned>(req: &mut Request<Handle>, limit: u64) -
     if bytes.len() as u64 > limit {
         return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
     }
-    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
+    Ok(bytes)
 }
 
 fn unavailable() -> Response {
@@ -305,26 +311,46 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
     Ok(Response::new(StatusCode::NoContent))
 }
 
+/// `POST /internal/work`: a frame of tasks; answers a frame of their products.
 async fn work(mut req: Request<Handle>) -> tide::Result {
-    let request: WorkRequest = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
-        Ok(r) => r,
+    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(b) => b,
         Err(res) => return Ok(res),
     };
-    if let Err(why) = worker::check(&request.items) {
-        return Ok(error(StatusCode::BadRequest, &why));
-    }
     let handle = req.state().clone();
-    if let Err(why) = handle.admit_work(request.from, request.epoch).await {
+    let max_n = handle.config.max_n;
+    let decoded = async_std::task::spawn_blocking(move || {
+        let (from, epoch, tasks) = api::decode_work(&bytes)?;
+        tasks.iter().try_for_each(|(_, task)| worker::check(task, max_n))?;
+        Ok::<_, String>((from, epoch, tasks))
+    })
+    .await;
+    let (from, epoch, tasks) = match decoded {
+        Ok(d) => d,
+        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
+    };
+    if let Err(why) = handle.admit_work(from, epoch).await {
         return Ok(error(StatusCode::Conflict, &why));
     }
-    for _ in &request.items {
-        handle.faults.maybe_crash("an operation");
+    for _ in &tasks {
+        handle.faults.maybe_crash("a task");
     }
     let stats = handle.stats.clone();
-    let results = async_std::task::spawn_blocking(move || worker::compute(request.items, &stats)).await;
+    let computed = compute::low_priority(move || {
+        let products: Vec<_> = tasks.into_iter().map(|(op, task)| (op, worker::compute(task, &stats))).collect();
+        api::encode_products(&products)
+    })
+    .await;
+    let answer = match computed.and_then(|r| r) {
+        Ok(a) => a,
+        Err(why) => return Ok(error(StatusCode::InternalServerError, &why)),
+    };
     let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
     async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
-    Ok(json(StatusCode::Ok, &WorkResponse { results }))
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_bytes(answer));
+    res.set_content_type(crate::frame::FRAME_CONTENT_TYPE);
+    Ok(res)
 }
 
 /// `POST /admin/crash`: answers, then ends the process abruptly, as a crash would.
