@@ -56,6 +56,10 @@ pub struct JobInfo {
     /// Decimal digits of n!, once done.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub result: Option<String>,
+    /// Milliseconds from the coordinator receiving the submission to the root product, by
+    /// its clock; only from the coordinator that accepted the job.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub product_ms: Option<u64>,
 }
 
 impl JobInfo {
@@ -78,6 +82,7 @@ impl JobInfo {
             operations_reexecuted: p.ops_reexecuted,
             operations_in_flight: p.ops_in_flight,
             result,
+            product_ms: None,
         }
     }
 }
@@ -112,6 +117,13 @@ pub struct NodeStatus {
     /// Cut off from its peers by an admin request (`facto chaos`).
     #[serde(default)]
     pub partitioned: bool,
+    /// The coordinator is taking over: it gathers its peers' checkpoints before it resumes
+    /// the jobs (`role` already says "coordinator").
+    #[serde(default)]
+    pub taking_over: bool,
+    /// Body bytes of this node's calls to its peers, sent and received, since it started.
+    #[serde(default)]
+    pub peer_bytes: u64,
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,

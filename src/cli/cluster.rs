@@ -141,25 +141,42 @@ fn supervise(m: &mut Member, args: &ClusterArgs, peers: &str) -> Result<()> {
 }
 
 fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Child> {
-    let exe = std::env::current_exe()?;
-    let log_path = log_file(&args.data_dir, id);
-    let log = OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("node")
-        .args(["--id", &id.to_string(), "--peers", peers, "--election", &args.election])
-        .args(["--delay", &args.delay.to_string(), "--tick-ms", &args.tick_ms.to_string()])
-        .args(["--fail-prob", &args.fail_prob.to_string(), "--slow-prob", &args.slow_prob.to_string()])
-        .args(["--slow", &args.slow.to_string()])
-        .arg("--data-dir")
-        .arg(args.data_dir.join(format!("node-{id}")))
-        .env("FACTO_RESTARTS", restarts.to_string())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    let extra = [
+        ["--delay", &args.delay.to_string()],
+        ["--tick-ms", &args.tick_ms.to_string()],
+        ["--fail-prob", &args.fail_prob.to_string()],
+        ["--slow-prob", &args.slow_prob.to_string()],
+        ["--slow", &args.slow.to_string()],
+    ];
+    let data_dir = args.data_dir.join(format!("node-{id}"));
+    let mut cmd = node_command(id, peers, &args.election, &data_dir, &log_file(&args.data_dir, id), &extra)?;
+    cmd.env("FACTO_RESTARTS", restarts.to_string());
     if let Some(key) = &args.cluster_key {
         cmd.env("FACTO_CLUSTER_KEY", key);
     }
     Ok(cmd.spawn()?)
+}
+
+/// `facto node` as a child of this process, with its output appended to `log_path`.
+pub(super) fn node_command(
+    id: u16,
+    peers: &str,
+    election: &str,
+    data_dir: &Path,
+    log_path: &Path,
+    extra: &[[&str; 2]],
+) -> Result<Command> {
+    let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("node")
+        .args(["--id", &id.to_string(), "--peers", peers, "--election", election])
+        .args(extra.iter().flatten())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd)
 }
 
 fn log_file(data_dir: &Path, id: u16) -> PathBuf {

@@ -1,5 +1,6 @@
 //! The command line (structopt). Each subcommand is a small function over the library.
 
+mod bench;
 mod chaos;
 mod cluster;
 mod node;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Attack a running cluster (crashes, stalls, partitions) and check every job's result.
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Chaos(chaos::ChaosArgs),
+    /// Start a local cluster, time factorials on it, and compare with one thread in-process.
+    #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the arguments, runs the command and returns the process exit code. Mistakes get one
@@ -66,6 +70,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Chaos(args) => chaos::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => 0,

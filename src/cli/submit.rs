@@ -136,8 +136,13 @@ impl From<Unfinished> for Error {
     }
 }
 
-/// Polls any member for the job until it is done. A 404 is retried too: the job was
-/// acknowledged, so a coordinator that does not know it yet is still gathering checkpoints.
+/// How long one `GET /jobs/<id>?wait_ms=N` may wait for the result before answering.
+const RESULT_WAIT_MS: u64 = 1_000;
+
+/// Asks any member for the job until it is done; each request waits up to
+/// [`RESULT_WAIT_MS`] for the result, so it arrives as soon as it is known. A 404 is retried
+/// too: the job was acknowledged, so a coordinator that does not know it yet is still
+/// gathering checkpoints.
 pub(crate) async fn wait_for(
     client: &Client,
     addrs: &[String],
@@ -149,12 +154,15 @@ pub(crate) async fn wait_for(
     let mut last = Unfinished { unknown: false, why: String::new() };
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
-        match client.get::<JobInfo>(addr, &format!("/jobs/{id}"), timeout).await {
+        match client.get::<JobInfo>(addr, &format!("/jobs/{id}?wait_ms={RESULT_WAIT_MS}"), timeout).await {
             Ok(job) if job.id != id => {
                 last = Unfinished { unknown: false, why: format!("{addr} answered with job {} for {id}", job.id) }
             }
             Ok(job) if job.result.is_some() => return Ok(job),
-            Ok(_) => last = Unfinished { unknown: false, why: String::new() },
+            Ok(_) => {
+                last = Unfinished { unknown: false, why: String::new() };
+                pause_ms = 0; // the member already waited for the result: ask again at once
+            }
             Err(e @ CallError::Status { status: 404, .. }) => last = Unfinished { unknown: true, why: e.to_string() },
             Err(e) if retryable(&e) => last = Unfinished { unknown: false, why: e.to_string() },
             Err(e) => return Err(Unfinished { unknown: false, why: e.to_string() }),
@@ -163,7 +171,7 @@ pub(crate) async fn wait_for(
             break;
         }
         async_std::task::sleep(Duration::from_millis(pause_ms)).await;
-        pause_ms = (pause_ms * 2).min(200);
+        pause_ms = (pause_ms * 2).clamp(5, 200);
     }
     last.why = format!("job {id} did not finish in time {}", last.why);
     Err(last)

@@ -47,9 +47,11 @@ pub(crate) enum Event {
         request: Option<String>,
         reply: Sender<Routed<JobInfo>>,
     },
-    /// A client asks for a job (`None`: every job).
+    /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
+    /// job's result.
     Jobs {
         id: Option<String>,
+        wait: bool,
         reply: Sender<Routed<Vec<JobInfo>>>,
     },
     Status {
@@ -164,7 +166,13 @@ impl Handle {
     }
 
     pub async fn jobs(&self, id: Option<String>) -> Option<Routed<Vec<JobInfo>>> {
-        self.ask(|reply| Event::Jobs { id, reply }).await
+        self.ask(|reply| Event::Jobs { id, wait: false, reply }).await
+    }
+
+    /// The job `id` once it has a result, or `None` when the node could not wait (it
+    /// stopped coordinating); the caller bounds the wait.
+    pub async fn job_result(&self, id: String) -> Option<Routed<Vec<JobInfo>>> {
+        self.ask(|reply| Event::Jobs { id: Some(id), wait: true, reply }).await
     }
 
     pub async fn admit_work(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {

@@ -35,6 +35,38 @@ struct Coordinator {
     scheduler: Scheduler,
     /// Decimal results of finished jobs (converted off the runtime task).
     results: BTreeMap<JobId, String>,
+    /// When this coordinator received each job it accepted (its clock), and how long the
+    /// job took to its root product from there (`facto bench` reports it).
+    accepted_ms: BTreeMap<JobId, u64>,
+    product_ms: BTreeMap<JobId, u64>,
+    /// Clients waiting for a job's result (`GET /jobs/<id>?wait_ms=N`).
+    waiters: BTreeMap<JobId, Vec<Sender<Routed<Vec<JobInfo>>>>>,
+}
+
+impl Coordinator {
+    fn new(epoch: Epoch, scheduler: Scheduler) -> Coordinator {
+        Coordinator {
+            epoch,
+            scheduler,
+            results: BTreeMap::new(),
+            accepted_ms: BTreeMap::new(),
+            product_ms: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+        }
+    }
+
+    /// Jobs as clients see them: every job, or the one named `id`.
+    fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
+        self.scheduler
+            .progress()
+            .iter()
+            .filter(|p| id.is_none_or(|id| id == p.id))
+            .map(|p| JobInfo {
+                product_ms: self.product_ms.get(&p.id).copied(),
+                ..JobInfo::new(p, self.results.get(&p.id).cloned())
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct Runtime {
@@ -212,9 +244,21 @@ impl Runtime {
                     let _ = reply.try_send(Routed::NoLeader);
                 }
             },
-            Event::Jobs { id, reply } => {
+            Event::Jobs { id, wait, reply } => {
                 let routed = match self.route() {
-                    Routed::Here(()) => Routed::Here(self.jobs(id.as_deref())),
+                    Routed::Here(()) => {
+                        let jobs = self.jobs(id.as_deref());
+                        match (&mut self.coordinator, id) {
+                            // Held until the result is known (the handler bounds the wait).
+                            (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
+                                let waiting = c.waiters.entry(id).or_default();
+                                waiting.retain(|w| !w.is_closed());
+                                waiting.push(reply);
+                                return Ok(());
+                            }
+                            _ => Routed::Here(jobs),
+                        }
+                    }
                     Routed::Leader(a) => Routed::Leader(a),
                     _ => Routed::NoLeader,
                 };
@@ -254,7 +298,11 @@ impl Runtime {
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
                 if let Some(c) = &mut self.coordinator {
-                    c.results.insert(job, decimal);
+                    c.results.insert(job.clone(), decimal);
+                    let answer = c.jobs(Some(&job));
+                    for waiter in c.waiters.remove(&job).unwrap_or_default() {
+                        let _ = waiter.try_send(Routed::Here(answer.clone()));
+                    }
                 }
             }
         }
@@ -358,7 +406,7 @@ impl Runtime {
             "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
             self.checkpoint.jobs.len()
         );
-        self.coordinator = Some(Coordinator { epoch, scheduler, results: BTreeMap::new() });
+        self.coordinator = Some(Coordinator::new(epoch, scheduler));
         self.carry_out(actions)
     }
 
@@ -538,6 +586,7 @@ impl Runtime {
         }
         let c = self.coordinator.as_mut().expect("route() checked that this node coordinates");
         let (id, mut actions) = c.scheduler.submit(n);
+        c.accepted_ms.insert(id.clone(), now_ms);
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
         log::info!("job {id}: {n}! accepted");
         let job = JobInfo::new(&progress, None);
@@ -579,15 +628,7 @@ impl Runtime {
     }
 
     fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
-        let Some(c) = &self.coordinator else {
-            return Vec::new();
-        };
-        c.scheduler
-            .progress()
-            .iter()
-            .filter(|p| id.is_none_or(|id| id == p.id))
-            .map(|p| JobInfo::new(p, c.results.get(&p.id).cloned()))
-            .collect()
+        self.coordinator.as_ref().map_or_else(Vec::new, |c| c.jobs(id))
     }
 
     fn status(&self) -> NodeStatus {
@@ -631,6 +672,8 @@ impl Runtime {
             restarts: cfg.restarts,
             checkpoint_version: self.version,
             partitioned: self.handle.gate.partitioned(),
+            peer_bytes: self.handle.client.bytes_moved(),
+            taking_over: self.gathering.is_some(),
             jobs,
         }
     }
@@ -669,6 +712,12 @@ impl Runtime {
                     });
                 }
                 Action::JobFinished { job, n, result } => {
+                    let now_ms = self.now_ms();
+                    if let Some(c) = &mut self.coordinator {
+                        if let Some(&accepted_ms) = c.accepted_ms.get(&job) {
+                            c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
+                        }
+                    }
                     let handle = self.handle.clone();
                     async_std::task::spawn(async move {
                         match compute::low_priority(move || Big::to_decimal(&result)).await {

@@ -70,32 +70,32 @@ fn multiply(values: &[Big], stats: &WorkerStats) -> Big {
     Big::product(values)
 }
 
+/// n! by the cluster's own plan and task code, every task in turn in this thread: the
+/// in-process baseline `facto bench` compares the cluster with.
+pub fn compute_in_one_thread(n: u64, stats: &WorkerStats) -> Big {
+    let plan = Plan::new(n);
+    let mut products = std::collections::BTreeMap::new();
+    for &level in plan.stages() {
+        for op in plan.tasks_at(level) {
+            let operands = match plan.task_inputs(op) {
+                TaskInputs::Integers { .. } => Vec::new(),
+                TaskInputs::Products(children) => children.iter().filter_map(|c| products.remove(c)).collect(),
+            };
+            products.insert(op, compute(Task { n, op, operands }, stats));
+        }
+    }
+    plan.root().and_then(|root| products.remove(&root)).unwrap_or_else(Big::one)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run_plan(n: u64, stats: &WorkerStats) -> Big {
-        let plan = Plan::new(n);
-        let mut products = std::collections::BTreeMap::new();
-        for &level in plan.stages() {
-            for op in plan.tasks_at(level) {
-                let operands = match plan.task_inputs(op) {
-                    TaskInputs::Integers { .. } => Vec::new(),
-                    TaskInputs::Products(children) => children.iter().map(|c| products.remove(c).unwrap()).collect(),
-                };
-                let task = Task { n, op, operands };
-                check(&task, u64::MAX).unwrap();
-                products.insert(op, compute(task, stats));
-            }
-        }
-        plan.root().map_or_else(Big::one, |root| products.remove(&root).unwrap())
-    }
 
     #[test]
     fn tasks_compute_every_operation_of_the_plan_with_at_most_four_values() {
         for n in [2, 5, 20, 100, 5_000, 70_000] {
             let stats = WorkerStats::default();
-            assert_eq!(run_plan(n, &stats), Big::factorial(n), "{n}!");
+            assert_eq!(compute_in_one_thread(n, &stats), Big::factorial(n), "{n}!");
             assert_eq!(stats.operations_computed.load(Ordering::Relaxed), Plan::new(n).total_ops(), "{n}!");
             assert!(stats.max_operands.load(Ordering::Relaxed) <= MAX_OPERANDS);
         }

@@ -49,6 +49,9 @@ pub struct Client {
     /// A node's client passes its gate: a partitioned node's calls get no answer.
     gate: Option<Arc<Gate>>,
     resolver: Arc<Resolver>,
+    /// Bytes of request bodies sent and answer bodies received (every exchange between two
+    /// nodes has one caller, so the sum over nodes counts each byte once).
+    bytes_moved: Arc<AtomicU64>,
 }
 
 /// How long a looked-up address (or a failed lookup) is reused.
@@ -91,7 +94,19 @@ impl Resolver {
 impl Client {
     /// A client that sends `cluster_key` (if any) with every request.
     pub fn new(cluster_key: Option<String>) -> Client {
-        Client { http: pool(16), control_http: pool(4), cluster_key, gate: None, resolver: Arc::default() }
+        Client {
+            http: pool(16),
+            control_http: pool(4),
+            cluster_key,
+            gate: None,
+            resolver: Arc::default(),
+            bytes_moved: Arc::default(),
+        }
+    }
+
+    /// Body bytes this client sent and received so far.
+    pub fn bytes_moved(&self) -> u64 {
+        self.bytes_moved.load(Ordering::Relaxed)
     }
 
     /// The same client on the control connections.
@@ -113,8 +128,11 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<R, CallError> {
-        let body =
-            surf::Body::from_json(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })?;
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })?;
+        self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut body = surf::Body::from_bytes(bytes);
+        body.set_mime(surf::http::mime::JSON);
         let target = self.resolve(addr, timeout).await?;
         let mut req = self.http.post(format!("http://{target}{path}")).body(body);
         for (k, v) in headers {
@@ -132,6 +150,7 @@ impl Client {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        self.bytes_moved.fetch_add(body.len() as u64, Ordering::Relaxed);
         let target = self.resolve(addr, timeout).await?;
         let mut body = surf::Body::from_bytes(body);
         body.set_mime(crate::frame::FRAME_CONTENT_TYPE);
@@ -227,6 +246,7 @@ impl Client {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             return Err(CallError::Status { addr: addr.into(), status, message });
         }
+        self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
 }

@@ -28,6 +28,8 @@ const REQUEST_KEY_BYTES_MAX: usize = 128;
 const INTERNAL_BODY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// How long a follower waits for the coordinator when it forwards a client request.
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// The longest a `GET /jobs/<id>?wait_ms=N` waits (well within [`FORWARD_TIMEOUT_MS`]).
+const WAIT_MS_MAX: u64 = 2_000;
 
 type App = tide::Server<Handle>;
 
@@ -265,21 +267,43 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
 }
 
 async fn list_jobs(req: Request<Handle>) -> tide::Result {
-    jobs(req, None).await
+    jobs(req, None, 0).await
 }
 
+/// `GET /jobs/<id>[?wait_ms=N]`: with `wait_ms`, the answer waits up to N ms (at most
+/// [`WAIT_MS_MAX`]) for the job's result, so a client learns of it at once without polling.
 async fn get_job(req: Request<Handle>) -> tide::Result {
     let id = req.param("id")?.to_string();
-    jobs(req, Some(id)).await
+    let wait_ms = req.url().query_pairs().find(|(k, _)| k == "wait_ms").map(|(_, v)| v.parse::<u64>());
+    match wait_ms {
+        Some(Err(_)) => Ok(error(StatusCode::BadRequest, "wait_ms must be a non-negative integer")),
+        Some(Ok(ms)) => jobs(req, Some(id), ms.min(WAIT_MS_MAX)).await,
+        None => jobs(req, Some(id), 0).await,
+    }
 }
 
-async fn jobs(req: Request<Handle>, id: Option<String>) -> tide::Result {
+async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::Result {
     let handle = req.state();
     let path = match &id {
+        Some(id) if wait_ms > 0 => format!("/jobs/{id}?wait_ms={wait_ms}"),
         Some(id) => format!("/jobs/{id}"),
         None => "/jobs".to_string(),
     };
-    Ok(match handle.jobs(id.clone()).await {
+    let waited = match &id {
+        Some(id) if wait_ms > 0 => {
+            async_std::future::timeout(Duration::from_millis(wait_ms), handle.job_result(id.clone()))
+                .await
+                .ok()
+                .flatten()
+        }
+        _ => None,
+    };
+    // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
+    let answer = match waited {
+        Some(answer) => Some(answer),
+        None => handle.jobs(id.clone()).await,
+    };
+    Ok(match answer {
         Some(Routed::Here(mut jobs)) => match id {
             None => json(StatusCode::Ok, &jobs),
             Some(id) => match jobs.pop() {

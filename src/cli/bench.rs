@@ -1,0 +1,459 @@
+//! `facto bench`: start a local cluster on free loopback ports, compute factorials on it, check
+//! every result against an independent computation, and compare with the same tree computed
+//! in this process, in the same run.
+
+use super::cluster::node_command;
+use crate::api::{JobInfo, NodeStatus, SubmitRequest};
+use crate::bignum::Big;
+use crate::error::{Error, Result};
+use crate::node::worker::{self, WorkerStats};
+use crate::transport::{CallError, Client};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use structopt::StructOpt;
+
+/// How long the cluster may take to elect a coordinator that has finished taking over.
+const SETTLE_TIMEOUT_MS: u64 = 30_000;
+/// How long one request to a member may take.
+const CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long one job may take before the bench gives up on it.
+const JOB_TIMEOUT_MS: u64 = 600_000;
+
+#[derive(StructOpt, Debug)]
+pub struct BenchArgs {
+    /// Factorials to compute: one n or a list, e.g. 20,100000,1000000.
+    #[structopt(long, default_value = "1000000")]
+    n: String,
+    /// How many times each n is computed.
+    #[structopt(long, default_value = "3")]
+    runs: u32,
+    /// Members of the local cluster.
+    #[structopt(long, default_value = "6")]
+    nodes: u16,
+    /// Election algorithm: bully, ring or raft.
+    #[structopt(long, default_value = "raft")]
+    election: String,
+    /// Checkpoints: on or off.
+    #[structopt(long, default_value = "on")]
+    checkpoint: String,
+    /// Seconds each worker waits before it answers a batch.
+    #[structopt(long, default_value = "0")]
+    delay: f64,
+    /// The cluster's --max-n (raise it to bench larger factorials).
+    #[structopt(long, default_value = "1000000")]
+    max_n: u64,
+    /// Print one JSON object instead of the table.
+    #[structopt(long)]
+    json: bool,
+}
+
+/// Median, least and greatest of a measurement over the runs.
+#[derive(Debug, Serialize, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let median = match v.len() {
+            0 => f64::NAN,
+            len if len % 2 == 1 => v[len / 2],
+            len => (v[len / 2 - 1] + v[len / 2]) / 2.0,
+        };
+        Spread { median, min: v.first().copied().unwrap_or(f64::NAN), max: v.last().copied().unwrap_or(f64::NAN) }
+    }
+}
+
+/// One run of one n.
+struct Run {
+    product_ms: f64,
+    digits_ms: f64,
+    tree_ms: f64,
+    builtin_ms: f64,
+    operations: u64,
+    bytes_moved: u64,
+}
+
+/// What `--json` prints per n (documented in docs/BENCHMARKS.md).
+#[derive(Debug, Serialize)]
+struct NReport {
+    n: u64,
+    runs: u32,
+    operations: u64,
+    product_ms: Spread,
+    digits_ms: Spread,
+    tree_ms: Spread,
+    builtin_ms: Spread,
+    product_to_tree: Spread,
+    operations_per_s: Spread,
+    bytes_moved: Spread,
+    leadership_changes: u64,
+    http_503: u64,
+    peak_rss_bytes: u64,
+    correct: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    nodes: u16,
+    election: String,
+    checkpoint: bool,
+    delay_s: f64,
+    max_n: u64,
+    results: Vec<NReport>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let ns = parse_ns(&args.n, args.max_n)?;
+    check_args(&args)?;
+    let cluster = LocalCluster::start(&args)?;
+    let client = Client::new(None);
+    let progress = Progress { on: std::io::stderr().is_terminal() };
+    progress.say("starting the cluster");
+    let mut report = Report {
+        nodes: args.nodes,
+        election: args.election.clone(),
+        checkpoint: args.checkpoint == "on",
+        delay_s: args.delay,
+        max_n: args.max_n,
+        results: Vec::new(),
+    };
+    async_std::task::block_on(async {
+        cluster.settle(&client).await?;
+        // A first job opens the connections between members; it is not measured.
+        measure_job(&client, &cluster.addrs, 20, &mut 0).await?;
+        for &n in &ns {
+            report.results.push(bench_n(&args, &cluster, &client, n, &progress).await?);
+        }
+        Ok::<(), Error>(())
+    })?;
+    progress.done();
+    if args.json {
+        println!("{}", serde_json::to_string(&report).map_err(|e| Error::Remote(e.to_string()))?);
+    } else {
+        print_table(&report);
+    }
+    match report.results.iter().find(|r| !r.correct) {
+        Some(wrong) => Err(Error::Remote(format!("{}! came back wrong from the cluster", wrong.n))),
+        None => Ok(()),
+    }
+}
+
+fn check_args(args: &BenchArgs) -> Result<()> {
+    if args.runs == 0 {
+        return Err(Error::Usage("--runs must be at least 1".into()));
+    }
+    if args.nodes < 2 {
+        return Err(Error::Usage("--nodes must be at least 2 (the coordinator never multiplies)".into()));
+    }
+    args.election.parse::<facto_elections::Algorithm>()?;
+    if !matches!(args.checkpoint.as_str(), "on" | "off") {
+        return Err(Error::Usage(format!("--checkpoint must be on or off, got '{}'", args.checkpoint)));
+    }
+    super::node::seconds_to_ms(args.delay, "--delay")?;
+    Ok(())
+}
+
+/// `1000000` or `20,100000,1000000`.
+fn parse_ns(text: &str, max_n: u64) -> Result<Vec<u64>> {
+    let ns = text
+        .split(',')
+        .map(str::trim)
+        .map(|t| {
+            let n: u64 = t.parse().map_err(|_| Error::Usage(format!("--n: '{t}' is not a non-negative integer")))?;
+            if n > max_n {
+                return Err(Error::Usage(format!("--n: {n} is above --max-n {max_n}")));
+            }
+            Ok(n)
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    Ok(ns)
+}
+
+async fn bench_n(
+    args: &BenchArgs,
+    cluster: &LocalCluster,
+    client: &Client,
+    n: u64,
+    progress: &Progress,
+) -> Result<NReport> {
+    progress.say(&format!("{n}!: computing the reference"));
+    let reference = Big::factorial(n).to_decimal();
+    cluster.reset_peak_rss();
+    let epoch_before = cluster.max_epoch(client).await;
+    let mut http_503 = 0;
+    let mut runs = Vec::new();
+    let mut correct = true;
+    for run in 1..=args.runs {
+        progress.say(&format!("{n}!: run {run}/{}: on the cluster", args.runs));
+        let bytes_before = cluster.peer_bytes(client).await;
+        let started = Instant::now();
+        let job = measure_job(client, &cluster.addrs, n, &mut http_503).await?;
+        let digits_ms = ms(started.elapsed());
+        let bytes_moved = cluster.peer_bytes(client).await.saturating_sub(bytes_before);
+        correct &= job.result.as_deref() == Some(reference.as_str());
+        progress.say(&format!("{n}!: run {run}/{}: in this process", args.runs));
+        let (tree_ms, builtin_ms) = in_process(n, &reference)?;
+        runs.push(Run {
+            product_ms: job.product_ms.map_or(f64::NAN, |p| p as f64),
+            digits_ms,
+            tree_ms,
+            builtin_ms,
+            operations: job.operations_total,
+            bytes_moved,
+        });
+    }
+    let leadership_changes = cluster.max_epoch(client).await.saturating_sub(epoch_before);
+    let spread = |f: &dyn Fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+    Ok(NReport {
+        n,
+        runs: args.runs,
+        operations: runs.first().map_or(0, |r| r.operations),
+        product_ms: spread(&|r| r.product_ms),
+        digits_ms: spread(&|r| r.digits_ms),
+        tree_ms: spread(&|r| r.tree_ms),
+        builtin_ms: spread(&|r| r.builtin_ms),
+        product_to_tree: spread(&|r| r.product_ms / r.tree_ms),
+        operations_per_s: spread(&|r| r.operations as f64 / (r.product_ms.max(0.001) / 1000.0)),
+        bytes_moved: spread(&|r| r.bytes_moved as f64),
+        leadership_changes,
+        http_503,
+        peak_rss_bytes: cluster.peak_rss_bytes(),
+        correct,
+    })
+}
+
+/// The same tree in this thread, and the big-integer crate's own factorial; both checked.
+fn in_process(n: u64, reference: &str) -> Result<(f64, f64)> {
+    let started = Instant::now();
+    let tree = worker::compute_in_one_thread(n, &WorkerStats::default());
+    let tree_ms = ms(started.elapsed());
+    let started = Instant::now();
+    let builtin = Big::factorial(n);
+    let builtin_ms = ms(started.elapsed());
+    if tree != builtin || (n <= 1_000 && tree.to_decimal() != reference) {
+        return Err(Error::Remote(format!("the in-process tree disagrees with the built-in {n}!")));
+    }
+    Ok((tree_ms, builtin_ms))
+}
+
+/// Submits n! and waits for its digits, counting the 503 answers met on the way.
+async fn measure_job(client: &Client, addrs: &[String], n: u64, http_503: &mut u64) -> Result<JobInfo> {
+    let deadline = Instant::now() + Duration::from_millis(JOB_TIMEOUT_MS);
+    let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
+    let request = SubmitRequest { n, request: Some(format!("bench-{}-{n}-{}", std::process::id(), unique())) };
+    let mut attempt = 0;
+    let job: JobInfo = loop {
+        let addr = &addrs[attempt % addrs.len()];
+        match client.post(addr, "/jobs", &request, timeout, &[]).await {
+            Ok(job) => break job,
+            Err(e) => note_failure(e, http_503, deadline).await?,
+        }
+        attempt += 1;
+    };
+    let path = format!("/jobs/{}?wait_ms=1000", job.id);
+    loop {
+        let addr = &addrs[attempt % addrs.len()];
+        match client.get::<JobInfo>(addr, &path, timeout).await {
+            Ok(done) if done.result.is_some() && done.id == job.id => return Ok(done),
+            Ok(_) => {}
+            Err(e) => {
+                note_failure(e, http_503, deadline).await?;
+                attempt += 1;
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Remote(format!("{n}! did not finish within {JOB_TIMEOUT_MS} ms")));
+        }
+    }
+}
+
+async fn note_failure(e: CallError, http_503: &mut u64, deadline: Instant) -> Result<()> {
+    if matches!(e, CallError::Status { status: 503, .. }) {
+        *http_503 += 1;
+    }
+    if Instant::now() >= deadline {
+        return Err(Error::Remote(e.to_string()));
+    }
+    async_std::task::sleep(Duration::from_millis(20)).await;
+    Ok(())
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The bench's own cluster: its processes and its temporary directory, both gone on drop.
+struct LocalCluster {
+    addrs: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    fn start(args: &BenchArgs) -> Result<LocalCluster> {
+        let dir = std::env::temp_dir().join(format!("facto-bench-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir)?;
+        let mut cluster = LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir };
+        let peers: Vec<String> = cluster.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let peers = peers.join(",");
+        let extra = [
+            ["--delay", &args.delay.to_string()],
+            ["--checkpoint", &args.checkpoint],
+            ["--max-n", &args.max_n.to_string()],
+        ];
+        for id in 1..=args.nodes {
+            let log = cluster.dir.join(format!("node-{id}.log"));
+            let data = cluster.dir.join(format!("node-{id}"));
+            cluster.children.push(node_command(id, &peers, &args.election, &data, &log, &extra)?.spawn()?);
+        }
+        Ok(cluster)
+    }
+
+    async fn statuses(&self, client: &Client) -> Vec<Option<NodeStatus>> {
+        let timeout = Duration::from_millis(1_000);
+        futures::future::join_all(
+            self.addrs.iter().map(|a| async move { client.get(a, "/status", timeout).await.ok() }),
+        )
+        .await
+    }
+
+    /// Waits for one coordinator that every member follows and that has finished taking over.
+    async fn settle(&self, client: &Client) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
+        while Instant::now() < deadline {
+            let all = self.statuses(client).await;
+            let leaders: std::collections::BTreeSet<_> =
+                all.iter().map(|s| s.as_ref().and_then(|s| s.leader)).collect();
+            let ready = all.iter().flatten().any(|s| s.role == "coordinator" && !s.taking_over);
+            if leaders.len() == 1 && !leaders.contains(&None) && ready {
+                return Ok(());
+            }
+            async_std::task::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::Remote(format!(
+            "the bench cluster did not settle within {SETTLE_TIMEOUT_MS} ms (logs in {})",
+            self.dir.display()
+        )))
+    }
+
+    async fn max_epoch(&self, client: &Client) -> u64 {
+        self.statuses(client).await.iter().flatten().map(|s| s.epoch).max().unwrap_or(0)
+    }
+
+    async fn peer_bytes(&self, client: &Client) -> u64 {
+        self.statuses(client).await.iter().flatten().map(|s| s.peer_bytes).sum()
+    }
+
+    /// Starts each member's peak resident set size afresh (Linux: `clear_refs` 5).
+    fn reset_peak_rss(&self) {
+        for child in &self.children {
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", child.id()), "5");
+        }
+    }
+
+    /// The largest peak resident set size of any member since the last reset (Linux).
+    fn peak_rss_bytes(&self) -> u64 {
+        self.children.iter().filter_map(|c| peak_rss_kib(c.id())).max().unwrap_or(0) * 1024
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Loopback addresses nobody listens on right now (the kernel picks the ports).
+fn free_loopback_addrs(count: u16) -> Result<Vec<String>> {
+    let listeners =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.to_string())).collect()
+}
+
+/// One line on a terminal, rewritten as the bench goes; nothing otherwise.
+struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    fn say(&self, what: &str) {
+        if self.on {
+            eprint!("\r\x1b[2Kfacto bench: {what}");
+        }
+    }
+
+    fn done(&self) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "facto bench: {} nodes, {} election, checkpoints {}, delay {} s (median [min-max] of each n's runs)",
+        report.nodes,
+        report.election,
+        if report.checkpoint { "on" } else { "off" },
+        report.delay_s
+    );
+    let row = |name: &str, s: Spread, unit: &str| {
+        println!("  {name:<34} {:>12.1} {unit:<4} [{:.1}-{:.1}]", s.median, s.min, s.max);
+    };
+    for r in &report.results {
+        println!(
+            "{}! ({} runs, {} operations): {}",
+            r.n,
+            r.runs,
+            r.operations,
+            if r.correct { "correct" } else { "WRONG" }
+        );
+        row("submit -> product at coordinator", r.product_ms, "ms");
+        row("submit -> digits at client", r.digits_ms, "ms");
+        row("in-process tree (one thread)", r.tree_ms, "ms");
+        row("built-in factorial (malachite)", r.builtin_ms, "ms");
+        row("product / in-process tree", r.product_to_tree, "x");
+        row("operations per second", r.operations_per_s, "");
+        row("bytes moved between nodes", r.bytes_moved, "B");
+        println!("  {:<34} {:>12}", "leadership changes", r.leadership_changes);
+        println!("  {:<34} {:>12}", "HTTP 503 answers seen", r.http_503);
+        println!("  {:<34} {:>12.1} MiB", "peak RSS of any node", r.peak_rss_bytes as f64 / 1_048_576.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_and_lists_of_n() {
+        let s = Spread::of(&[3.0, 1.0, 2.0, 10.0]);
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
+        assert_eq!(Spread::of(&[4.0]).median, 4.0);
+        assert_eq!(parse_ns("20, 100000,1000000", 1_000_000).unwrap(), vec![20, 100_000, 1_000_000]);
+        assert!(parse_ns("20,x", 100).unwrap_err().to_string().contains("'x'"));
+        assert!(parse_ns("2000000", 1_000_000).unwrap_err().to_string().contains("--max-n"));
+    }
+}
