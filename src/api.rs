@@ -142,16 +142,18 @@ pub struct ElectionEnvelope {
     pub msg: AnyMsg,
 }
 
-/// `POST /internal/checkpoint`: facts from the coordinator at `epoch`, to make durable.
+/// `POST /internal/checkpoint`: facts from the coordinator at `epoch`, to make durable. The
+/// body is a facts frame ([`crate::checkpoint::encode_facts`]) with this as its head.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CheckpointWrite {
     pub from: NodeId,
     pub epoch: Epoch,
-    pub facts: Vec<crate::checkpoint::Fact>,
 }
 
 /// `POST /internal/checkpoint/query`: a new coordinator asks for a peer's facts, except those
-/// of the jobs it has finished already (their results can be large).
+/// of the jobs it has finished already (their results can be large). The answer is a facts
+/// frame with an empty head.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckpointQuery {
     pub finished: std::collections::BTreeSet<String>,

@@ -6,18 +6,31 @@ use malachite_base::num::logic::traits::SignificantBits;
 use malachite_nz::natural::Natural;
 use malachite_nz::platform::Limb;
 use std::fmt;
+use std::sync::Arc;
 
 /// Numbers with fewer bits are converted to decimal in one piece.
 const DECIMAL_SPLIT_BITS_MIN: u64 = 1 << 22;
 
-/// A non-negative integer of any size.
+/// A non-negative integer of any size. Immutable and shared: a clone is a reference, not a
+/// copy (a product near the top of a large factorial is megabytes, and the coordinator hands
+/// the same one to the scheduler, the checkpoint, the disk writer and the replicas).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Big(Natural);
+pub struct Big(Arc<Natural>);
 
 impl Big {
+    fn new(n: Natural) -> Big {
+        Big(Arc::new(n))
+    }
+
+    /// The number itself, copied only if it is shared (multiplying owned values reuses their
+    /// memory).
+    fn into_natural(self) -> Natural {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+
     /// The number one (the empty product).
     pub fn one() -> Big {
-        Big(Natural::from(1u32))
+        Big::new(Natural::from(1u32))
     }
 
     /// Multiplies `values` (the empty product is 1). Pairs neighbours first, so four values
@@ -26,19 +39,45 @@ impl Big {
         match values {
             [] => Big::one(),
             [a] => a.clone(),
-            [a, b] => Big(&a.0 * &b.0),
+            [a, b] => Big::new(&*a.0 * &*b.0),
             _ => {
                 let (left, right) = values.split_at(values.len() / 2);
-                Big(Big::product(left).0 * Big::product(right).0)
+                Big::new(Big::product(left).into_natural() * Big::product(right).into_natural())
             }
         }
+    }
+
+    /// Multiplies in rounds: each round replaces every run of `fan_in` neighbours by their
+    /// product (`on_operation` is told each operation's operand count), `rounds` times. The
+    /// plan's subtrees are computed this way; working on owned numbers, it allocates nothing
+    /// per small integer and reuses each product's memory for the next.
+    pub fn multiply_in_rounds(
+        values: Vec<Big>,
+        rounds: u32,
+        fan_in: usize,
+        on_operation: impl FnMut(usize),
+    ) -> Vec<Big> {
+        let owned = values.into_iter().map(Big::into_natural).collect();
+        rounds_of_products(owned, rounds, fan_in, on_operation).into_iter().map(Big::new).collect()
+    }
+
+    /// [`Big::multiply_in_rounds`] starting from the integers `first..=last`.
+    pub fn multiply_integers_in_rounds(
+        first: u64,
+        last: u64,
+        rounds: u32,
+        fan_in: usize,
+        on_operation: impl FnMut(usize),
+    ) -> Vec<Big> {
+        let owned = (first..=last).map(Natural::from).collect();
+        rounds_of_products(owned, rounds, fan_in, on_operation).into_iter().map(Big::new).collect()
     }
 
     /// n!, by the big-integer crate's own algorithm in one piece: an answer that owes
     /// nothing to the cluster's plan or transport, for clients that check results.
     pub fn factorial(n: u64) -> Big {
         use malachite_base::num::arithmetic::traits::Factorial;
-        Big(Natural::factorial(n))
+        Big::new(Natural::factorial(n))
     }
 
     /// Little-endian bytes, without trailing zero bytes (zero is the empty vector).
@@ -61,7 +100,7 @@ impl Big {
                 Limb::from_le_bytes(limb)
             })
             .collect();
-        Big(Natural::from_limbs_asc(&limbs))
+        Big::new(Natural::from_limbs_asc(&limbs))
     }
 
     /// Decimal digits. A large number is split in two at a power of ten and the halves are
@@ -75,10 +114,10 @@ impl Big {
         }
         // Fewer digits than the number has, so the high half is never empty.
         let low_digits = (bits as f64 * std::f64::consts::LOG10_2 / 2.0) as u64;
-        let (high, low) = (&self.0).div_rem(Natural::from(10u32).pow(low_digits));
+        let (high, low) = (&*self.0).div_rem(Natural::from(10u32).pow(low_digits));
         let (high, low) = std::thread::scope(|s| {
-            let high = s.spawn(|| Big(high).to_decimal());
-            let low = Big(low).to_decimal();
+            let high = s.spawn(|| Big::new(high).to_decimal());
+            let low = Big::new(low).to_decimal();
             (high.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), low)
         });
         let padding = (low_digits as usize).saturating_sub(low.len());
@@ -97,13 +136,44 @@ impl Big {
 
 impl From<u64> for Big {
     fn from(v: u64) -> Big {
-        Big(Natural::from(v))
+        Big::new(Natural::from(v))
     }
 }
 
 impl fmt::Display for Big {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
+    }
+}
+
+fn rounds_of_products(
+    mut values: Vec<Natural>,
+    rounds: u32,
+    fan_in: usize,
+    mut on_operation: impl FnMut(usize),
+) -> Vec<Natural> {
+    for _ in 0..rounds {
+        let mut next = Vec::with_capacity(values.len().div_ceil(fan_in.max(1)));
+        let mut rest = values.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<Natural> = rest.by_ref().take(fan_in.max(1)).collect();
+            on_operation(chunk.len());
+            next.push(product_of_owned(chunk));
+        }
+        values = next;
+    }
+    values
+}
+
+/// Multiplies owned numbers, neighbours first (balanced sizes).
+fn product_of_owned(mut values: Vec<Natural>) -> Natural {
+    match values.len() {
+        0 => Natural::from(1u32),
+        1 => values.pop().unwrap_or_else(|| Natural::from(1u32)),
+        len => {
+            let right = values.split_off(len / 2);
+            product_of_owned(values) * product_of_owned(right)
+        }
     }
 }
 
@@ -149,7 +219,7 @@ mod tests {
         // A low half with leading zeros: 10^k + 1 splits into "1" and "0...01".
         let k = 2_000_000u64;
         use malachite_base::num::arithmetic::traits::Pow;
-        let sparse = Big(Natural::from(10u32).pow(k) + Natural::from(1u32));
+        let sparse = Big::new(Natural::from(10u32).pow(k) + Natural::from(1u32));
         assert_eq!(sparse.to_decimal(), sparse.0.to_string());
     }
 

@@ -30,10 +30,7 @@ impl Store {
         let mut checkpoint = Checkpoint::default();
         for entry in self.facts.iter() {
             let (_, value) = entry.map_err(store_err)?;
-            // Databases written before records held several facts hold one fact per key.
-            let facts: Vec<Fact> = serde_json::from_slice(&value)
-                .or_else(|_| serde_json::from_slice::<Fact>(&value).map(|f| vec![f]))
-                .map_err(|e| Error::Store(format!("corrupt checkpoint record: {e}")))?;
+            let facts = decode(&value)?;
             for fact in facts {
                 checkpoint.apply(fact);
             }
@@ -203,8 +200,20 @@ fn job_prefix(job: &str) -> Vec<u8> {
     key
 }
 
-fn encode<F: serde::Serialize>(facts: &[F]) -> Result<Vec<u8>> {
-    serde_json::to_vec(facts).map_err(|e| Error::Store(e.to_string()))
+/// A record: the facts as a frame (products as raw bytes).
+fn encode(facts: &[&Fact]) -> Result<Vec<u8>> {
+    crate::checkpoint::encode_facts((), facts.iter().copied()).map_err(Error::Store)
+}
+
+/// A record written by [`encode`], or by an older version: a JSON array of facts, or (before
+/// records held several facts) one fact per key.
+fn decode(value: &[u8]) -> Result<Vec<Fact>> {
+    if let Ok(((), facts)) = crate::checkpoint::decode_facts::<()>(value) {
+        return Ok(facts);
+    }
+    serde_json::from_slice(value)
+        .or_else(|_| serde_json::from_slice::<Fact>(value).map(|f| vec![f]))
+        .map_err(|e| Error::Store(format!("corrupt checkpoint record: {e}")))
 }
 
 /// Keys: `<job>\0job` (the job), `<job>\0r<version>` (a write's facts of that job),

@@ -88,9 +88,12 @@ pub struct JobProgress {
 struct Job {
     seq: u64,
     plan: Plan,
-    /// Task products computed and not yet consumed by a finished parent task.
+    /// Task products in hand and not yet consumed by a done parent task.
     products: BTreeMap<OpId, Big>,
-    /// Tasks whose product is known, or covered by a known product above them.
+    /// Tasks whose product is in hand, durable or not: a parent whose inputs are all known
+    /// is dispatched at once, while its inputs are still being made durable.
+    known: BTreeSet<OpId>,
+    /// Tasks whose product is durable, or covered by a durable product above them.
     done: BTreeSet<OpId>,
     /// Operations of the plan inside the tasks in `done`.
     ops_done: u64,
@@ -221,6 +224,7 @@ impl Scheduler {
             seq,
             plan,
             products: BTreeMap::new(),
+            known: BTreeSet::new(),
             done: BTreeSet::new(),
             ops_done: 0,
             waiting: BTreeMap::new(),
@@ -262,6 +266,7 @@ impl Scheduler {
             }
         }
         job.ops_done = job.done.iter().map(|&op| job.plan.task_ops(op)).sum();
+        job.known = job.done.clone();
         for &level in &stages {
             for op in job.plan.tasks_at(level) {
                 if job.done.contains(&op) {
@@ -311,17 +316,22 @@ impl Scheduler {
         self.dispatch(now_ms)
     }
 
-    /// A worker answered `batch` with these products. Products for operations that are
-    /// unknown or already done are ignored: a late or replayed answer is harmless; operations
-    /// of the batch the answer left out are queued again. Returns the finished jobs and new dispatches.
+    /// `batch`'s products are durable (those learned by [`Scheduler::batch_answered`] need not
+    /// be passed again), or the batch was answered with checkpoints off: they count as done. Products for tasks that are unknown or already done are ignored: a late
+    /// or replayed answer is harmless; tasks of the batch the answer left out are queued
+    /// again. Returns the finished jobs and new dispatches.
     pub fn batch_done(&mut self, batch: u64, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         self.free_worker_of(batch);
-        let ops = self.answered.remove(&batch).unwrap_or_default();
-        // Products are deterministic: one for any operation still unknown is used, even from
-        // a batch that was given up on (a late answer) — workers are trusted not to lie.
+        let mut ops = self.answered.remove(&batch).unwrap_or_default();
+        // Products are deterministic: one for any task still unknown is used, even from a
+        // batch that was given up on (a late answer) — workers are trusted not to lie.
         for (op, product) in products {
-            self.record_product(op, product, &mut actions);
+            self.learn_product(&op, product);
+            ops.push(op);
+        }
+        for op in &ops {
+            self.commit_product(op, &mut actions);
         }
         // An answer that left operations out (a short or mangled reply) must not strand them.
         for op in &ops {
@@ -335,10 +345,17 @@ impl Scheduler {
     }
 
     /// A worker answered `batch`, but its products are not durable yet: the worker may take
-    /// new work at once, while the operations stay in flight until [`Scheduler::batch_done`]
-    /// (which the caller must send, whether or not durability succeeded).
-    pub fn batch_answered(&mut self, batch: u64, now_ms: u64) -> Vec<Action> {
+    /// new work at once, and a task whose inputs are now all in hand is dispatched at once
+    /// (computing it needs no durability; counting it done will). The batch's tasks stay in
+    /// flight until [`Scheduler::batch_done`], which the caller must send, whether or not
+    /// durability succeeded.
+    pub fn batch_answered(&mut self, batch: u64, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         self.free_worker_of(batch);
+        for (op, product) in products {
+            self.learn_product(&op, product);
+            // Committed by `batch_done`, even when this is a late answer to a failed batch.
+            self.answered.entry(batch).or_default().push(op);
+        }
         self.dispatch(now_ms)
     }
 
@@ -357,7 +374,8 @@ impl Scheduler {
     pub fn learn(&mut self, products: Vec<(OpRef, Big)>, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         for (op, product) in products {
-            self.record_product(op, product, &mut actions);
+            self.learn_product(&op, product);
+            self.commit_product(&op, &mut actions);
         }
         actions.extend(self.dispatch(now_ms));
         actions
@@ -393,39 +411,59 @@ impl Scheduler {
         self.assigned.len()
     }
 
-    fn record_product(&mut self, op: OpRef, product: Big, actions: &mut Vec<Action>) {
+    /// Keeps a task's product in hand; its parent becomes ready once all its inputs are.
+    fn learn_product(&mut self, op: &OpRef, product: Big) {
         let Some(job) = self.jobs.get_mut(&op.job) else {
             return;
         };
-        if job.finished || !job.plan.is_task(op.op) || job.done.contains(&op.op) {
+        if job.finished || !job.plan.is_task(op.op) || !job.known.insert(op.op) {
             return;
         }
         // Still queued for a retry elsewhere? This answer makes that unnecessary.
         self.ready.remove(&ReadyKey::new(job.seq, op.op));
-        job.done.insert(op.op);
-        job.ops_done += job.plan.task_ops(op.op);
-        if let TaskInputs::Products(children) = job.plan.task_inputs(op.op) {
-            for child in children {
-                job.products.remove(&child);
-            }
+        job.products.insert(op.op, product);
+        let Some(parent) = job.plan.task_parent(op.op) else { return };
+        let missing = job.waiting.entry(parent).or_insert_with(|| match job.plan.task_inputs(parent) {
+            TaskInputs::Integers { .. } => 0,
+            TaskInputs::Products(children) => children.len() as u64,
+        });
+        *missing = missing.saturating_sub(1);
+        if *missing == 0 {
+            job.waiting.remove(&parent);
+            self.ready.insert(ReadyKey::new(job.seq, parent));
         }
-        match job.plan.task_parent(op.op) {
-            None => {
-                job.finished = true;
-                job.products.clear();
-                actions.push(Action::JobFinished { job: op.job.clone(), n: job.plan.n(), result: product });
+    }
+
+    /// Counts a known task as done; the root finishes its job.
+    fn commit_product(&mut self, op: &OpRef, actions: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get_mut(&op.job) else {
+            return;
+        };
+        if job.finished || !job.known.contains(&op.op) || job.done.contains(&op.op) {
+            return;
+        }
+        Self::mark_done(job, op.op);
+        if job.plan.task_parent(op.op).is_none() {
+            job.finished = true;
+            if let Some(result) = job.products.remove(&op.op) {
+                actions.push(Action::JobFinished { job: op.job.clone(), n: job.plan.n(), result });
             }
-            Some(parent) => {
-                job.products.insert(op.op, product);
-                let missing = job.waiting.entry(parent).or_insert_with(|| match job.plan.task_inputs(parent) {
-                    TaskInputs::Integers { .. } => 0,
-                    TaskInputs::Products(children) => children.len() as u64,
-                });
-                *missing = missing.saturating_sub(1);
-                if *missing == 0 {
-                    job.waiting.remove(&parent);
-                    self.ready.insert(ReadyKey::new(job.seq, parent));
-                }
+            job.products.clear();
+        }
+    }
+
+    /// Marks `op` done, and with it the tasks below it that are not done yet (a durable product
+    /// covers its whole subtree), counting each once; their products are no longer needed.
+    fn mark_done(job: &mut Job, op: OpId) {
+        if !job.done.insert(op) {
+            return;
+        }
+        job.known.insert(op);
+        job.ops_done += job.plan.task_ops(op);
+        if let TaskInputs::Products(children) = job.plan.task_inputs(op) {
+            for child in children {
+                Self::mark_done(job, child);
+                job.products.remove(&child);
             }
         }
     }
@@ -448,12 +486,12 @@ impl Scheduler {
         }
     }
 
-    /// Puts an operation that lost its worker back in the ready set, unless it is done.
+    /// Puts a task that lost its worker back in the ready set, unless its product is in hand.
     fn requeue_unless_done(&mut self, op: &OpRef) {
         let Some(job) = self.jobs.get_mut(&op.job) else {
             return;
         };
-        if job.finished || job.done.contains(&op.op) {
+        if job.finished || job.known.contains(&op.op) {
             return;
         }
         self.ready.insert(ReadyKey::new(job.seq, op.op));
@@ -664,7 +702,7 @@ mod tests {
         assert_eq!(items.len(), 5);
         assert!(s.tick(1).is_empty(), "one batch holds all five leaf tasks");
         // Answered: the tasks stay in flight (not done, not re-dispatched at the deadline).
-        assert!(s.batch_answered(*batch, 2).is_empty(), "nothing else is ready yet");
+        assert!(s.batch_answered(*batch, Vec::new(), 2).is_empty(), "no products came with it");
         assert_eq!(s.job_progress(&id).unwrap().ops_in_flight, task_ops(items));
         assert!(s.tick(TIMING.batch_timeout_ms + 10).is_empty(), "no deadline on an answered batch");
         // Durable: done, and the next stage goes out.
@@ -672,6 +710,32 @@ mod tests {
         assert!(matches!(next.as_slice(), [Action::Dispatch { .. }]));
         let p = s.job_progress(&id).unwrap();
         assert_eq!((p.ops_done, p.ops_reexecuted), (task_ops(items), 0));
+    }
+
+    /// A task whose inputs are in hand goes out before they are durable; nothing counts as
+    /// done, and the job does not finish, before its products are durable.
+    #[test]
+    fn the_next_stage_starts_before_the_last_is_durable() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        let (id, _) = s.submit(8_194); // two leaf tasks, one root task
+        let first = s.tick(0);
+        let [Action::Dispatch { batch, items, .. }] = first.as_slice() else { panic!("{first:?}") };
+        let root_out = s.batch_answered(*batch, answer(items), 1);
+        let [Action::Dispatch { batch: root_batch, items: root_items, .. }] = root_out.as_slice() else {
+            panic!("{root_out:?}")
+        };
+        assert_eq!(s.job_progress(&id).unwrap().ops_done, 0, "answered is not durable");
+        // The root's answer is in before the leaves are durable, and it is a late answer.
+        assert!(s.batch_failed(*root_batch, 2).is_empty());
+        assert!(s.batch_answered(*root_batch, answer(root_items), 3).is_empty(), "in hand, not done");
+        assert!(s.batch_done(*batch, Vec::new(), 4).is_empty(), "the leaves are done, the root is not");
+        let p = s.job_progress(&id).unwrap();
+        assert_eq!(p.ops_done, task_ops(items));
+        let finished = s.batch_done(*root_batch, Vec::new(), 5);
+        assert!(matches!(&finished[..], [Action::JobFinished { result, .. }] if *result == Big::factorial(8_194)));
+        let p = s.job_progress(&id).unwrap();
+        assert_eq!((p.ops_done, p.ops_total, p.ops_reexecuted), (p.ops_total, Plan::new(8_194).total_ops(), 0));
     }
 
     #[test]

@@ -87,7 +87,6 @@ pub(crate) enum Event {
     /// A batch's products are on this node's disk and on a peer's (or no peer answered).
     BatchDurable {
         batch: u64,
-        products: Vec<(OpRef, Big)>,
     },
     /// A finished job's decimal digits are ready.
     Decimal {

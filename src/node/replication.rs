@@ -2,7 +2,7 @@
 
 use super::Handle;
 use crate::api::{CheckpointQuery, CheckpointWrite};
-use crate::checkpoint::Fact;
+use crate::checkpoint::{decode_facts, encode_facts, Fact};
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
 use std::collections::BTreeSet;
@@ -39,18 +39,26 @@ pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool 
     let me = handle.config.id;
     peers.sort_by_key(|&(id, _)| (id < me, id));
     let rest = peers.split_off(REPLICAS.min(peers.len()));
-    let write = Arc::new(CheckpointWrite { from: me, epoch, facts });
-    send_until_one_succeeds(handle, &write, &peers).await || send_until_one_succeeds(handle, &write, &rest).await
+    // Built once, off the runtime's threads: with large products the frame is megabytes.
+    let frame = async_std::task::spawn_blocking(move || encode_facts(CheckpointWrite { from: me, epoch }, &facts));
+    let frame = match frame.await {
+        Ok(f) => Arc::new(f),
+        Err(why) => {
+            log::error!("cannot encode a checkpoint write: {why}");
+            return false;
+        }
+    };
+    send_until_one_succeeds(handle, &frame, &peers).await || send_until_one_succeeds(handle, &frame, &rest).await
 }
 
-async fn send_until_one_succeeds(handle: &Handle, write: &Arc<CheckpointWrite>, peers: &[(NodeId, String)]) -> bool {
+async fn send_until_one_succeeds(handle: &Handle, frame: &Arc<Vec<u8>>, peers: &[(NodeId, String)]) -> bool {
     let (tx, rx) = channel::unbounded();
     for (_, addr) in peers.iter().cloned() {
-        let (handle, write, tx) = (handle.clone(), write.clone(), tx.clone());
+        let (handle, frame, tx) = (handle.clone(), frame.clone(), tx.clone());
         async_std::task::spawn(async move {
             let timeout = Duration::from_millis(REPLICATE_TIMEOUT_MS);
-            let r: Result<serde_json::Value, _> =
-                handle.client.post(&addr, "/internal/checkpoint", &*write, timeout, &[]).await;
+            let body = frame.as_ref().clone();
+            let r = handle.client.post_bytes(&addr, "/internal/checkpoint", body, timeout).await;
             if let Err(e) = &r {
                 log::debug!("checkpoint to {addr} failed: {e}");
             }
@@ -71,15 +79,23 @@ async fn send_until_one_succeeds(handle: &Handle, write: &Arc<CheckpointWrite>, 
 pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<String>) -> Vec<Fact> {
     let peers: Vec<(NodeId, String)> =
         peers(handle).into_iter().filter(|(id, _)| only.is_none_or(|o| o == *id)).collect();
-    let query = Arc::new(CheckpointQuery { finished });
+    let query = match serde_json::to_vec(&CheckpointQuery { finished }) {
+        Ok(q) => q,
+        Err(_) => return Vec::new(),
+    };
     let (tx, rx) = channel::unbounded();
     for (_, addr) in peers {
         let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
         async_std::task::spawn(async move {
             let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
-            let r: Result<Vec<Fact>, _> =
-                handle.client.post(&addr, "/internal/checkpoint/query", &*query, timeout, &[]).await;
-            let _ = tx.send(r.unwrap_or_default()).await;
+            let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout).await {
+                Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = &facts {
+                log::debug!("no checkpoint from {addr}: {why}");
+            }
+            let _ = tx.send(facts.map(|(_, f)| f).unwrap_or_default()).await;
         });
     }
     drop(tx);

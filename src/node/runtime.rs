@@ -273,12 +273,12 @@ impl Runtime {
                 }
                 match outcome {
                     Ok(products) if self.handle.config.checkpoint => {
+                        self.make_durable(batch, &products)?;
                         let now_ms = self.now_ms();
                         if let Some(c) = &mut self.coordinator {
-                            let actions = c.scheduler.batch_answered(batch, now_ms);
+                            let actions = c.scheduler.batch_answered(batch, products, now_ms);
                             self.carry_out(actions)?;
                         }
-                        self.make_durable(batch, products)?
                     }
                     Ok(products) => self.batch_durable(batch, products)?,
                     Err(why) => {
@@ -291,9 +291,9 @@ impl Runtime {
                     }
                 }
             }
-            Event::BatchDurable { batch, products } => {
-                log::debug!("batch {batch}: {} products durable", products.len());
-                self.batch_durable(batch, products)?
+            Event::BatchDurable { batch } => {
+                log::debug!("batch {batch}: products durable");
+                self.batch_durable(batch, Vec::new())?
             }
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
@@ -503,11 +503,12 @@ impl Runtime {
         out
     }
 
-    /// Records a batch's products on disk, then counts them as done only once a peer holds
-    /// them too: what the coordinator treats as finished survives its crash.
-    fn make_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
+    /// Records a batch's products on this node's disk and on a peer's, in parallel, then
+    /// reports them durable: only then do they count as done, so what the coordinator treats
+    /// as finished survives its crash.
+    fn make_durable(&mut self, batch: u64, products: &[(OpRef, Big)]) -> Result<()> {
         // The coordinator's unit of work is a batch answer it records (a worker's is one
-        // multiplication): one chance to crash here.
+        // task): one chance to crash here.
         self.handle.faults.maybe_crash("recording a batch");
         let facts: Vec<Fact> = products
             .iter()
@@ -517,13 +518,15 @@ impl Runtime {
         let new = if new.is_empty() { new } else { self.with_jobs(new) };
         let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
         async_std::task::spawn(async move {
-            if !durable.wait().await {
+            let replicated = async { new.is_empty() || replicate(&handle, epoch, new).await };
+            let (on_disk, replicated) = futures::join!(durable.wait(), replicated);
+            if !on_disk {
                 return;
             }
-            if !new.is_empty() && !replicate(&handle, epoch, new).await {
+            if !replicated {
                 log::warn!("batch {batch}: no peer took the checkpoint; it is on this node only");
             }
-            handle.send(Event::BatchDurable { batch, products });
+            handle.send(Event::BatchDurable { batch });
         });
         Ok(())
     }
@@ -700,7 +703,7 @@ impl Runtime {
                         let (new, _) = self.record(facts);
                         self.unreplicated.extend(new);
                     }
-                    log::debug!("batch {batch}: {} operations to node {worker}", items.len());
+                    log::debug!("batch {batch}: {} tasks to node {worker}", items.len());
                     let Some(addr) = self.handle.config.members.addr(worker).map(str::to_string) else {
                         continue;
                     };

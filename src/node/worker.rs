@@ -50,24 +50,19 @@ pub fn check(task: &Task, max_n: u64) -> Result<(), String> {
 /// [`MAX_OPERANDS`] values each; returns the root's product.
 pub fn compute(task: Task, stats: &WorkerStats) -> Big {
     let plan = Plan::new(task.n);
-    let mut values = match plan.task_inputs(task.op) {
-        TaskInputs::Integers { first, last } => (first..=last).map(Big::from).collect(),
-        TaskInputs::Products(_) => task.operands,
-    };
-    // Each input range starts on a multiple of 4^k at level k, so chunks of four are exactly
+    let (rounds, fan_in) = (plan.task_depth(task.op), MAX_OPERANDS as usize);
+    // Each input range starts on a multiple of 4^k at level k, so runs of four are exactly
     // the plan's operations, level after level.
-    for _ in 0..plan.task_depth(task.op) {
-        values = values.chunks(MAX_OPERANDS as usize).map(|chunk| multiply(chunk, stats)).collect();
-    }
+    let count = |operands: usize| {
+        stats.operations_computed.fetch_add(1, Ordering::Relaxed);
+        stats.max_operands.fetch_max(operands as u64, Ordering::Relaxed);
+    };
+    let mut values = match plan.task_inputs(task.op) {
+        TaskInputs::Integers { first, last } => Big::multiply_integers_in_rounds(first, last, rounds, fan_in, count),
+        TaskInputs::Products(_) => Big::multiply_in_rounds(task.operands, rounds, fan_in, count),
+    };
     debug_assert_eq!(values.len(), 1, "a checked task reduces to one product");
     values.pop().unwrap_or_else(Big::one)
-}
-
-/// One operation of the plan.
-fn multiply(values: &[Big], stats: &WorkerStats) -> Big {
-    stats.operations_computed.fetch_add(1, Ordering::Relaxed);
-    stats.max_operands.fetch_max(values.len() as u64, Ordering::Relaxed);
-    Big::product(values)
 }
 
 /// n! by the cluster's own plan and task code, every task in turn in this thread: the

@@ -11,6 +11,7 @@ use crate::api::{
     self, AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
     SubmitRequest,
 };
+use crate::checkpoint::{decode_facts, encode_facts};
 use crate::node::{compute, worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
@@ -184,6 +185,14 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
         Ok(b) => res.set_body(b),
         Err(e) => return error(StatusCode::InternalServerError, &e.to_string()),
     }
+    res
+}
+
+/// A 200 answer whose body is a [`crate::frame`].
+fn frame_response(frame: Vec<u8>) -> Response {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_bytes(frame));
+    res.set_content_type(crate::frame::FRAME_CONTENT_TYPE);
     res
 }
 
@@ -371,10 +380,7 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
     };
     let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
     async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
-    let mut res = Response::new(StatusCode::Ok);
-    res.set_body(tide::Body::from_bytes(answer));
-    res.set_content_type(crate::frame::FRAME_CONTENT_TYPE);
-    Ok(res)
+    Ok(frame_response(answer))
 }
 
 /// `POST /admin/crash`: answers, then ends the process abruptly, as a crash would.
@@ -421,25 +427,36 @@ async fn heal(req: Request<Handle>) -> tide::Result {
     Ok(json(StatusCode::Ok, &AdminResponse { node: handle.config.id, fault: "heal".into(), duration_ms: None }))
 }
 
+/// `POST /internal/checkpoint`: a facts frame from the coordinator, acknowledged once the
+/// facts are on this node's disk.
 async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
-    let write: CheckpointWrite = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
-        Ok(w) => w,
+    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(b) => b,
         Err(res) => return Ok(res),
     };
-    Ok(match req.state().apply_facts(write.from, write.epoch, write.facts).await {
+    let decoded = async_std::task::spawn_blocking(move || decode_facts::<CheckpointWrite>(&bytes)).await;
+    let (write, facts) = match decoded {
+        Ok(d) => d,
+        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
+    };
+    Ok(match req.state().apply_facts(write.from, write.epoch, facts).await {
         Ok(()) => Response::new(StatusCode::NoContent),
         Err(why) => error(StatusCode::Conflict, &why),
     })
 }
 
+/// `POST /internal/checkpoint/query`: this node's facts, as a facts frame.
 async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
     let query: CheckpointQuery = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
         Ok(q) => q,
         Err(res) => return Ok(res),
     };
-    Ok(match req.state().checkpoint(query.finished).await {
-        Some(facts) => json(StatusCode::Ok, &facts),
-        None => unavailable(),
+    let Some(facts) = req.state().checkpoint(query.finished).await else {
+        return Ok(unavailable());
+    };
+    Ok(match async_std::task::spawn_blocking(move || encode_facts((), &facts)).await {
+        Ok(frame) => frame_response(frame),
+        Err(why) => error(StatusCode::InternalServerError, &why),
     })
 }
 
