@@ -7,7 +7,7 @@
 //! replica may drop them ([`Checkpoint::apply`] does).
 
 use crate::bignum::Big;
-use crate::coordinator::{OpId, Plan};
+use crate::coordinator::{OpId, Plan, TaskInputs};
 use crate::frame;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,12 +168,17 @@ impl Checkpoint {
                 Some(j) => {
                     let plan = Plan::new(j.n);
                     // Only task roots' products travel and count (see `coordinator::plan`).
-                    if !plan.is_task(op) || Self::finished(j) || j.products.contains_key(&op) {
+                    if !plan.is_task(op) || Self::finished(j) || j.products.contains_key(&op) || covered(j, &plan, op) {
                         return false;
                     }
                     if plan.root() == Some(op) {
                         j.products.clear();
                         j.dispatched.clear();
+                    } else if let TaskInputs::Products(inputs) = plan.task_inputs(op) {
+                        // The inputs' products are covered now: keep only the frontier.
+                        for input in inputs {
+                            j.products.remove(&input);
+                        }
                     }
                     j.products.insert(op, product.clone());
                     true
@@ -224,6 +229,11 @@ impl Checkpoint {
         ids.sort_by_key(|id| job_order(id));
         ids
     }
+}
+
+/// Whether a product above `op` is known (so `op`'s own is not needed).
+fn covered(job: &JobFacts, plan: &Plan, op: OpId) -> bool {
+    std::iter::successors(plan.task_parent(op), |&p| plan.task_parent(p)).any(|p| job.products.contains_key(&p))
 }
 
 /// `"<epoch>-<number>"` → (epoch, number); anything else sorts last, by text.
@@ -282,6 +292,25 @@ mod tests {
         assert_eq!(c.jobs["1-2"].products.len(), 1);
         assert!(!c.apply(product("1-2", 5, 1, 1680)), "a finished job takes no more facts");
         assert!(!c.apply(product("1-2", 9, 0, 1)), "an operation outside the plan is refused");
+    }
+
+    /// A product replaces its inputs', whichever arrives first.
+    #[test]
+    fn a_product_covers_its_inputs_in_any_order() {
+        let job = Fact::Job { id: "2-1".into(), n: 20_000, request: None };
+        let (child, parent) = (product("2-1", 5, 0, 120), product("2-1", 6, 0, 7));
+        let mut forward = Checkpoint::default();
+        let mut backward = Checkpoint::default();
+        for f in [&job, &child, &parent] {
+            forward.apply(f.clone());
+        }
+        for f in [&job, &parent, &child] {
+            backward.apply(f.clone());
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.jobs["2-1"].products.keys().copied().collect::<Vec<_>>(), vec![OpId { level: 6, index: 0 }]);
+        assert!(!backward.apply(product("2-1", 5, 3, 1)), "covered by its parent");
+        assert!(backward.apply(product("2-1", 5, 4, 1)), "another parent's input");
     }
 
     #[test]

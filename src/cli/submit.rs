@@ -73,7 +73,7 @@ fn print_job(job: &JobInfo, as_json: bool) {
         (_, true) => {
             let mut out = serde_json::json!({ "n": job.n, "id": job.id, "state": job.state });
             if let Some(result) = &job.result {
-                out["result"] = result.clone().into();
+                out["result"] = (**result).into();
             }
             println!("{out}");
         }

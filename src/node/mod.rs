@@ -92,7 +92,7 @@ pub(crate) enum Event {
     Decimal {
         job: JobId,
         n: u64,
-        decimal: String,
+        decimal: std::sync::Arc<str>,
     },
 }
 

@@ -34,7 +34,7 @@ struct Coordinator {
     epoch: Epoch,
     scheduler: Scheduler,
     /// Decimal results of finished jobs (converted off the runtime task).
-    results: BTreeMap<JobId, String>,
+    results: BTreeMap<JobId, Arc<str>>,
     /// When this coordinator received each job it accepted (its clock), and how long the
     /// job took to its root product from there (`facto bench` reports it).
     accepted_ms: BTreeMap<JobId, u64>,
@@ -723,7 +723,7 @@ impl Runtime {
                     }
                     let handle = self.handle.clone();
                     async_std::task::spawn(async move {
-                        match compute::low_priority(move || Big::to_decimal(&result)).await {
+                        match compute::low_priority(move || Arc::<str>::from(Big::to_decimal(&result))).await {
                             Ok(decimal) => handle.send(Event::Decimal { job, n, decimal }),
                             Err(why) => log::error!("job {job}: no decimal result: {why}"),
                         }

@@ -171,12 +171,24 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<R, CallError> {
+        let bytes = self.get_bytes_with(addr, path, timeout, headers).await?;
+        decode_json(addr, &bytes)
+    }
+
+    /// [`Client::get_with`], returning the answer's bytes undecoded.
+    pub async fn get_bytes_with(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Result<Vec<u8>, CallError> {
         let target = self.resolve(addr, timeout).await?;
         let mut req = self.http.get(format!("http://{target}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        self.call(addr, req, timeout).await
+        self.exchange(addr, req, timeout).await
     }
 
     async fn resolve(&self, addr: &str, timeout: Duration) -> Result<SocketAddr, CallError> {
@@ -195,8 +207,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let bytes = self.exchange(addr, req, timeout).await?;
-        let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
-        serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
+        decode_json(addr, &bytes)
     }
 
     /// One request: the answer's body once its status is a success.
@@ -249,6 +260,12 @@ impl Client {
         self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
+}
+
+/// An answer's JSON (an empty body reads as `null`).
+fn decode_json<R: DeserializeOwned>(addr: &str, bytes: &[u8]) -> Result<R, CallError> {
+    let body = if bytes.is_empty() { b"null".as_slice() } else { bytes };
+    serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
 }
 
 /// A pool of at most `connections_per_host` keep-alive connections with TCP_NODELAY.

@@ -190,9 +190,14 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// A 200 answer whose body is a [`crate::frame`].
 fn frame_response(frame: Vec<u8>) -> Response {
+    bytes_response(frame, crate::frame::FRAME_CONTENT_TYPE)
+}
+
+/// A 200 answer with a body already encoded as `mime`.
+fn bytes_response(bytes: Vec<u8>, mime: impl Into<tide::http::Mime>) -> Response {
     let mut res = Response::new(StatusCode::Ok);
-    res.set_body(tide::Body::from_bytes(frame));
-    res.set_content_type(crate::frame::FRAME_CONTENT_TYPE);
+    res.set_body(tide::Body::from_bytes(bytes));
+    res.set_content_type(mime);
     res
 }
 
@@ -313,22 +318,34 @@ async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::R
         None => handle.jobs(id.clone()).await,
     };
     Ok(match answer {
+        // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
+        // that carry heartbeats.
         Some(Routed::Here(mut jobs)) => match id {
-            None => json(StatusCode::Ok, &jobs),
+            None => json_off_runtime(jobs).await,
             Some(id) => match jobs.pop() {
-                Some(job) => json(StatusCode::Ok, &job),
+                Some(job) => json_off_runtime(job).await,
                 None => error(StatusCode::NotFound, &format!("no job {id}")),
             },
         },
-        // One hop only: two nodes that each think the other leads must not bounce it.
+        // One hop only: two nodes that each think the other leads must not bounce it. The
+        // answer is passed on as it came, without decoding it.
         Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
-            let result: Result<serde_json::Value, _> =
-                handle.client.get_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await;
-            relay(StatusCode::Ok, result)
+            match handle.client.get_bytes_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await {
+                Ok(bytes) => bytes_response(bytes, tide::http::mime::JSON),
+                Err(e) => relay::<()>(StatusCode::Ok, Err(e)),
+            }
         }
         _ => unavailable(),
     })
+}
+
+/// [`json`], encoded on the blocking pool.
+async fn json_off_runtime<T: Serialize + Send + 'static>(body: T) -> Response {
+    match async_std::task::spawn_blocking(move || serde_json::to_vec(&body)).await {
+        Ok(bytes) => bytes_response(bytes, tide::http::mime::JSON),
+        Err(e) => error(StatusCode::InternalServerError, &e.to_string()),
+    }
 }
 
 async fn election(mut req: Request<Handle>) -> tide::Result {
