@@ -129,8 +129,9 @@ fn workers_wait_the_configured_delay() {
     let cluster = Cluster::start(3, "raft", &["--delay", "0.3"]);
     cluster.wait_for_agreement(AGREE_TIMEOUT);
     let start = std::time::Instant::now();
-    // 20! is 5 leaves, 2 inner operations and the root: three rounds of work, each delayed.
-    let r = submit_json(&cluster, &[20]);
-    assert_eq!(r[0]["result"].as_str(), Some("2432902008176640000"));
+    // 20000! is three stages of tasks (5 subtrees over the leaves, 2 above them, the root):
+    // three rounds of work, each answer delayed.
+    let r = submit_json(&cluster, &[20_000]);
+    assert_eq!(r[0]["result"].as_str(), Some(factorial_decimal(20_000).as_str()));
     assert!(start.elapsed() >= Duration::from_millis(900), "took only {:?}", start.elapsed());
 }

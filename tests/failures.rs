@@ -3,6 +3,9 @@
 mod common;
 
 use common::{factorial_decimal, http, wait_until, Cluster};
+use facto::api::CheckpointWrite;
+use facto::checkpoint::{encode_facts, Fact};
+use facto::coordinator::{OpId, OpRef, WorkItem};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ fn wait_in_flight(cluster: &Cluster, leader: u32, id: &str) -> Value {
 fn coordinator_crash_resumes_the_job(election: &str) {
     let mut cluster = Cluster::start(6, election, &["--delay", "1"]);
     let old = cluster.wait_for_agreement(AGREE);
-    let n = 1000;
+    let n = 100_000; // 25 leaf tasks, then 7, 2 and the root: four stages
     let id = cluster.submit_no_wait(n);
     // Let the first wave finish, so some products are checkpointed, then crash mid-wave.
     wait_until(FINISH, || {
@@ -71,30 +74,30 @@ fn some_worker(cluster: &Cluster, leader: u32) -> u32 {
 fn a_killed_worker_has_its_operations_reassigned(election: &str) {
     let mut cluster = Cluster::start(6, election, &["--delay", "1"]);
     let leader = cluster.wait_for_agreement(AGREE);
-    let id = cluster.submit_no_wait(500); // 125 leaves: every worker gets a batch at once
+    let id = cluster.submit_no_wait(100_000); // 25 leaf tasks: every worker gets a batch at once
     wait_in_flight(&cluster, leader, &id);
     let victim = some_worker(&cluster, leader);
     cluster.signal(victim, libc::SIGKILL);
     let job = cluster.wait_for_job(&id, FINISH);
-    assert_exact(&job, 500);
+    assert_exact(&job, 100_000);
     assert!(job["operations_reexecuted"].as_u64().unwrap() > 0, "the victim's batch was redone: {job}");
 }
 
 fn a_stalled_worker_is_replaced_and_its_late_answer_does_no_harm(election: &str) {
     let mut cluster = Cluster::start(6, election, &["--delay", "1"]);
     let leader = cluster.wait_for_agreement(AGREE);
-    let id = cluster.submit_no_wait(500);
+    let id = cluster.submit_no_wait(100_000);
     wait_in_flight(&cluster, leader, &id);
     let victim = some_worker(&cluster, leader);
     cluster.signal(victim, libc::SIGSTOP);
     let job = cluster.wait_for_job(&id, FINISH);
-    assert_exact(&job, 500);
+    assert_exact(&job, 100_000);
     assert!(job["operations_reexecuted"].as_u64().unwrap() > 0);
     // Wake it: its stale answer arrives, the job stays exact, and it rejoins as a worker.
     cluster.signal(victim, libc::SIGCONT);
     cluster.wait_for_agreement(AGREE);
     let again = cluster.job(&id).unwrap();
-    assert_exact(&again, 500);
+    assert_exact(&again, 100_000);
     let second = cluster.submit_no_wait(300);
     assert_exact(&cluster.wait_for_job(&second, FINISH), 300);
 }
@@ -108,13 +111,13 @@ fn a_deposed_coordinator_is_fenced(election: &str) {
     assert_ne!(new, old);
     let worker = cluster.ids().into_iter().find(|&id| id != old && id != new).unwrap();
     // What the deposed coordinator would send on waking: refused by workers and replicas.
-    let work = format!(
-        r#"{{"from":{old},"epoch":{old_epoch},"batch":1,"items":[{{"op":{{"job":"x-1","level":0,"index":0}},"operands":["Ag=="]}}]}}"#
-    );
-    let (status, body) = http(&cluster.addr(worker), "POST", "/internal/work", Some(work.as_bytes())).unwrap();
+    let task = WorkItem { op: OpRef { job: "x-1".into(), op: OpId { level: 0, index: 0 } }, n: 5, operands: vec![] };
+    let work = facto::api::encode_work(old, old_epoch, 1, &[task]).unwrap();
+    let (status, body) = http(&cluster.addr(worker), "POST", "/internal/work", Some(&work)).unwrap();
     assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
-    let checkpoint = format!(r#"{{"from":{old},"epoch":{old_epoch},"facts":[{{"kind":"job","id":"x-1","n":5}}]}}"#);
-    let (status, _) = http(&cluster.addr(worker), "POST", "/internal/checkpoint", Some(checkpoint.as_bytes())).unwrap();
+    let write = CheckpointWrite { from: old, epoch: old_epoch };
+    let checkpoint = encode_facts(write, &[Fact::Job { id: "x-1".into(), n: 5, request: None }]).unwrap();
+    let (status, _) = http(&cluster.addr(worker), "POST", "/internal/checkpoint", Some(&checkpoint)).unwrap();
     assert_eq!(status, 409);
     assert!(!common::http_get(&cluster.addr(worker), "/status").unwrap().to_string().contains("x-1"));
     // It wakes and learns the higher epoch: it follows (raft, ring), or, in bully, where the
@@ -135,7 +138,7 @@ fn a_deposed_coordinator_is_fenced(election: &str) {
 fn after_every_node_is_killed_unfinished_jobs_resume_from_disk(election: &str) {
     let mut cluster = Cluster::start(6, election, &["--delay", "0.5"]);
     let leader = cluster.wait_for_agreement(AGREE);
-    let id = cluster.submit_no_wait(2000);
+    let id = cluster.submit_no_wait(100_000);
     wait_until(FINISH, || {
         let j = common::http_get(&cluster.addr(leader), &format!("/jobs/{id}"))?;
         (j["operations_done"].as_u64()? > 0).then_some(())
@@ -149,7 +152,7 @@ fn after_every_node_is_killed_unfinished_jobs_resume_from_disk(election: &str) {
     }
     cluster.wait_for_agreement(AGREE);
     let job = cluster.wait_for_job(&id, FINISH);
-    assert_exact(&job, 2000);
+    assert_exact(&job, 100_000);
 }
 
 /// One test per scenario and algorithm.
@@ -179,7 +182,7 @@ per_algorithm!(
     after_every_node_is_killed_unfinished_jobs_resume_from_disk
 );
 
-/// `facto cluster` with `--fail-prob 0.01` on every node: nodes crash for real and are
+/// `facto cluster` with `--fail-prob 0.05` on every node: nodes crash for real and are
 /// restarted by the supervisor, and a stream of jobs still finishes with exact results.
 #[test]
 fn a_cluster_whose_nodes_keep_crashing_still_computes_every_job_exactly() {
@@ -187,7 +190,7 @@ fn a_cluster_whose_nodes_keep_crashing_still_computes_every_job_exactly() {
     let dir = std::env::temp_dir().join(format!("facto-failprob-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut supervisor = std::process::Command::new(common::BIN)
-        .args(["cluster", "--nodes", "6", "--base-port", &base.to_string(), "--fail-prob", "0.01"])
+        .args(["cluster", "--nodes", "6", "--base-port", &base.to_string(), "--fail-prob", "0.05"])
         .arg("--data-dir")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
@@ -195,7 +198,8 @@ fn a_cluster_whose_nodes_keep_crashing_still_computes_every_job_exactly() {
         .spawn()
         .unwrap();
     let cluster: String = (0..6).map(|i| format!("127.0.0.1:{},", base + i)).collect();
-    let ns = [20u64, 100, 500, 1000, 2000, 3000];
+    // About 150 tasks and 50 batch answers, each a chance to crash.
+    let ns = [20u64, 1000, 20_000, 100_000, 100_000, 200_000];
     let mut args = vec!["submit".to_string(), "--json".into(), "--timeout".into(), "300".into()];
     args.extend(ns.iter().map(|n| n.to_string()));
     let out = std::process::Command::new(common::BIN).args(&args).env("FACTO_CLUSTER", &cluster).output().unwrap();
