@@ -22,12 +22,15 @@ fn peers(handle: &Handle) -> Vec<(NodeId, String)> {
 }
 
 /// How long a peer may take to make a checkpoint write durable before the write also goes
-/// to the next peer (a hedged request: a stalled peer costs this long, not a timeout).
+/// to the next peer (a hedged request: a stalled peer costs this long, not a timeout)...
 pub const HEDGE_MS: u64 = 100;
+/// ... plus this long per MiB the write carries (moving and syncing tens of megabytes takes
+/// longer than 100 ms on a healthy peer, and a hedge then only doubles the work).
+const HEDGE_MS_PER_MIB: u64 = 25;
 
 /// Makes `facts` durable on one peer besides this node: sent to the peer that follows this
 /// node in id order, and to the next one too whenever the last one sent to fails or has not
-/// answered within [`HEDGE_MS`]. Returns true once one peer has them on disk, false when none
+/// answered within [`HEDGE_MS`] (more for large writes). Returns true once one peer has them on disk, false when none
 /// does. With no peers there is nobody to ask and the local copy is all there is: true.
 ///
 /// One copy elsewhere and this node's own survive the crash of any single node. (Writing to
@@ -50,6 +53,7 @@ pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool 
             return false;
         }
     };
+    let hedge_ms = HEDGE_MS + (frame.len() as u64 >> 20) * HEDGE_MS_PER_MIB;
     let (tx, rx) = channel::unbounded();
     let mut waiting_for = 0;
     let mut next_peers = peers.into_iter();
@@ -61,7 +65,7 @@ pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool 
     };
     send_to_next(&mut waiting_for);
     while waiting_for > 0 {
-        match async_std::future::timeout(Duration::from_millis(HEDGE_MS), rx.recv()).await {
+        match async_std::future::timeout(Duration::from_millis(hedge_ms), rx.recv()).await {
             Ok(Ok(true)) => return true,
             Ok(Ok(false)) => {
                 waiting_for -= 1;

@@ -26,6 +26,9 @@ fn c_epoch(c: &Option<Coordinator>) -> Epoch {
 
 /// An event that takes this long delays every heartbeat behind it and is logged.
 const SLOW_EVENT_MS: u128 = 20;
+/// Decimal digits of finished jobs kept in memory (10,000,000! has 65 million): beyond this
+/// the oldest are dropped, and converted again from the root product if a client asks.
+const RESULT_BYTES_MAX: usize = 128 << 20;
 /// Beyond the workers' delay, how long a batch may take before it is reassigned.
 const BATCH_TIMEOUT_MS: u64 = 5_000;
 
@@ -33,8 +36,13 @@ const BATCH_TIMEOUT_MS: u64 = 5_000;
 struct Coordinator {
     epoch: Epoch,
     scheduler: Scheduler,
-    /// Decimal results of finished jobs (converted off the runtime task).
+    /// Decimal results of finished jobs (converted off the runtime task), the oldest dropped
+    /// beyond [`RESULT_BYTES_MAX`] (converted again from the root product when asked for).
     results: BTreeMap<JobId, Arc<str>>,
+    results_oldest_first: std::collections::VecDeque<JobId>,
+    results_bytes: usize,
+    /// Jobs whose decimal conversion is under way.
+    converting: std::collections::BTreeSet<JobId>,
     /// When this coordinator received each job it accepted (its clock), and how long the
     /// job took to its root product from there (`facto bench` reports it).
     accepted_ms: BTreeMap<JobId, u64>,
@@ -49,9 +57,29 @@ impl Coordinator {
             epoch,
             scheduler,
             results: BTreeMap::new(),
+            results_oldest_first: Default::default(),
+            results_bytes: 0,
+            converting: Default::default(),
             accepted_ms: BTreeMap::new(),
             product_ms: BTreeMap::new(),
             waiters: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps a job's digits, dropping the oldest others' beyond `max_bytes`.
+    fn keep_result(&mut self, job: JobId, decimal: Arc<str>, max_bytes: usize) {
+        self.converting.remove(&job);
+        self.results_bytes += decimal.len();
+        if let Some(old) = self.results.insert(job.clone(), decimal) {
+            self.results_bytes -= old.len();
+        } else {
+            self.results_oldest_first.push_back(job);
+        }
+        while self.results_bytes > max_bytes && self.results_oldest_first.len() > 1 {
+            let Some(oldest) = self.results_oldest_first.pop_front() else { break };
+            if let Some(dropped) = self.results.remove(&oldest) {
+                self.results_bytes -= dropped.len();
+            }
         }
     }
 
@@ -247,6 +275,9 @@ impl Runtime {
             Event::Jobs { id, wait, reply } => {
                 let routed = match self.route() {
                     Routed::Here(()) => {
+                        if let Some(id) = &id {
+                            self.convert_again_if_dropped(id);
+                        }
                         let jobs = self.jobs(id.as_deref());
                         match (&mut self.coordinator, id) {
                             // Held until the result is known (the handler bounds the wait).
@@ -298,7 +329,9 @@ impl Runtime {
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
                 if let Some(c) = &mut self.coordinator {
-                    c.results.insert(job.clone(), decimal);
+                    // Without checkpoints the digits are the only copy of the result: kept.
+                    let max_bytes = if self.handle.config.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
+                    c.keep_result(job.clone(), decimal, max_bytes);
                     let answer = c.jobs(Some(&job));
                     for waiter in c.waiters.remove(&job).unwrap_or_default() {
                         let _ = waiter.try_send(Routed::Here(answer.clone()));
@@ -681,6 +714,40 @@ impl Runtime {
         }
     }
 
+    /// Converts a finished job's product to decimal off the runtime; it comes back as
+    /// [`Event::Decimal`].
+    fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Big) {
+        let Some(c) = &mut self.coordinator else { return };
+        if !c.converting.insert(job.clone()) {
+            return;
+        }
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            match compute::low_priority(move || Arc::<str>::from(Big::to_decimal(&product))).await {
+                Ok(decimal) => handle.send(Event::Decimal { job, n, decimal }),
+                Err(why) => log::error!("job {job}: no decimal result: {why}"),
+            }
+        });
+    }
+
+    /// A finished job whose digits were dropped from memory is converted again.
+    fn convert_again_if_dropped(&mut self, id: &str) {
+        let Some(c) = &self.coordinator else { return };
+        if c.results.contains_key(id) || !c.scheduler.job_progress(id).is_some_and(|p| p.finished) {
+            return;
+        }
+        let Some(job) = self.checkpoint.jobs.get(id) else { return };
+        let root = Plan::new(job.n).root();
+        let product = match root {
+            Some(root) => job.products.get(&root).cloned(),
+            None => Some(Big::one()),
+        };
+        if let Some(product) = product {
+            let n = job.n;
+            self.convert_to_decimal(id.to_string(), n, product);
+        }
+    }
+
     /// Carries out the scheduler's actions: batches go out on their own tasks and come back
     /// as [`Event::BatchAnswered`]; finished results are converted to decimal off this task.
     fn carry_out(&mut self, actions: Vec<Action>) -> Result<()> {
@@ -721,13 +788,7 @@ impl Runtime {
                             c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
                         }
                     }
-                    let handle = self.handle.clone();
-                    async_std::task::spawn(async move {
-                        match compute::low_priority(move || Arc::<str>::from(Big::to_decimal(&result))).await {
-                            Ok(decimal) => handle.send(Event::Decimal { job, n, decimal }),
-                            Err(why) => log::error!("job {job}: no decimal result: {why}"),
-                        }
-                    });
+                    self.convert_to_decimal(job, n, result);
                 }
             }
         }
@@ -747,4 +808,22 @@ async fn send_batch(
     let body = async_std::task::spawn_blocking(move || api::encode_work(from, epoch, batch, &items)).await?;
     let answer = handle.client.post_bytes(addr, "/internal/work", body, timeout).await.map_err(|e| e.to_string())?;
     async_std::task::spawn_blocking(move || api::decode_products(&answer)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_digits_are_dropped_beyond_the_limit_but_never_the_last() {
+        let timing = Timing { worker_delay_ms: 0, batch_timeout_ms: 1 };
+        let mut c = Coordinator::new(1, Scheduler::new("1".into(), timing));
+        for (job, digits) in [("1-1", "1111"), ("1-2", "22"), ("1-3", "333")] {
+            c.keep_result(job.into(), Arc::from(digits), 6);
+        }
+        assert_eq!(c.results.keys().collect::<Vec<_>>(), ["1-2", "1-3"]);
+        assert_eq!(c.results_bytes, 5);
+        c.keep_result("1-4".into(), Arc::from("4444444444"), 6);
+        assert_eq!(c.results.keys().collect::<Vec<_>>(), ["1-4"], "the newest stays, whatever its size");
+    }
 }
