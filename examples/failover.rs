@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: u32 = 6;
-/// Each job keeps the workers busy for a while; several are queued so one is always running.
-const JOB_N: u64 = 20_000;
+/// Each job keeps the workers busy for a while (about 0.1 s); several are queued so one is
+/// always running when the coordinator is killed.
+const JOB_N: u64 = 200_000;
 const POLL: Duration = Duration::from_millis(2);
 
 struct Node {
@@ -71,6 +72,8 @@ fn main() {
             // Let the coordinator get going, then make sure work is queued, then kill it.
             async_std::task::sleep(Duration::from_millis(300)).await;
             ensure_work(&client, &nodes, leader).await;
+            let addr = &nodes[leader as usize - 1].addr;
+            let done_at_kill = jobs_of(&client, addr, Duration::from_secs(2)).await.map_or(0, |j| operations_done(&j));
             let victim = &mut nodes[leader as usize - 1];
             let mut child = victim.child.take().unwrap();
             let killed_at = Instant::now();
@@ -78,7 +81,7 @@ fn main() {
             let _ = child.wait();
             let new = wait_agreement(&client, &nodes, Some(leader)).await;
             let agreed = killed_at.elapsed();
-            wait_first_operation(&client, &nodes[new as usize - 1].addr).await;
+            wait_first_operation(&client, &nodes[new as usize - 1].addr, done_at_kill).await;
             let progressed = killed_at.elapsed();
             agree_ms.push(agreed.as_secs_f64() * 1e3);
             progress_ms.push(progressed.as_secs_f64() * 1e3);
@@ -114,7 +117,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// Polls every running node until all name the same coordinator (other than `not`), which
-/// says it is the coordinator.
+/// says it is the coordinator and has finished taking over.
 async fn wait_agreement(client: &Client, nodes: &[Node], not: Option<u32>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -125,7 +128,8 @@ async fn wait_agreement(client: &Client, nodes: &[Node], not: Option<u32>) -> u3
         if let Some(Some(first)) = views.first() {
             let leader = first.leader;
             let agreed = views.iter().all(|v| v.as_ref().is_some_and(|s| s.leader == leader && s.epoch == first.epoch));
-            let leads = views.iter().flatten().any(|s| Some(s.id) == leader && s.role == "coordinator");
+            let leads =
+                views.iter().flatten().any(|s| Some(s.id) == leader && s.role == "coordinator" && !s.taking_over);
             if let Some(l) = leader.filter(|&l| agreed && leads && Some(l) != not) {
                 return l;
             }
@@ -138,31 +142,53 @@ async fn wait_agreement(client: &Client, nodes: &[Node], not: Option<u32>) -> u3
 /// Keeps a few jobs queued so a failover always has work to resume.
 async fn ensure_work(client: &Client, nodes: &[Node], leader: u32) {
     let addr = &nodes[leader as usize - 1].addr;
-    let jobs: Vec<JobInfo> = client.get(addr, "/jobs", Duration::from_secs(2)).await.unwrap_or_default();
-    let open = jobs.iter().filter(|j| j.state != "done").count();
-    for _ in open..5 {
-        let _: Result<JobInfo, _> =
+    let jobs = jobs_of(client, addr, Duration::from_secs(2)).await.unwrap_or_default();
+    // Open: operations left to do (a finished job may still be converting its digits).
+    let open = jobs.iter().filter(|j| j.operations_done < j.operations_total).count();
+    // At least one fresh job: work left over from earlier reigns may be a single task, which
+    // a new coordinator finishes before anyone can see it start.
+    for _ in open.min(4)..5 {
+        let submitted: Result<JobInfo, _> =
             client.post(addr, "/jobs", &SubmitRequest { n: JOB_N, request: None }, Duration::from_secs(5), &[]).await;
+        if let Err(e) = submitted {
+            eprintln!("submission refused: {e}");
+        }
     }
 }
 
-/// Waits until the coordinator at `addr` completes an operation after taking over.
-async fn wait_first_operation(client: &Client, addr: &str) {
-    let done = |jobs: &[JobInfo]| jobs.iter().map(|j| j.operations_done).sum::<u64>();
+/// The jobs a coordinator lists in `/status` (without their digits: `GET /jobs` would carry
+/// megabytes of them on every poll).
+async fn jobs_of(client: &Client, addr: &str, timeout: Duration) -> Option<Vec<JobInfo>> {
+    client.get::<NodeStatus>(addr, "/status", timeout).await.ok().map(|s| s.jobs)
+}
+
+fn operations_done(jobs: &[JobInfo]) -> u64 {
+    jobs.iter().map(|j| j.operations_done).sum()
+}
+
+/// Waits until the coordinator at `addr` completes an operation after taking over: its count
+/// of completed operations rises above the count it resumed with, or above the old
+/// coordinator's count at the kill (a fast new coordinator may finish a small remainder
+/// before its first answer).
+async fn wait_first_operation(client: &Client, addr: &str, done_at_kill: u64) {
+    let done = operations_done;
     let mut baseline = None;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
     loop {
-        if let Ok(jobs) = client.get::<Vec<JobInfo>>(addr, "/jobs", Duration::from_millis(500)).await {
+        if let Some(jobs) = jobs_of(client, addr, Duration::from_millis(500)).await {
+            last = jobs.iter().map(|j| (j.id.clone(), j.state.clone(), j.operations_done)).collect();
             // The first answer is the state it resumed from; any increase is new work.
             if !jobs.is_empty() {
                 match baseline {
+                    _ if done(&jobs) > done_at_kill => return,
                     None => baseline = Some(done(&jobs)),
                     Some(b) if done(&jobs) > b => return,
                     Some(_) => {}
                 }
             }
         }
-        assert!(Instant::now() < deadline, "no progress within 60 s");
+        assert!(Instant::now() < deadline, "no progress within 60 s: {last:?}");
         async_std::task::sleep(POLL).await;
     }
 }

@@ -113,7 +113,7 @@ struct Report {
 pub fn run(args: BenchArgs) -> Result<()> {
     let ns = parse_ns(&args.n, args.max_n)?;
     check_args(&args)?;
-    let cluster = LocalCluster::start(&args)?;
+    let mut cluster = LocalCluster::start(&args)?;
     let client = Client::new(None);
     let progress = Progress { on: std::io::stderr().is_terminal() };
     progress.say("starting the cluster");
@@ -125,7 +125,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         max_n: args.max_n,
         results: Vec::new(),
     };
-    async_std::task::block_on(async {
+    let ran = async_std::task::block_on(async {
         cluster.settle(&client).await?;
         // A first job opens the connections between members; it is not measured.
         measure_job(&client, &cluster.addrs, 20, &mut 0).await?;
@@ -133,8 +133,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             report.results.push(bench_n(&args, &cluster, &client, n, &progress).await?);
         }
         Ok::<(), Error>(())
-    })?;
+    });
     progress.done();
+    if let Err(e) = ran {
+        // The members' logs explain a failed run: kept for the user.
+        let dir = cluster.keep_dir();
+        return Err(Error::Remote(format!("{e} (the members' logs are kept in {})", dir.display())));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report).map_err(|e| Error::Remote(e.to_string()))?);
     } else {
@@ -299,13 +304,16 @@ struct LocalCluster {
     addrs: Vec<String>,
     children: Vec<Child>,
     dir: PathBuf,
+    /// Whether the directory stays when the bench ends (it failed).
+    keep: bool,
 }
 
 impl LocalCluster {
     fn start(args: &BenchArgs) -> Result<LocalCluster> {
         let dir = std::env::temp_dir().join(format!("facto-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
-        let mut cluster = LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir };
+        let mut cluster =
+            LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir, keep: false };
         let peers: Vec<String> = cluster.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let peers = peers.join(",");
         let extra = [
@@ -319,6 +327,12 @@ impl LocalCluster {
             cluster.children.push(node_command(id, &peers, &args.election, &data, &log, &extra)?.spawn()?);
         }
         Ok(cluster)
+    }
+
+    /// Keeps the directory (with the members' logs) when the bench ends; returns it.
+    fn keep_dir(&mut self) -> PathBuf {
+        self.keep = true;
+        self.dir.clone()
     }
 
     async fn statuses(&self, client: &Client) -> Vec<Option<NodeStatus>> {
@@ -342,10 +356,7 @@ impl LocalCluster {
             }
             async_std::task::sleep(Duration::from_millis(50)).await;
         }
-        Err(Error::Remote(format!(
-            "the bench cluster did not settle within {SETTLE_TIMEOUT_MS} ms (logs in {})",
-            self.dir.display()
-        )))
+        Err(Error::Remote(format!("the bench cluster did not settle within {SETTLE_TIMEOUT_MS} ms")))
     }
 
     async fn max_epoch(&self, client: &Client) -> u64 {
@@ -375,7 +386,9 @@ impl Drop for LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub struct ClusterArgs {
     /// Where the nodes keep their databases and logs.
     #[structopt(long, env = "FACTO_DATA_DIR", default_value = "./facto-data", parse(from_os_str))]
     data_dir: PathBuf,
-    /// Each node's probability of crashing at each operation (see `facto node --help`).
+    /// Each node's probability of crashing at each task (see `facto node --help`).
     #[structopt(long, default_value = "0")]
     fail_prob: f64,
     /// Each node's probability of stalling an operation or reply for --slow seconds.

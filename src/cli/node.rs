@@ -33,7 +33,7 @@ pub struct NodeArgs {
     /// The largest n a job may ask for.
     #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
-    /// Probability of crashing at each operation (and once a second while idle).
+    /// Probability of crashing at each task computed or batch answer recorded (and once a second while idle).
     #[structopt(long, env = "FACTO_FAIL_PROB", default_value = "0")]
     fail_prob: f64,
     /// Probability of stalling an operation or reply for --slow seconds.

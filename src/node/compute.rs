@@ -10,8 +10,35 @@
 const COMPUTE_NICE: i32 = 10;
 
 /// Runs `work` on a new low-priority thread and waits for its result without blocking the
-/// runtime. An error only if the thread could not start or `work` panicked.
+/// runtime. At most one piece of work per core runs at a time: niceness shares the CPU by
+/// weight per thread, so a hundred low-priority threads (a new coordinator converting many
+/// results at once, before this limit) would still outweigh the runtime's few. An error only
+/// if the thread could not start or `work` panicked.
 pub async fn low_priority<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (release, slot) = slots();
+    slot.recv().await.map_err(|_| "no compute slots".to_string())?;
+    let done = low_priority_thread(work).await;
+    let _ = release.try_send(());
+    done
+}
+
+/// The compute slots: a channel holding one token per core.
+fn slots() -> (async_std::channel::Sender<()>, async_std::channel::Receiver<()>) {
+    static SLOTS: std::sync::OnceLock<(async_std::channel::Sender<()>, async_std::channel::Receiver<()>)> =
+        std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let (tx, rx) = async_std::channel::bounded(cores);
+            for _ in 0..cores {
+                let _ = tx.try_send(());
+            }
+            (tx, rx)
+        })
+        .clone()
+}
+
+async fn low_priority_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     let (tx, rx) = async_std::channel::bounded(1);
     std::thread::Builder::new()
         .name("facto-compute".into())

@@ -426,7 +426,10 @@ impl Runtime {
             if restored.is_empty() {
                 unfinished += 1;
             }
-            actions.extend(restored);
+            // A job found finished is converted to decimal when a client asks for it, not
+            // now: a coordinator that took over from a long-lived one would otherwise convert
+            // every result it ever computed.
+            actions.extend(restored.into_iter().filter(|a| !matches!(a, Action::JobFinished { .. })));
         }
         let now_ms = self.now_ms();
         for id in self.handle.config.members.ids().into_iter().filter(|&id| id != me) {
