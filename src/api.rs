@@ -161,6 +161,15 @@ pub struct CheckpointQuery {
     pub finished: std::collections::BTreeSet<String>,
 }
 
+/// `POST /internal/checkpoint/root`: a finished job whose root product the coordinator
+/// needs (to convert its result to decimal again); answered with a facts frame holding
+/// the root's `product` fact, or 404 when this node does not hold it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootQuery {
+    pub job: String,
+}
+
 /// One operation on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireOp {

@@ -4,7 +4,9 @@
 //! are deterministic, so two replicas never disagree on a fact: checkpoints from several nodes
 //! merge by union, in any order, any number of times, and nothing is ever rewritten whole.
 //! Once a job's root product is known, the products below it are no longer needed and a
-//! replica may drop them ([`Checkpoint::apply`] does).
+//! replica may drop them ([`Checkpoint::apply`] does). The root itself stays on disk only
+//! (see [`crate::store`]): memory holds that the job finished, so neither a node's memory nor
+//! a new coordinator's gathering grows with the history of results.
 
 use crate::bignum::Big;
 use crate::coordinator::{OpId, Plan, TaskInputs};
@@ -33,6 +35,9 @@ pub enum Fact {
         #[serde(with = "crate::api::b64")]
         product: Big,
     },
+    /// The job's root product is known and durable (on the nodes that wrote it); what a
+    /// replica tells a new coordinator instead of sending megabytes of finished results.
+    Finished { job: String },
 }
 
 /// A [`Fact`] without its product: what a frame's header says of it (the product follows as
@@ -53,6 +58,9 @@ enum FactHead {
     Product {
         job: String,
         op: OpId,
+    },
+    Finished {
+        job: String,
     },
 }
 
@@ -77,6 +85,7 @@ pub fn encode_facts<'a, H: Serialize>(head: H, facts: impl IntoIterator<Item = &
                 numbers.push(product);
                 FactHead::Product { job: job.clone(), op: *op }
             }
+            Fact::Finished { job } => FactHead::Finished { job: job.clone() },
         })
         .collect();
     frame::encode(&FactsFrame { head, facts }, &numbers)
@@ -97,6 +106,7 @@ pub fn decode_facts<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, Vec<Fact>),
                 let product = numbers.next().ok_or("a product fact without its number")?;
                 Ok(Fact::Product { job, op, product })
             }
+            FactHead::Finished { job } => Ok(Fact::Finished { job }),
         })
         .collect::<Result<Vec<Fact>, String>>()?;
     if numbers.next().is_some() {
@@ -112,6 +122,8 @@ pub struct JobFacts {
     pub request: Option<String>,
     pub products: BTreeMap<OpId, Big>,
     pub dispatched: BTreeSet<OpId>,
+    /// The root product is known (and lies on the disk of the nodes that hold it).
+    pub finished: bool,
 }
 
 /// Everything a node knows, in memory; the store keeps the same facts on disk.
@@ -120,7 +132,7 @@ pub struct Checkpoint {
     pub jobs: BTreeMap<String, JobFacts>,
     /// Facts about jobs whose `Job` fact has not arrived yet (replication does not promise
     /// order across requests). Merged in when it does.
-    orphans: BTreeMap<(String, bool, OpId), Fact>,
+    orphans: BTreeMap<(String, u8, OpId), Fact>,
 }
 
 impl JobFacts {
@@ -142,8 +154,9 @@ impl Checkpoint {
             .map(|(id, _)| id)
     }
 
-    /// Adds a fact; returns whether it was new. Facts for a finished job (root known) other
-    /// than the root are dropped, and so is everything below a root when it arrives.
+    /// Adds a fact; returns whether it was new. Facts for a finished job are dropped, and so
+    /// is everything below a root when it arrives; the root's own number is not kept in
+    /// memory (the caller has it written to disk).
     pub fn apply(&mut self, fact: Fact) -> bool {
         match fact {
             Fact::Job { id, n, request } => {
@@ -161,19 +174,22 @@ impl Checkpoint {
             }
             Fact::Dispatched { ref job, op } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
-                Some(j) => !Self::finished(j) && j.dispatched.insert(op),
+                Some(j) => !j.finished && j.dispatched.insert(op),
+            },
+            Fact::Finished { ref job } => match self.jobs.get_mut(job) {
+                None => self.keep_orphan(fact),
+                Some(j) => !j.finished && Self::finish(j),
             },
             Fact::Product { ref job, op, ref product } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
                 Some(j) => {
                     let plan = Plan::new(j.n);
                     // Only task roots' products travel and count (see `coordinator::plan`).
-                    if !plan.is_task(op) || Self::finished(j) || j.products.contains_key(&op) || covered(j, &plan, op) {
+                    if !plan.is_task(op) || j.finished || j.products.contains_key(&op) || covered(j, &plan, op) {
                         return false;
                     }
                     if plan.root() == Some(op) {
-                        j.products.clear();
-                        j.dispatched.clear();
+                        return Self::finish(j);
                     } else if let TaskInputs::Products(inputs) = plan.task_inputs(op) {
                         // The inputs' products are covered now: keep only the frontier.
                         for input in inputs {
@@ -187,10 +203,19 @@ impl Checkpoint {
         }
     }
 
+    /// Marks a job finished: nothing below its root is needed any more.
+    fn finish(job: &mut JobFacts) -> bool {
+        job.products.clear();
+        job.dispatched.clear();
+        job.finished = true;
+        true
+    }
+
     fn keep_orphan(&mut self, fact: Fact) -> bool {
         let key = match &fact {
-            Fact::Dispatched { job, op } => (job.clone(), false, *op),
-            Fact::Product { job, op, .. } => (job.clone(), true, *op),
+            Fact::Dispatched { job, op } => (job.clone(), 0, *op),
+            Fact::Product { job, op, .. } => (job.clone(), 1, *op),
+            Fact::Finished { job } => (job.clone(), 2, OpId { level: 0, index: 0 }),
             Fact::Job { .. } => return false,
         };
         self.orphans.insert(key, fact).is_none()
@@ -198,11 +223,7 @@ impl Checkpoint {
 
     /// Ids of the jobs whose result is known.
     pub fn finished_jobs(&self) -> BTreeSet<String> {
-        self.jobs.iter().filter(|(_, j)| Self::finished(j)).map(|(id, _)| id.clone()).collect()
-    }
-
-    fn finished(job: &JobFacts) -> bool {
-        Plan::new(job.n).root().is_some_and(|root| job.products.contains_key(&root))
+        self.jobs.iter().filter(|(_, j)| j.finished).map(|(id, _)| id.clone()).collect()
     }
 
     /// Every fact, jobs first (so a receiver can apply them in order).
@@ -217,6 +238,9 @@ impl Checkpoint {
         for (id, j) in jobs() {
             out.extend(j.dispatched.iter().map(|&op| Fact::Dispatched { job: id.clone(), op }));
             out.extend(j.products.iter().map(|(&op, p)| Fact::Product { job: id.clone(), op, product: p.clone() }));
+            if j.finished {
+                out.push(Fact::Finished { job: id.clone() });
+            }
         }
         out.extend(self.orphans.values().cloned());
         out
@@ -289,9 +313,28 @@ mod tests {
         assert!(!c.apply(product("1-2", 0, 0, 120)), "an operation inside a task is refused");
         let root = Plan::new(20_000).root().unwrap();
         assert!(c.apply(product("1-2", root.level, root.index, 7)));
-        assert_eq!(c.jobs["1-2"].products.len(), 1);
+        assert!(c.jobs["1-2"].finished);
+        assert!(c.jobs["1-2"].products.is_empty(), "the root lies on disk, not in memory");
         assert!(!c.apply(product("1-2", 5, 1, 1680)), "a finished job takes no more facts");
         assert!(!c.apply(product("1-2", 9, 0, 1)), "an operation outside the plan is refused");
+    }
+
+    /// A new coordinator learns that a job finished without receiving its result.
+    #[test]
+    fn a_finished_job_travels_as_a_marker_without_its_product() {
+        let mut c = Checkpoint::default();
+        c.apply(Fact::Job { id: "1-1".into(), n: 300_000, request: None });
+        let root = Plan::new(300_000).root().unwrap();
+        c.apply(Fact::Product { job: "1-1".into(), op: root, product: Big::factorial(3_000) });
+        let facts = c.facts();
+        assert_eq!(facts, vec![c.jobs["1-1"].job_fact("1-1"), Fact::Finished { job: "1-1".into() }]);
+        let mut other = Checkpoint::default();
+        assert!(other.apply(facts[1].clone()), "a marker before its job is kept");
+        assert!(other.apply(facts[0].clone()));
+        assert_eq!(other, c);
+        assert!(!other.apply(product("1-1", 5, 0, 1)), "a finished job takes no more products");
+        let bytes = encode_facts((), &facts).unwrap();
+        assert_eq!(decode_facts::<()>(&bytes).unwrap().1, facts);
     }
 
     /// A product replaces its inputs', whichever arrives first.

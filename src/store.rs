@@ -1,6 +1,7 @@
 //! The node's local database (sled). Only this module names sled.
 
 use crate::checkpoint::{Checkpoint, Fact};
+use crate::coordinator::{OpId, Plan};
 use crate::error::{Error, Result};
 use facto_elections::HardState;
 use std::collections::BTreeMap;
@@ -13,6 +14,8 @@ const VERSION_KEY: &[u8] = b"checkpoint/version";
 
 /// A node's durable state: the election's hard state, and the checkpoint facts this node holds
 /// (as coordinator or as a replica), one key per fact so a write never rewrites the whole.
+/// Clones share the database (sled is safe to use from several threads).
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     facts: sled::Tree,
@@ -67,7 +70,7 @@ impl Store {
         let mut records: BTreeMap<&str, Vec<&Fact>> = BTreeMap::new();
         for fact in facts {
             match fact {
-                Fact::Job { .. } => batch.insert(fact_key(fact), encode(&[fact])?),
+                Fact::Job { .. } | Fact::Finished { .. } => batch.insert(fact_key(fact), encode(&[fact])?),
                 Fact::Dispatched { job, .. } | Fact::Product { job, .. } => {
                     if !finished.iter().any(|(done, _)| done == job) {
                         records.entry(job).or_default().push(fact);
@@ -87,6 +90,18 @@ impl Store {
         self.facts.apply_batch(batch).map_err(store_err)?;
         self.db.insert(VERSION_KEY, &version.to_be_bytes()).map_err(store_err)?;
         Ok(())
+    }
+
+    /// The root product fact of finished job `job`, if this node wrote it. Reads a file of
+    /// up to tens of megabytes: call it off the runtime threads.
+    pub fn root_fact(&self, job: &str) -> Result<Option<Fact>> {
+        let Some(record) = self.facts.get([job.as_bytes(), JOB_KEY_SUFFIX].concat()).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let Some(Fact::Job { n, .. }) = decode(&record)?.into_iter().next() else { return Ok(None) };
+        let Some(root) = Plan::new(n).root() else { return Ok(None) };
+        let Some(record) = self.facts.get(op_key(job, b'p', root)).map_err(store_err)? else { return Ok(None) };
+        Ok(decode(&record)?.into_iter().find(|fact| matches!(fact, Fact::Product { op, .. } if *op == root)))
     }
 
     /// The election state saved by [`Store::save_hard_state`], or the initial one.
@@ -223,19 +238,23 @@ fn decode(value: &[u8]) -> Result<Vec<Fact>> {
 }
 
 /// Keys: `<job>\0job` (the job), `<job>\0r<version>` (a write's facts of that job),
-/// `<job>\0p<level><index>` (the root product of a finished job); big-endian numbers, so a
-/// job's keys sort together. Every value is a JSON array of facts.
+/// `<job>\0p<level><index>` (the root product of a finished job), `<job>\0f` (the job
+/// finished, its root on other nodes); big-endian numbers, so a job's keys sort together.
 fn fact_key(fact: &Fact) -> Vec<u8> {
     match fact {
         Fact::Job { id, .. } => [id.as_bytes(), JOB_KEY_SUFFIX].concat(),
-        Fact::Dispatched { job, op } | Fact::Product { job, op, .. } => {
-            let mut key = job_prefix(job);
-            key.push(if matches!(fact, Fact::Dispatched { .. }) { b'd' } else { b'p' });
-            key.extend_from_slice(&op.level.to_be_bytes());
-            key.extend_from_slice(&op.index.to_be_bytes());
-            key
-        }
+        Fact::Dispatched { job, op } => op_key(job, b'd', *op),
+        Fact::Product { job, op, .. } => op_key(job, b'p', *op),
+        Fact::Finished { job } => [&job_prefix(job)[..], b"f"].concat(),
     }
+}
+
+fn op_key(job: &str, kind: u8, op: OpId) -> Vec<u8> {
+    let mut key = job_prefix(job);
+    key.push(kind);
+    key.extend_from_slice(&op.level.to_be_bytes());
+    key.extend_from_slice(&op.index.to_be_bytes());
+    key
 }
 
 fn store_err(e: sled::Error) -> Error {
@@ -245,6 +264,7 @@ fn store_err(e: sled::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bignum::Big;
 
     #[test]
     fn hard_state_survives_reopening() {
@@ -264,8 +284,6 @@ mod tests {
 
     #[test]
     fn a_write_is_one_record_per_job_and_old_one_fact_keys_still_load() {
-        use crate::bignum::Big;
-        use crate::coordinator::OpId;
         let dir = std::env::temp_dir().join(format!("facto-store-records-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 5, index: i }, product: Big::from(i + 7) };
@@ -284,8 +302,6 @@ mod tests {
 
     #[test]
     fn facts_survive_reopening_and_a_finished_job_keeps_only_its_root() {
-        use crate::bignum::Big;
-        use crate::coordinator::{OpId, Plan};
         let dir = std::env::temp_dir().join(format!("facto-store-facts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 5, index: i }, product: Big::from(i + 7) };
@@ -301,10 +317,14 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        let durable = store.start_writer().write(vec![], vec![("1-1".into(), root_fact)], 4);
+        let durable = store.start_writer().write(vec![], vec![("1-1".into(), root_fact.clone())], 4);
         assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
-        assert_eq!(checkpoint.jobs["1-1"].products.keys().copied().collect::<Vec<_>>(), vec![root]);
+        assert!(checkpoint.jobs["1-1"].finished);
+        assert!(checkpoint.jobs["1-1"].products.is_empty(), "the root stays on disk");
+        assert_eq!(store.facts.len(), 2, "the job and its root");
+        assert_eq!(store.root_fact("1-1").unwrap(), Some(root_fact));
+        assert_eq!(store.root_fact("1-2").unwrap(), None);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

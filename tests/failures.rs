@@ -155,6 +155,32 @@ fn after_every_node_is_killed_unfinished_jobs_resume_from_disk(election: &str) {
     assert_exact(&job, 100_000);
 }
 
+/// A finished job's result lies on the disks of its coordinator and one replica, not in any
+/// member's memory: after the coordinator's crash its successor fetches it from the replica
+/// (the member after the coordinator in id order) and converts it again.
+#[test]
+fn finished_results_are_served_by_the_next_coordinator() {
+    let mut cluster = Cluster::start(6, "raft", &[]);
+    let old = cluster.wait_for_agreement(AGREE);
+    let ns = [20_000, 30_000, 40_000, 50_000];
+    let ids: Vec<String> = ns.iter().map(|&n| cluster.submit_no_wait(n)).collect();
+    for (id, &n) in ids.iter().zip(&ns) {
+        assert_exact(&cluster.wait_for_job(id, FINISH), n);
+    }
+    // The replica is stopped while the others elect, so the successor is not the replica.
+    let replica = old % 6 + 1;
+    cluster.signal(replica, libc::SIGSTOP);
+    cluster.signal(old, libc::SIGKILL);
+    let new = wait_until(AGREE, || Some(cluster.wait_for_agreement(AGREE)).filter(|&l| l != old)).unwrap();
+    assert_ne!(new, replica);
+    cluster.signal(replica, libc::SIGCONT);
+    for (id, &n) in ids.iter().zip(&ns) {
+        let job = cluster.wait_for_job(id, FINISH);
+        assert_exact(&job, n);
+        assert_eq!(job["state"], "done", "{job}");
+    }
+}
+
 /// One test per scenario and algorithm.
 macro_rules! per_algorithm {
     ($($scenario:ident),*) => {

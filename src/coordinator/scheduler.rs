@@ -48,6 +48,14 @@ pub struct WorkItem {
     pub operands: Vec<Big>,
 }
 
+/// What a restored job brings along.
+enum Known {
+    /// Products of some of its tasks.
+    Products(BTreeMap<OpId, Big>),
+    /// Its result is known, elsewhere.
+    Finished,
+}
+
 /// What the runtime must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -188,7 +196,7 @@ impl Scheduler {
     pub fn submit(&mut self, n: u64) -> (JobId, Vec<Action>) {
         let id = format!("{}-{}", self.job_prefix, self.next_job_number);
         self.next_job_number += 1;
-        let actions = self.insert_job(id.clone(), n, BTreeMap::new(), BTreeSet::new());
+        let actions = self.insert_job(id.clone(), n, Known::Products(BTreeMap::new()), BTreeSet::new());
         (id, actions)
     }
 
@@ -204,22 +212,21 @@ impl Scheduler {
         if self.jobs.contains_key(&id) {
             return Vec::new();
         }
-        self.insert_job(id, n, products, dispatched)
+        self.insert_job(id, n, Known::Products(products), dispatched)
     }
 
-    fn insert_job(
-        &mut self,
-        id: JobId,
-        n: u64,
-        mut known: BTreeMap<OpId, Big>,
-        dispatched: BTreeSet<OpId>,
-    ) -> Vec<Action> {
+    /// A job whose result is known but not in hand (its root product lies on disk): it
+    /// counts as finished, nothing of it is computed, and no [`Action::JobFinished`] follows.
+    pub fn restore_finished_job(&mut self, id: JobId, n: u64) {
+        if !self.jobs.contains_key(&id) {
+            self.insert_job(id, n, Known::Finished, BTreeSet::new());
+        }
+    }
+
+    fn insert_job(&mut self, id: JobId, n: u64, known: Known, dispatched: BTreeSet<OpId>) -> Vec<Action> {
         let seq = self.next_job_seq;
         self.next_job_seq += 1;
         let plan = Plan::new(n);
-        // Products that are not task roots (a forged fact, or a checkpoint written by an
-        // older version) are not trusted to cover anything.
-        known.retain(|&op, _| plan.is_task(op));
         let mut job = Job {
             seq,
             plan,
@@ -233,16 +240,27 @@ impl Scheduler {
             finished: false,
         };
         let mut actions = Vec::new();
-        let finished_with = match job.plan.root() {
-            None => Some(Big::one()),
-            Some(root) => known.remove(&root),
-        };
-        if let Some(result) = finished_with {
-            job.finished = true;
-            job.ops_done = job.plan.total_ops();
-            actions.push(Action::JobFinished { job: id.clone(), n, result });
-        } else {
-            self.resume(&mut job, known);
+        match known {
+            Known::Finished => {
+                job.finished = true;
+                job.ops_done = job.plan.total_ops();
+            }
+            Known::Products(mut known) => {
+                // Products that are not task roots (a forged fact, or a checkpoint written by
+                // an older version) are not trusted to cover anything.
+                known.retain(|&op, _| job.plan.is_task(op));
+                let finished_with = match job.plan.root() {
+                    None => Some(Big::one()),
+                    Some(root) => known.remove(&root),
+                };
+                if let Some(result) = finished_with {
+                    job.finished = true;
+                    job.ops_done = job.plan.total_ops();
+                    actions.push(Action::JobFinished { job: id.clone(), n, result });
+                } else {
+                    self.resume(&mut job, known);
+                }
+            }
         }
         self.job_by_seq.insert(seq, id.clone());
         self.jobs.insert(id, job);

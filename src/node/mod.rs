@@ -94,6 +94,10 @@ pub(crate) enum Event {
         n: u64,
         decimal: std::sync::Arc<str>,
     },
+    /// A finished job's result could not be found (no node that answered holds its root).
+    NoDecimal {
+        job: JobId,
+    },
 }
 
 impl Event {
@@ -114,6 +118,7 @@ impl Event {
             Event::Pulled { .. } => "pulled checkpoint",
             Event::BatchDurable { .. } => "durable batch",
             Event::Decimal { .. } => "decimal result",
+            Event::NoDecimal { .. } => "result not found",
         }
     }
 }
@@ -142,6 +147,9 @@ pub struct Handle {
     pub(crate) client: Client,
     /// Partitions and stalls ordered through the admin API.
     pub(crate) gate: Arc<transport::Gate>,
+    /// The node's database, for reads of large records off the runtime (finished jobs'
+    /// results); the runtime's writer owns the writes.
+    pub(crate) store: Store,
 }
 
 impl Handle {
@@ -211,6 +219,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         faults: Arc::new(faults),
         config: Arc::new(config),
         client,
+        store: store.clone(),
     };
     let runtime = runtime::Runtime::new(handle.clone(), store)?;
     log::info!(

@@ -1,7 +1,8 @@
 //! Sending checkpoint facts to the peers, and gathering theirs when this node takes over.
 
 use super::Handle;
-use crate::api::{CheckpointQuery, CheckpointWrite};
+use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
+use crate::bignum::Big;
 use crate::checkpoint::{decode_facts, encode_facts, Fact};
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
@@ -124,4 +125,47 @@ pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<St
     };
     let _ = async_std::future::timeout(Duration::from_millis(GATHER_TIMEOUT_MS + 100), collect).await;
     all
+}
+
+/// How long a peer may take to send a finished job's root product (tens of megabytes for
+/// 10,000,000!).
+const ROOT_TIMEOUT_MS: u64 = 10_000;
+
+/// The root product of finished job `job`: from this node's disk, or else from the first
+/// peer that has it (a job's root lies on the coordinator that finished it and on one
+/// replica; memory keeps neither).
+pub async fn find_root(handle: &Handle, job: &str) -> Option<Big> {
+    let store = handle.store.clone();
+    let id = job.to_string();
+    match async_std::task::spawn_blocking(move || store.root_fact(&id)).await {
+        Ok(Some(Fact::Product { product, .. })) => return Some(product),
+        Ok(_) => {}
+        Err(e) => log::error!("job {job}: cannot read its result from disk: {e}"),
+    }
+    let query = serde_json::to_vec(&RootQuery { job: job.to_string() }).ok()?;
+    let (tx, rx) = channel::unbounded();
+    for (_, addr) in peers(handle) {
+        let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
+        async_std::task::spawn(async move {
+            let timeout = Duration::from_millis(ROOT_TIMEOUT_MS);
+            let root = match handle.client.post_bytes(&addr, "/internal/checkpoint/root", query, timeout).await {
+                Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await.ok(),
+                Err(_) => None,
+            };
+            let root = root.and_then(|((), facts)| {
+                facts.into_iter().find_map(|f| match f {
+                    Fact::Product { product, .. } => Some(product),
+                    _ => None,
+                })
+            });
+            let _ = tx.send(root).await;
+        });
+    }
+    drop(tx);
+    while let Ok(answer) = rx.recv().await {
+        if answer.is_some() {
+            return answer;
+        }
+    }
+    None
 }

@@ -4,7 +4,7 @@
 
 use super::compute;
 use super::links::Links;
-use super::replication::{gather, replicate};
+use super::replication::{find_root, gather, replicate};
 use super::{Event, Handle, Routed};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::{abbreviate, Big};
@@ -326,6 +326,12 @@ impl Runtime {
                 log::debug!("batch {batch}: products durable");
                 self.batch_durable(batch, Vec::new())?
             }
+            Event::NoDecimal { job } => {
+                if let Some(c) = &mut self.coordinator {
+                    // The next query tries again (a member holding the root may be back).
+                    c.converting.remove(&job);
+                }
+            }
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
                 if let Some(c) = &mut self.coordinator {
@@ -422,6 +428,10 @@ impl Runtime {
         let mut unfinished = 0;
         for id in self.checkpoint.jobs_in_order() {
             let job = &self.checkpoint.jobs[&id];
+            if job.finished {
+                scheduler.restore_finished_job(id, job.n);
+                continue;
+            }
             let restored = scheduler.restore_job(id.clone(), job.n, job.products.clone(), job.dispatched.clone());
             if restored.is_empty() {
                 unfinished += 1;
@@ -472,7 +482,9 @@ impl Runtime {
         for fact in new {
             match fact {
                 Fact::Job { id, .. } => {
-                    if let Some(job) = self.checkpoint.jobs.get(&id) {
+                    if let Some(job) = self.checkpoint.jobs.get(&id).filter(|j| j.finished) {
+                        c.scheduler.restore_finished_job(id, job.n);
+                    } else if let Some(job) = self.checkpoint.jobs.get(&id) {
                         log::info!("job {id} learned from a peer's checkpoint; resuming it");
                         actions.extend(c.scheduler.restore_job(
                             id.clone(),
@@ -483,7 +495,9 @@ impl Runtime {
                     }
                 }
                 Fact::Product { job, op, product } => products.push((OpRef { job, op }, product)),
-                Fact::Dispatched { .. } => {}
+                // A job under way here that a peer says finished: its root is on that peer's
+                // disk, not in hand; computing it again costs work but loses nothing.
+                Fact::Dispatched { .. } | Fact::Finished { .. } => {}
             }
         }
         actions.extend(c.scheduler.learn(products, now_ms));
@@ -506,6 +520,7 @@ impl Runtime {
                     .and_then(|j| Plan::new(j.n).root())
                     .filter(|root| root == op)
                     .map(|_| job.clone()),
+                Fact::Finished { job } if self.checkpoint.jobs.contains_key(job) => Some(job.clone()),
                 _ => None,
             };
             if self.checkpoint.apply(fact.clone()) {
@@ -529,7 +544,7 @@ impl Runtime {
         let jobs: std::collections::BTreeSet<&str> = facts
             .iter()
             .filter_map(|f| match f {
-                Fact::Dispatched { job, .. } | Fact::Product { job, .. } => Some(job.as_str()),
+                Fact::Dispatched { job, .. } | Fact::Product { job, .. } | Fact::Finished { job } => Some(job.as_str()),
                 Fact::Job { .. } => None,
             })
             .collect();
@@ -717,15 +732,24 @@ impl Runtime {
         }
     }
 
-    /// Converts a finished job's product to decimal off the runtime; it comes back as
-    /// [`Event::Decimal`].
-    fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Big) {
+    /// Converts a finished job's product to decimal off the runtime (`None`: the root
+    /// product is on disk here or on a peer; it is read first); it comes back as
+    /// [`Event::Decimal`], or [`Event::NoDecimal`] when no node has the root.
+    fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Option<Big>) {
         let Some(c) = &mut self.coordinator else { return };
         if !c.converting.insert(job.clone()) {
             return;
         }
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
+            let product = match product {
+                Some(p) => Some(p),
+                None => find_root(&handle, &job).await,
+            };
+            let Some(product) = product else {
+                log::error!("job {job}: no member that answered holds its result");
+                return handle.send(Event::NoDecimal { job });
+            };
             match compute::low_priority(move || Arc::<str>::from(Big::to_decimal(&product))).await {
                 Ok(decimal) => handle.send(Event::Decimal { job, n, decimal }),
                 Err(why) => log::error!("job {job}: no decimal result: {why}"),
@@ -733,22 +757,17 @@ impl Runtime {
         });
     }
 
-    /// A finished job whose digits were dropped from memory is converted again.
+    /// A finished job whose digits are not in memory (dropped, or finished under another
+    /// coordinator) is converted again from its root product.
     fn convert_again_if_dropped(&mut self, id: &str) {
         let Some(c) = &self.coordinator else { return };
         if c.results.contains_key(id) || !c.scheduler.job_progress(id).is_some_and(|p| p.finished) {
             return;
         }
         let Some(job) = self.checkpoint.jobs.get(id) else { return };
-        let root = Plan::new(job.n).root();
-        let product = match root {
-            Some(root) => job.products.get(&root).cloned(),
-            None => Some(Big::one()),
-        };
-        if let Some(product) = product {
-            let n = job.n;
-            self.convert_to_decimal(id.to_string(), n, product);
-        }
+        let n = job.n;
+        let product = if Plan::new(n).root().is_none() { Some(Big::one()) } else { None };
+        self.convert_to_decimal(id.to_string(), n, product);
     }
 
     /// Carries out the scheduler's actions: batches go out on their own tasks and come back
@@ -791,7 +810,7 @@ impl Runtime {
                             c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
                         }
                     }
-                    self.convert_to_decimal(job, n, result);
+                    self.convert_to_decimal(job, n, Some(result));
                 }
             }
         }

@@ -9,7 +9,7 @@ use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use super::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use crate::api::{
     self, AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
-    SubmitRequest,
+    RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
 use crate::node::{compute, worker, Event, Handle, Routed};
@@ -57,6 +57,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     internal.at("/work").post(work);
     internal.at("/checkpoint").post(write_checkpoint);
     internal.at("/checkpoint/query").post(read_checkpoint);
+    internal.at("/checkpoint/root").post(read_root);
     app.at("/internal").nest(internal);
     app
 }
@@ -473,6 +474,26 @@ async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
     };
     Ok(match async_std::task::spawn_blocking(move || encode_facts((), &facts)).await {
         Ok(frame) => frame_response(frame),
+        Err(why) => error(StatusCode::InternalServerError, &why),
+    })
+}
+
+/// `POST /internal/checkpoint/root`: a finished job's root product from this node's disk.
+async fn read_root(mut req: Request<Handle>) -> tide::Result {
+    let query: RootQuery = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(q) => q,
+        Err(res) => return Ok(res),
+    };
+    let store = req.state().store.clone();
+    let read = async_std::task::spawn_blocking(move || match store.root_fact(&query.job) {
+        Ok(Some(root)) => encode_facts((), [&root]).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    })
+    .await;
+    Ok(match read {
+        Ok(Some(frame)) => frame_response(frame),
+        Ok(None) => error(StatusCode::NotFound, "this node does not hold that job's result"),
         Err(why) => error(StatusCode::InternalServerError, &why),
     })
 }
