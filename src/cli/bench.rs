@@ -140,6 +140,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let dir = cluster.keep_dir();
         return Err(Error::Remote(format!("{e} (the members' logs are kept in {})", dir.display())));
     }
+    if report.results.iter().any(|r| r.leadership_changes > 0) {
+        // Leadership should not change in a benchmark: the logs say why it did.
+        eprintln!("facto bench: leadership changed; the members' logs are kept in {}", cluster.keep_dir().display());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report).map_err(|e| Error::Remote(e.to_string()))?);
     } else {
