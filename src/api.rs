@@ -126,6 +126,10 @@ pub struct NodeStatus {
     /// Body bytes of this node's calls to its peers, sent and received, since it started.
     #[serde(default)]
     pub peer_bytes: u64,
+    /// Peer messages this node refused (a stale or absurd epoch, a sender that is not the
+    /// leader, facts that do not fit their job's plan) since it started.
+    #[serde(default)]
+    pub refused_messages: u64,
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,

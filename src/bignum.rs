@@ -28,6 +28,22 @@ impl Big {
         Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
     }
 
+    /// The number of bits, 0 for zero.
+    pub fn significant_bits(&self) -> u64 {
+        (&*self.0).significant_bits()
+    }
+
+    /// The number modulo `m` (`m` > 0).
+    pub fn residue(&self, m: u64) -> u64 {
+        let r = &*self.0 % Natural::from(m);
+        u64::try_from(&r).unwrap_or(0) // below m, so it fits
+    }
+
+    /// This number plus one (a wrong product, for fault injection).
+    pub fn plus_one(&self) -> Big {
+        Big::new(&*self.0 + Natural::from(1u32))
+    }
+
     /// The number one (the empty product).
     pub fn one() -> Big {
         Big::new(Natural::from(1u32))

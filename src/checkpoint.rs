@@ -211,6 +211,22 @@ impl Checkpoint {
         true
     }
 
+    /// Forgets a product found wrong (its task will be computed again). The only removal
+    /// besides a root's covering: a wrong fact must not outlive the check that caught it.
+    pub fn forget(&mut self, job: &str, op: OpId) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            j.products.remove(&op);
+        }
+    }
+
+    /// Marks a finished job unfinished, with nothing known: its result is to be computed again
+    /// (it was found wrong, or lost, everywhere).
+    pub fn restart(&mut self, job: &str) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            *j = JobFacts { n: j.n, request: j.request.take(), ..JobFacts::default() };
+        }
+    }
+
     fn keep_orphan(&mut self, fact: Fact) -> bool {
         let key = match &fact {
             Fact::Dispatched { job, op } => (job.clone(), 0, *op),

@@ -1,7 +1,7 @@
 //! Picking an algorithm by name: one enum that wraps the built-in algorithms, so a runtime can
 //! hold "whichever election the cluster chose" without being generic.
 
-use crate::{bully, raft, ring, Actions, Config, Election, Error, HardState, Input, Leadership};
+use crate::{bully, raft, ring, Actions, Config, Election, Epoch, Error, HardState, Input, Leadership};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -59,6 +59,18 @@ pub enum AnyMsg {
     Bully(bully::Msg),
     Ring(ring::Msg),
     Raft(raft::Msg),
+}
+
+impl AnyMsg {
+    /// The epoch (term) the message speaks for: a receiver bounds it before stepping, since
+    /// a forged epoch near `u64::MAX` would leave every member unable to move past it.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            AnyMsg::Bully(m) => m.epoch(),
+            AnyMsg::Ring(m) => m.epoch(),
+            AnyMsg::Raft(m) => m.epoch(),
+        }
+    }
 }
 
 /// Any built-in algorithm's state machine.

@@ -32,7 +32,8 @@ pub enum Msg {
 }
 
 impl Msg {
-    fn epoch(&self) -> Epoch {
+    /// The epoch the message speaks for.
+    pub fn epoch(&self) -> Epoch {
         match *self {
             Msg::Election { epoch } | Msg::Answer { epoch } | Msg::Coordinator { epoch } | Msg::Heartbeat { epoch } => {
                 epoch

@@ -33,6 +33,18 @@ pub enum Msg {
     HeartbeatAck { term: Epoch },
 }
 
+impl Msg {
+    /// The term the message speaks for.
+    pub fn epoch(&self) -> Epoch {
+        match *self {
+            Msg::RequestVote { term, .. }
+            | Msg::Vote { term, .. }
+            | Msg::Heartbeat { term }
+            | Msg::HeartbeatAck { term } => term,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Follower,
@@ -144,7 +156,8 @@ impl Raft {
         self.leader = None;
         self.granted.clear();
         self.reset_timeout();
-        let msg = Msg::RequestVote { term: self.hard.epoch + 1, pre_vote: true, freshness: self.freshness };
+        let msg =
+            Msg::RequestVote { term: self.hard.epoch.saturating_add(1), pre_vote: true, freshness: self.freshness };
         self.broadcast(msg, out);
         self.tally(out);
     }
@@ -153,7 +166,7 @@ impl Raft {
     fn start_campaign(&mut self, out: &mut Actions<Msg>) {
         self.role = Role::Candidate;
         self.leader = None;
-        self.hard = HardState { epoch: self.hard.epoch + 1, voted_for: Some(self.id) };
+        self.hard = HardState { epoch: self.hard.epoch.saturating_add(1), voted_for: Some(self.id) };
         self.granted.clear();
         self.reset_timeout();
         let msg = Msg::RequestVote { term: self.hard.epoch, pre_vote: false, freshness: self.freshness };
@@ -248,7 +261,7 @@ impl Raft {
             return;
         }
         let expected = match self.role {
-            Role::PreCandidate => pre_vote && term == self.hard.epoch + 1,
+            Role::PreCandidate => pre_vote && term == self.hard.epoch.saturating_add(1),
             Role::Candidate => !pre_vote && term == self.hard.epoch,
             Role::Follower | Role::Leader => false,
         };

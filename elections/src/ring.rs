@@ -38,7 +38,8 @@ pub enum Msg {
 }
 
 impl Msg {
-    fn epoch(&self) -> Epoch {
+    /// The epoch the message speaks for.
+    pub fn epoch(&self) -> Epoch {
         match *self {
             Msg::Election { epoch, .. }
             | Msg::Coordinator { epoch, .. }

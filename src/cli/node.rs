@@ -42,6 +42,9 @@ pub struct NodeArgs {
     /// How long an injected stall lasts, in seconds.
     #[structopt(long, env = "FACTO_SLOW", default_value = "10")]
     slow: f64,
+    /// Probability of answering a wrong product for a task (tests the coordinator's checks).
+    #[structopt(long, env = "FACTO_CORRUPT_PROB", default_value = "0")]
+    corrupt_prob: f64,
     /// Checkpoint and replicate the coordinator's state: on or off (off only to measure its cost).
     #[structopt(long, env = "FACTO_CHECKPOINT", default_value = "on")]
     checkpoint: String,
@@ -81,7 +84,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
         probability(args.fail_prob, "--fail-prob")?,
         probability(args.slow_prob, "--slow-prob")?,
         seconds_to_ms(args.slow, "--slow")?,
-    );
+    )
+    .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
     return_large_buffers_to_the_system();
     async_std::task::block_on(crate::node::run(config, args.cluster_key, faults))
 }

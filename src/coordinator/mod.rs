@@ -1,7 +1,9 @@
 //! The coordinator's planning and scheduling: pure state machines, no I/O.
 
+pub mod fingerprint;
 pub mod plan;
 pub mod scheduler;
 
+pub use fingerprint::Fingerprint;
 pub use plan::{OpId, Plan, TaskInputs, MAX_OPERANDS};
 pub use scheduler::{Action, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};

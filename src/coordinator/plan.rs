@@ -138,11 +138,16 @@ impl Plan {
                 TaskInputs::Products((first..end).map(|index| OpId { level: below, index }).collect())
             }
             None => {
-                let (first_leaf, end_leaf) = self.range_at(op, 0);
-                let first = 2 + MAX_OPERANDS * first_leaf;
-                TaskInputs::Integers { first, last: (1 + MAX_OPERANDS * end_leaf).min(self.n) }
+                let (first, last) = self.integers(op);
+                TaskInputs::Integers { first, last }
             }
         }
+    }
+
+    /// The integers `first..=last` whose product is `op`'s (for any operation of the plan).
+    pub fn integers(&self, op: OpId) -> (u64, u64) {
+        let (first_leaf, end_leaf) = self.range_at(op, 0);
+        (2 + MAX_OPERANDS * first_leaf, (1 + MAX_OPERANDS * end_leaf).min(self.n))
     }
 
     /// The task that consumes the product of task `op`, or `None` for the root.

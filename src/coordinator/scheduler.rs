@@ -223,6 +223,16 @@ impl Scheduler {
         }
     }
 
+    /// Computes a finished job again from nothing: its result was found wrong, or lost, on
+    /// every node that should hold it. No-op for a job not finished or not known.
+    pub fn restart_finished_job(&mut self, id: &str) -> Vec<Action> {
+        let Some(job) = self.jobs.get(id).filter(|j| j.finished) else { return Vec::new() };
+        let (n, seq) = (job.plan.n(), job.seq);
+        self.jobs.remove(id);
+        self.job_by_seq.remove(&seq);
+        self.insert_job(id.to_string(), n, Known::Products(BTreeMap::new()), BTreeSet::new())
+    }
+
     fn insert_job(&mut self, id: JobId, n: u64, known: Known, dispatched: BTreeSet<OpId>) -> Vec<Action> {
         let seq = self.next_job_seq;
         self.next_job_seq += 1;

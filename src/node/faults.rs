@@ -1,11 +1,13 @@
-//! Failure injection (`--fail-prob`, `--slow-prob`, `--slow`): the node crashes or stalls on
-//! purpose, so that tests and `facto chaos` can check what the cluster promises.
+//! Failure injection (`--fail-prob`, `--slow-prob`, `--slow`, `--corrupt-prob`): the node
+//! crashes, stalls or answers wrong products on purpose, so that tests and `facto chaos` can
+//! check what the cluster promises.
 //!
 //! A crash is `_exit` with [`CRASH_EXIT_CODE`]: no destructor runs, no buffer is flushed, sled
 //! gets no chance to write anything it has not already made durable; exactly what a power cut
 //! or SIGKILL leaves behind. A stall holds one reply (worker) or the whole runtime
 //! (coordinator) for `--slow` seconds, longer than every timeout in the cluster.
 
+use crate::bignum::Big;
 use facto_elections::rng::Rng;
 use std::sync::Mutex;
 
@@ -16,6 +18,7 @@ pub struct Faults {
     fail_prob: f64,
     slow_prob: f64,
     slow_ms: u64,
+    corrupt_prob: f64,
     rng: Mutex<Rng>,
 }
 
@@ -27,7 +30,22 @@ impl Faults {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        Faults { fail_prob, slow_prob, slow_ms, rng: Mutex::new(Rng::new(seed)) }
+        Faults { fail_prob, slow_prob, slow_ms, corrupt_prob: 0.0, rng: Mutex::new(Rng::new(seed)) }
+    }
+
+    /// With probability `corrupt_prob` per task, the worker answers a wrong product (one more
+    /// than the true one: same size, so only the residue check can catch it).
+    pub fn corrupting(self, corrupt_prob: f64) -> Faults {
+        Faults { corrupt_prob, ..self }
+    }
+
+    /// The product a worker answers: `product`, or a wrong one with `--corrupt-prob`.
+    pub fn maybe_corrupt(&self, product: Big) -> Big {
+        if self.roll(self.corrupt_prob) {
+            log::warn!("injected fault: answering a wrong product");
+            return product.plus_one();
+        }
+        product
     }
 
     /// No faults at all.

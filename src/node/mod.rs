@@ -6,13 +6,14 @@ pub mod faults;
 mod links;
 mod replication;
 mod runtime;
+pub mod validate;
 pub mod worker;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::bignum::Big;
 use crate::checkpoint::Fact;
 use crate::config::NodeConfig;
-use crate::coordinator::{JobId, OpRef};
+use crate::coordinator::{Fingerprint, JobId, OpRef};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::transport::{self, Client};
@@ -78,6 +79,8 @@ pub(crate) enum Event {
     Gathered {
         epoch: Epoch,
         facts: Vec<Fact>,
+        /// This node's own products that failed their check.
+        wrong: Vec<(JobId, crate::coordinator::OpId)>,
     },
     /// A peer's checkpoint pulled by the coordinator at `epoch` when the peer came back.
     Pulled {
@@ -150,6 +153,13 @@ pub struct Handle {
     /// The node's database, for reads of large records off the runtime (finished jobs'
     /// results); the runtime's writer owns the writes.
     pub(crate) store: Store,
+    /// Checks products against their operands, modulo a prime this process drew at random.
+    pub(crate) fingerprint: Fingerprint,
+    /// Peer messages refused by [`validate`], counted and logged.
+    pub(crate) refusals: Arc<validate::Refusals>,
+    /// The highest epoch this node knows (kept by the runtime), which bounds the epochs the
+    /// HTTP edge lets in.
+    pub(crate) known_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
@@ -199,6 +209,18 @@ impl Handle {
     }
 }
 
+/// A seed no peer can predict: the operating system's randomness (the clock and process id
+/// should it be unreadable).
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
 /// Runs a node until the process ends or a fatal error (its database fails).
 pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
     config.validate()?;
@@ -220,6 +242,9 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         config: Arc::new(config),
         client,
         store: store.clone(),
+        fingerprint: Fingerprint::new(random_seed()),
+        refusals: Arc::default(),
+        known_epoch: Arc::default(),
     };
     let runtime = runtime::Runtime::new(handle.clone(), store)?;
     log::info!(

@@ -4,6 +4,7 @@ use super::Handle;
 use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
 use crate::bignum::Big;
 use crate::checkpoint::{decode_facts, encode_facts, Fact};
+use crate::coordinator::{fingerprint, OpId, Plan};
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
 use std::collections::BTreeSet;
@@ -131,17 +132,39 @@ pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<St
 /// 10,000,000!).
 const ROOT_TIMEOUT_MS: u64 = 10_000;
 
-/// The root product of finished job `job`: from this node's disk, or else from the first
-/// peer that has it (a job's root lies on the coordinator that finished it and on one
-/// replica; memory keeps neither).
-pub async fn find_root(handle: &Handle, job: &str) -> Option<Big> {
+/// The root product of finished job `job` (n!): from this node's disk, or else from the
+/// first peer that has it (a job's root lies on the coordinator that finished it and on one
+/// replica; memory keeps neither). Whichever copy is found must pass its check.
+pub async fn find_root(handle: &Handle, job: &str, n: u64) -> Option<Big> {
     let store = handle.store.clone();
     let id = job.to_string();
     match async_std::task::spawn_blocking(move || store.root_fact(&id)).await {
-        Ok(Some(Fact::Product { product, .. })) => return Some(product),
+        Ok(Some(Fact::Product { product, .. })) => match is_root(handle, n, product).await {
+            Some(root) => return Some(root),
+            None => log::error!("job {job}: the result on this node's disk is not {n}!"),
+        },
         Ok(_) => {}
         Err(e) => log::error!("job {job}: cannot read its result from disk: {e}"),
     }
+    let root = is_root(handle, n, peer_root(handle, job).await?).await;
+    if root.is_none() {
+        log::error!("job {job}: the result a peer sent is not {n}!");
+    }
+    root
+}
+
+/// `product` if it is n! (checked off the runtime).
+async fn is_root(handle: &Handle, n: u64, product: Big) -> Option<Big> {
+    let fp = handle.fingerprint;
+    async_std::task::spawn_blocking(move || {
+        let plan = Plan::new(n);
+        fingerprint::check_subtree(&fp, &plan, plan.root()?, &product).then_some(product)
+    })
+    .await
+}
+
+/// A finished job's root product from the first peer that sends one.
+async fn peer_root(handle: &Handle, job: &str) -> Option<Big> {
     let query = serde_json::to_vec(&RootQuery { job: job.to_string() }).ok()?;
     let (tx, rx) = channel::unbounded();
     for (_, addr) in peers(handle) {
@@ -168,4 +191,35 @@ pub async fn find_root(handle: &Handle, job: &str) -> Option<Big> {
         }
     }
     None
+}
+
+/// Checks the products a new coordinator is about to use, off the runtime: the peers' facts
+/// come back without the wrong ones, and its own wrong products are named so it forgets them.
+/// A wrong product is never used; its task is computed again.
+pub async fn verify(handle: &Handle, peers: Vec<Fact>, own: Vec<Fact>) -> (Vec<Fact>, Vec<(String, OpId)>) {
+    let fp = handle.fingerprint;
+    async_std::task::spawn_blocking(move || {
+        let mut ns = std::collections::HashMap::new();
+        for fact in own.iter().chain(&peers) {
+            if let Fact::Job { id, n, .. } = fact {
+                ns.entry(id.clone()).or_insert(*n);
+            }
+        }
+        let n_of = |job: &str| ns.get(job).copied();
+        let (peers, wrong_peers) = fingerprint::check_facts(&fp, peers, n_of);
+        let (_, wrong_own) = fingerprint::check_facts(&fp, own, n_of);
+        let mut forget = Vec::new();
+        for (fact, whose) in
+            wrong_peers.iter().map(|f| (f, "a peer's")).chain(wrong_own.iter().map(|f| (f, "this node's")))
+        {
+            if let Fact::Product { job, op, .. } = fact {
+                log::error!("{whose} product for task {op:?} of job {job} is wrong: dropped, to be computed again");
+                if whose == "this node's" {
+                    forget.push((job.clone(), *op));
+                }
+            }
+        }
+        (peers, forget)
+    })
+    .await
 }

@@ -4,12 +4,12 @@
 
 use super::compute;
 use super::links::Links;
-use super::replication::{find_root, gather, replicate};
-use super::{Event, Handle, Routed};
+use super::replication::{find_root, gather, replicate, verify};
+use super::{validate, Event, Handle, Routed};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::{Checkpoint, Fact};
-use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing, WorkItem};
+use crate::coordinator::{fingerprint, Action, JobId, OpRef, Plan, Scheduler, Timing, WorkItem};
 use crate::error::Result;
 use crate::store::{Durable, Store, Writer};
 use async_std::channel::{Receiver, Sender};
@@ -238,7 +238,7 @@ impl Runtime {
             Event::AdmitWork { from, epoch, reply } => {
                 let _ = reply.try_send(self.admit(from, epoch));
             }
-            Event::ApplyFacts { from, epoch, facts, reply } => match self.admit(from, epoch) {
+            Event::ApplyFacts { from, epoch, facts, reply } => match self.admit_facts(from, epoch, &facts) {
                 Ok(()) => {
                     // Acknowledge once on disk, without holding up this loop meanwhile.
                     let (new, durable) = self.record(facts);
@@ -256,7 +256,12 @@ impl Runtime {
             Event::CheckpointQuery { skip, reply } => {
                 let _ = reply.try_send(self.checkpoint.facts_except(&skip));
             }
-            Event::Gathered { epoch, facts } => self.resume(epoch, facts)?,
+            Event::Gathered { epoch, facts, wrong } => {
+                for (job, op) in wrong {
+                    self.checkpoint.forget(&job, op);
+                }
+                self.resume(epoch, facts)?
+            }
             Event::Pulled { epoch, facts } => {
                 if self.coordinator.as_ref().is_some_and(|c| c.epoch == epoch) {
                     let (new, _) = self.record(facts);
@@ -327,9 +332,14 @@ impl Runtime {
                 self.batch_durable(batch, Vec::new())?
             }
             Event::NoDecimal { job } => {
+                // No member that answered holds a right copy of the result (a forged or
+                // damaged record, or both holders gone): computed again, never answered wrong.
                 if let Some(c) = &mut self.coordinator {
-                    // The next query tries again (a member holding the root may be back).
                     c.converting.remove(&job);
+                    log::warn!("job {job}: computing its result again");
+                    self.checkpoint.restart(&job);
+                    let actions = c.scheduler.restart_finished_job(&job);
+                    self.carry_out(actions)?;
                 }
             }
             Event::Decimal { job, n, decimal } => {
@@ -350,6 +360,7 @@ impl Runtime {
 
     fn step_election(&mut self, input: Input<AnyMsg>) -> Result<()> {
         let actions = self.election.step(input);
+        self.handle.known_epoch.store(self.known_epoch(), Ordering::Relaxed);
         self.apply_election(actions)
     }
 
@@ -395,9 +406,11 @@ impl Runtime {
                 let handle = self.handle.clone();
                 let checkpoint = self.handle.config.checkpoint;
                 let finished = self.checkpoint.finished_jobs();
+                let own = if checkpoint { self.checkpoint.facts_except(&finished) } else { Vec::new() };
                 async_std::task::spawn(async move {
                     let facts = if checkpoint { gather(&handle, None, finished).await } else { Vec::new() };
-                    handle.send(Event::Gathered { epoch, facts });
+                    let (facts, wrong) = verify(&handle, facts, own).await;
+                    handle.send(Event::Gathered { epoch, facts, wrong });
                 });
             }
             Leadership::Following { leader, epoch } => {
@@ -428,6 +441,12 @@ impl Runtime {
         let mut unfinished = 0;
         for id in self.checkpoint.jobs_in_order() {
             let job = &self.checkpoint.jobs[&id];
+            if job.n > self.handle.config.max_n {
+                // Written by a forged or buggy peer, or before --max-n was lowered: planning
+                // it could take the coordinator's whole memory and time.
+                log::error!("job {id} asks for {}!, beyond --max-n {}: not resumed", job.n, self.handle.config.max_n);
+                continue;
+            }
             if job.finished {
                 scheduler.restore_finished_job(id, job.n);
                 continue;
@@ -465,7 +484,7 @@ impl Runtime {
         }
         let (handle, epoch, finished) = (self.handle.clone(), c.epoch, self.checkpoint.finished_jobs());
         async_std::task::spawn(async move {
-            let facts = gather(&handle, Some(peer), finished).await;
+            let (facts, _) = verify(&handle, gather(&handle, Some(peer), finished).await, Vec::new()).await;
             if !facts.is_empty() {
                 handle.send(Event::Pulled { epoch, facts });
             }
@@ -481,6 +500,9 @@ impl Runtime {
         let mut products = Vec::new();
         for fact in new {
             match fact {
+                Fact::Job { id, n, .. } if n > self.handle.config.max_n => {
+                    log::error!("job {id} asks for {n}!, beyond --max-n: not resumed");
+                }
                 Fact::Job { id, .. } => {
                     if let Some(job) = self.checkpoint.jobs.get(&id).filter(|j| j.finished) {
                         c.scheduler.restore_finished_job(id, job.n);
@@ -601,12 +623,24 @@ impl Runtime {
 
     /// Workers and replicas refuse a coordinator whose epoch is older than one they know
     /// (fencing): a deposed coordinator can neither hand out work nor write checkpoints.
+    /// The highest epoch this node knows.
+    fn known_epoch(&self) -> Epoch {
+        self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0))
+    }
+
+    /// Work from a coordinator at `epoch`: not from a deposed one, nor from beyond reason.
     fn admit(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
-        let known = self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0));
+        let known = self.known_epoch();
         if epoch < known {
             return Err(format!("stale epoch {epoch} from node {from}: this node knows epoch {known}"));
         }
-        Ok(())
+        validate::epoch_ahead(known, epoch)
+    }
+
+    /// A checkpoint write: from the leader of its epoch, with facts that fit their plans.
+    fn admit_facts(&self, from: NodeId, epoch: Epoch, facts: &[Fact]) -> std::result::Result<(), String> {
+        validate::checkpoint_writer(self.election.leadership(), self.known_epoch(), from, epoch)?;
+        validate::replicated_facts(facts, self.handle.config.max_n, |job| self.checkpoint.jobs.get(job).map(|j| j.n))
     }
 
     fn route(&self) -> Routed<()> {
@@ -727,6 +761,7 @@ impl Runtime {
             checkpoint_version: self.version,
             partitioned: self.handle.gate.partitioned(),
             peer_bytes: self.handle.client.bytes_moved(),
+            refused_messages: self.handle.refusals.count(),
             taking_over: self.gathering.is_some(),
             jobs,
         }
@@ -744,7 +779,7 @@ impl Runtime {
         async_std::task::spawn(async move {
             let product = match product {
                 Some(p) => Some(p),
-                None => find_root(&handle, &job).await,
+                None => find_root(&handle, &job, n).await,
             };
             let Some(product) = product else {
                 log::error!("job {job}: no member that answered holds its result");
@@ -818,8 +853,10 @@ impl Runtime {
     }
 }
 
-/// Sends a batch of tasks as a frame and decodes the products that come back. Frames are
-/// built and read on the blocking pool: near the top of a large factorial they are megabytes.
+/// Sends a batch of tasks as a frame, decodes the products that come back and checks them
+/// against their operands ([`fingerprint::check_answer`]): a product that fails is never
+/// used, the batch fails and its tasks are dispatched again. Frames are built, read and
+/// checked on the blocking pool: near the top of a large factorial they are megabytes.
 async fn send_batch(
     handle: &Handle,
     addr: &str,
@@ -827,9 +864,16 @@ async fn send_batch(
     items: Vec<WorkItem>,
     timeout: Duration,
 ) -> std::result::Result<Vec<(OpRef, Big)>, String> {
-    let body = async_std::task::spawn_blocking(move || api::encode_work(from, epoch, batch, &items)).await?;
-    let answer = handle.client.post_bytes(addr, "/internal/work", body, timeout).await.map_err(|e| e.to_string())?;
-    async_std::task::spawn_blocking(move || api::decode_products(&answer)).await
+    let (body, items) =
+        async_std::task::spawn_blocking(move || (api::encode_work(from, epoch, batch, &items), items)).await;
+    let answer = handle.client.post_bytes(addr, "/internal/work", body?, timeout).await.map_err(|e| e.to_string())?;
+    let fp = handle.fingerprint;
+    async_std::task::spawn_blocking(move || {
+        let products = api::decode_products(&answer)?;
+        fingerprint::check_answer(&fp, &items, &products)?;
+        Ok(products)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::api::{
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{compute, worker, Event, Handle, Routed};
+use crate::node::{compute, validate, worker, Event, Handle, Routed};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
 use serde::{de::DeserializeOwned, Serialize};
@@ -355,8 +355,13 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
         Err(res) => return Ok(res),
     };
     let handle = req.state();
-    if handle.config.members.addr(envelope.from).is_none() || envelope.from == handle.config.id {
-        return Ok(error(StatusCode::BadRequest, &format!("node {} is not a peer", envelope.from)));
+    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, envelope.from) {
+        return Ok(error(StatusCode::BadRequest, &why));
+    }
+    let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
+    if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {
+        handle.refusals.note(envelope.from, "an election message", &why);
+        return Ok(error(StatusCode::Conflict, &why));
     }
     handle.send(Event::Election { from: envelope.from, msg: envelope.msg });
     Ok(Response::new(StatusCode::NoContent))
@@ -380,15 +385,20 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
         Ok(d) => d,
         Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
     };
+    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, from) {
+        return Ok(error(StatusCode::BadRequest, &why));
+    }
     if let Err(why) = handle.admit_work(from, epoch).await {
+        handle.refusals.note(from, "work", &why);
         return Ok(error(StatusCode::Conflict, &why));
     }
     for _ in &tasks {
         handle.faults.maybe_crash("a task");
     }
-    let stats = handle.stats.clone();
+    let (stats, faults) = (handle.stats.clone(), handle.faults.clone());
     let computed = compute::low_priority(move || {
-        let products: Vec<_> = tasks.into_iter().map(|(op, task)| (op, worker::compute(task, &stats))).collect();
+        let products: Vec<_> =
+            tasks.into_iter().map(|(op, task)| (op, faults.maybe_corrupt(worker::compute(task, &stats)))).collect();
         api::encode_products(&products)
     })
     .await;
@@ -457,9 +467,16 @@ async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
         Ok(d) => d,
         Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
     };
-    Ok(match req.state().apply_facts(write.from, write.epoch, facts).await {
+    let handle = req.state();
+    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, write.from) {
+        return Ok(error(StatusCode::BadRequest, &why));
+    }
+    Ok(match handle.apply_facts(write.from, write.epoch, facts).await {
         Ok(()) => Response::new(StatusCode::NoContent),
-        Err(why) => error(StatusCode::Conflict, &why),
+        Err(why) => {
+            handle.refusals.note(write.from, "a checkpoint write", &why);
+            error(StatusCode::Conflict, &why)
+        }
     })
 }
 

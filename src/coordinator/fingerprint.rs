@@ -1,0 +1,226 @@
+//! Checks of products that trust no worker and no peer: a product's residue modulo a prime
+//! chosen at random by the checker must equal the product of its operands' residues (for a
+//! task that starts from integers, of the integers). A corrupted or forged product passes
+//! only if its difference from the true one is a multiple of that prime, which a forger does
+//! not know; and a product of the wrong size is refused before any residue is taken.
+//!
+//! Cost (1,000,000!, measured in docs/BENCHMARKS.md): one pass over every operand and product
+//! byte, plus one modular multiplication per integer of the leaf tasks.
+
+use crate::bignum::Big;
+use crate::checkpoint::Fact;
+use crate::coordinator::{OpId, OpRef, Plan, TaskInputs, WorkItem};
+
+/// Residues modulo one prime of 62 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    prime: u64,
+}
+
+impl Fingerprint {
+    /// A checker with the first prime at or after a 62-bit number derived from `seed` (the
+    /// driver seeds it from its own randomness; the simulator from its run's seed).
+    pub fn new(seed: u64) -> Fingerprint {
+        let mut candidate = (splitmix(seed) | (1 << 61) | 1) & ((1 << 62) - 1);
+        while !is_prime(candidate) {
+            candidate += 2;
+        }
+        Fingerprint { prime: candidate }
+    }
+
+    /// `x` modulo the prime.
+    pub fn of(&self, x: &Big) -> u64 {
+        x.residue(self.prime)
+    }
+
+    /// The product of the integers `first..=last` modulo the prime (1 when empty).
+    pub fn of_range(&self, first: u64, last: u64) -> u64 {
+        (first..=last).fold(1 % self.prime, |acc, i| self.mul(acc, i % self.prime))
+    }
+
+    /// The product of residues.
+    pub fn of_product(&self, residues: impl IntoIterator<Item = u64>) -> u64 {
+        residues.into_iter().fold(1 % self.prime, |acc, r| self.mul(acc, r))
+    }
+
+    /// A decimal number modulo the prime; `None` if `digits` is not one.
+    pub fn of_decimal(&self, digits: &str) -> Option<u64> {
+        if digits.is_empty() {
+            return None;
+        }
+        digits.bytes().try_fold(0u64, |acc, d| {
+            let digit = (d as char).to_digit(10)?;
+            Some(((acc as u128 * 10 + digit as u128) % self.prime as u128) as u64)
+        })
+    }
+
+    fn mul(&self, a: u64, b: u64) -> u64 {
+        ((a as u128 * b as u128) % self.prime as u128) as u64
+    }
+}
+
+/// Whether the bit length of a product of numbers with `operand_bits` is possible: the
+/// product of numbers of a and b bits has a + b - 1 or a + b bits (for nonzero operands).
+pub fn plausible_bits(product_bits: u64, operand_bits: &[u64]) -> bool {
+    let most: u64 = operand_bits.iter().sum();
+    let least = most.saturating_sub(operand_bits.len().saturating_sub(1) as u64);
+    (least..=most).contains(&product_bits)
+}
+
+/// The bit lengths a product of the integers `first..=last` (all ≥ 1) can have: between the
+/// sums of ⌊log2 i⌋ + 1 minus one per multiplication, and those sums.
+pub fn plausible_range_bits(product_bits: u64, first: u64, last: u64) -> bool {
+    if first > last {
+        return product_bits <= 1;
+    }
+    let (mut most, mut count) = (0u64, last - first + 1);
+    let mut i = first;
+    // Integers with the same bit length, counted in blocks: O(64) steps, not O(last - first).
+    while i <= last {
+        let bits = 64 - i.leading_zeros() as u64;
+        let block_end = if bits >= 64 { last } else { ((1u64 << bits) - 1).min(last) };
+        most += bits * (block_end - i + 1);
+        if block_end == u64::MAX {
+            break;
+        }
+        i = block_end + 1;
+    }
+    count -= 1;
+    (most.saturating_sub(count)..=most).contains(&product_bits)
+}
+
+/// Checks a worker's answer to `items`: one product per task asked for, none other, each of
+/// a possible size and with the residue its operands (or integers) call for. Off the event
+/// loop: it reads every byte of the operands and products once.
+pub fn check_answer(fp: &Fingerprint, items: &[WorkItem], products: &[(OpRef, Big)]) -> Result<(), String> {
+    if products.len() != items.len() {
+        return Err(format!("{} products for {} tasks", products.len(), items.len()));
+    }
+    for (op, product) in products {
+        let item = items.iter().find(|i| &i.op == op).ok_or_else(|| format!("a product for {op:?}, not asked for"))?;
+        check_product(fp, item, product).map_err(|why| format!("task {op:?} of {}!: {why}", item.n))?;
+    }
+    Ok(())
+}
+
+/// Splits facts into those to keep and the products that are wrong: not a task of their
+/// job's plan (or of no known job, `n_of` gives each job's n), or not the product of the
+/// integers below them. O(those integers): only for products a coordinator is about to use
+/// (a checkpoint gathered or pulled, its own at takeover).
+pub fn check_facts(fp: &Fingerprint, facts: Vec<Fact>, n_of: impl Fn(&str) -> Option<u64>) -> (Vec<Fact>, Vec<Fact>) {
+    facts.into_iter().partition(|fact| match fact {
+        Fact::Product { job, op, product } => n_of(job).is_some_and(|n| {
+            let plan = Plan::new(n);
+            plan.is_task(*op) && check_subtree(fp, &plan, *op, product)
+        }),
+        _ => true,
+    })
+}
+
+/// Whether `product` is that of every integer below `op`.
+pub fn check_subtree(fp: &Fingerprint, plan: &Plan, op: OpId, product: &Big) -> bool {
+    let (first, last) = plan.integers(op);
+    plausible_range_bits(product.significant_bits(), first, last) && fp.of(product) == fp.of_range(first, last)
+}
+
+fn check_product(fp: &Fingerprint, item: &WorkItem, product: &Big) -> Result<(), String> {
+    let bits = product.significant_bits();
+    let expected = match Plan::new(item.n).task_inputs(item.op.op) {
+        TaskInputs::Integers { first, last } => {
+            if !plausible_range_bits(bits, first, last) {
+                return Err(format!("a product of {bits} bits cannot be that of {first}..={last}"));
+            }
+            fp.of_range(first, last)
+        }
+        TaskInputs::Products(_) => {
+            let operand_bits: Vec<u64> = item.operands.iter().map(Big::significant_bits).collect();
+            if !plausible_bits(bits, &operand_bits) {
+                return Err(format!("a product of {bits} bits cannot be that of operands of {operand_bits:?} bits"));
+            }
+            fp.of_product(item.operands.iter().map(|o| fp.of(o)))
+        }
+    };
+    if fp.of(product) != expected {
+        return Err("the product's residue does not match its operands'".into());
+    }
+    Ok(())
+}
+
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Miller-Rabin with the bases that decide every 64-bit number.
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    const BASES: [u64; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];
+    if let Some(&p) = BASES.iter().find(|&&p| n % p == 0) {
+        return n == p;
+    }
+    let (mut d, mut s) = (n - 1, 0);
+    while d % 2 == 0 {
+        d /= 2;
+        s += 1;
+    }
+    let mul = |a: u64, b: u64| ((a as u128 * b as u128) % n as u128) as u64;
+    let pow = |mut b: u64, mut e: u64| {
+        let mut r = 1;
+        while e > 0 {
+            if e & 1 == 1 {
+                r = mul(r, b);
+            }
+            b = mul(b, b);
+            e >>= 1;
+        }
+        r
+    };
+    BASES.iter().all(|&a| {
+        let mut x = pow(a, d);
+        if x == 1 || x == n - 1 {
+            return true;
+        }
+        (1..s).any(|_| {
+            x = mul(x, x);
+            x == n - 1
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes_are_found_and_differ_by_seed() {
+        assert!(is_prime(2) && is_prime(1_000_000_007) && !is_prime(1_000_000_007 * 3));
+        let (a, b) = (Fingerprint::new(1), Fingerprint::new(2));
+        assert!(is_prime(a.prime) && a.prime >> 61 == 1);
+        assert_ne!(a.prime, b.prime);
+    }
+
+    #[test]
+    fn residues_multiply_like_the_numbers() {
+        let f = Fingerprint::new(7);
+        let (x, y) = (Big::factorial(300), Big::from(123_456_789));
+        assert_eq!(f.of(&Big::product(&[x.clone(), y.clone()])), f.of_product([f.of(&x), f.of(&y)]));
+        assert_eq!(f.of_range(2, 300), f.of(&Big::factorial(300)));
+        assert_eq!(f.of_decimal(&Big::factorial(300).to_decimal()), Some(f.of(&x)));
+        assert_eq!(f.of_decimal("12a"), None);
+        assert_ne!(f.of(&Big::from(7)), f.of(&x), "a forged product");
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let x = Big::factorial(1000);
+        let bits = x.significant_bits();
+        assert!(plausible_range_bits(bits, 2, 1000));
+        assert!(!plausible_range_bits(3, 2, 1000), "7 is not 1000!");
+        assert!(!plausible_range_bits(bits * 2, 2, 1000) && !plausible_range_bits(bits / 2, 2, 1000));
+        assert!(plausible_bits(7, &[3, 4]) && plausible_bits(6, &[3, 4]) && !plausible_bits(5, &[3, 4]));
+    }
+}

@@ -1,0 +1,161 @@
+//! Checks on what peers send, made before anything touches the node's state: one function
+//! per message kind, pure (the caller passes what the node knows). A refused message is
+//! answered 400 or 409 with the reason, counted, and logged at most once per peer per minute
+//! ([`Refusals`]).
+
+use crate::checkpoint::Fact;
+use crate::config::Members;
+use crate::coordinator::fingerprint::plausible_range_bits;
+use crate::coordinator::Plan;
+use facto_elections::{Epoch, Leadership, NodeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How far beyond the highest epoch a node knows a peer's message may speak for. Epochs grow
+/// by one per election (bully and ring skip at most a member count), so a real peer is never
+/// that far ahead; a forged epoch near `u64::MAX` would leave no epoch to move on to.
+pub const EPOCH_AHEAD_MAX: Epoch = 1 << 20;
+
+/// A refused message is logged once per peer per this long (the count goes on).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// `from` is another member of the cluster.
+pub fn sender(members: &Members, me: NodeId, from: NodeId) -> Result<(), String> {
+    if from == me || members.addr(from).is_none() {
+        return Err(format!("node {from} is not a peer of node {me}"));
+    }
+    Ok(())
+}
+
+/// `epoch` is not absurdly far ahead of `known`, the highest epoch this node knows.
+pub fn epoch_ahead(known: Epoch, epoch: Epoch) -> Result<(), String> {
+    if epoch > known.saturating_add(EPOCH_AHEAD_MAX) {
+        return Err(format!("epoch {epoch} is beyond any election from epoch {known}"));
+    }
+    Ok(())
+}
+
+/// A checkpoint write: from a peer, at an epoch no older than this node knows, and, at the
+/// epoch this node knows a leader of, from that leader (a coordinator takes no writes at its
+/// own epoch).
+pub fn checkpoint_writer(leadership: Leadership, known: Epoch, from: NodeId, epoch: Epoch) -> Result<(), String> {
+    if epoch < known {
+        return Err(format!("stale epoch {epoch} from node {from}: this node knows epoch {known}"));
+    }
+    epoch_ahead(known, epoch)?;
+    match leadership {
+        Leadership::Following { leader, epoch: e } if e == epoch && leader != from => {
+            Err(format!("node {from} does not lead epoch {epoch}; node {leader} does"))
+        }
+        Leadership::Leading { epoch: e } if e == epoch => {
+            Err(format!("this node leads epoch {epoch}, not node {from}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Facts a coordinator replicates: jobs within `max_n`, operations that are tasks of their
+/// job's plan, products of a size their integers allow, and no `finished` marker (those only
+/// come from a gathering). `n_of` gives the n of jobs this node knows; a job of the same
+/// write counts too.
+pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Option<u64>) -> Result<(), String> {
+    let mut ns: HashMap<&str, u64> = HashMap::new();
+    for fact in facts {
+        if let Fact::Job { id, n, .. } = fact {
+            if *n > max_n {
+                return Err(format!("job {id} asks for {n}!, beyond this cluster's --max-n {max_n}"));
+            }
+            ns.insert(id, n_of(id).unwrap_or(*n));
+        }
+    }
+    for fact in facts {
+        match fact {
+            Fact::Job { .. } => {}
+            Fact::Finished { job } => return Err(format!("a finished mark for job {job} in a write")),
+            Fact::Dispatched { job, op } | Fact::Product { job, op, .. } => {
+                let n =
+                    ns.get(job.as_str()).copied().or_else(|| n_of(job)).ok_or_else(|| format!("unknown job {job}"))?;
+                let plan = Plan::new(n);
+                if !plan.is_task(*op) {
+                    return Err(format!("{op:?} is not a task of job {job} ({n}!)"));
+                }
+                if let Fact::Product { product, .. } = fact {
+                    let (first, last) = plan.integers(*op);
+                    if !plausible_range_bits(product.significant_bits(), first, last) {
+                        return Err(format!(
+                            "a product of {} bits cannot be task {op:?} of {n}!",
+                            product.significant_bits()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts refused messages and logs them, once per peer per [`LOG_EVERY`].
+#[derive(Default)]
+pub struct Refusals {
+    count: AtomicU64,
+    logged: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Refusals {
+    pub fn note(&self, from: NodeId, what: &str, why: &str) {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut logged) = self.logged.lock() else { return };
+        let now = Instant::now();
+        if logged.get(&from).is_none_or(|&at| now.duration_since(at) >= LOG_EVERY) {
+            logged.insert(from, now);
+            log::warn!("refused {what} from node {from}: {why} ({count} refused so far; more from it within a minute are not logged)");
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bignum::Big;
+    use crate::coordinator::OpId;
+
+    #[test]
+    fn epochs_far_ahead_are_refused() {
+        assert!(epoch_ahead(5, 6).is_ok());
+        assert!(epoch_ahead(5, u64::MAX).is_err());
+        assert!(epoch_ahead(u64::MAX - 1, u64::MAX).is_ok(), "no overflow");
+    }
+
+    #[test]
+    fn only_the_leader_of_an_epoch_writes_at_it() {
+        let following = Leadership::Following { leader: 4, epoch: 7 };
+        assert!(checkpoint_writer(following, 7, 4, 7).is_ok());
+        assert!(checkpoint_writer(following, 7, 3, 7).is_err(), "not the leader");
+        assert!(checkpoint_writer(following, 7, 3, 6).is_err(), "stale");
+        assert!(checkpoint_writer(following, 7, 3, 8).is_ok(), "a newer leader this node has not heard of");
+        assert!(checkpoint_writer(Leadership::Leading { epoch: 7 }, 7, 3, 7).is_err());
+    }
+
+    #[test]
+    fn hostile_facts_are_refused() {
+        let n_of = |job: &str| (job == "1-1").then_some(300_000);
+        let root = Plan::new(300_000).root().unwrap();
+        let forged = Fact::Product { job: "1-1".into(), op: root, product: Big::from(7) };
+        assert!(replicated_facts(&[forged], 1_000_000, n_of).unwrap_err().contains("bits"));
+        let outside = Fact::Product { job: "1-1".into(), op: OpId { level: 9, index: 0 }, product: Big::from(7) };
+        assert!(replicated_facts(&[outside], 1_000_000, n_of).is_err());
+        let huge = Fact::Job { id: "1-2".into(), n: u64::MAX, request: None };
+        assert!(replicated_facts(&[huge], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(&[Fact::Finished { job: "1-1".into() }], 1_000_000, n_of).is_err());
+        let unknown = Fact::Dispatched { job: "9-9".into(), op: root };
+        assert!(replicated_facts(&[unknown], 1_000_000, n_of).is_err());
+        let real = Fact::Product { job: "1-1".into(), op: root, product: Big::factorial(300_000) };
+        assert!(replicated_facts(&[real], 1_000_000, n_of).is_ok());
+    }
+}
