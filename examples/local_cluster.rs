@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_n: 1_000,
             checkpoint: true,
             restarts: 0,
+            reset_data: false,
         };
         async_std::task::spawn(async move {
             if let Err(e) = facto::node::run(config, None, Faults::none()).await {

@@ -79,6 +79,8 @@ pub struct NodeConfig {
     pub checkpoint: bool,
     /// How often the supervisor restarted this node (shown in `/status`).
     pub restarts: u64,
+    /// Move the data directory aside and start empty on purpose (`--reset-data`).
+    pub reset_data: bool,
 }
 
 impl NodeConfig {

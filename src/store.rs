@@ -11,6 +11,45 @@ const HARD_STATE_KEY: &[u8] = b"election/hard_state";
 /// sled's page cache: checkpoint records are written once and read back only at start.
 const CACHE_BYTES: u64 = 64 << 20;
 const VERSION_KEY: &[u8] = b"checkpoint/version";
+/// Written once, when the database is created: a database without it in a marked directory
+/// was lost or truncated.
+const CREATED_KEY: &[u8] = b"store/created";
+/// A file beside the database saying this directory holds one.
+const MARKER_FILE: &str = "FACTO_STORE";
+const MARKER_TEXT: &str = "This directory holds a facto node's database. Do not delete single files; \
+see `facto node --reset-data`.\n";
+
+/// The one-line error for a damaged data directory: what, where, and what to do.
+fn damaged(dir: &Path, what: &str) -> Error {
+    Error::Store(format!(
+        "the data directory {} held a facto database that is now damaged ({what}); restore it, \
+         or start this node with --reset-data to move it aside and start empty",
+        dir.display()
+    ))
+}
+
+/// Runs `f`, turning a panic into an error without the panic's message and backtrace (sled
+/// panics on some damage; the caller reports it in one line). Only used at start, before any
+/// other thread runs.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result
+}
+
+/// The files sled cannot do without: present and not empty.
+fn check_files(dir: &Path) -> Result<()> {
+    for name in ["db", "conf"] {
+        match std::fs::metadata(dir.join(name)) {
+            Ok(m) if m.len() > 0 => {}
+            Ok(_) => return Err(damaged(dir, &format!("{name} is empty"))),
+            Err(_) => return Err(damaged(dir, &format!("{name} is missing"))),
+        }
+    }
+    Ok(())
+}
 
 /// A node's durable state: the election's hard state, and the checkpoint facts this node holds
 /// (as coordinator or as a replica), one key per fact so a write never rewrites the whole.
@@ -23,15 +62,70 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database in `dir`. Two nodes cannot share a directory.
+    ///
+    /// A directory that has held a database (its marker file says so) must still hold it,
+    /// whole: a missing, truncated or unreadable database is an error naming the directory,
+    /// never a silent empty start (which would forget jobs and, worse, the node's votes).
     pub fn open(dir: &Path) -> Result<Store> {
-        // sled's default cache is 1 GiB: with products of tens of megabytes it kept them all.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| Error::Store(format!("cannot open {} (is another node using it?): {e}", dir.display())))?;
-        let facts = db.open_tree("facts").map_err(store_err)?;
+        let marked = dir.join(MARKER_FILE).exists();
+        if marked {
+            check_files(dir)?;
+        }
+        // sled panics on some damage (a deleted blob file) instead of returning an error.
+        let opened = quietly(|| {
+            sled::Config::new()
+                // sled's default cache is 1 GiB: with products of tens of megabytes it kept them all.
+                .cache_capacity(CACHE_BYTES)
+                .path(dir)
+                .open()
+        });
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(damaged(dir, &format!("cannot open it (is another node using it?): {e}"))),
+            Err(_) => return Err(damaged(dir, "the database panicked while opening")),
+        };
+        let facts = db.open_tree("facts").map_err(|e| damaged(dir, &e.to_string()))?;
+        let created = db.get(CREATED_KEY).map_err(|e| damaged(dir, &e.to_string()))?.is_some();
+        if marked && !created {
+            return Err(damaged(dir, "the database is empty, but this directory held one"));
+        }
+        if !created {
+            db.insert(CREATED_KEY, &[1]).and_then(|_| db.flush()).map_err(|e| damaged(dir, &e.to_string()))?;
+        }
+        if !marked {
+            std::fs::write(dir.join(MARKER_FILE), MARKER_TEXT)?;
+        }
         Ok(Store { db, facts })
+    }
+
+    /// `--reset-data`: moves what `dir` holds aside (nothing is deleted) so the node starts
+    /// empty on purpose. Returns where the old data went, if there was any.
+    pub fn reset(dir: &Path) -> Result<Option<std::path::PathBuf>> {
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = dir.with_file_name(format!(
+            "{}.reset-{unix_s}",
+            dir.file_name().map_or("data".into(), |n| n.to_string_lossy())
+        ));
+        std::fs::rename(dir, &aside)?;
+        Ok(Some(aside))
+    }
+
+    /// Reads everything back (the election state and every fact), as the node does at start:
+    /// damage that opening did not notice shows here, as an error rather than a panic.
+    pub fn load(&self, dir: &Path) -> Result<(HardState, Checkpoint, u64)> {
+        let loaded = quietly(|| {
+            let hard_state = self.hard_state()?;
+            let (checkpoint, version) = self.checkpoint()?;
+            Ok::<_, Error>((hard_state, checkpoint, version))
+        });
+        match loaded {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(damaged(dir, &e.to_string())),
+            Err(_) => Err(damaged(dir, "the database panicked while reading")),
+        }
     }
 
     /// Every fact on disk, merged, and the checkpoint version (facts ever applied here).
@@ -112,6 +206,12 @@ impl Store {
                 serde_json::from_slice(&bytes).map_err(|e| Error::Store(format!("corrupt election state: {e}")))
             }
         }
+    }
+
+    /// Writes the election state and waits for the disk (at start, before anything runs).
+    pub fn save_hard_state_now(&self, state: &HardState) -> Result<()> {
+        self.save_hard_state(state)?;
+        self.db.flush().map(drop).map_err(store_err)
     }
 
     /// Writes the election state, without waiting for the disk (the writer flushes).

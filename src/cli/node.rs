@@ -42,6 +42,11 @@ pub struct NodeArgs {
     /// How long an injected stall lasts, in seconds.
     #[structopt(long, env = "FACTO_SLOW", default_value = "10")]
     slow: f64,
+    /// Move this node's data directory aside (to <dir>.reset-<time>) and start empty, on
+    /// purpose: for a directory the node refuses as damaged. The node then takes its epoch
+    /// from its peers before it votes.
+    #[structopt(long)]
+    reset_data: bool,
     /// Probability of answering a wrong product for a task (tests the coordinator's checks).
     #[structopt(long, env = "FACTO_CORRUPT_PROB", default_value = "0")]
     corrupt_prob: f64,
@@ -79,6 +84,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             other => return Err(Error::Usage(format!("--checkpoint must be on or off, got '{other}'"))),
         },
         restarts: std::env::var("FACTO_RESTARTS").ok().and_then(|r| r.parse().ok()).unwrap_or(0),
+        reset_data: args.reset_data,
     };
     let faults = Faults::new(
         probability(args.fail_prob, "--fail-prob")?,

@@ -15,6 +15,11 @@ use crate::coordinator::{OpId, OpRef, Plan, TaskInputs, WorkItem};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     prime: u64,
+    /// -prime⁻¹ mod 2⁶⁴, for Montgomery reduction (a long product's multiplications are a
+    /// few nanoseconds each instead of a 128-bit division).
+    neg_inverse: u64,
+    /// 2⁶⁴ mod prime.
+    r: u64,
 }
 
 impl Fingerprint {
@@ -25,7 +30,14 @@ impl Fingerprint {
         while !is_prime(candidate) {
             candidate += 2;
         }
-        Fingerprint { prime: candidate }
+        let prime = candidate;
+        // Newton's iteration doubles the correct low bits of the inverse each step.
+        let mut inverse: u64 = prime;
+        for _ in 0..6 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(prime.wrapping_mul(inverse)));
+        }
+        let r = ((1u128 << 64) % prime as u128) as u64;
+        Fingerprint { prime, neg_inverse: inverse.wrapping_neg(), r }
     }
 
     /// `x` modulo the prime.
@@ -35,12 +47,41 @@ impl Fingerprint {
 
     /// The product of the integers `first..=last` modulo the prime (1 when empty).
     pub fn of_range(&self, first: u64, last: u64) -> u64 {
-        (first..=last).fold(1 % self.prime, |acc, i| self.mul(acc, i % self.prime))
+        self.of_product((first..=last).map(|i| i % self.prime))
     }
 
-    /// The product of residues.
+    /// The product of residues (each below the prime).
     pub fn of_product(&self, residues: impl IntoIterator<Item = u64>) -> u64 {
-        residues.into_iter().fold(1 % self.prime, |acc, r| self.mul(acc, r))
+        // Each reduction divides by 2⁶⁴ once; the count of them is made up at the end.
+        let (mut acc, mut reductions) = (1 % self.prime, 0u64);
+        for r in residues {
+            acc = self.reduce(acc as u128 * r as u128);
+            reductions += 1;
+        }
+        self.mul(acc, self.pow(self.r, reductions))
+    }
+
+    /// t · 2⁻⁶⁴ mod prime, for t < prime · 2⁶⁴.
+    fn reduce(&self, t: u128) -> u64 {
+        let m = (t as u64).wrapping_mul(self.neg_inverse);
+        let u = ((t + m as u128 * self.prime as u128) >> 64) as u64;
+        if u >= self.prime {
+            u - self.prime
+        } else {
+            u
+        }
+    }
+
+    fn pow(&self, mut base: u64, mut exponent: u64) -> u64 {
+        let mut result = 1 % self.prime;
+        while exponent > 0 {
+            if exponent & 1 == 1 {
+                result = self.mul(result, base);
+            }
+            base = self.mul(base, base);
+            exponent >>= 1;
+        }
+        result
     }
 
     /// A decimal number modulo the prime; `None` if `digits` is not one.

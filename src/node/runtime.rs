@@ -13,7 +13,7 @@ use crate::coordinator::{fingerprint, Action, JobId, OpRef, Plan, Scheduler, Tim
 use crate::error::Result;
 use crate::store::{Durable, Store, Writer};
 use async_std::channel::{Receiver, Sender};
-use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, Input, Leadership, NodeId};
+use facto_elections::{Actions, AnyElection, AnyMsg, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,12 +122,12 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(handle: Handle, store: Store) -> Result<Runtime> {
+    pub fn new(handle: Handle, store: Store, hard_state: HardState, loaded: (Checkpoint, u64)) -> Result<Runtime> {
         let cfg = &handle.config;
         let mut election_cfg = Config::new(cfg.id, cfg.members.ids());
         election_cfg.seed = u64::from(cfg.id) ^ 0x9e37_79b9_7f4a_7c15;
-        let mut election = cfg.algorithm.build(election_cfg, store.hard_state()?)?;
-        let (checkpoint, version) = store.checkpoint()?;
+        let (checkpoint, version) = loaded;
+        let mut election = cfg.algorithm.build(election_cfg, hard_state)?;
         election.set_freshness(version);
         let links = Links::start(&handle);
         let writer = store.start_writer();
