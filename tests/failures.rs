@@ -181,6 +181,33 @@ fn finished_results_are_served_by_the_next_coordinator() {
     }
 }
 
+/// A member that says it is coordinator accepts jobs while it takes over: the submission is
+/// held until the takeover ends, not refused with a 503 that claims no coordinator is known.
+/// A stopped follower makes the takeover's gathering wait for its full 2 s.
+#[test]
+fn a_new_coordinator_holds_submissions_while_it_takes_over() {
+    let mut cluster = Cluster::start(6, "raft", &[]);
+    let old = cluster.wait_for_agreement(AGREE);
+    let stopped = cluster.ids().into_iter().find(|&id| id != old).unwrap();
+    cluster.signal(stopped, libc::SIGSTOP);
+    cluster.signal(old, libc::SIGKILL);
+    let (new, status) = wait_until(AGREE, || {
+        cluster.ids().into_iter().filter(|&id| cluster.answering(id)).find_map(|id| {
+            let s = cluster.status(id)?;
+            (s["role"] == "coordinator").then_some((id, s))
+        })
+    })
+    .expect("a new coordinator");
+    assert_eq!(status["taking_over"], true, "the gathering waits for the stopped member: {status}");
+    let started = std::time::Instant::now();
+    let (code, body) = http(&cluster.addr(new), "POST", "/jobs", Some(br#"{"n": 300}"#)).unwrap();
+    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(4), "held at most as long as the takeover");
+    cluster.signal(stopped, libc::SIGCONT);
+    let job: Value = serde_json::from_slice(&body).unwrap();
+    assert_exact(&cluster.wait_for_job(job["id"].as_str().unwrap(), FINISH), 300);
+}
+
 /// One test per scenario and algorithm.
 macro_rules! per_algorithm {
     ($($scenario:ident),*) => {

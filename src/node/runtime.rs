@@ -105,6 +105,9 @@ pub(crate) struct Runtime {
     coordinator: Option<Coordinator>,
     /// Leading at this epoch, gathering the peers' checkpoints before resuming.
     gathering: Option<Epoch>,
+    /// Client requests that arrived while this node took over; answered once it coordinates
+    /// (or routed elsewhere if it stops leading first). The HTTP edge bounds their wait.
+    parked: Vec<Event>,
     /// Every checkpoint fact this node holds (also on disk).
     checkpoint: Checkpoint,
     /// How many facts this node ever applied: its freshness in elections.
@@ -138,6 +141,7 @@ impl Runtime {
             links,
             coordinator: None,
             gathering: None,
+            parked: Vec::new(),
             checkpoint,
             version,
             unreplicated: Vec::new(),
@@ -198,6 +202,10 @@ impl Runtime {
     }
 
     fn handle_event(&mut self, event: Event) -> Result<()> {
+        if self.gathering.is_some() && matches!(event, Event::Submit { .. } | Event::Jobs { .. }) {
+            self.parked.push(event);
+            return Ok(());
+        }
         match event {
             Event::Tick => {
                 self.tick_pending.store(false, Ordering::Release);
@@ -423,6 +431,9 @@ impl Runtime {
                 self.step_down();
             }
         }
+        if let Err(e) = self.answer_parked() {
+            log::error!("{e}");
+        }
     }
 
     /// Takes over at `epoch` once the peers' checkpoints are in: merges them into this
@@ -472,7 +483,19 @@ impl Runtime {
             self.checkpoint.jobs.len()
         );
         self.coordinator = Some(Coordinator::new(epoch, scheduler));
-        self.carry_out(actions)
+        self.carry_out(actions)?;
+        self.answer_parked()
+    }
+
+    /// Hands the client requests held during a takeover to the node as it now stands.
+    fn answer_parked(&mut self) -> Result<()> {
+        if self.gathering.is_some() {
+            return Ok(());
+        }
+        for event in std::mem::take(&mut self.parked) {
+            self.handle_event(event)?;
+        }
+        Ok(())
     }
 
     /// A peer that comes back may hold facts the coordinator missed while gathering (it
@@ -621,14 +644,13 @@ impl Runtime {
         }
     }
 
-    /// Workers and replicas refuse a coordinator whose epoch is older than one they know
-    /// (fencing): a deposed coordinator can neither hand out work nor write checkpoints.
     /// The highest epoch this node knows.
     fn known_epoch(&self) -> Epoch {
         self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0))
     }
 
-    /// Work from a coordinator at `epoch`: not from a deposed one, nor from beyond reason.
+    /// Work from a coordinator at `epoch`: not from a deposed one (fencing: a deposed
+    /// coordinator can neither hand out work nor write checkpoints), nor from beyond reason.
     fn admit(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
         let known = self.known_epoch();
         if epoch < known {

@@ -231,8 +231,31 @@ async fn read_body(req: &mut Request<Handle>, limit: u64) -> Result<Vec<u8>, Res
     Ok(bytes)
 }
 
+/// 503 while an election is under way (no member is known to lead), with `Retry-After`.
 fn unavailable() -> Response {
-    error(StatusCode::ServiceUnavailable, "no coordinator is known yet; retry shortly")
+    retry_later("no coordinator is known: an election is under way; retry in 1 s")
+}
+
+/// How long a client request may wait for this node to finish taking over: gathering takes
+/// at most 2 s.
+const TAKEOVER_WAIT_MS: u64 = 3_000;
+
+/// 503 with `Retry-After: 1` and the true reason.
+fn retry_later(why: &str) -> Response {
+    let mut res = error(StatusCode::ServiceUnavailable, why);
+    res.insert_header("Retry-After", "1");
+    res
+}
+
+/// Asks the runtime; a request held because this node is taking over waits at most
+/// [`TAKEOVER_WAIT_MS`], then gets 503 saying so.
+async fn ask_within_takeover<T>(
+    handle: &Handle,
+    ask: impl std::future::Future<Output = Option<T>>,
+) -> Result<Option<T>, Response> {
+    async_std::future::timeout(Duration::from_millis(TAKEOVER_WAIT_MS), ask)
+        .await
+        .map_err(|_| retry_later(&format!("node {} is taking over as coordinator; retry in 1 s", handle.config.id)))
 }
 
 /// Answers a forwarded call's outcome as this node's own.
@@ -267,7 +290,11 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
         return Ok(error(StatusCode::BadRequest, &format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes")));
     }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
-    Ok(match handle.submit(body.n, body.request.clone()).await {
+    let answer = match ask_within_takeover(handle, handle.submit(body.n, body.request.clone())).await {
+        Ok(answer) => answer,
+        Err(res) => return Ok(res),
+    };
+    Ok(match answer {
         Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
         Some(Routed::Leader(addr)) if !forwarded => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
@@ -316,7 +343,10 @@ async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::R
     // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => handle.jobs(id.clone()).await,
+        None => match ask_within_takeover(handle, handle.jobs(id.clone())).await {
+            Ok(answer) => answer,
+            Err(res) => return Ok(res),
+        },
     };
     Ok(match answer {
         // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
