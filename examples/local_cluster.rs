@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             checkpoint: true,
             restarts: 0,
             reset_data: false,
+            queue_jobs_max: 64,
+            queue_ops_max: 16_000_000,
         };
         async_std::task::spawn(async move {
             if let Err(e) = facto::node::run(config, None, Faults::none()).await {

@@ -15,7 +15,7 @@ pub struct Members(pub BTreeMap<NodeId, String>);
 impl Members {
     /// Parses `ID=HOST:PORT,ID=HOST:PORT,...`.
     pub fn parse(text: &str) -> Result<Members> {
-        let mut members = BTreeMap::new();
+        let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (id, addr) = entry
                 .split_once('=')
@@ -25,6 +25,9 @@ impl Members {
             })?;
             let addr = addr.trim();
             check_addr(addr).map_err(|why| Error::Usage(format!("malformed peer '{entry}': {why}")))?;
+            if let Some((other, _)) = members.iter().find(|(_, a)| a.as_str() == addr) {
+                return Err(Error::Usage(format!("address {addr} is given to both id {other} and id {id} in --peers")));
+            }
             if members.insert(id, addr.to_string()).is_some() {
                 return Err(Error::Usage(format!("peer id {id} appears twice in --peers")));
             }
@@ -56,8 +59,11 @@ pub fn check_addr(addr: &str) -> std::result::Result<(), String> {
     if host.is_empty() {
         return Err("the host is empty".into());
     }
-    port.parse::<u16>().map_err(|_| format!("'{port}' is not a port number"))?;
-    Ok(())
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 is not an address a peer can reach".into()),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("'{port}' is not a port number")),
+    }
 }
 
 /// Everything one node needs to run.
@@ -81,6 +87,10 @@ pub struct NodeConfig {
     pub restarts: u64,
     /// Move the data directory aside and start empty on purpose (`--reset-data`).
     pub reset_data: bool,
+    /// The most unfinished jobs the coordinator holds; beyond, `POST /jobs` answers 429.
+    pub queue_jobs_max: u64,
+    /// The most operations unfinished jobs may still need (one job is always taken).
+    pub queue_ops_max: u64,
 }
 
 impl NodeConfig {
@@ -121,6 +131,8 @@ mod tests {
             ("1=127.0.0.1", "expected HOST:PORT"),
             ("1=127.0.0.1:99999", "not a port number"),
             ("1=a:1,1=b:2", "appears twice"),
+            ("1=a:0", "port 0"),
+            ("1=a:1,2=a:1", "both id 1 and id 2"),
         ] {
             let err = Members::parse(text).unwrap_err().to_string();
             assert!(err.contains(why), "{text:?} gave {err:?}");

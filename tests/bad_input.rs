@@ -25,6 +25,11 @@ fn cli_mistakes_exit_non_zero_with_one_line() {
     for (args, expected) in [
         (vec!["submit", "-5"], "'-5' is not a non-negative integer"),
         (vec!["submit", "abc"], "'abc' is not a non-negative integer"),
+        (vec!["submit", "+5"], "'+5' is not a non-negative integer"),
+        (vec!["submit", "05"], "'05' is not a non-negative integer"),
+        (vec!["node", "--id", "1", "--peers", "1=127.0.0.1:0"], "port 0"),
+        (vec!["node", "--id", "1", "--peers", "1=127.0.0.1:5,2=127.0.0.1:5"], "both id 1 and id 2"),
+        (vec!["status", "--cluster", "127.0.0.1:1"], "no member of 127.0.0.1:1 answers"),
         (vec!["submit", "99999999999999"], "above --max-n"),
         (vec!["submit", "20", "abc"], "'abc'"),
         (vec!["node", "--id", "1", "--peers", peers, "--election", "paxos"], "choose one of: bully, ring, raft"),
@@ -55,7 +60,7 @@ fn a_port_in_use_is_a_clear_error() {
 
 #[test]
 fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
-    let cluster = Cluster::start(1, "raft", &["--max-n", "5000"]);
+    let cluster = Cluster::start(2, "raft", &["--max-n", "5000"]);
     cluster.wait_for_agreement(Duration::from_secs(20));
     let addr = cluster.addr(1);
     let huge = vec![b' '; 200 * 1024];
@@ -87,4 +92,50 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
     let (status, body) = http(&addr, "POST", "/jobs", Some(br#"{"n": 10}"#)).unwrap();
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     assert!(cluster.status(1).is_some());
+}
+
+/// With no member answering, `facto submit` says so within 2 s and gives up after
+/// `--connect-timeout` with the last error, in two lines at most.
+#[test]
+fn submit_says_when_no_member_answers() {
+    let dead = format!("127.0.0.1:{}", common::free_ports(1)[0]);
+    let started = std::time::Instant::now();
+    let (code, stderr) = facto(&["submit", "--cluster", &dead, "--connect-timeout", "3", "10"]);
+    assert_ne!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up after --connect-timeout");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains(&format!("no member of {dead} answers; retrying")), "{stderr}");
+    assert!(lines[1].contains("no member of") && lines[1].contains("unreachable"), "{stderr}");
+}
+
+/// A one-member cluster cannot compute (its coordinator never multiplies): it says so.
+#[test]
+fn a_one_member_cluster_refuses_jobs_with_the_reason() {
+    let cluster = Cluster::start(1, "raft", &[]);
+    cluster.wait_for_agreement(Duration::from_secs(20));
+    let (status, body) = http(&cluster.addr(1), "POST", "/jobs", Some(br#"{"n": 10}"#)).unwrap();
+    assert_eq!(status, 409);
+    assert!(String::from_utf8_lossy(&body).contains("one member"), "{}", String::from_utf8_lossy(&body));
+}
+
+/// HTTP/1.0, a request without Host, and a body shorter than its Content-Length each get an
+/// answer instead of a silent close or a request held forever.
+#[test]
+fn old_hostless_and_short_requests_are_answered() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::start(2, "raft", &[]);
+    cluster.wait_for_agreement(Duration::from_secs(20));
+    let raw = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(cluster.addr(1)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(request).unwrap();
+        let mut answer = vec![0u8; 256];
+        let n = s.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    assert!(raw(b"GET /status HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+    assert!(raw(b"GET /status HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+    let short = raw(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"n\":");
+    assert!(short.starts_with("HTTP/1.1 408"), "{short}");
 }

@@ -91,3 +91,36 @@ fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
     assert!(exact(&job, n), "{job}");
     assert!(cluster.logs().contains("computing its result again"), "the planted result was found and refused");
 }
+
+/// 500 clients submit 1000! at once, spread over every member: each gets its job (and an
+/// exact result) or 429 with Retry-After; none gets 503, and the coordinator keeps its epoch.
+#[test]
+fn a_burst_of_clients_is_admitted_or_told_to_retry_never_refused_blindly() {
+    let cluster = Cluster::start(6, "raft", &[]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let epoch = cluster.status(leader).unwrap()["epoch"].as_u64().unwrap();
+    let addrs: Vec<String> = cluster.ids().into_iter().map(|id| cluster.addr(id)).collect();
+    let answers: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..500)
+            .map(|i| {
+                let addr = addrs[i % addrs.len()].clone();
+                s.spawn(move || http(&addr, "POST", "/jobs", Some(br#"{"n": 1000}"#)).expect("an answer"))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut accepted = Vec::new();
+    for (status, body) in &answers {
+        match status {
+            202 => accepted.push(serde_json::from_slice::<Value>(body).unwrap()["id"].as_str().unwrap().to_string()),
+            429 => {}
+            other => panic!("{other}: {}", String::from_utf8_lossy(body)),
+        }
+    }
+    assert!(!accepted.is_empty() && accepted.len() < 500, "{} accepted", accepted.len());
+    for id in &accepted {
+        assert!(exact(&cluster.wait_for_job(id, FINISH), 1000), "job {id}");
+    }
+    let after = cluster.status(leader).unwrap();
+    assert_eq!((after["epoch"].as_u64(), after["role"].as_str()), (Some(epoch), Some("coordinator")), "{after}");
+}

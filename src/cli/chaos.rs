@@ -7,7 +7,7 @@
 //! time from the fault that caused it. Then everything is healed, the cluster must settle on
 //! one coordinator, the last jobs must finish, and a report says what happened.
 
-use super::submit::{submit_one, wait_for};
+use super::submit::{submit_one, wait_for, Deadlines};
 use super::{cluster_addrs, parse_duration_ms};
 use crate::api::{AdminResponse, DisruptRequest, NodeStatus};
 use crate::bignum::Big;
@@ -373,7 +373,7 @@ async fn workload(
         let n = plan.jobs[turn % plan.jobs.len()];
         turn += JOBS_IN_FLIGHT;
         // New jobs are submitted while the attack lasts; submit_one retries until then.
-        let job = match submit_one(&client, &plan.addrs, n, attack_until).await {
+        let job = match submit_one(&client, &plan.addrs, n, Deadlines::at(attack_until)).await {
             Ok(job) => job,
             Err(e) if Instant::now() < attack_until => {
                 // Refused outright (not a retryable failure): the workload cannot run.

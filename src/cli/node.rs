@@ -47,6 +47,12 @@ pub struct NodeArgs {
     /// from its peers before it votes.
     #[structopt(long)]
     reset_data: bool,
+    /// The most unfinished jobs the coordinator holds; beyond, submissions get 429.
+    #[structopt(long, env = "FACTO_QUEUE_JOBS_MAX", default_value = "64")]
+    queue_jobs_max: u64,
+    /// The most operations unfinished jobs may still need (a single job is always taken).
+    #[structopt(long, env = "FACTO_QUEUE_OPS_MAX", default_value = "16000000")]
+    queue_ops_max: u64,
     /// Probability of answering a wrong product for a task (tests the coordinator's checks).
     #[structopt(long, env = "FACTO_CORRUPT_PROB", default_value = "0")]
     corrupt_prob: f64,
@@ -85,6 +91,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
         },
         restarts: std::env::var("FACTO_RESTARTS").ok().and_then(|r| r.parse().ok()).unwrap_or(0),
         reset_data: args.reset_data,
+        queue_jobs_max: args.queue_jobs_max,
+        queue_ops_max: args.queue_ops_max,
     };
     let faults = Faults::new(
         probability(args.fail_prob, "--fail-prob")?,

@@ -2,7 +2,7 @@
 
 use super::cluster_addrs;
 use crate::api::{JobInfo, NodeStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::transport::Client;
 use std::time::Duration;
 use structopt::StructOpt;
@@ -30,6 +30,9 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 (addr.clone(), s.ok())
             }
         })));
+    if answers.iter().all(|(_, s)| s.is_none()) {
+        return Err(Error::Remote(format!("no member of {} answers", addrs.join(","))));
+    }
     // The coordinator with the highest epoch lists the jobs.
     let jobs: Vec<JobInfo> = answers
         .iter()

@@ -30,6 +30,9 @@ pub struct SubmitArgs {
     /// Give up after this many seconds.
     #[structopt(long, default_value = "3600")]
     timeout: f64,
+    /// Give up after this many seconds when no member answers at all.
+    #[structopt(long, default_value = "30")]
+    connect_timeout: f64,
 }
 
 pub fn run(args: SubmitArgs) -> Result<()> {
@@ -37,6 +40,8 @@ pub fn run(args: SubmitArgs) -> Result<()> {
     // Every argument is checked before anything is sent: a typo submits nothing.
     let ns = args.ns.iter().map(|s| parse_n(s, args.max_n)).collect::<Result<Vec<u64>>>()?;
     let deadline = Instant::now() + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
+    let connect_ms = super::node::seconds_to_ms(args.connect_timeout, "--connect-timeout")?;
+    let deadline = Deadlines { all: deadline, connect: Instant::now() + Duration::from_millis(connect_ms) };
     async_std::task::block_on(async {
         let client = Client::new(None);
         let mut jobs = Vec::new();
@@ -51,15 +56,35 @@ pub fn run(args: SubmitArgs) -> Result<()> {
             return Ok(());
         }
         for job in jobs {
-            let done = wait_for(&client, &addrs, &job.id, deadline).await?;
+            let done = wait_for(&client, &addrs, &job.id, deadline.all).await?;
             print_job(&done, args.json);
         }
         Ok(())
     })
 }
 
+/// When `facto submit` gives up: on everything, and when no member has answered at all.
+#[derive(Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub all: Instant,
+    pub connect: Instant,
+}
+
+impl Deadlines {
+    /// One deadline for both.
+    pub(crate) fn at(when: Instant) -> Deadlines {
+        Deadlines { all: when, connect: when }
+    }
+}
+
+/// A number as people write it: digits only, no sign, no leading zero (`+5` and `05` are
+/// refused rather than guessed at).
 fn parse_n(text: &str, max_n: u64) -> Result<u64> {
-    let n: u64 = text.parse().map_err(|_| Error::Usage(format!("'{text}' is not a non-negative integer")))?;
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    let n: u64 = text.parse().ok().filter(|_| canonical).ok_or_else(|| {
+        Error::Usage(format!("'{text}' is not a non-negative integer (digits only, no sign or leading zero)"))
+    })?;
     if n > max_n {
         return Err(Error::Usage(format!("{n} is above --max-n {max_n}")));
     }
@@ -84,30 +109,76 @@ fn print_job(job: &JobInfo, as_json: bool) {
 fn retryable(e: &CallError) -> bool {
     match e {
         CallError::Unreachable { .. } | CallError::Malformed { .. } => true,
-        CallError::Status { status, .. } => *status == 503 || *status >= 500,
+        CallError::Status { status, .. } => *status == 429 || *status >= 500,
     }
 }
 
+/// Tells the user once, within 2 s, that nobody answers (the retries go on); fails once
+/// nobody has answered by `--connect-timeout`.
+struct Silence<'a> {
+    addrs: &'a [String],
+    started: Instant,
+    told: bool,
+    anyone_answered: bool,
+}
+
+impl<'a> Silence<'a> {
+    fn new(addrs: &'a [String]) -> Silence<'a> {
+        Silence { addrs, started: Instant::now(), told: false, anyone_answered: false }
+    }
+
+    fn heard(&mut self, e: Option<&CallError>) {
+        if !matches!(e, Some(CallError::Unreachable { .. })) {
+            self.anyone_answered = true;
+        }
+    }
+
+    fn check(&mut self, deadline: Deadlines, last_error: &str) -> Result<()> {
+        if self.anyone_answered {
+            return Ok(());
+        }
+        if Instant::now() >= deadline.connect {
+            return Err(Error::Remote(format!("no member of {} answers: {last_error}", self.addrs.join(","))));
+        }
+        if !self.told && self.started.elapsed() >= Duration::from_millis(SILENCE_NOTICE_MS) {
+            self.told = true;
+            eprintln!("facto: no member of {} answers; retrying", self.addrs.join(","));
+        }
+        Ok(())
+    }
+}
+
+/// How long `facto submit` waits for any answer before saying that nobody answers.
+const SILENCE_NOTICE_MS: u64 = 1_500;
+
 /// Sends the job to the members in turn until one accepts it.
-pub(crate) async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Instant) -> Result<JobInfo> {
+pub(crate) async fn submit_one(client: &Client, addrs: &[String], n: u64, deadline: Deadlines) -> Result<JobInfo> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     // Every attempt carries the same key, so a retry after a lost answer cannot start a
     // second job.
     let request = SubmitRequest { n, request: Some(request_key()) };
     let mut last_error = String::new();
+    let mut silence = Silence::new(addrs);
     for attempt in 0.. {
         let addr = &addrs[attempt % addrs.len()];
-        match client.post::<_, JobInfo>(addr, "/jobs", &request, timeout, &[]).await {
+        let answer = client.post::<_, JobInfo>(addr, "/jobs", &request, timeout, &[]).await;
+        silence.heard(answer.as_ref().err());
+        let busy = matches!(answer, Err(CallError::Status { status: 429, .. }));
+        match answer {
             Ok(job) if job.n == n => return Ok(job),
             // Never taken for this job: whatever it is, it is not n!.
             Ok(job) => last_error = format!("{addr} answered with job {} ({}!) for {n}!", job.id, job.n),
             Err(e) if retryable(&e) => last_error = e.to_string(),
             Err(e) => return Err(Error::Remote(e.to_string())),
         }
-        if Instant::now() >= deadline {
+        silence.check(deadline, &last_error)?;
+        if Instant::now() >= deadline.all {
             break;
         }
-        if attempt % addrs.len() == addrs.len() - 1 {
+        if busy {
+            // 429 comes with Retry-After: 1; the cluster has taken as much as it can.
+            async_std::task::sleep(Duration::from_secs(1)).await;
+        } else if attempt % addrs.len() == addrs.len() - 1 {
             async_std::task::sleep(Duration::from_millis(100)).await;
         }
     }

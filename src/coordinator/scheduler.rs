@@ -434,6 +434,14 @@ impl Scheduler {
         })
     }
 
+    /// Jobs not finished, and the operations they still need.
+    pub fn open_work(&self) -> (u64, u64) {
+        self.jobs
+            .values()
+            .filter(|j| !j.finished)
+            .fold((0, 0), |(jobs, ops), j| (jobs + 1, ops + j.plan.total_ops().saturating_sub(j.ops_done)))
+    }
+
     /// Tasks currently assigned to workers.
     pub fn in_flight(&self) -> usize {
         self.assigned.len()

@@ -138,6 +138,8 @@ pub enum Routed<T> {
     Failed(String),
     /// The request contradicts what the cluster holds; trying again will not help.
     Refused(String),
+    /// The coordinator's queue is full; try again later.
+    Busy(String),
 }
 
 /// The HTTP edge's way into the runtime. Cheap to clone.
@@ -301,6 +303,11 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         hard_state
     };
     let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, version))?;
+    if handle.config.members.0.len() < 2 {
+        log::warn!(
+            "this cluster has one member: it will coordinate and refuse every job (a coordinator never multiplies)"
+        );
+    }
     log::info!(
         "node {} listening on {} ({} members, election {})",
         handle.config.id,

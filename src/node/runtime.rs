@@ -694,6 +694,10 @@ impl Runtime {
             self.acknowledge(job, facts, durable, reply);
             return Ok(());
         }
+        if let Some(refusal) = self.admission(n) {
+            let _ = reply.try_send(refusal);
+            return Ok(());
+        }
         let c = self.coordinator.as_mut().expect("route() checked that this node coordinates");
         let (id, mut actions) = c.scheduler.submit(n);
         c.accepted_ms.insert(id.clone(), now_ms);
@@ -710,6 +714,27 @@ impl Runtime {
             actions.extend(c.scheduler.tick(now_ms));
         }
         self.carry_out(actions)
+    }
+
+    /// Whether a new job for n! may be taken: a coordinator never multiplies, so a cluster of
+    /// one cannot compute; and the queue of open work is bounded (`--queue-jobs-max`,
+    /// `--queue-ops-max`), beyond which clients are told to come back (429) rather than the
+    /// cluster taking work it would finish only after their patience, or its memory, ran out.
+    fn admission(&self, n: u64) -> Option<Routed<JobInfo>> {
+        let cfg = &self.handle.config;
+        let ops = Plan::new(n).total_ops();
+        if cfg.members.0.len() < 2 && ops > 0 {
+            return Some(Routed::Refused(
+                "this cluster has one member, its coordinator, and a coordinator never multiplies: add members".into(),
+            ));
+        }
+        let (jobs_open, ops_open) = self.coordinator.as_ref()?.scheduler.open_work();
+        if jobs_open >= cfg.queue_jobs_max || (jobs_open > 0 && ops_open.saturating_add(ops) > cfg.queue_ops_max) {
+            return Some(Routed::Busy(format!(
+                "the coordinator's queue is full ({jobs_open} jobs, {ops_open} operations open); retry in 1 s"
+            )));
+        }
+        None
     }
 
     /// The job an earlier submission with the client's idempotency key `request` created.

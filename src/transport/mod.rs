@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod gate;
+mod request_head;
 pub mod server;
 
 pub use client::{CallError, Client};

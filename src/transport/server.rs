@@ -80,6 +80,8 @@ pub async fn serve(listener: TcpListener, app: App) {
         async_std::task::spawn(async move {
             let local_addr = stream.local_addr().ok().map(|a| a.to_string());
             let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
+            let host = local_addr.clone().unwrap_or_default();
+            let Some(stream) = super::request_head::Connection::accept(stream, &host).await else { return };
             let served = async_h1::accept(stream, |mut req| async {
                 req.set_local_addr(local_addr.clone());
                 req.set_peer_addr(peer_addr.clone());
@@ -214,16 +216,24 @@ async fn read_json<T: DeserializeOwned>(req: &mut Request<Handle>, limit: u64) -
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BadRequest, &format!("malformed JSON: {e}")))
 }
 
-/// Reads a body of at most `limit` bytes; any failure is a 400 answer.
+/// How long a client's body may take to arrive (a body shorter than its Content-Length
+/// would otherwise hold the request forever) ...
+const CLIENT_BODY_TIMEOUT_MS: u64 = 10_000;
+/// ... and a peer's, which can be tens of megabytes.
+const INTERNAL_BODY_TIMEOUT_MS: u64 = 60_000;
+
+/// Reads a body of at most `limit` bytes; any failure is a 400 answer, a body that does not
+/// arrive in time a 408.
 async fn read_body(req: &mut Request<Handle>, limit: u64) -> Result<Vec<u8>, Response> {
     if req.len().is_some_and(|len| len as u64 > limit) {
         return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
     }
+    let timeout_ms = if limit > CLIENT_BODY_BYTES_MAX { INTERNAL_BODY_TIMEOUT_MS } else { CLIENT_BODY_TIMEOUT_MS };
     let mut bytes = Vec::new();
-    req.take_body()
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
+    let mut body = req.take_body().take(limit + 1);
+    async_std::future::timeout(Duration::from_millis(timeout_ms), body.read_to_end(&mut bytes))
         .await
+        .map_err(|_| error(StatusCode::RequestTimeout, &format!("the body did not arrive within {timeout_ms} ms")))?
         .map_err(|e| error(StatusCode::BadRequest, &format!("unreadable body: {e}")))?;
     if bytes.len() as u64 > limit {
         return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
@@ -263,7 +273,11 @@ fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> R
     match result {
         Ok(body) => json(ok_status, &body),
         Err(CallError::Status { status, message, .. }) => {
-            error(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), &message)
+            let mut res = error(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), &message);
+            if status == 429 || status == 503 {
+                res.insert_header("Retry-After", "1");
+            }
+            res
         }
         Err(e) => error(StatusCode::ServiceUnavailable, &format!("coordinator unreachable: {e}")),
     }
@@ -304,6 +318,11 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
         }
         Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
         Some(Routed::Refused(why)) => error(StatusCode::Conflict, &why),
+        Some(Routed::Busy(why)) => {
+            let mut res = error(StatusCode::TooManyRequests, &why);
+            res.insert_header("Retry-After", "1");
+            res
+        }
         _ => unavailable(),
     })
 }
