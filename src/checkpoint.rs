@@ -14,6 +14,9 @@ use crate::frame;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Facts held for jobs not known yet, at most: a peer cannot fill memory with them.
+const ORPHANS_MAX: usize = 100_000;
+
 /// One grow-only fact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -234,7 +237,11 @@ impl Checkpoint {
             Fact::Finished { job } => (job.clone(), 2, OpId { level: 0, index: 0 }),
             Fact::Job { .. } => return false,
         };
-        self.orphans.insert(key, fact).is_none()
+        if self.orphans.len() >= ORPHANS_MAX || self.orphans.contains_key(&key) {
+            return false;
+        }
+        self.orphans.insert(key, fact);
+        true
     }
 
     /// Ids of the jobs whose result is known.

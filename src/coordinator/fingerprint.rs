@@ -84,15 +84,19 @@ impl Fingerprint {
         result
     }
 
-    /// A decimal number modulo the prime; `None` if `digits` is not one.
+    /// A decimal number modulo the prime; `None` if `digits` is not one. Eighteen digits
+    /// at a time: 10,000,000! has 65 million.
     pub fn of_decimal(&self, digits: &str) -> Option<u64> {
-        if digits.is_empty() {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        digits.bytes().try_fold(0u64, |acc, d| {
-            let digit = (d as char).to_digit(10)?;
-            Some(((acc as u128 * 10 + digit as u128) % self.prime as u128) as u64)
-        })
+        let mut acc = 0u64;
+        for chunk in digits.as_bytes().chunks(18) {
+            let value: u64 = chunk.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'));
+            let scale = 10u128.pow(chunk.len() as u32);
+            acc = ((acc as u128 * scale + value as u128) % self.prime as u128) as u64;
+        }
+        Some(acc)
     }
 
     fn mul(&self, a: u64, b: u64) -> u64 {
