@@ -144,7 +144,7 @@ impl Election for LowestAlive {
         HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
-    fn set_freshness(&mut self, _freshness: u64) {}
+    fn set_checkpoint_version(&mut self, _freshness: u64) {}
 }
 
 fn main() {

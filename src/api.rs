@@ -113,7 +113,7 @@ pub struct NodeStatus {
     /// How often the supervisor (`facto cluster`) restarted this node.
     #[serde(default)]
     pub restarts: u64,
-    /// How many checkpoint facts this node has applied (its freshness in elections).
+    /// How many checkpoint facts this node has applied (Raft-lite voters compare it).
     #[serde(default)]
     pub checkpoint_version: u64,
     /// Cut off from its peers by an admin request (`facto chaos`).

@@ -118,8 +118,8 @@ impl Store {
     pub fn load(&self, dir: &Path) -> Result<(HardState, Checkpoint, u64)> {
         let loaded = quietly(|| {
             let hard_state = self.hard_state()?;
-            let (checkpoint, version) = self.checkpoint()?;
-            Ok::<_, Error>((hard_state, checkpoint, version))
+            let (checkpoint, checkpoint_version) = self.checkpoint()?;
+            Ok::<_, Error>((hard_state, checkpoint, checkpoint_version))
         });
         match loaded {
             Ok(Ok(state)) => Ok(state),
@@ -138,17 +138,17 @@ impl Store {
                 checkpoint.apply(fact);
             }
         }
-        let version = match self.db.get(VERSION_KEY).map_err(store_err)? {
+        let checkpoint_version = match self.db.get(VERSION_KEY).map_err(store_err)? {
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
         };
-        Ok((checkpoint, version))
+        Ok((checkpoint, checkpoint_version))
     }
 
-    /// Writes new facts and the new version in one batch and waits until they are on disk,
+    /// Writes new facts and the new checkpoint version in one batch and waits until they are on disk,
     /// unless they are only dispatch records: those merely make the re-execution count exact,
     /// and sled writes them out within half a second anyway.
-    pub fn save_facts(&self, facts: &[Fact], finished: &[(String, Fact)], version: u64) -> Result<()> {
+    pub fn save_facts(&self, facts: &[Fact], finished: &[(String, Fact)], checkpoint_version: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (job, _) in finished {
             let job_key = [job.as_bytes(), JOB_KEY_SUFFIX].concat();
@@ -175,14 +175,14 @@ impl Store {
         for (job, facts) in records {
             let mut key = job_prefix(job);
             key.push(b'r');
-            key.extend_from_slice(&version.to_be_bytes());
+            key.extend_from_slice(&checkpoint_version.to_be_bytes());
             batch.insert(key, encode(&facts)?);
         }
         for (_, root) in finished {
             batch.insert(fact_key(root), encode(&[root])?);
         }
         self.facts.apply_batch(batch).map_err(store_err)?;
-        self.db.insert(VERSION_KEY, &version.to_be_bytes()).map_err(store_err)?;
+        self.db.insert(VERSION_KEY, &checkpoint_version.to_be_bytes()).map_err(store_err)?;
         Ok(())
     }
 
@@ -238,7 +238,9 @@ impl Store {
                         .iter()
                         .try_for_each(|r| match &r.what {
                             Write::HardState(state) => store.save_hard_state(state),
-                            Write::Facts { facts, finished, version } => store.save_facts(facts, finished, *version),
+                            Write::Facts { facts, finished, checkpoint_version } => {
+                                store.save_facts(facts, finished, *checkpoint_version)
+                            }
                         })
                         .and_then(|()| store.db.flush().map(drop).map_err(store_err));
                     if let Err(e) = written {
@@ -258,7 +260,7 @@ impl Store {
 
 enum Write {
     HardState(HardState),
-    Facts { facts: Vec<Fact>, finished: Vec<(String, Fact)>, version: u64 },
+    Facts { facts: Vec<Fact>, finished: Vec<(String, Fact)>, checkpoint_version: u64 },
 }
 
 struct WriteRequest {
@@ -283,9 +285,9 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Queues facts (and the jobs they finish) with the new version; see [`Store::save_facts`].
-    pub fn write(&self, facts: Vec<Fact>, finished: Vec<(String, Fact)>, version: u64) -> Durable {
-        self.queue(Write::Facts { facts, finished, version })
+    /// Queues facts (and the jobs they finish) with the new checkpoint version; see [`Store::save_facts`].
+    pub fn write(&self, facts: Vec<Fact>, finished: Vec<(String, Fact)>, checkpoint_version: u64) -> Durable {
+        self.queue(Write::Facts { facts, finished, checkpoint_version })
     }
 
     /// Queues the election state: the messages that depend on it (a vote, a higher epoch)
@@ -326,7 +328,7 @@ fn encode(facts: &[&Fact]) -> Result<Vec<u8>> {
     crate::checkpoint::encode_facts((), facts.iter().copied()).map_err(Error::Store)
 }
 
-/// A record written by [`encode`], or by an older version: a JSON array of facts, or (before
+/// A record written by [`encode`], or by an older version of facto: a JSON array of facts, or (before
 /// records held several facts) one fact per key.
 fn decode(value: &[u8]) -> Result<Vec<Fact>> {
     if let Ok(((), facts)) = crate::checkpoint::decode_facts::<()>(value) {
@@ -337,7 +339,7 @@ fn decode(value: &[u8]) -> Result<Vec<Fact>> {
         .map_err(|e| Error::Store(format!("corrupt checkpoint record: {e}")))
 }
 
-/// Keys: `<job>\0job` (the job), `<job>\0r<version>` (a write's facts of that job),
+/// Keys: `<job>\0job` (the job), `<job>\0r<checkpoint_version>` (a write's facts of that job),
 /// `<job>\0p<level><index>` (the root product of a finished job), `<job>\0f` (the job
 /// finished, its root on other nodes); big-endian numbers, so a job's keys sort together.
 fn fact_key(fact: &Fact) -> Vec<u8> {
@@ -412,8 +414,8 @@ mod tests {
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
-        let (checkpoint, version) = store.checkpoint().unwrap();
-        assert_eq!(version, 3);
+        let (checkpoint, checkpoint_version) = store.checkpoint().unwrap();
+        assert_eq!(checkpoint_version, 3);
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };

@@ -136,11 +136,11 @@ impl Election for AnyElection {
         }
     }
 
-    fn set_freshness(&mut self, freshness: u64) {
+    fn set_checkpoint_version(&mut self, checkpoint_version: u64) {
         match self {
-            AnyElection::Bully(e) => e.set_freshness(freshness),
-            AnyElection::Ring(e) => e.set_freshness(freshness),
-            AnyElection::Raft(e) => e.set_freshness(freshness),
+            AnyElection::Bully(e) => e.set_checkpoint_version(checkpoint_version),
+            AnyElection::Ring(e) => e.set_checkpoint_version(checkpoint_version),
+            AnyElection::Raft(e) => e.set_checkpoint_version(checkpoint_version),
         }
     }
 }

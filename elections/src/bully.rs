@@ -13,7 +13,7 @@
 //! its own has been fenced out and runs a new election, which it wins at a higher epoch if it is
 //! still the highest live id.
 
-use crate::fencing::{self, Members};
+use crate::fencing::{self, Roster};
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -72,7 +72,7 @@ enum Role {
 /// One node's bully state machine.
 #[derive(Clone, Debug)]
 pub struct Bully {
-    members: Members,
+    members: Roster,
     heartbeat_ticks: u32,
     election_ticks: u32,
     /// The highest epoch seen in any message or led at; durable (`HardState::epoch`).
@@ -87,7 +87,7 @@ impl Bully {
     /// A node that has just started (or restarted with `hard_state`) and knows no leader.
     pub fn new(config: Config, hard_state: HardState) -> Bully {
         Bully {
-            members: Members::new(config.id, &config.members),
+            members: Roster::new(config.id, &config.members),
             heartbeat_ticks: config.heartbeat_ticks.max(1),
             election_ticks: config.election_ticks.max(1),
             max_seen_epoch: hard_state.epoch,
@@ -278,6 +278,6 @@ impl Election for Bully {
         HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
-    /// Bully elects by id alone; freshness does not enter.
-    fn set_freshness(&mut self, _freshness: u64) {}
+    /// Bully elects by id alone; checkpoint_version does not enter.
+    fn set_checkpoint_version(&mut self, _freshness: u64) {}
 }

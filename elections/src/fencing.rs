@@ -10,22 +10,22 @@ use crate::{Actions, Epoch, HardState, Leadership, NodeId};
 
 /// The cluster as one member sees it: every id in ring order (ascending) and where it stands.
 #[derive(Clone, Debug)]
-pub(crate) struct Members {
+pub(crate) struct Roster {
     /// Every member, ascending and unique.
     sorted: Vec<NodeId>,
     /// This node's id.
     me: NodeId,
 }
 
-impl Members {
+impl Roster {
     /// Sorts and deduplicates `members`; adds `me` if the list forgot it (the runtime validates
     /// configurations, but a state machine must not panic on a bad one).
-    pub(crate) fn new(me: NodeId, members: &[NodeId]) -> Members {
+    pub(crate) fn new(me: NodeId, members: &[NodeId]) -> Roster {
         let mut sorted = members.to_vec();
         sorted.push(me);
         sorted.sort_unstable();
         sorted.dedup();
-        Members { sorted, me }
+        Roster { sorted, me }
     }
 
     pub(crate) fn me(&self) -> NodeId {
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn owned_epochs_are_above_the_seen_one_and_disjoint() {
-        let members: Vec<Members> = [3, 7, 9].iter().map(|&id| Members::new(id, &[9, 3, 7])).collect();
+        let members: Vec<Roster> = [3, 7, 9].iter().map(|&id| Roster::new(id, &[9, 3, 7])).collect();
         for seen in 0..20 {
             let picked: Vec<Epoch> = members.iter().map(|m| m.next_owned_epoch(seen)).collect();
             for (i, &e) in picked.iter().enumerate() {
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn ring_order_wraps_around() {
-        let m = Members::new(7, &[9, 3, 7, 1]);
+        let m = Roster::new(7, &[9, 3, 7, 1]);
         assert_eq!(m.after_me().collect::<Vec<_>>(), vec![9, 1, 3]);
         assert_eq!(m.others().collect::<Vec<_>>(), vec![1, 3, 9]);
     }

@@ -177,10 +177,10 @@ pub trait Election {
     /// The state to persist (also returned in [`Actions::persist`] whenever it changes).
     fn hard_state(&self) -> HardState;
 
-    /// The freshness of this node's coordinator checkpoint (its version). Algorithms that can
+    /// The checkpoint_version of this node's coordinator checkpoint (its version). Algorithms that can
     /// use it carry it in their election messages: a Raft-lite voter refuses a candidate less
     /// fresh than itself.
-    fn set_freshness(&mut self, freshness: u64);
+    fn set_checkpoint_version(&mut self, checkpoint_version: u64);
 }
 
 /// The one error type of this crate.

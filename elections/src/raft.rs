@@ -23,7 +23,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     /// RequestVote (or, with `pre_vote`, a pre-vote probe that changes no one's term).
-    RequestVote { term: Epoch, pre_vote: bool, freshness: u64 },
+    RequestVote {
+        term: Epoch,
+        pre_vote: bool,
+        /// How much of the checkpoint the candidate holds (named `freshness` on the wire before).
+        #[serde(alias = "freshness")]
+        checkpoint_version: u64,
+    },
     /// The answer to a [`Msg::RequestVote`].
     Vote { term: Epoch, pre_vote: bool, granted: bool },
     /// AppendEntries without entries: the leader's heartbeat.
@@ -65,7 +71,7 @@ pub struct Raft {
     role: Role,
     /// The leader of the current term, once known (ourselves when leading).
     leader: Option<NodeId>,
-    freshness: u64,
+    checkpoint_version: u64,
     rng: Rng,
     /// Ticks since the leader was last heard from, or since the current campaign started.
     elapsed_ticks: u32,
@@ -95,7 +101,7 @@ impl Raft {
             hard: hard_state,
             role: Role::Follower,
             leader: None,
-            freshness: 0,
+            checkpoint_version: 0,
             // Mixing in the id keeps two nodes given the same seed from timing out in lockstep.
             rng: Rng::new(mix(config.seed ^ mix(u64::from(config.id)))),
             elapsed_ticks: 0,
@@ -156,8 +162,11 @@ impl Raft {
         self.leader = None;
         self.granted.clear();
         self.reset_timeout();
-        let msg =
-            Msg::RequestVote { term: self.hard.epoch.saturating_add(1), pre_vote: true, freshness: self.freshness };
+        let msg = Msg::RequestVote {
+            term: self.hard.epoch.saturating_add(1),
+            pre_vote: true,
+            checkpoint_version: self.checkpoint_version,
+        };
         self.broadcast(msg, out);
         self.tally(out);
     }
@@ -169,7 +178,8 @@ impl Raft {
         self.hard = HardState { epoch: self.hard.epoch.saturating_add(1), voted_for: Some(self.id) };
         self.granted.clear();
         self.reset_timeout();
-        let msg = Msg::RequestVote { term: self.hard.epoch, pre_vote: false, freshness: self.freshness };
+        let msg =
+            Msg::RequestVote { term: self.hard.epoch, pre_vote: false, checkpoint_version: self.checkpoint_version };
         self.broadcast(msg, out);
         self.tally(out);
     }
@@ -221,7 +231,14 @@ impl Raft {
         }
     }
 
-    fn on_request_vote(&mut self, from: NodeId, term: Epoch, pre_vote: bool, freshness: u64, out: &mut Actions<Msg>) {
+    fn on_request_vote(
+        &mut self,
+        from: NodeId,
+        term: Epoch,
+        pre_vote: bool,
+        checkpoint_version: u64,
+        out: &mut Actions<Msg>,
+    ) {
         let refuse = Msg::Vote { term: self.hard.epoch, pre_vote, granted: false };
         if term < self.hard.epoch {
             // Tell the stale candidate about the newer term.
@@ -234,10 +251,10 @@ impl Raft {
             out.messages.push((from, refuse));
             return;
         }
-        let fresh_enough = freshness >= self.freshness;
+        let up_to_date = checkpoint_version >= self.checkpoint_version;
         if pre_vote {
             // A pre-vote changes nothing here: it only asks "would you vote for me?".
-            let granted = term > self.hard.epoch && fresh_enough;
+            let granted = term > self.hard.epoch && up_to_date;
             let reply_term = if granted { term } else { self.hard.epoch };
             out.messages.push((from, Msg::Vote { term: reply_term, pre_vote: true, granted }));
             return;
@@ -246,7 +263,7 @@ impl Raft {
             self.become_follower(term, None);
         }
         let can_vote = self.hard.voted_for == Some(from) || (self.hard.voted_for.is_none() && self.leader.is_none());
-        let granted = can_vote && fresh_enough;
+        let granted = can_vote && up_to_date;
         if granted {
             self.hard.voted_for = Some(from);
             self.elapsed_ticks = 0;
@@ -313,8 +330,8 @@ impl Election for Raft {
             Input::Tick => self.tick(&mut out),
             // Messages from ourselves or from non-members are ignored, not trusted.
             Input::Message { from, msg } if from != self.id && self.peers.binary_search(&from).is_ok() => match msg {
-                Msg::RequestVote { term, pre_vote, freshness } => {
-                    self.on_request_vote(from, term, pre_vote, freshness, &mut out)
+                Msg::RequestVote { term, pre_vote, checkpoint_version } => {
+                    self.on_request_vote(from, term, pre_vote, checkpoint_version, &mut out)
                 }
                 Msg::Vote { term, pre_vote, granted } => self.on_vote(from, term, pre_vote, granted, &mut out),
                 Msg::Heartbeat { term } => self.on_heartbeat(from, term, &mut out),
@@ -345,8 +362,8 @@ impl Election for Raft {
         self.hard
     }
 
-    fn set_freshness(&mut self, freshness: u64) {
-        self.freshness = freshness;
+    fn set_checkpoint_version(&mut self, checkpoint_version: u64) {
+        self.checkpoint_version = checkpoint_version;
     }
 }
 

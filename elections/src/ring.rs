@@ -16,7 +16,7 @@
 //! Epochs are fencing tokens (see `fencing.rs`). The ELECTION token also gathers the highest
 //! epoch of every node it passes, so the winner leads at an epoch above all of them.
 
-use crate::fencing::{self, Members};
+use crate::fencing::{self, Roster};
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,7 +91,7 @@ enum Role {
 /// One node's ring state machine.
 #[derive(Clone, Debug)]
 pub struct Ring {
-    members: Members,
+    members: Roster,
     heartbeat_ticks: u32,
     election_ticks: u32,
     /// The highest epoch seen in any message or led at; durable (`HardState::epoch`).
@@ -113,7 +113,7 @@ impl Ring {
     /// A node that has just started (or restarted with `hard_state`) and knows no leader.
     pub fn new(config: Config, hard_state: HardState) -> Ring {
         Ring {
-            members: Members::new(config.id, &config.members),
+            members: Roster::new(config.id, &config.members),
             heartbeat_ticks: config.heartbeat_ticks.max(1),
             election_ticks: config.election_ticks.max(1),
             max_seen_epoch: hard_state.epoch,
@@ -398,6 +398,6 @@ impl Election for Ring {
         HardState { epoch: self.max_seen_epoch, voted_for: None }
     }
 
-    /// The ring elects by id alone; freshness does not enter.
-    fn set_freshness(&mut self, _freshness: u64) {}
+    /// The ring elects by id alone; checkpoint_version does not enter.
+    fn set_checkpoint_version(&mut self, _freshness: u64) {}
 }

@@ -273,7 +273,7 @@ struct Node<E> {
     /// The highest epoch this node ever accepted, across crashes (invariant 2).
     accepted_epoch: Option<Epoch>,
     /// The node's checkpoint version, durable across crashes.
-    freshness: u64,
+    checkpoint_version: u64,
 }
 
 struct Sim<'a, E: Election, F> {
@@ -360,7 +360,7 @@ where
                 persisted: HardState::default(),
                 leadership: Leadership::Unknown,
                 accepted_epoch: None,
-                freshness: 0,
+                checkpoint_version: 0,
             });
         }
         sim
@@ -406,7 +406,7 @@ where
             self.peer_notices = self.rng.chance(0.5);
             if self.rng.chance(0.3) {
                 for i in 0..self.config.nodes {
-                    self.nodes[i].freshness = self.rng.below(3);
+                    self.nodes[i].checkpoint_version = self.rng.below(3);
                 }
             }
             self.faulty_network = true;
@@ -608,7 +608,7 @@ where
             seed: mix(self.seed ^ mix(u64::from(id) << 32 | u64::from(node.incarnation))),
         };
         let mut election = (self.factory)(config, node.persisted);
-        election.set_freshness(node.freshness);
+        election.set_checkpoint_version(node.checkpoint_version);
         let leadership = election.leadership();
         node.election = Some(election);
         let (incarnation, persisted) = (node.incarnation, node.persisted);

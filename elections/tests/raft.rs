@@ -107,8 +107,8 @@ impl Cluster {
     }
 }
 
-fn request_vote(term: Epoch, freshness: u64) -> Msg {
-    Msg::RequestVote { term, pre_vote: false, freshness }
+fn request_vote(term: Epoch, checkpoint_version: u64) -> Msg {
+    Msg::RequestVote { term, pre_vote: false, checkpoint_version }
 }
 
 #[test]
@@ -201,9 +201,9 @@ fn a_leader_that_loses_its_majority_steps_down() {
 #[test]
 fn a_voter_refuses_a_less_fresh_candidate() {
     let mut c = Cluster::new(3);
-    c.node(1).set_freshness(1);
-    c.node(2).set_freshness(5);
-    c.node(3).set_freshness(5);
+    c.node(1).set_checkpoint_version(1);
+    c.node(2).set_checkpoint_version(5);
+    c.node(3).set_checkpoint_version(5);
     c.time_out(1);
     c.deliver_all();
     assert_eq!(c.term(1), 0, "no pre-vote majority, so no real campaign");

@@ -112,7 +112,7 @@ impl Election for EveryoneLeads {
         HardState::default()
     }
 
-    fn set_freshness(&mut self, _freshness: u64) {}
+    fn set_checkpoint_version(&mut self, _freshness: u64) {}
 }
 
 #[test]
@@ -146,7 +146,7 @@ impl Election for Silent {
         HardState::default()
     }
 
-    fn set_freshness(&mut self, _freshness: u64) {}
+    fn set_checkpoint_version(&mut self, _freshness: u64) {}
 }
 
 #[test]

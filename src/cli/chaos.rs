@@ -39,8 +39,8 @@ pub struct ChaosArgs {
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
     /// Probability, per member and interval, of a crash.
-    #[structopt(long, default_value = "0.1")]
-    kill_prob: f64,
+    #[structopt(long = "kill-prob", default_value = "0.1")]
+    crash_prob: f64,
     /// Probability, per member and interval, of a stall (every reply held for --stall-for).
     #[structopt(long, default_value = "0.05")]
     slow_prob: f64,
@@ -75,9 +75,9 @@ pub struct ChaosArgs {
 }
 
 /// The campaign's settings, checked.
-struct Plan {
+struct Campaign {
     addrs: Vec<String>,
-    kill_prob: f64,
+    crash_prob: f64,
     slow_prob: f64,
     partition_prob: f64,
     interval_ms: u64,
@@ -89,7 +89,7 @@ struct Plan {
     jobs: Vec<u64>,
 }
 
-fn plan(args: &ChaosArgs) -> Result<Plan> {
+fn campaign_of(args: &ChaosArgs) -> Result<Campaign> {
     let prob = |p: f64, flag: &str| {
         if (0.0..=1.0).contains(&p) {
             Ok(p)
@@ -116,9 +116,9 @@ fn plan(args: &ChaosArgs) -> Result<Plan> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    Ok(Plan {
+    Ok(Campaign {
         addrs: cluster_addrs(args.cluster.as_deref())?,
-        kill_prob: prob(args.kill_prob, "--kill-prob")?,
+        crash_prob: prob(args.crash_prob, "--kill-prob")?,
         slow_prob: prob(args.slow_prob, "--slow-prob")?,
         partition_prob: prob(args.partition_prob, "--partition-prob")?,
         interval_ms,
@@ -182,7 +182,7 @@ struct Observations {
     started: Instant,
     faults: Vec<Fault>,
     /// Admin requests that got no answer (the member was down already).
-    faults_refused: u64,
+    faults_not_delivered: u64,
     /// Members stalled or partitioned, until when: they may disagree meanwhile.
     disrupted_until: HashMap<usize, Instant>,
     /// The coordinator all members follow right now (None while they disagree).
@@ -206,7 +206,7 @@ impl Observations {
         Observations {
             started,
             faults: Vec::new(),
-            faults_refused: 0,
+            faults_not_delivered: 0,
             disrupted_until: HashMap::new(),
             agreed: None,
             last_agreed: None,
@@ -288,26 +288,29 @@ async fn poll_all(client: &Client, addrs: &[String]) -> Vec<Option<NodeStatus>> 
 /// interval, which member gets which fault. Every member draws all three numbers every
 /// interval, so that one outcome never shifts another's; a member still stalled or
 /// partitioned by an earlier fault is left alone until that fault ends.
-fn schedule(plan: &Plan) -> Vec<Vec<(usize, FaultKind)>> {
-    let mut rng = Rng::new(plan.seed);
-    let intervals = plan.duration_ms.div_ceil(plan.interval_ms);
-    let mut busy_until = vec![0u64; plan.addrs.len()];
+fn schedule(campaign: &Campaign) -> Vec<Vec<(usize, FaultKind)>> {
+    let mut rng = Rng::new(campaign.seed);
+    let intervals = campaign.duration_ms.div_ceil(campaign.interval_ms);
+    let mut busy_until = vec![0u64; campaign.addrs.len()];
     (0..intervals)
         .map(|k| {
             let mut faults = Vec::new();
             for (i, busy) in busy_until.iter_mut().enumerate() {
-                let (crash, stall, partition) =
-                    (rng.chance(plan.kill_prob), rng.chance(plan.slow_prob), rng.chance(plan.partition_prob));
+                let (crash, stall, partition) = (
+                    rng.chance(campaign.crash_prob),
+                    rng.chance(campaign.slow_prob),
+                    rng.chance(campaign.partition_prob),
+                );
                 if *busy > k {
                     continue;
                 }
                 let (kind, lasts_ms) = match (crash, stall, partition) {
                     (true, ..) => (FaultKind::Crash, 0),
-                    (_, true, _) => (FaultKind::Stall, plan.stall_ms),
-                    (_, _, true) => (FaultKind::Partition, plan.partition_ms),
+                    (_, true, _) => (FaultKind::Stall, campaign.stall_ms),
+                    (_, _, true) => (FaultKind::Partition, campaign.partition_ms),
                     _ => continue,
                 };
-                *busy = k + lasts_ms.div_ceil(plan.interval_ms);
+                *busy = k + lasts_ms.div_ceil(campaign.interval_ms);
                 faults.push((i, kind));
             }
             faults
@@ -316,26 +319,26 @@ fn schedule(plan: &Plan) -> Vec<Vec<(usize, FaultKind)>> {
 }
 
 /// Orders one interval's faults, all at once.
-async fn inject(client: &Client, plan: &Plan, faults: &[(usize, FaultKind)], seen: &Mutex<Observations>) {
+async fn inject(client: &Client, campaign: &Campaign, faults: &[(usize, FaultKind)], seen: &Mutex<Observations>) {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let now = Instant::now();
     let answers = futures::future::join_all(faults.iter().map(|&(i, kind)| {
         let duration_ms = match kind {
             FaultKind::Crash => 0,
-            FaultKind::Stall => plan.stall_ms,
-            FaultKind::Partition => plan.partition_ms,
+            FaultKind::Stall => campaign.stall_ms,
+            FaultKind::Partition => campaign.partition_ms,
         };
         async move {
             let body = DisruptRequest { duration_ms };
             let answer: std::result::Result<AdminResponse, _> =
-                client.post(&plan.addrs[i], kind.path(), &body, timeout, &[]).await;
+                client.post(&campaign.addrs[i], kind.path(), &body, timeout, &[]).await;
             (i, kind, duration_ms, answer)
         }
     }))
     .await;
     let mut seen = seen.lock().unwrap();
     for (i, kind, duration_ms, answer) in answers {
-        let addr = &plan.addrs[i];
+        let addr = &campaign.addrs[i];
         match answer {
             Ok(_) => {
                 log::info!("{kind:?} of {addr}");
@@ -351,7 +354,7 @@ async fn inject(client: &Client, plan: &Plan, faults: &[(usize, FaultKind)], see
             }
             Err(e) => {
                 log::debug!("{kind:?} of {addr} not delivered: {e}");
-                seen.faults_refused += 1;
+                seen.faults_not_delivered += 1;
             }
         }
     }
@@ -360,7 +363,7 @@ async fn inject(client: &Client, plan: &Plan, faults: &[(usize, FaultKind)], see
 /// Keeps one job at a time running until `stop`, checking each result.
 async fn workload(
     client: Client,
-    plan: Arc<Plan>,
+    campaign: Arc<Campaign>,
     lane: usize,
     stop: Arc<AtomicBool>,
     attack_until: Instant,
@@ -370,10 +373,10 @@ async fn workload(
     let mut expected: HashMap<u64, String> = HashMap::new();
     let mut turn = lane;
     while !stop.load(Ordering::SeqCst) {
-        let n = plan.jobs[turn % plan.jobs.len()];
+        let n = campaign.jobs[turn % campaign.jobs.len()];
         turn += JOBS_IN_FLIGHT;
         // New jobs are submitted while the attack lasts; submit_one retries until then.
-        let job = match submit_one(&client, &plan.addrs, n, Deadlines::at(attack_until)).await {
+        let job = match submit_one(&client, &campaign.addrs, n, Deadlines::at(attack_until)).await {
             Ok(job) => job,
             Err(e) if Instant::now() < attack_until => {
                 // Refused outright (not a retryable failure): the workload cannot run.
@@ -390,7 +393,9 @@ async fn workload(
         // The deadline moves to the end of the settling phase once the attack stops.
         let outcome = loop {
             let deadline = *end_by.lock().unwrap();
-            match wait_for(&client, &plan.addrs, &job.id, deadline.min(Instant::now() + Duration::from_secs(5))).await {
+            match wait_for(&client, &campaign.addrs, &job.id, deadline.min(Instant::now() + Duration::from_secs(5)))
+                .await
+            {
                 Ok(done) => break Ok(done),
                 Err(unfinished) if Instant::now() >= *end_by.lock().unwrap() => break Err(unfinished),
                 Err(_) => {}
@@ -436,7 +441,10 @@ struct Report {
     members: usize,
     duration_ms: u64,
     faults: BTreeMap<FaultKind, u64>,
-    faults_refused: u64,
+    /// Faults drawn for a member that could not take them (down already); the JSON name
+    /// predates this one and is kept.
+    #[serde(rename = "faults_refused")]
+    faults_not_delivered: u64,
     leadership_changes: Vec<Change>,
     failovers: Failovers,
     jobs: JobCounts,
@@ -449,7 +457,7 @@ struct Report {
     passed: bool,
 }
 
-fn report(plan: &Plan, seen: Observations, attacked_ms: u64, settled: Option<(NodeId, Epoch)>) -> Report {
+fn report(campaign: &Campaign, seen: Observations, attacked_ms: u64, settled: Option<(NodeId, Epoch)>) -> Report {
     let mut faults = BTreeMap::new();
     for f in &seen.faults {
         *faults.entry(f.kind).or_insert(0) += 1;
@@ -462,11 +470,11 @@ fn report(plan: &Plan, seen: Observations, attacked_ms: u64, settled: Option<(No
     let j = &seen.jobs;
     let passed = j.wrong == 0 && j.lost == 0 && j.pending == 0 && settled.is_some() && seen.aborted.is_none();
     Report {
-        seed: plan.seed,
-        members: plan.addrs.len(),
+        seed: campaign.seed,
+        members: campaign.addrs.len(),
         duration_ms: attacked_ms,
         faults,
-        faults_refused: seen.faults_refused,
+        faults_not_delivered: seen.faults_not_delivered,
         leadership_changes: seen.changes,
         failovers,
         jobs: seen.jobs,
@@ -488,7 +496,7 @@ fn print_report(r: &Report) {
         count(FaultKind::Crash),
         count(FaultKind::Stall),
         count(FaultKind::Partition),
-        r.faults_refused
+        r.faults_not_delivered
     );
     let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
     println!(
@@ -516,12 +524,12 @@ fn print_report(r: &Report) {
 }
 
 pub fn run(args: ChaosArgs) -> Result<()> {
-    let plan = Arc::new(plan(&args)?);
+    let campaign = Arc::new(campaign_of(&args)?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
-    let report = async_std::task::block_on(campaign(plan.clone(), args.cluster_key, stop));
+    let report = async_std::task::block_on(run_campaign(campaign.clone(), args.cluster_key, stop));
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
@@ -534,20 +542,20 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     }
 }
 
-async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc<AtomicBool>) -> Report {
+async fn run_campaign(campaign: Arc<Campaign>, cluster_key: Option<String>, interrupted: Arc<AtomicBool>) -> Report {
     let client = Client::new(cluster_key);
     let started = Instant::now();
     let seen = Arc::new(Mutex::new(Observations::new(started)));
-    let attack_until = started + Duration::from_millis(plan.duration_ms);
-    let end_by = Arc::new(Mutex::new(attack_until + Duration::from_millis(plan.settle_ms)));
+    let attack_until = started + Duration::from_millis(campaign.duration_ms);
+    let end_by = Arc::new(Mutex::new(attack_until + Duration::from_millis(campaign.settle_ms)));
     let stop_jobs = Arc::new(AtomicBool::new(false));
     let watching = Arc::new(AtomicBool::new(true));
 
     let watcher = {
-        let (client, plan, seen, watching) = (client.clone(), plan.clone(), seen.clone(), watching.clone());
+        let (client, campaign, seen, watching) = (client.clone(), campaign.clone(), seen.clone(), watching.clone());
         async_std::task::spawn(async move {
             while watching.load(Ordering::SeqCst) {
-                let statuses = poll_all(&client, &plan.addrs).await;
+                let statuses = poll_all(&client, &campaign.addrs).await;
                 seen.lock().unwrap().observe(&statuses, Instant::now());
                 async_std::task::sleep(Duration::from_millis(WATCH_EVERY_MS)).await;
             }
@@ -556,34 +564,34 @@ async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc
     let lanes: Vec<_> = (0..JOBS_IN_FLIGHT)
         .map(|lane| {
             let (stop, end_by, seen) = (stop_jobs.clone(), end_by.clone(), seen.clone());
-            let task = workload(client.clone(), plan.clone(), lane, stop, attack_until, end_by, seen);
+            let task = workload(client.clone(), campaign.clone(), lane, stop, attack_until, end_by, seen);
             async_std::task::spawn(task)
         })
         .collect();
 
     let stopping = || interrupted.load(Ordering::SeqCst) || seen.lock().unwrap().aborted.is_some();
-    for (k, faults) in schedule(&plan).iter().enumerate() {
-        let at = started + Duration::from_millis(k as u64 * plan.interval_ms);
+    for (k, faults) in schedule(&campaign).iter().enumerate() {
+        let at = started + Duration::from_millis(k as u64 * campaign.interval_ms);
         while Instant::now() < at && !stopping() {
             async_std::task::sleep(Duration::from_millis(20)).await;
         }
         if stopping() || Instant::now() >= attack_until {
             break;
         }
-        inject(&client, &plan, faults, &seen).await;
+        inject(&client, &campaign, faults, &seen).await;
     }
     while Instant::now() < attack_until && !stopping() {
         async_std::task::sleep(Duration::from_millis(20)).await;
     }
     let attacked_ms = started.elapsed().as_millis() as u64;
     stop_jobs.store(true, Ordering::SeqCst);
-    *end_by.lock().unwrap() = Instant::now() + Duration::from_millis(plan.settle_ms);
+    *end_by.lock().unwrap() = Instant::now() + Duration::from_millis(campaign.settle_ms);
 
     // Heal: end every stall and partition, then wait for one coordinator that every member
     // (restarted ones included) follows.
-    let settle_by = Instant::now() + Duration::from_millis(plan.settle_ms);
+    let settle_by = Instant::now() + Duration::from_millis(campaign.settle_ms);
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
-    for addr in &plan.addrs {
+    for addr in &campaign.addrs {
         let healed: std::result::Result<AdminResponse, _> = client.post(addr, "/admin/heal", &(), timeout, &[]).await;
         if let Err(e) = healed {
             log::info!("heal {addr}: {e}");
@@ -592,7 +600,7 @@ async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc
     seen.lock().unwrap().disrupted_until.clear();
     let mut settled = None;
     while Instant::now() < settle_by {
-        let statuses = poll_all(&client, &plan.addrs).await;
+        let statuses = poll_all(&client, &campaign.addrs).await;
         if statuses.iter().all(Option::is_some) {
             settled = agreement(&statuses, |_| false);
             if settled.is_some() {
@@ -607,17 +615,17 @@ async fn campaign(plan: Arc<Plan>, cluster_key: Option<String>, interrupted: Arc
     watching.store(false, Ordering::SeqCst);
     watcher.await;
     let seen = std::mem::replace(&mut *seen.lock().unwrap(), Observations::new(started));
-    report(&plan, seen, attacked_ms, settled)
+    report(&campaign, seen, attacked_ms, settled)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn test_plan(seed: u64) -> Plan {
-        Plan {
+    fn test_campaign(seed: u64) -> Campaign {
+        Campaign {
             addrs: (0..6).map(|i| format!("127.0.0.1:{}", 7001 + i)).collect(),
-            kill_prob: 0.1,
+            crash_prob: 0.1,
             slow_prob: 0.05,
             partition_prob: 0.05,
             interval_ms: 1_000,
@@ -632,16 +640,16 @@ mod tests {
 
     #[test]
     fn the_schedule_follows_the_seed_alone() {
-        assert_eq!(schedule(&test_plan(1)), schedule(&test_plan(1)));
-        assert_ne!(schedule(&test_plan(1)), schedule(&test_plan(2)));
-        let faults: usize = schedule(&test_plan(1)).iter().map(Vec::len).sum();
+        assert_eq!(schedule(&test_campaign(1)), schedule(&test_campaign(1)));
+        assert_ne!(schedule(&test_campaign(1)), schedule(&test_campaign(2)));
+        let faults: usize = schedule(&test_campaign(1)).iter().map(Vec::len).sum();
         assert!(faults > 10, "{faults} faults in 60 intervals x 6 members");
     }
 
     #[test]
     fn a_stalled_or_partitioned_member_is_left_alone_until_its_fault_ends() {
-        let plan = test_plan(3);
-        let s = schedule(&plan);
+        let campaign = test_campaign(3);
+        let s = schedule(&campaign);
         for (k, faults) in s.iter().enumerate() {
             for &(member, kind) in faults {
                 let lasts = match kind {

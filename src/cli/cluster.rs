@@ -35,8 +35,8 @@ pub struct ClusterArgs {
     #[structopt(long, env = "FACTO_DATA_DIR", default_value = "./facto-data", parse(from_os_str))]
     data_dir: PathBuf,
     /// Each node's probability of crashing at each task (see `facto node --help`).
-    #[structopt(long, default_value = "0")]
-    fail_prob: f64,
+    #[structopt(long = "fail-prob", default_value = "0")]
+    crash_prob: f64,
     /// Each node's probability of stalling an operation or reply for --slow seconds.
     #[structopt(long, default_value = "0")]
     slow_prob: f64,
@@ -68,7 +68,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     args.election.parse::<facto_elections::Algorithm>()?;
     super::node::seconds_to_ms(args.delay, "--delay")?;
     super::node::seconds_to_ms(args.slow, "--slow")?;
-    super::node::probability(args.fail_prob, "--fail-prob")?;
+    super::node::probability(args.crash_prob, "--fail-prob")?;
     super::node::probability(args.slow_prob, "--slow-prob")?;
     std::fs::create_dir_all(&args.data_dir)?;
     let peers =
@@ -144,7 +144,7 @@ fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Chil
     let extra = [
         ["--delay", &args.delay.to_string()],
         ["--tick-ms", &args.tick_ms.to_string()],
-        ["--fail-prob", &args.fail_prob.to_string()],
+        ["--fail-prob", &args.crash_prob.to_string()],
         ["--slow-prob", &args.slow_prob.to_string()],
         ["--slow", &args.slow.to_string()],
     ];

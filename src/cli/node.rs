@@ -34,8 +34,8 @@ pub struct NodeArgs {
     #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
     /// Probability of crashing at each task computed or batch answer recorded (and once a second while idle).
-    #[structopt(long, env = "FACTO_FAIL_PROB", default_value = "0")]
-    fail_prob: f64,
+    #[structopt(long = "fail-prob", env = "FACTO_FAIL_PROB", default_value = "0")]
+    crash_prob: f64,
     /// Probability of stalling an operation or reply for --slow seconds.
     #[structopt(long, env = "FACTO_SLOW_PROB", default_value = "0")]
     slow_prob: f64,
@@ -95,7 +95,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         queue_ops_max: args.queue_ops_max,
     };
     let faults = Faults::new(
-        probability(args.fail_prob, "--fail-prob")?,
+        probability(args.crash_prob, "--fail-prob")?,
         probability(args.slow_prob, "--slow-prob")?,
         seconds_to_ms(args.slow, "--slow")?,
     )

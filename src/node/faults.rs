@@ -15,7 +15,7 @@ use std::sync::Mutex;
 pub const CRASH_EXIT_CODE: i32 = 86;
 
 pub struct Faults {
-    fail_prob: f64,
+    crash_prob: f64,
     slow_prob: f64,
     slow_ms: u64,
     corrupt_prob: f64,
@@ -23,14 +23,14 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub fn new(fail_prob: f64, slow_prob: f64, slow_ms: u64) -> Faults {
+    pub fn new(crash_prob: f64, slow_prob: f64, slow_ms: u64) -> Faults {
         // Not reproducible on purpose: every restart of a node must draw different crashes.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        Faults { fail_prob, slow_prob, slow_ms, corrupt_prob: 0.0, rng: Mutex::new(Rng::new(seed)) }
+        Faults { crash_prob, slow_prob, slow_ms, corrupt_prob: 0.0, rng: Mutex::new(Rng::new(seed)) }
     }
 
     /// With probability `corrupt_prob` per task, the worker answers a wrong product (one more
@@ -62,7 +62,7 @@ impl Faults {
 
     /// Crashes the process with probability `--fail-prob`.
     pub fn maybe_crash(&self, during: &str) {
-        if self.roll(self.fail_prob) {
+        if self.roll(self.crash_prob) {
             crash(during);
         }
     }

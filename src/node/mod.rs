@@ -279,7 +279,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
     let reset = config.reset_data && reset_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
-    let (hard_state, checkpoint, version) = store.load(&config.data_dir)?;
+    let (hard_state, checkpoint, checkpoint_version) = store.load(&config.data_dir)?;
     let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
     let gate = Arc::new(transport::Gate::default());
     let client = Client::behind(cluster_key.clone(), gate.clone());
@@ -302,7 +302,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     } else {
         hard_state
     };
-    let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, version))?;
+    let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, checkpoint_version))?;
     if handle.config.members.0.len() < 2 {
         log::warn!(
             "this cluster has one member: it will coordinate and refuse every job (a coordinator never multiplies)"

@@ -110,8 +110,8 @@ pub(crate) struct Runtime {
     parked: Vec<Event>,
     /// Every checkpoint fact this node holds (also on disk).
     checkpoint: Checkpoint,
-    /// How many facts this node ever applied: its freshness in elections.
-    version: u64,
+    /// How many facts this node ever applied (Raft-lite voters compare it; `/status` shows it).
+    checkpoint_version: u64,
     /// Peers the election links currently cannot reach (a new coordinator gives them no work).
     unreachable: std::collections::BTreeSet<NodeId>,
     /// Dispatch facts waiting to go to the peers with the next tick (they only make the
@@ -129,9 +129,9 @@ impl Runtime {
         let cfg = &handle.config;
         let mut election_cfg = Config::new(cfg.id, cfg.members.ids());
         election_cfg.seed = u64::from(cfg.id) ^ 0x9e37_79b9_7f4a_7c15;
-        let (checkpoint, version) = loaded;
+        let (checkpoint, checkpoint_version) = loaded;
         let mut election = cfg.algorithm.build(election_cfg, hard_state)?;
-        election.set_freshness(version);
+        election.set_checkpoint_version(checkpoint_version);
         let links = Links::start(&handle);
         let writer = store.start_writer();
         Ok(Runtime {
@@ -143,7 +143,7 @@ impl Runtime {
             gathering: None,
             parked: Vec::new(),
             checkpoint,
-            version,
+            checkpoint_version,
             unreplicated: Vec::new(),
             unreachable: Default::default(),
             started: Instant::now(),
@@ -575,11 +575,11 @@ impl Runtime {
                 }
             }
         }
-        self.version += (new.len() + finished.len()) as u64;
-        self.election.set_freshness(self.version);
+        self.checkpoint_version += (new.len() + finished.len()) as u64;
+        self.election.set_checkpoint_version(self.checkpoint_version);
         let mut written = new.clone();
         written.extend(finished.iter().map(|(_, f)| f.clone()));
-        let durable = self.writer.write(new, finished, self.version);
+        let durable = self.writer.write(new, finished, self.checkpoint_version);
         (written, durable)
     }
 
@@ -690,7 +690,7 @@ impl Runtime {
             // was not acknowledged): the same job, acknowledged once it is durable.
             log::info!("job {}: {n}! submitted again by its client", job.id);
             let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
-            let durable = self.writer.write(Vec::new(), Vec::new(), self.version);
+            let durable = self.writer.write(Vec::new(), Vec::new(), self.checkpoint_version);
             self.acknowledge(job, facts, durable, reply);
             return Ok(());
         }
@@ -805,7 +805,7 @@ impl Runtime {
             uptime_ms: self.now_ms(),
             started_unix_ms: self.started_unix_ms,
             restarts: cfg.restarts,
-            checkpoint_version: self.version,
+            checkpoint_version: self.checkpoint_version,
             partitioned: self.handle.gate.partitioned(),
             peer_bytes: self.handle.client.bytes_moved(),
             refused_messages: self.handle.refusals.count(),
