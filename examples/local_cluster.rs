@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             queue_ops_max: 16_000_000,
         };
         async_std::task::spawn(async move {
-            if let Err(e) = facto::node::run(config, None, Faults::none()).await {
+            if let Err(e) = facto::member::run(config, None, Faults::none()).await {
                 eprintln!("node stopped: {e}");
             }
         });

@@ -101,7 +101,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     )
     .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
     return_large_buffers_to_the_system();
-    async_std::task::block_on(crate::node::run(config, args.cluster_key, faults))
+    async_std::task::block_on(crate::member::run(config, args.cluster_key, faults))
 }
 
 /// Buffers of this size and above are mapped on their own and unmapped when freed.

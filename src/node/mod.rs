@@ -5,7 +5,7 @@ pub mod compute;
 pub mod faults;
 mod links;
 mod replication;
-mod runtime;
+pub(crate) mod runtime;
 pub mod validate;
 pub mod worker;
 
@@ -14,10 +14,10 @@ use crate::bignum::Big;
 use crate::checkpoint::Fact;
 use crate::config::NodeConfig;
 use crate::coordinator::{Fingerprint, JobId, OpRef};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
 use crate::transport::{self, Client};
-use async_std::channel::{self, Receiver, Sender};
+use async_std::channel::{self, Sender};
 use facto_elections::{AnyMsg, Epoch, NodeId};
 use std::sync::Arc;
 use worker::WorkerStats;
@@ -36,11 +36,13 @@ pub(crate) enum Event {
         peer: NodeId,
         reachable: bool,
     },
-    /// A coordinator at `epoch` wants this node to compute; may it?
-    AdmitWork {
+    /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
+    /// work was refused.
+    Work {
         from: NodeId,
         epoch: Epoch,
-        reply: Sender<Result<(), String>>,
+        tasks: Vec<(OpRef, worker::Task)>,
+        reply: Sender<Result<Vec<u8>, WorkRefused>>,
     },
     /// A client submits n!.
     Submit {
@@ -110,7 +112,7 @@ impl Event {
             Event::Tick => "tick",
             Event::Election { .. } => "election message",
             Event::PeerReachable { .. } => "peer reachability",
-            Event::AdmitWork { .. } => "work admission",
+            Event::Work { .. } => "work",
             Event::Submit { .. } => "submit",
             Event::Jobs { .. } => "job query",
             Event::Status { .. } => "status",
@@ -124,6 +126,15 @@ impl Event {
             Event::NoDecimal { .. } => "result not found",
         }
     }
+}
+
+/// Why work was not done.
+#[derive(Debug)]
+pub enum WorkRefused {
+    /// From a deposed or implausible coordinator (409).
+    Fenced(String),
+    /// The computation failed (500).
+    Failed(String),
 }
 
 /// Where a client request is served.
@@ -165,6 +176,28 @@ pub struct Handle {
 }
 
 impl Handle {
+    pub(crate) fn new(
+        inbox: Sender<Event>,
+        config: NodeConfig,
+        faults: faults::Faults,
+        (client, gate): (Client, Arc<transport::Gate>),
+        store: Store,
+        fingerprint: Fingerprint,
+    ) -> Handle {
+        Handle {
+            inbox,
+            stats: Arc::new(WorkerStats::default()),
+            faults: Arc::new(faults),
+            config: Arc::new(config),
+            client,
+            gate,
+            store,
+            fingerprint,
+            refusals: Arc::default(),
+            known_epoch: Arc::default(),
+        }
+    }
+
     pub(crate) fn send(&self, event: Event) {
         // The runtime only stops when the process does; a closed inbox loses nothing.
         let _ = self.inbox.try_send(event);
@@ -194,10 +227,17 @@ impl Handle {
         self.ask(|reply| Event::Jobs { id: Some(id), wait: true, reply }).await
     }
 
-    pub async fn admit_work(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
-        self.ask(|reply| Event::AdmitWork { from, epoch, reply })
+    /// Hands tasks to the node; resolves with the products' frame once they are computed
+    /// (and `--delay` has passed).
+    pub async fn work(
+        &self,
+        from: NodeId,
+        epoch: Epoch,
+        tasks: Vec<(OpRef, worker::Task)>,
+    ) -> std::result::Result<Vec<u8>, WorkRefused> {
+        self.ask(|reply| Event::Work { from, epoch, tasks, reply })
             .await
-            .unwrap_or_else(|| Err("node is shutting down".into()))
+            .unwrap_or_else(|| Err(WorkRefused::Failed("node is shutting down".into())))
     }
 
     pub async fn apply_facts(&self, from: NodeId, epoch: Epoch, facts: Vec<Fact>) -> std::result::Result<(), String> {
@@ -209,113 +249,4 @@ impl Handle {
     pub async fn checkpoint(&self, skip: std::collections::BTreeSet<String>) -> Option<Vec<Fact>> {
         self.ask(|reply| Event::CheckpointQuery { skip, reply }).await
     }
-}
-
-/// A seed no peer can predict: the operating system's randomness (the clock and process id
-/// should it be unreadable).
-fn random_seed() -> u64 {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
-        return u64::from_le_bytes(bytes);
-    }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
-/// `--reset-data`: moves the data directory aside, loudly. Returns whether there was one.
-fn reset_data_dir(dir: &std::path::Path) -> Result<bool> {
-    let aside = Store::reset(dir)?;
-    match &aside {
-        Some(aside) => log::warn!(
-            "--reset-data: {} moved to {}; this node starts EMPTY and takes its epoch from its peers",
-            dir.display(),
-            aside.display()
-        ),
-        None => log::warn!("--reset-data: {} did not exist; starting empty", dir.display()),
-    }
-    Ok(aside.is_some())
-}
-
-/// How long a node started empty on purpose asks its peers for the current epoch.
-const RESET_EPOCH_WAIT_MS: u64 = 5_000;
-
-/// The election state of a node that lost its own: the highest epoch its peers report, with
-/// its vote at that epoch spent on itself. A Raft voter that forgot its vote could otherwise
-/// vote twice in one term; it may still have voted in a later term that no answering peer
-/// knows of (its candidate down too): a second fault, outside the failure model.
-async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
-    let me = handle.config.id;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(RESET_EPOCH_WAIT_MS);
-    let mut epoch = 0;
-    while std::time::Instant::now() < deadline {
-        let mut answers = 0;
-        for (&id, addr) in handle.config.members.0.iter().filter(|(&id, _)| id != me) {
-            let timeout = std::time::Duration::from_millis(500);
-            if let Ok(status) = handle.client.get::<NodeStatus>(addr, "/status", timeout).await {
-                answers += 1;
-                epoch = epoch.max(status.epoch);
-                log::debug!("node {id} is at epoch {}", status.epoch);
-            }
-        }
-        // A majority of the others answering is as much as the cluster can know.
-        if answers * 2 >= handle.config.members.0.len() - 1 {
-            break;
-        }
-        async_std::task::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    log::warn!("node {me} starts empty at epoch {epoch}, its vote there spent");
-    facto_elections::HardState { epoch, voted_for: Some(me) }
-}
-
-/// Runs a node until the process ends or a fatal error (its database fails).
-pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
-    config.validate()?;
-    // An empty key (FACTO_CLUSTER_KEY= in a compose file) means no key, not a key anyone
-    // can present.
-    let cluster_key = cluster_key.filter(|k| !k.is_empty());
-    let listener = async_std::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
-    let reset = config.reset_data && reset_data_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
-    let (hard_state, checkpoint, checkpoint_version) = store.load(&config.data_dir)?;
-    let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
-    let gate = Arc::new(transport::Gate::default());
-    let client = Client::behind(cluster_key.clone(), gate.clone());
-    let handle = Handle {
-        gate,
-        inbox: tx,
-        stats: Arc::new(WorkerStats::default()),
-        faults: Arc::new(faults),
-        config: Arc::new(config),
-        client,
-        store: store.clone(),
-        fingerprint: Fingerprint::new(random_seed()),
-        refusals: Arc::default(),
-        known_epoch: Arc::default(),
-    };
-    let hard_state = if reset {
-        let taken = hard_state_from_peers(&handle).await;
-        store.save_hard_state_now(&taken)?;
-        taken
-    } else {
-        hard_state
-    };
-    let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, checkpoint_version))?;
-    if handle.config.members.0.len() < 2 {
-        log::warn!(
-            "this cluster has one member: it will coordinate and refuse every job (a coordinator never multiplies)"
-        );
-    }
-    log::info!(
-        "node {} listening on {} ({} members, election {})",
-        handle.config.id,
-        handle.config.listen,
-        handle.config.members.0.len(),
-        handle.config.algorithm
-    );
-    let app = transport::server::app(handle.clone(), cluster_key);
-    async_std::task::spawn(transport::server::serve(listener, app));
-    runtime.run(rx).await
 }

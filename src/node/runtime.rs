@@ -5,7 +5,7 @@
 use super::compute;
 use super::links::Links;
 use super::replication::{find_root, gather, replicate, verify};
-use super::{validate, Event, Handle, Routed};
+use super::{validate, worker, Event, Handle, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::{Checkpoint, Fact};
@@ -243,9 +243,12 @@ impl Runtime {
                     self.carry_out(actions)?;
                 }
             }
-            Event::AdmitWork { from, epoch, reply } => {
-                let _ = reply.try_send(self.admit(from, epoch));
-            }
+            Event::Work { from, epoch, tasks, reply } => match self.admit(from, epoch) {
+                Ok(()) => self.compute(tasks, reply),
+                Err(why) => {
+                    let _ = reply.try_send(Err(WorkRefused::Fenced(why)));
+                }
+            },
             Event::ApplyFacts { from, epoch, facts, reply } => match self.admit_facts(from, epoch, &facts) {
                 Ok(()) => {
                     // Acknowledge once on disk, without holding up this loop meanwhile.
@@ -642,6 +645,30 @@ impl Runtime {
             let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
             log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
         }
+    }
+
+    /// Computes a coordinator's tasks as a worker, on a compute thread, and answers with the
+    /// products' frame after `--delay`. Each task is one chance to crash (`--fail-prob`).
+    fn compute(&self, tasks: Vec<(OpRef, worker::Task)>, reply: Sender<std::result::Result<Vec<u8>, WorkRefused>>) {
+        for _ in &tasks {
+            self.handle.faults.maybe_crash("a task");
+        }
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            let (stats, faults) = (handle.stats.clone(), handle.faults.clone());
+            let computed = compute::low_priority(move || {
+                let products: Vec<_> = tasks
+                    .into_iter()
+                    .map(|(op, task)| (op, faults.maybe_corrupt(worker::compute(task, &stats))))
+                    .collect();
+                api::encode_products(&products)
+            })
+            .await
+            .and_then(|r| r);
+            let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
+            async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
+            let _ = reply.send(computed.map_err(WorkRefused::Failed)).await;
+        });
     }
 
     /// The highest epoch this node knows.

@@ -1,9 +1,8 @@
-//! HTTP between nodes and clients: surf out, tide in. Only this module names them.
+//! Calls to other members and to the cluster (surf), and the admin gate that cuts a node off.
+//! Only this module names surf; [`crate::http`] serves the node with tide.
 
 pub mod client;
 pub mod gate;
-mod request_head;
-pub mod server;
 
 pub use client::{CallError, Client};
 pub use gate::Gate;

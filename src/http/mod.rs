@@ -2,17 +2,19 @@
 //! through the node's [`Handle`]; they never touch node state. Client endpoints (`/jobs`,
 //! `/status`) are open; everything under `/internal/` and `/admin/` passes one guard, the
 //! single place where the cluster key is checked. Every request but the admin API passes the
-//! node's [`Gate`](super::Gate) first, so that a partition or stall ordered by `facto chaos`
+//! node's [`Gate`](crate::transport::Gate) first, so that a partition or stall ordered by `facto chaos`
 //! cuts the node off while the campaign can still heal it.
 
-use super::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
-use super::gate::{Gate, Passage, DISRUPTION_MS_MAX};
+mod request_head;
+
 use crate::api::{
     self, AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{compute, validate, worker, Event, Handle, Routed};
+use crate::node::{validate, worker, Event, Handle, Routed, WorkRefused};
+use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
+use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
 use serde::{de::DeserializeOwned, Serialize};
@@ -81,7 +83,7 @@ pub async fn serve(listener: TcpListener, app: App) {
             let local_addr = stream.local_addr().ok().map(|a| a.to_string());
             let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
             let host = local_addr.clone().unwrap_or_default();
-            let Some(stream) = super::request_head::Connection::accept(stream, &host).await else { return };
+            let Some(stream) = request_head::Connection::accept(stream, &host).await else { return };
             let served = async_h1::accept(stream, |mut req| async {
                 req.set_local_addr(local_addr.clone());
                 req.set_peer_addr(peer_addr.clone());
@@ -437,27 +439,14 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
     if let Err(why) = validate::sender(&handle.config.members, handle.config.id, from) {
         return Ok(error(StatusCode::BadRequest, &why));
     }
-    if let Err(why) = handle.admit_work(from, epoch).await {
-        handle.refusals.note(from, "work", &why);
-        return Ok(error(StatusCode::Conflict, &why));
-    }
-    for _ in &tasks {
-        handle.faults.maybe_crash("a task");
-    }
-    let (stats, faults) = (handle.stats.clone(), handle.faults.clone());
-    let computed = compute::low_priority(move || {
-        let products: Vec<_> =
-            tasks.into_iter().map(|(op, task)| (op, faults.maybe_corrupt(worker::compute(task, &stats)))).collect();
-        api::encode_products(&products)
+    Ok(match handle.work(from, epoch, tasks).await {
+        Ok(answer) => frame_response(answer),
+        Err(WorkRefused::Fenced(why)) => {
+            handle.refusals.note(from, "work", &why);
+            error(StatusCode::Conflict, &why)
+        }
+        Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
     })
-    .await;
-    let answer = match computed.and_then(|r| r) {
-        Ok(a) => a,
-        Err(why) => return Ok(error(StatusCode::InternalServerError, &why)),
-    };
-    let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
-    async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
-    Ok(frame_response(answer))
 }
 
 /// `POST /admin/crash`: answers, then ends the process abruptly, as a crash would.

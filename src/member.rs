@@ -1,0 +1,112 @@
+//! Starting a member: its database, its runtime and its HTTP server, joined by the node's
+//! [`Handle`]. The only module that names [`crate::node`], [`crate::http`] and
+//! [`crate::store`] together, so that neither of the first two imports the other's wiring.
+
+use crate::api::NodeStatus;
+use crate::config::NodeConfig;
+use crate::coordinator::Fingerprint;
+use crate::error::{Error, Result};
+use crate::node::{faults, runtime, Event, Handle};
+use crate::store::Store;
+use crate::transport::{self, Client};
+use async_std::channel::{self, Receiver, Sender};
+use std::sync::Arc;
+
+/// A seed no peer can predict: the operating system's randomness (the clock and process id
+/// should it be unreadable).
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// `--reset-data`: moves the data directory aside, loudly. Returns whether there was one.
+fn reset_data_dir(dir: &std::path::Path) -> Result<bool> {
+    let aside = Store::reset(dir)?;
+    match &aside {
+        Some(aside) => log::warn!(
+            "--reset-data: {} moved to {}; this node starts EMPTY and takes its epoch from its peers",
+            dir.display(),
+            aside.display()
+        ),
+        None => log::warn!("--reset-data: {} did not exist; starting empty", dir.display()),
+    }
+    Ok(aside.is_some())
+}
+
+/// How long a node started empty on purpose asks its peers for the current epoch.
+const RESET_EPOCH_WAIT_MS: u64 = 5_000;
+
+/// The election state of a node that lost its own: the highest epoch its peers report, with
+/// its vote at that epoch spent on itself. A Raft voter that forgot its vote could otherwise
+/// vote twice in one term; it may still have voted in a later term that no answering peer
+/// knows of (its candidate down too): a second fault, outside the failure model.
+async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
+    let me = handle.config.id;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(RESET_EPOCH_WAIT_MS);
+    let mut epoch = 0;
+    while std::time::Instant::now() < deadline {
+        let mut answers = 0;
+        for (&id, addr) in handle.config.members.0.iter().filter(|(&id, _)| id != me) {
+            let timeout = std::time::Duration::from_millis(500);
+            if let Ok(status) = handle.client.get::<NodeStatus>(addr, "/status", timeout).await {
+                answers += 1;
+                epoch = epoch.max(status.epoch);
+                log::debug!("node {id} is at epoch {}", status.epoch);
+            }
+        }
+        // A majority of the others answering is as much as the cluster can know.
+        if answers * 2 >= handle.config.members.0.len() - 1 {
+            break;
+        }
+        async_std::task::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    log::warn!("node {me} starts empty at epoch {epoch}, its vote there spent");
+    facto_elections::HardState { epoch, voted_for: Some(me) }
+}
+
+/// Runs a node until the process ends or a fatal error (its database fails).
+pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
+    config.validate()?;
+    // An empty key (FACTO_CLUSTER_KEY= in a compose file) means no key, not a key anyone
+    // can present.
+    let cluster_key = cluster_key.filter(|k| !k.is_empty());
+    let listener = async_std::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
+    let reset = config.reset_data && reset_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let (hard_state, checkpoint, checkpoint_version) = store.load(&config.data_dir)?;
+    let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
+    let gate = Arc::new(transport::Gate::default());
+    let client = Client::behind(cluster_key.clone(), gate.clone());
+    let fingerprint = Fingerprint::new(random_seed());
+    let handle = Handle::new(tx, config, faults, (client, gate), store.clone(), fingerprint);
+    let hard_state = if reset {
+        let taken = hard_state_from_peers(&handle).await;
+        store.save_hard_state_now(&taken)?;
+        taken
+    } else {
+        hard_state
+    };
+    let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, checkpoint_version))?;
+    if handle.config.members.0.len() < 2 {
+        log::warn!(
+            "this cluster has one member: it will coordinate and refuse every job (a coordinator never multiplies)"
+        );
+    }
+    log::info!(
+        "node {} listening on {} ({} members, election {})",
+        handle.config.id,
+        handle.config.listen,
+        handle.config.members.0.len(),
+        handle.config.algorithm
+    );
+    let app = crate::http::app(handle.clone(), cluster_key);
+    async_std::task::spawn(crate::http::serve(listener, app));
+    runtime.run(rx).await
+}
