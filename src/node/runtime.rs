@@ -20,8 +20,44 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The epoch of the coordinator state (0 when there is none; callers check first).
-fn c_epoch(c: &Option<Coordinator>) -> Epoch {
-    c.as_ref().map_or(0, |c| c.epoch)
+fn c_epoch(c: Option<&Coordinator>) -> Epoch {
+    c.map_or(0, |c| c.epoch)
+}
+
+/// What this node does, as the election left it.
+enum Role {
+    /// Following a coordinator, or waiting for an election to name one; `last_contact` is
+    /// when the coordinator was last heard from.
+    Following { last_contact: Option<Instant> },
+    /// Leading at `epoch`, gathering the peers' checkpoints before resuming the jobs. Client
+    /// requests that arrive meanwhile are `parked` and answered once it coordinates (or
+    /// routed elsewhere if it stops leading first); the HTTP edge bounds their wait.
+    TakingOver { epoch: Epoch, parked: Vec<Event> },
+    /// Leading, with the coordinator's state.
+    Coordinating(Box<Coordinator>),
+}
+
+impl Role {
+    fn coordinator(&self) -> Option<&Coordinator> {
+        match self {
+            Role::Coordinating(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn coordinator_mut(&mut self) -> Option<&mut Coordinator> {
+        match self {
+            Role::Coordinating(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn taking_over(&self) -> Option<Epoch> {
+        match self {
+            Role::TakingOver { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
 }
 
 /// An event that takes this long delays every heartbeat behind it and is logged.
@@ -102,12 +138,8 @@ pub(crate) struct Runtime {
     writer: Writer,
     election: AnyElection,
     links: Links,
-    coordinator: Option<Coordinator>,
-    /// Leading at this epoch, gathering the peers' checkpoints before resuming.
-    gathering: Option<Epoch>,
-    /// Client requests that arrived while this node took over; answered once it coordinates
-    /// (or routed elsewhere if it stops leading first). The HTTP edge bounds their wait.
-    parked: Vec<Event>,
+    /// Following, taking over or coordinating: one value, so the three cannot disagree.
+    role: Role,
     /// Every checkpoint fact this node holds (also on disk).
     checkpoint: Checkpoint,
     /// How many facts this node ever applied (Raft-lite voters compare it; `/status` shows it).
@@ -120,7 +152,6 @@ pub(crate) struct Runtime {
     started: Instant,
     /// The same moment on the wall clock, for `/status` (tells a restart from a long run).
     started_unix_ms: u64,
-    last_leader_contact: Option<Instant>,
     tick_pending: Arc<AtomicBool>,
 }
 
@@ -139,9 +170,7 @@ impl Runtime {
             writer,
             election,
             links,
-            coordinator: None,
-            gathering: None,
-            parked: Vec::new(),
+            role: Role::Following { last_contact: None },
             checkpoint,
             checkpoint_version,
             unreplicated: Vec::new(),
@@ -150,7 +179,6 @@ impl Runtime {
             started_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            last_leader_contact: None,
             tick_pending: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -202,8 +230,8 @@ impl Runtime {
     }
 
     fn handle_event(&mut self, event: Event) -> Result<()> {
-        if self.gathering.is_some() && matches!(event, Event::Submit { .. } | Event::Jobs { .. }) {
-            self.parked.push(event);
+        if let (Role::TakingOver { parked, .. }, Event::Submit { .. } | Event::Jobs { .. }) = (&mut self.role, &event) {
+            parked.push(event);
             return Ok(());
         }
         match event {
@@ -211,20 +239,22 @@ impl Runtime {
                 self.tick_pending.store(false, Ordering::Release);
                 self.step_election(Input::Tick)?;
                 let now_ms = self.now_ms();
-                if let Some(c) = &mut self.coordinator {
+                if let Some(c) = self.role.coordinator_mut() {
                     let actions = c.scheduler.tick(now_ms);
                     self.carry_out(actions)?;
                     if !self.unreplicated.is_empty() {
                         let pending = std::mem::take(&mut self.unreplicated);
                         let facts = self.with_jobs(pending);
-                        let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
+                        let (handle, epoch) = (self.handle.clone(), c_epoch(self.role.coordinator()));
                         async_std::task::spawn(async move { replicate(&handle, epoch, facts).await });
                     }
                 }
             }
             Event::Election { from, msg } => {
                 if self.election.leadership().leader(self.me()) == Some(from) {
-                    self.last_leader_contact = Some(Instant::now());
+                    if let Role::Following { last_contact } = &mut self.role {
+                        *last_contact = Some(Instant::now());
+                    }
                 }
                 self.step_election(Input::Message { from, msg })?;
             }
@@ -238,7 +268,7 @@ impl Runtime {
                     self.unreachable.insert(peer);
                 }
                 let now_ms = self.now_ms();
-                if let Some(c) = &mut self.coordinator {
+                if let Some(c) = self.role.coordinator_mut() {
                     let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
                     self.carry_out(actions)?;
                 }
@@ -274,7 +304,7 @@ impl Runtime {
                 self.resume(epoch, facts)?
             }
             Event::Pulled { epoch, facts } => {
-                if self.coordinator.as_ref().is_some_and(|c| c.epoch == epoch) {
+                if self.role.coordinator().is_some_and(|c| c.epoch == epoch) {
                     let (new, _) = self.record(facts);
                     self.learn(new);
                 }
@@ -295,7 +325,7 @@ impl Runtime {
                             self.convert_again_if_dropped(id);
                         }
                         let jobs = self.jobs(id.as_deref());
-                        match (&mut self.coordinator, id) {
+                        match (self.role.coordinator_mut(), id) {
                             // Held until the result is known (the handler bounds the wait).
                             (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
                                 let waiting = c.waiters.entry(id).or_default();
@@ -315,14 +345,14 @@ impl Runtime {
                 let _ = reply.try_send(self.status());
             }
             Event::BatchAnswered { batch, outcome } => {
-                if self.coordinator.is_none() {
+                if self.role.coordinator().is_none() {
                     return Ok(());
                 }
                 match outcome {
                     Ok(products) if self.handle.config.checkpoint => {
                         self.make_durable(batch, &products)?;
                         let now_ms = self.now_ms();
-                        if let Some(c) = &mut self.coordinator {
+                        if let Some(c) = self.role.coordinator_mut() {
                             let actions = c.scheduler.batch_answered(batch, products, now_ms);
                             self.carry_out(actions)?;
                         }
@@ -331,7 +361,7 @@ impl Runtime {
                     Err(why) => {
                         log::warn!("batch {batch} failed: {why}");
                         let now_ms = self.now_ms();
-                        if let Some(c) = &mut self.coordinator {
+                        if let Some(c) = self.role.coordinator_mut() {
                             let actions = c.scheduler.batch_failed(batch, now_ms);
                             self.carry_out(actions)?;
                         }
@@ -345,7 +375,7 @@ impl Runtime {
             Event::NoDecimal { job } => {
                 // No member that answered holds a right copy of the result (a forged or
                 // damaged record, or both holders gone): computed again, never answered wrong.
-                if let Some(c) = &mut self.coordinator {
+                if let Some(c) = self.role.coordinator_mut() {
                     c.converting.remove(&job);
                     log::warn!("job {job}: computing its result again");
                     self.checkpoint.restart(&job);
@@ -355,7 +385,7 @@ impl Runtime {
             }
             Event::Decimal { job, n, decimal } => {
                 log::info!("{n}! = {}", abbreviate(&decimal));
-                if let Some(c) = &mut self.coordinator {
+                if let Some(c) = self.role.coordinator_mut() {
                     // Without checkpoints the digits are the only copy of the result: kept.
                     let max_bytes = if self.handle.config.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
                     c.keep_result(job.clone(), decimal, max_bytes);
@@ -411,9 +441,9 @@ impl Runtime {
         match leadership {
             Leadership::Leading { epoch } => {
                 log::info!("node {me} is the coordinator at epoch {epoch}; gathering checkpoints");
-                self.step_down();
-                self.last_leader_contact = None;
-                self.gathering = Some(epoch);
+                // Requests parked during an earlier takeover keep waiting for this one.
+                let parked = self.step_down(Role::TakingOver { epoch, parked: Vec::new() });
+                self.role = Role::TakingOver { epoch, parked };
                 let handle = self.handle.clone();
                 let checkpoint = self.handle.config.checkpoint;
                 let finished = self.checkpoint.finished_jobs();
@@ -426,16 +456,18 @@ impl Runtime {
             }
             Leadership::Following { leader, epoch } => {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
-                self.step_down();
-                self.last_leader_contact = Some(Instant::now());
+                let parked = self.step_down(Role::Following { last_contact: Some(Instant::now()) });
+                self.replay(parked);
             }
             Leadership::Unknown => {
                 log::info!("node {me}: no coordinator known, election under way");
-                self.step_down();
+                let last_contact = match &self.role {
+                    Role::Following { last_contact } => *last_contact,
+                    _ => None,
+                };
+                let parked = self.step_down(Role::Following { last_contact });
+                self.replay(parked);
             }
-        }
-        if let Err(e) = self.answer_parked() {
-            log::error!("{e}");
         }
     }
 
@@ -443,10 +475,9 @@ impl Runtime {
     /// node's, and resumes every job from what is known, so finished operations are not
     /// computed again.
     fn resume(&mut self, epoch: Epoch, facts: Vec<Fact>) -> Result<()> {
-        if self.gathering != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
+        if self.role.taking_over() != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
             return Ok(());
         }
-        self.gathering = None;
         self.record(facts);
         let me = self.me();
         let timing = Timing { worker_delay_ms: self.handle.config.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
@@ -485,26 +516,25 @@ impl Runtime {
             "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
             self.checkpoint.jobs.len()
         );
-        self.coordinator = Some(Coordinator::new(epoch, scheduler));
+        let parked = self.step_down(Role::Coordinating(Box::new(Coordinator::new(epoch, scheduler))));
         self.carry_out(actions)?;
-        self.answer_parked()
+        self.replay(parked);
+        Ok(())
     }
 
     /// Hands the client requests held during a takeover to the node as it now stands.
-    fn answer_parked(&mut self) -> Result<()> {
-        if self.gathering.is_some() {
-            return Ok(());
+    fn replay(&mut self, parked: Vec<Event>) {
+        for event in parked {
+            if let Err(e) = self.handle_event(event) {
+                log::error!("{e}");
+            }
         }
-        for event in std::mem::take(&mut self.parked) {
-            self.handle_event(event)?;
-        }
-        Ok(())
     }
 
     /// A peer that comes back may hold facts the coordinator missed while gathering (it
     /// was down then, and may hold the only other copy of a job): pull them.
     fn pull_checkpoint(&self, peer: NodeId) {
-        let Some(c) = &self.coordinator else { return };
+        let Some(c) = self.role.coordinator() else { return };
         if !self.handle.config.checkpoint {
             return;
         }
@@ -521,7 +551,7 @@ impl Runtime {
     /// had not heard of are resumed, products are used like late answers.
     fn learn(&mut self, new: Vec<Fact>) {
         let now_ms = self.now_ms();
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = self.role.coordinator_mut() else { return };
         let mut actions = Vec::new();
         let mut products = Vec::new();
         for fact in new {
@@ -615,7 +645,7 @@ impl Runtime {
             .collect();
         let (new, durable) = self.record(facts);
         let new = if new.is_empty() { new } else { self.with_jobs(new) };
-        let (handle, epoch) = (self.handle.clone(), c_epoch(&self.coordinator));
+        let (handle, epoch) = (self.handle.clone(), c_epoch(self.role.coordinator()));
         async_std::task::spawn(async move {
             let replicated = async { new.is_empty() || replicate(&handle, epoch, new).await };
             let (on_disk, replicated) = futures::join!(durable.wait(), replicated);
@@ -632,18 +662,24 @@ impl Runtime {
 
     fn batch_durable(&mut self, batch: u64, products: Vec<(OpRef, Big)>) -> Result<()> {
         let now_ms = self.now_ms();
-        if let Some(c) = &mut self.coordinator {
+        if let Some(c) = self.role.coordinator_mut() {
             let actions = c.scheduler.batch_done(batch, products, now_ms);
             self.carry_out(actions)?;
         }
         Ok(())
     }
 
-    fn step_down(&mut self) {
-        self.gathering = None;
-        if let Some(c) = self.coordinator.take() {
-            let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
-            log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
+    /// Leaves the current role for `next`; returns the client requests parked during a
+    /// takeover, for the caller to answer as the node now stands.
+    fn step_down(&mut self, next: Role) -> Vec<Event> {
+        match std::mem::replace(&mut self.role, next) {
+            Role::Coordinating(c) => {
+                let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
+                log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
+                Vec::new()
+            }
+            Role::TakingOver { parked, .. } => parked,
+            Role::Following { .. } => Vec::new(),
         }
     }
 
@@ -694,7 +730,7 @@ impl Runtime {
 
     fn route(&self) -> Routed<()> {
         match self.election.leadership() {
-            Leadership::Leading { .. } if self.coordinator.is_some() => Routed::Here(()),
+            Leadership::Leading { .. } if self.role.coordinator().is_some() => Routed::Here(()),
             Leadership::Following { leader, .. } => match self.handle.config.members.addr(leader) {
                 Some(addr) => Routed::Leader(addr.to_string()),
                 None => Routed::NoLeader,
@@ -725,7 +761,7 @@ impl Runtime {
             let _ = reply.try_send(refusal);
             return Ok(());
         }
-        let c = self.coordinator.as_mut().expect("route() checked that this node coordinates");
+        let c = self.role.coordinator_mut().expect("route() checked that this node coordinates");
         let (id, mut actions) = c.scheduler.submit(n);
         c.accepted_ms.insert(id.clone(), now_ms);
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
@@ -737,7 +773,7 @@ impl Runtime {
         } else {
             let _ = reply.try_send(Routed::Here(job));
         }
-        if let Some(c) = &mut self.coordinator {
+        if let Some(c) = self.role.coordinator_mut() {
             actions.extend(c.scheduler.tick(now_ms));
         }
         self.carry_out(actions)
@@ -755,7 +791,7 @@ impl Runtime {
                 "this cluster has one member, its coordinator, and a coordinator never multiplies: add members".into(),
             ));
         }
-        let (jobs_open, ops_open) = self.coordinator.as_ref()?.scheduler.open_work();
+        let (jobs_open, ops_open) = self.role.coordinator()?.scheduler.open_work();
         if jobs_open >= cfg.queue_jobs_max || (jobs_open > 0 && ops_open.saturating_add(ops) > cfg.queue_ops_max) {
             return Some(Routed::Busy(format!(
                 "the coordinator's queue is full ({jobs_open} jobs, {ops_open} operations open); retry in 1 s"
@@ -766,7 +802,7 @@ impl Runtime {
 
     /// The job an earlier submission with the client's idempotency key `request` created.
     fn resubmitted(&self, request: Option<&str>) -> Option<JobInfo> {
-        let c = self.coordinator.as_ref()?;
+        let c = self.role.coordinator()?;
         let id = self.checkpoint.job_for_request(request?)?;
         let progress = c.scheduler.job_progress(id)?;
         Some(JobInfo::new(&progress, c.results.get(id).cloned()))
@@ -774,7 +810,7 @@ impl Runtime {
 
     /// Answers a submission once its `Job` fact is on this node's disk and on a peer's.
     fn acknowledge(&self, job: JobInfo, facts: Vec<Fact>, durable: Durable, reply: Sender<Routed<JobInfo>>) {
-        let Some(epoch) = self.coordinator.as_ref().map(|c| c.epoch) else { return };
+        let Some(epoch) = self.role.coordinator().map(|c| c.epoch) else { return };
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
             if !durable.wait().await {
@@ -790,7 +826,7 @@ impl Runtime {
     }
 
     fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
-        self.coordinator.as_ref().map_or_else(Vec::new, |c| c.jobs(id))
+        self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(id))
     }
 
     fn status(&self) -> NodeStatus {
@@ -801,7 +837,7 @@ impl Runtime {
             Leadership::Following { .. } => "worker",
             Leadership::Unknown => "candidate",
         };
-        let jobs = match &self.coordinator {
+        let jobs = match self.role.coordinator() {
             Some(c) => c
                 .scheduler
                 .progress()
@@ -827,7 +863,10 @@ impl Runtime {
             max_operands: self.handle.stats.max_operands.load(Ordering::Relaxed),
             last_leader_contact_ms: match leadership {
                 Leadership::Leading { .. } => Some(0),
-                _ => self.last_leader_contact.map(|t| t.elapsed().as_millis() as u64),
+                _ => match &self.role {
+                    Role::Following { last_contact } => last_contact.map(|t| t.elapsed().as_millis() as u64),
+                    _ => None,
+                },
             },
             uptime_ms: self.now_ms(),
             started_unix_ms: self.started_unix_ms,
@@ -836,7 +875,7 @@ impl Runtime {
             partitioned: self.handle.gate.partitioned(),
             peer_bytes: self.handle.client.bytes_moved(),
             refused_messages: self.handle.refusals.count(),
-            taking_over: self.gathering.is_some(),
+            taking_over: self.role.taking_over().is_some(),
             jobs,
         }
     }
@@ -845,7 +884,7 @@ impl Runtime {
     /// product is on disk here or on a peer; it is read first); it comes back as
     /// [`Event::Decimal`], or [`Event::NoDecimal`] when no node has the root.
     fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Option<Big>) {
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = self.role.coordinator_mut() else { return };
         if !c.converting.insert(job.clone()) {
             return;
         }
@@ -869,7 +908,7 @@ impl Runtime {
     /// A finished job whose digits are not in memory (dropped, or finished under another
     /// coordinator) is converted again from its root product.
     fn convert_again_if_dropped(&mut self, id: &str) {
-        let Some(c) = &self.coordinator else { return };
+        let Some(c) = self.role.coordinator() else { return };
         if c.results.contains_key(id) || !c.scheduler.job_progress(id).is_some_and(|p| p.finished) {
             return;
         }
@@ -882,7 +921,7 @@ impl Runtime {
     /// Carries out the scheduler's actions: batches go out on their own tasks and come back
     /// as [`Event::BatchAnswered`]; finished results are converted to decimal off this task.
     fn carry_out(&mut self, actions: Vec<Action>) -> Result<()> {
-        let Some(c) = &self.coordinator else {
+        let Some(c) = self.role.coordinator() else {
             return Ok(());
         };
         let epoch = c.epoch;
@@ -914,7 +953,7 @@ impl Runtime {
                 }
                 Action::JobFinished { job, n, result } => {
                     let now_ms = self.now_ms();
-                    if let Some(c) = &mut self.coordinator {
+                    if let Some(c) = self.role.coordinator_mut() {
                         if let Some(&accepted_ms) = c.accepted_ms.get(&job) {
                             c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
                         }
