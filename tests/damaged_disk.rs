@@ -40,7 +40,8 @@ fn fresh(name: &str) -> (PathBuf, u16) {
 
 #[test]
 fn a_damaged_database_is_refused_with_one_line() {
-    let damages: [(&str, fn(&Path)); 4] = [
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
         ("db truncated", |d| std::fs::File::create(d.join("db")).map(drop).unwrap()),
         ("db deleted", |d| std::fs::remove_file(d.join("db")).unwrap()),
         ("db zeroed", |d| {

@@ -39,7 +39,7 @@ pub struct ChaosArgs {
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
     /// Probability, per member and interval, of a crash.
-    #[structopt(long = "kill-prob", default_value = "0.1")]
+    #[structopt(long = "kill-prob", value_name = "P", default_value = "0.1")]
     crash_prob: f64,
     /// Probability, per member and interval, of a stall (every reply held for --stall-for).
     #[structopt(long, default_value = "0.05")]

@@ -35,7 +35,7 @@ pub struct ClusterArgs {
     #[structopt(long, env = "FACTO_DATA_DIR", default_value = "./facto-data", parse(from_os_str))]
     data_dir: PathBuf,
     /// Each node's probability of crashing at each task (see `facto node --help`).
-    #[structopt(long = "fail-prob", default_value = "0")]
+    #[structopt(long = "fail-prob", value_name = "P", default_value = "0")]
     crash_prob: f64,
     /// Each node's probability of stalling an operation or reply for --slow seconds.
     #[structopt(long, default_value = "0")]

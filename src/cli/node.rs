@@ -34,7 +34,7 @@ pub struct NodeArgs {
     #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
     /// Probability of crashing at each task computed or batch answer recorded (and once a second while idle).
-    #[structopt(long = "fail-prob", env = "FACTO_FAIL_PROB", default_value = "0")]
+    #[structopt(long = "fail-prob", value_name = "P", env = "FACTO_FAIL_PROB", default_value = "0")]
     crash_prob: f64,
     /// Probability of stalling an operation or reply for --slow seconds.
     #[structopt(long, env = "FACTO_SLOW_PROB", default_value = "0")]
