@@ -230,9 +230,12 @@ pub fn encode_work(from: NodeId, epoch: Epoch, batch: u64, items: &[WorkItem]) -
     frame::encode(&WorkRequest { from, epoch, batch, tasks }, &numbers)
 }
 
+/// A work frame's sender, epoch and tasks.
+pub type DecodedWork = (NodeId, Epoch, Vec<(OpRef, Task)>);
+
 /// A batch of tasks from its frame: the header's routing fields and every task with its
 /// operands. The operand counts must add up to the numbers the frame holds.
-pub fn decode_work(bytes: &[u8]) -> Result<(NodeId, Epoch, Vec<(OpRef, Task)>), String> {
+pub fn decode_work(bytes: &[u8]) -> Result<DecodedWork, String> {
     let (header, numbers): (WorkRequest, Vec<Big>) = frame::decode(bytes)?;
     let wanted: u64 = header.tasks.iter().map(|t| u64::from(t.operands)).sum();
     if wanted != numbers.len() as u64 {

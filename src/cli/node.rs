@@ -132,7 +132,7 @@ pub(crate) fn probability(p: f64, flag: &str) -> Result<f64> {
 
 /// Converts a user's seconds (fractions allowed) to milliseconds.
 pub(crate) fn seconds_to_ms(seconds: f64, flag: &str) -> Result<u64> {
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 {
+    if !(0.0..=86_400.0).contains(&seconds) {
         return Err(Error::Usage(format!("{flag} must be between 0 and 86400 seconds, got {seconds}")));
     }
     Ok((seconds * 1000.0).round() as u64)

@@ -235,21 +235,7 @@ impl Runtime {
             return Ok(());
         }
         match event {
-            Event::Tick => {
-                self.tick_pending.store(false, Ordering::Release);
-                self.step_election(Input::Tick)?;
-                let now_ms = self.now_ms();
-                if let Some(c) = self.role.coordinator_mut() {
-                    let actions = c.scheduler.tick(now_ms);
-                    self.carry_out(actions)?;
-                    if !self.unreplicated.is_empty() {
-                        let pending = std::mem::take(&mut self.unreplicated);
-                        let facts = self.with_jobs(pending);
-                        let (handle, epoch) = (self.handle.clone(), c_epoch(self.role.coordinator()));
-                        async_std::task::spawn(async move { replicate(&handle, epoch, facts).await });
-                    }
-                }
-            }
+            Event::Tick => self.on_tick()?,
             Event::Election { from, msg } => {
                 if self.election.leadership().leader(self.me()) == Some(from) {
                     if let Role::Following { last_contact } = &mut self.role {
@@ -258,42 +244,14 @@ impl Runtime {
                 }
                 self.step_election(Input::Message { from, msg })?;
             }
-            Event::PeerReachable { peer, reachable } => {
-                let input = if reachable { Input::PeerUp(peer) } else { Input::PeerDown(peer) };
-                self.step_election(input)?;
-                if reachable {
-                    self.unreachable.remove(&peer);
-                    self.pull_checkpoint(peer);
-                } else {
-                    self.unreachable.insert(peer);
-                }
-                let now_ms = self.now_ms();
-                if let Some(c) = self.role.coordinator_mut() {
-                    let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
-                    self.carry_out(actions)?;
-                }
-            }
+            Event::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable)?,
             Event::Work { from, epoch, tasks, reply } => match self.admit(from, epoch) {
                 Ok(()) => self.compute(tasks, reply),
                 Err(why) => {
                     let _ = reply.try_send(Err(WorkRefused::Fenced(why)));
                 }
             },
-            Event::ApplyFacts { from, epoch, facts, reply } => match self.admit_facts(from, epoch, &facts) {
-                Ok(()) => {
-                    // Acknowledge once on disk, without holding up this loop meanwhile.
-                    let (new, durable) = self.record(facts);
-                    self.learn(new);
-                    async_std::task::spawn(async move {
-                        if durable.wait().await {
-                            let _ = reply.send(Ok(())).await;
-                        }
-                    });
-                }
-                Err(why) => {
-                    let _ = reply.try_send(Err(why));
-                }
-            },
+            Event::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
             Event::CheckpointQuery { skip, reply } => {
                 let _ = reply.try_send(self.checkpoint.facts_except(&skip));
             }
@@ -318,85 +276,155 @@ impl Runtime {
                     let _ = reply.try_send(Routed::NoLeader);
                 }
             },
-            Event::Jobs { id, wait, reply } => {
-                let routed = match self.route() {
-                    Routed::Here(()) => {
-                        if let Some(id) = &id {
-                            self.convert_again_if_dropped(id);
-                        }
-                        let jobs = self.jobs(id.as_deref());
-                        match (self.role.coordinator_mut(), id) {
-                            // Held until the result is known (the handler bounds the wait).
-                            (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
-                                let waiting = c.waiters.entry(id).or_default();
-                                waiting.retain(|w| !w.is_closed());
-                                waiting.push(reply);
-                                return Ok(());
-                            }
-                            _ => Routed::Here(jobs),
-                        }
-                    }
-                    Routed::Leader(a) => Routed::Leader(a),
-                    _ => Routed::NoLeader,
-                };
-                let _ = reply.try_send(routed);
-            }
+            Event::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
             Event::Status { reply } => {
                 let _ = reply.try_send(self.status());
             }
-            Event::BatchAnswered { batch, outcome } => {
-                if self.role.coordinator().is_none() {
-                    return Ok(());
-                }
-                match outcome {
-                    Ok(products) if self.handle.config.checkpoint => {
-                        self.make_durable(batch, &products)?;
-                        let now_ms = self.now_ms();
-                        if let Some(c) = self.role.coordinator_mut() {
-                            let actions = c.scheduler.batch_answered(batch, products, now_ms);
-                            self.carry_out(actions)?;
-                        }
-                    }
-                    Ok(products) => self.batch_durable(batch, products)?,
-                    Err(why) => {
-                        log::warn!("batch {batch} failed: {why}");
-                        let now_ms = self.now_ms();
-                        if let Some(c) = self.role.coordinator_mut() {
-                            let actions = c.scheduler.batch_failed(batch, now_ms);
-                            self.carry_out(actions)?;
-                        }
-                    }
-                }
-            }
+            Event::BatchAnswered { batch, outcome } => self.on_batch_answered(batch, outcome)?,
             Event::BatchDurable { batch } => {
                 log::debug!("batch {batch}: products durable");
                 self.batch_durable(batch, Vec::new())?
             }
-            Event::NoDecimal { job } => {
-                // No member that answered holds a right copy of the result (a forged or
-                // damaged record, or both holders gone): computed again, never answered wrong.
+            Event::NoDecimal { job } => self.on_no_decimal(job)?,
+            Event::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
+        }
+        Ok(())
+    }
+
+    /// A tick: the election's clock, the scheduler's deadlines, and dispatch records sent on.
+    fn on_tick(&mut self) -> Result<()> {
+        self.tick_pending.store(false, Ordering::Release);
+        self.step_election(Input::Tick)?;
+        let now_ms = self.now_ms();
+        if let Some(c) = self.role.coordinator_mut() {
+            let actions = c.scheduler.tick(now_ms);
+            self.carry_out(actions)?;
+            if !self.unreplicated.is_empty() {
+                let pending = std::mem::take(&mut self.unreplicated);
+                let facts = self.with_jobs(pending);
+                let (handle, epoch) = (self.handle.clone(), c_epoch(self.role.coordinator()));
+                async_std::task::spawn(async move { replicate(&handle, epoch, facts).await });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_peer_reachable(&mut self, peer: NodeId, reachable: bool) -> Result<()> {
+        let input = if reachable { Input::PeerUp(peer) } else { Input::PeerDown(peer) };
+        self.step_election(input)?;
+        if reachable {
+            self.unreachable.remove(&peer);
+            self.pull_checkpoint(peer);
+        } else {
+            self.unreachable.insert(peer);
+        }
+        let now_ms = self.now_ms();
+        if let Some(c) = self.role.coordinator_mut() {
+            let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
+            self.carry_out(actions)?;
+        }
+        Ok(())
+    }
+
+    /// A coordinator's checkpoint write: acknowledged once on disk, without holding up this
+    /// loop meanwhile.
+    fn on_apply_facts(
+        &mut self,
+        from: NodeId,
+        epoch: Epoch,
+        facts: Vec<Fact>,
+        reply: Sender<std::result::Result<(), String>>,
+    ) {
+        if let Err(why) = self.admit_facts(from, epoch, &facts) {
+            let _ = reply.try_send(Err(why));
+            return;
+        }
+        let (new, durable) = self.record(facts);
+        self.learn(new);
+        async_std::task::spawn(async move {
+            if durable.wait().await {
+                let _ = reply.send(Ok(())).await;
+            }
+        });
+    }
+
+    /// `GET /jobs[/<id>]`; with `wait`, held until the job's result is known (the handler
+    /// bounds the wait).
+    fn on_jobs_query(&mut self, id: Option<String>, wait: bool, reply: Sender<Routed<Vec<JobInfo>>>) {
+        let routed = match self.route() {
+            Routed::Here(()) => {
+                if let Some(id) = &id {
+                    self.convert_again_if_dropped(id);
+                }
+                let jobs = self.jobs(id.as_deref());
+                match (self.role.coordinator_mut(), id) {
+                    (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
+                        let waiting = c.waiters.entry(id).or_default();
+                        waiting.retain(|w| !w.is_closed());
+                        waiting.push(reply);
+                        return;
+                    }
+                    _ => Routed::Here(jobs),
+                }
+            }
+            Routed::Leader(a) => Routed::Leader(a),
+            _ => Routed::NoLeader,
+        };
+        let _ = reply.try_send(routed);
+    }
+
+    /// A worker's answer (already checked), or why there is none.
+    fn on_batch_answered(&mut self, batch: u64, outcome: std::result::Result<Vec<(OpRef, Big)>, String>) -> Result<()> {
+        if self.role.coordinator().is_none() {
+            return Ok(());
+        }
+        match outcome {
+            Ok(products) if self.handle.config.checkpoint => {
+                self.make_durable(batch, &products)?;
+                let now_ms = self.now_ms();
                 if let Some(c) = self.role.coordinator_mut() {
-                    c.converting.remove(&job);
-                    log::warn!("job {job}: computing its result again");
-                    self.checkpoint.restart(&job);
-                    let actions = c.scheduler.restart_finished_job(&job);
+                    let actions = c.scheduler.batch_answered(batch, products, now_ms);
                     self.carry_out(actions)?;
                 }
             }
-            Event::Decimal { job, n, decimal } => {
-                log::info!("{n}! = {}", abbreviate(&decimal));
+            Ok(products) => self.batch_durable(batch, products)?,
+            Err(why) => {
+                log::warn!("batch {batch} failed: {why}");
+                let now_ms = self.now_ms();
                 if let Some(c) = self.role.coordinator_mut() {
-                    // Without checkpoints the digits are the only copy of the result: kept.
-                    let max_bytes = if self.handle.config.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
-                    c.keep_result(job.clone(), decimal, max_bytes);
-                    let answer = c.jobs(Some(&job));
-                    for waiter in c.waiters.remove(&job).unwrap_or_default() {
-                        let _ = waiter.try_send(Routed::Here(answer.clone()));
-                    }
+                    let actions = c.scheduler.batch_failed(batch, now_ms);
+                    self.carry_out(actions)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// No member that answered holds a right copy of the result (a forged or damaged record,
+    /// or both holders gone): computed again, never answered wrong.
+    fn on_no_decimal(&mut self, job: JobId) -> Result<()> {
+        if let Some(c) = self.role.coordinator_mut() {
+            c.converting.remove(&job);
+            log::warn!("job {job}: computing its result again");
+            self.checkpoint.restart(&job);
+            let actions = c.scheduler.restart_finished_job(&job);
+            self.carry_out(actions)?;
+        }
+        Ok(())
+    }
+
+    /// A result's digits: kept (within the cap) and handed to the clients waiting for them.
+    fn on_decimal(&mut self, job: JobId, n: u64, decimal: Arc<str>) {
+        log::info!("{n}! = {}", abbreviate(&decimal));
+        if let Some(c) = self.role.coordinator_mut() {
+            // Without checkpoints the digits are the only copy of the result: kept.
+            let max_bytes = if self.handle.config.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
+            c.keep_result(job.clone(), decimal, max_bytes);
+            let answer = c.jobs(Some(&job));
+            for waiter in c.waiters.remove(&job).unwrap_or_default() {
+                let _ = waiter.try_send(Routed::Here(answer.clone()));
+            }
+        }
     }
 
     fn step_election(&mut self, input: Input<AnyMsg>) -> Result<()> {

@@ -62,9 +62,12 @@ const RESOLVED_TTL_MS: u64 = 1_000;
 /// no longer resolves (a container cut off from the network), each lookup held one of the
 /// two runtime threads for seconds, heartbeats stopped, and the other members elected a
 /// new coordinator every few seconds. Calls are handed an address surf need not look up.
+/// When a name was looked up, and to what (or why not).
+type Resolved = (Instant, Result<SocketAddr, String>);
+
 #[derive(Default)]
 struct Resolver {
-    cache: Mutex<HashMap<String, (Instant, Result<SocketAddr, String>)>>,
+    cache: Mutex<HashMap<String, Resolved>>,
 }
 
 impl Resolver {
