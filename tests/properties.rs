@@ -79,7 +79,7 @@ proptest! {
         let _ = validate::epoch_ahead(known, epoch);
         let following = Leadership::Following { leader, epoch: known };
         if validate::checkpoint_writer(following, known, from, epoch).is_ok() {
-            prop_assert!(epoch >= known && epoch - known <= validate::EPOCH_AHEAD_MAX);
+            prop_assert!(epoch >= known && epoch - known <= validate::EPOCH_AHEAD_MAX && epoch <= validate::EPOCH_MAX);
         }
         let msg = format!(r#"{{"raft":{{"Heartbeat":{{"term":{epoch}}}}}}}"#);
         if let Ok(m) = serde_json::from_str::<AnyMsg>(&msg) {

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// that far ahead; a forged epoch near `u64::MAX` would leave no epoch to move on to.
 pub const EPOCH_AHEAD_MAX: Epoch = 1 << 20;
 
+/// No epoch above this is ever taken, whatever a node knows: the epochs above it are kept
+/// free so that counting up never reaches `u64::MAX` (the arithmetic saturates anyway).
+pub const EPOCH_MAX: Epoch = u64::MAX >> 1;
+
 /// A refused message is logged once per peer per this long (the count goes on).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -31,6 +35,9 @@ pub fn sender(members: &Members, me: NodeId, from: NodeId) -> Result<(), String>
 
 /// `epoch` is not absurdly far ahead of `known`, the highest epoch this node knows.
 pub fn epoch_ahead(known: Epoch, epoch: Epoch) -> Result<(), String> {
+    if epoch > EPOCH_MAX {
+        return Err(format!("epoch {epoch} is beyond the largest epoch facto uses ({EPOCH_MAX})"));
+    }
     if epoch > known.saturating_add(EPOCH_AHEAD_MAX) {
         return Err(format!("epoch {epoch} is beyond any election from epoch {known}"));
     }
@@ -129,7 +136,8 @@ mod tests {
     fn epochs_far_ahead_are_refused() {
         assert!(epoch_ahead(5, 6).is_ok());
         assert!(epoch_ahead(5, u64::MAX).is_err());
-        assert!(epoch_ahead(u64::MAX - 1, u64::MAX).is_ok(), "no overflow");
+        assert!(epoch_ahead(u64::MAX - 1, u64::MAX).is_err(), "near u64::MAX: refused, whatever is known");
+        assert!(epoch_ahead(EPOCH_MAX - 1, EPOCH_MAX).is_ok());
     }
 
     #[test]
