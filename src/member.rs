@@ -60,7 +60,7 @@ async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
             }
         }
         // A majority of the others answering is as much as the cluster can know.
-        if answers * 2 >= handle.config.members.0.len() - 1 {
+        if answers * 2 > handle.config.members.0.len() - 1 || handle.config.members.0.len() == 1 {
             break;
         }
         async_std::task::sleep(std::time::Duration::from_millis(200)).await;

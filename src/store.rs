@@ -28,14 +28,28 @@ fn damaged(dir: &Path, what: &str) -> Error {
     ))
 }
 
+thread_local! {
+    /// Set while this thread runs [`quietly`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic into an error without the panic's message and backtrace (sled
-/// panics on some damage; the caller reports it in one line). Only used at start, before any
-/// other thread runs.
+/// panics on some damage; the caller reports it in one line). The panic hook is wrapped
+/// once, and stays silent only on a thread inside `quietly`: other threads' panics still
+/// print.
 fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static WRAP: std::sync::Once = std::sync::Once::new();
+    WRAP.call_once(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                hook(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    QUIET.with(|q| q.set(false));
     result
 }
 

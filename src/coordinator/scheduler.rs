@@ -353,7 +353,8 @@ impl Scheduler {
         self.free_worker_of(batch);
         let mut ops = self.answered.remove(&batch).unwrap_or_default();
         // Products are deterministic: one for any task still unknown is used, even from a
-        // batch that was given up on (a late answer) — workers are trusted not to lie.
+        // batch that was given up on (a late answer); the runtime checked it against its
+        // operands before it got here.
         for (op, product) in products {
             self.learn_product(&op, product);
             ops.push(op);

@@ -265,9 +265,16 @@ async fn ask_within_takeover<T>(
     handle: &Handle,
     ask: impl std::future::Future<Output = Option<T>>,
 ) -> Result<Option<T>, Response> {
-    async_std::future::timeout(Duration::from_millis(TAKEOVER_WAIT_MS), ask)
-        .await
-        .map_err(|_| retry_later(&format!("node {} is taking over as coordinator; retry in 1 s", handle.config.id)))
+    futures::pin_mut!(ask);
+    if let Ok(answer) = async_std::future::timeout(Duration::from_millis(TAKEOVER_WAIT_MS), &mut ask).await {
+        return Ok(answer);
+    }
+    // Only a takeover is cut short: any other answer (a job made durable on a slow peer)
+    // comes when it comes.
+    if handle.taking_over.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(retry_later(&format!("node {} is taking over as coordinator; retry in 1 s", handle.config.id)));
+    }
+    Ok(ask.await)
 }
 
 /// Answers a forwarded call's outcome as this node's own.

@@ -173,6 +173,9 @@ pub struct Handle {
     /// The highest epoch this node knows (kept by the runtime), which bounds the epochs the
     /// HTTP edge lets in.
     pub(crate) known_epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether this node is taking over (kept by the runtime): only then does the HTTP edge
+    /// cut a client's wait short.
+    pub(crate) taking_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handle {
@@ -195,6 +198,7 @@ impl Handle {
             fingerprint,
             refusals: Arc::default(),
             known_epoch: Arc::default(),
+            taking_over: Arc::default(),
         }
     }
 

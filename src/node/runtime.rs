@@ -165,6 +165,8 @@ impl Runtime {
         election.set_checkpoint_version(checkpoint_version);
         let links = Links::start(&handle);
         let writer = store.start_writer();
+        // The HTTP edge bounds peers' epochs by this from the first message on.
+        handle.known_epoch.store(election.hard_state().epoch, Ordering::Relaxed);
         Ok(Runtime {
             handle,
             writer,
@@ -553,6 +555,13 @@ impl Runtime {
     /// Hands the client requests held during a takeover to the node as it now stands.
     fn replay(&mut self, parked: Vec<Event>) {
         for event in parked {
+            // A client that gave up (the HTTP edge answered 503) must not get a job it
+            // never heard of: it will retry.
+            if let Event::Submit { reply, .. } = &event {
+                if reply.is_closed() {
+                    continue;
+                }
+            }
             if let Err(e) = self.handle_event(event) {
                 log::error!("{e}");
             }
@@ -700,6 +709,7 @@ impl Runtime {
     /// Leaves the current role for `next`; returns the client requests parked during a
     /// takeover, for the caller to answer as the node now stands.
     fn step_down(&mut self, next: Role) -> Vec<Event> {
+        self.handle.taking_over.store(next.taking_over().is_some(), Ordering::Relaxed);
         match std::mem::replace(&mut self.role, next) {
             Role::Coordinating(c) => {
                 let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
