@@ -17,5 +17,7 @@ pub mod frame;
 pub mod http;
 pub mod member;
 pub mod node;
+pub mod node_core;
+pub mod simulation;
 pub mod store;
 pub mod transport;

@@ -448,6 +448,11 @@ impl Scheduler {
         self.assigned.len()
     }
 
+    /// The tasks currently assigned to workers (answered ones too, until durable).
+    pub fn tasks_in_flight(&self) -> Vec<OpRef> {
+        self.assigned.keys().cloned().collect()
+    }
+
     /// Keeps a task's product in hand; its parent becomes ready once all its inputs are.
     fn learn_product(&mut self, op: &OpRef, product: Big) {
         let Some(job) = self.jobs.get_mut(&op.job) else {

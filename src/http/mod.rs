@@ -12,7 +12,7 @@ use crate::api::{
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{validate, worker, Event, Handle, Routed, WorkRefused};
+use crate::node::{validate, worker, Event, Handle, Input, Routed, WorkRefused};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use async_std::io::ReadExt;
@@ -421,7 +421,7 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
         handle.refusals.note(envelope.from, "an election message", &why);
         return Ok(error(StatusCode::Conflict, &why));
     }
-    handle.send(Event::Election { from: envelope.from, msg: envelope.msg });
+    handle.send(Event::Input(Input::Election { from: envelope.from, msg: envelope.msg }));
     Ok(Response::new(StatusCode::NoContent))
 }
 

@@ -3,7 +3,7 @@
 //! may be lost (the algorithms expect it), so a full queue drops and a failed send discards the
 //! backlog, which is stale by the time the peer answers again.
 
-use super::{Event, Handle};
+use super::{Event, Handle, Input};
 use crate::api::ElectionEnvelope;
 use async_std::channel::{self, Sender};
 use facto_elections::{AnyMsg, NodeId};
@@ -46,7 +46,7 @@ impl Links {
                     // success only when it ends a run of failures.
                     if !ok || !reachable {
                         reachable = ok;
-                        handle.send(Event::PeerReachable { peer, reachable });
+                        handle.send(Event::Input(Input::PeerReachable { peer, reachable }));
                     }
                 }
             });

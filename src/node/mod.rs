@@ -1,41 +1,34 @@
-//! A running member: the runtime task that owns the node's state, the clock, the links to
-//! peers, and the [`Handle`] through which the HTTP edge talks to the runtime.
+//! The node's driver: the runtime task that owns the node core ([`crate::node_core`]), the
+//! clock, the disk writer, the links to peers and the compute threads, and the [`Handle`]
+//! through which the HTTP edge hands it inputs.
 
 pub mod compute;
 pub mod faults;
 mod links;
-mod replication;
+pub mod replication;
 pub(crate) mod runtime;
 pub mod validate;
 pub mod worker;
 
 use crate::api::{JobInfo, NodeStatus};
-use crate::bignum::Big;
 use crate::checkpoint::Fact;
 use crate::config::NodeConfig;
-use crate::coordinator::{Fingerprint, JobId, OpRef};
+use crate::coordinator::{Fingerprint, OpRef};
+pub use crate::node_core::{Input, Routed};
 use crate::error::Result;
 use crate::store::Store;
 use crate::transport::{self, Client};
 use async_std::channel::{self, Sender};
-use facto_elections::{AnyMsg, Epoch, NodeId};
+use facto_elections::{Epoch, NodeId};
 use std::sync::Arc;
 use worker::WorkerStats;
 
-/// Everything that can happen to a node, in the order the runtime sees it.
+/// What reaches the runtime task: an input for the node core, or a request that waits for
+/// an answer on its channel (the runtime keeps the channel and names it to the core).
 pub(crate) enum Event {
-    /// One election tick passed.
-    Tick,
-    /// An election message from a peer.
-    Election {
-        from: NodeId,
-        msg: AnyMsg,
-    },
-    /// A peer stopped or started answering.
-    PeerReachable {
-        peer: NodeId,
-        reachable: bool,
-    },
+    /// An input with nothing to answer: a tick, a peer's election message or reachability, a
+    /// completion of an effect.
+    Input(Input),
     /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
     /// work was refused.
     Work {
@@ -60,11 +53,6 @@ pub(crate) enum Event {
     Status {
         reply: Sender<NodeStatus>,
     },
-    /// A worker answered a batch (or the call failed).
-    BatchAnswered {
-        batch: u64,
-        outcome: std::result::Result<Vec<(OpRef, Big)>, String>,
-    },
     /// The coordinator at `epoch` sends checkpoint facts to keep.
     ApplyFacts {
         from: NodeId,
@@ -77,53 +65,19 @@ pub(crate) enum Event {
         skip: std::collections::BTreeSet<String>,
         reply: Sender<Vec<Fact>>,
     },
-    /// The peers' checkpoints gathered by this node on becoming coordinator at `epoch`.
-    Gathered {
-        epoch: Epoch,
-        facts: Vec<Fact>,
-        /// This node's own products that failed their check.
-        wrong: Vec<(JobId, crate::coordinator::OpId)>,
-    },
-    /// A peer's checkpoint pulled by the coordinator at `epoch` when the peer came back.
-    Pulled {
-        epoch: Epoch,
-        facts: Vec<Fact>,
-    },
-    /// A batch's products are on this node's disk and on a peer's (or no peer answered).
-    BatchDurable {
-        batch: u64,
-    },
-    /// A finished job's decimal digits are ready.
-    Decimal {
-        job: JobId,
-        n: u64,
-        decimal: std::sync::Arc<str>,
-    },
-    /// A finished job's result could not be found (no node that answered holds its root).
-    NoDecimal {
-        job: JobId,
-    },
 }
 
 impl Event {
     /// The event's name, for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Event::Tick => "tick",
-            Event::Election { .. } => "election message",
-            Event::PeerReachable { .. } => "peer reachability",
+            Event::Input(input) => input.kind(),
             Event::Work { .. } => "work",
             Event::Submit { .. } => "submit",
             Event::Jobs { .. } => "job query",
             Event::Status { .. } => "status",
-            Event::BatchAnswered { .. } => "batch answer",
             Event::ApplyFacts { .. } => "checkpoint write",
             Event::CheckpointQuery { .. } => "checkpoint read",
-            Event::Gathered { .. } => "gathered checkpoints",
-            Event::Pulled { .. } => "pulled checkpoint",
-            Event::BatchDurable { .. } => "durable batch",
-            Event::Decimal { .. } => "decimal result",
-            Event::NoDecimal { .. } => "result not found",
         }
     }
 }
@@ -135,22 +89,6 @@ pub enum WorkRefused {
     Fenced(String),
     /// The computation failed (500).
     Failed(String),
-}
-
-/// Where a client request is served.
-pub enum Routed<T> {
-    /// By this node, the coordinator.
-    Here(T),
-    /// By the coordinator at this address.
-    Leader(String),
-    /// No coordinator is known right now; try again shortly.
-    NoLeader,
-    /// The coordinator could not do it (e.g. could not make a job durable); try again.
-    Failed(String),
-    /// The request contradicts what the cluster holds; trying again will not help.
-    Refused(String),
-    /// The coordinator's queue is full; try again later.
-    Busy(String),
 }
 
 /// The HTTP edge's way into the runtime. Cheap to clone.

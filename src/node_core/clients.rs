@@ -1,0 +1,174 @@
+//! Client requests: submissions (acknowledged once durable on two nodes), job queries
+//! (answered now or once the result is known), and the node's status.
+
+use super::durability::AfterWrite;
+use super::role::Role;
+use super::{Answer, CoreStatus, NodeCore, ReplyId, Routed};
+use crate::api::JobInfo;
+use crate::checkpoint::Fact;
+use crate::coordinator::Plan;
+use facto_elections::{Election, Leadership};
+
+impl NodeCore {
+    /// Where a client request is served.
+    pub(super) fn route(&self) -> Routed<()> {
+        match self.election.leadership() {
+            Leadership::Leading { .. } if self.role.coordinator().is_some() => Routed::Here(()),
+            Leadership::Following { leader, .. } => match self.settings.members.addr(leader) {
+                Some(addr) => Routed::Leader(addr.to_string()),
+                None => Routed::NoLeader,
+            },
+            _ => Routed::NoLeader,
+        }
+    }
+
+    /// Accepts a job; the client hears 202 only once the job is on this node's disk and on
+    /// at least one peer's, so it survives the crash of any single node.
+    pub(super) fn submit(&mut self, n: u64, request: Option<String>, reply: ReplyId) {
+        match self.route() {
+            Routed::Here(()) => {}
+            Routed::Leader(addr) => return self.reply(reply, Answer::Job(Routed::Leader(addr))),
+            _ => return self.reply(reply, Answer::Job(Routed::NoLeader)),
+        }
+        if let Some(job) = self.resubmitted(request.as_deref()) {
+            return self.submitted_again(n, job, reply);
+        }
+        if let Some(refusal) = self.admission(n) {
+            return self.reply(reply, Answer::Job(refusal));
+        }
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        let epoch = c.epoch;
+        let (id, mut actions) = c.scheduler.submit(n);
+        c.accepted_ms.insert(id.clone(), now_ms);
+        let progress = c.scheduler.job_progress(&id).expect("just submitted");
+        log::info!("job {id}: {n}! accepted");
+        let job = JobInfo::new(&progress, None);
+        if self.settings.checkpoint && !self.settings.bugs.ack_before_durable {
+            let write = self.token();
+            let facts = self.record(vec![Fact::Job { id, n, request }], Some(write));
+            self.after_write.insert(write, AfterWrite::Acknowledge { job, facts, reply, epoch });
+        } else {
+            if self.settings.checkpoint {
+                self.record(vec![Fact::Job { id, n, request }], None);
+            }
+            self.reply(reply, Answer::Job(Routed::Here(job)));
+        }
+        if let Some(c) = self.role.coordinator_mut() {
+            actions.extend(c.scheduler.tick(now_ms));
+        }
+        self.carry_out(actions);
+    }
+
+    /// A retry of a submission this cluster already took (its answer was lost, or it was
+    /// not acknowledged): the same job, acknowledged once it is durable.
+    fn submitted_again(&mut self, n: u64, job: JobInfo, reply: ReplyId) {
+        if job.n != n {
+            let why = format!("request key already names job {} ({}!), not {n}!", job.id, job.n);
+            return self.reply(reply, Answer::Job(Routed::Refused(why)));
+        }
+        log::info!("job {}: {n}! submitted again by its client", job.id);
+        let Some(epoch) = self.coordinating() else { return };
+        let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
+        // An empty write is durable once every earlier one is, the job's among them.
+        let write = self.token();
+        self.after_write.insert(write, AfterWrite::Acknowledge { job, facts, reply, epoch });
+        self.record(Vec::new(), Some(write));
+    }
+
+    /// Whether a new job for n! may be taken: a coordinator never multiplies, so a cluster of
+    /// one cannot compute; and the queue of open work is bounded (`--queue-jobs-max`,
+    /// `--queue-ops-max`), beyond which clients are told to come back (429) rather than the
+    /// cluster taking work it would finish only after their patience, or its memory, ran out.
+    fn admission(&self, n: u64) -> Option<Routed<JobInfo>> {
+        let s = &self.settings;
+        let ops = Plan::new(n).total_ops();
+        if s.members.0.len() < 2 && ops > 0 {
+            return Some(Routed::Refused(
+                "this cluster has one member, its coordinator, and a coordinator never multiplies: add members".into(),
+            ));
+        }
+        let (jobs_open, ops_open) = self.role.coordinator()?.scheduler.open_work();
+        if jobs_open >= s.queue_jobs_max || (jobs_open > 0 && ops_open.saturating_add(ops) > s.queue_ops_max) {
+            return Some(Routed::Busy(format!(
+                "the coordinator's queue is full ({jobs_open} jobs, {ops_open} operations open); retry in 1 s"
+            )));
+        }
+        None
+    }
+
+    /// The job an earlier submission with the client's idempotency key `request` created.
+    fn resubmitted(&self, request: Option<&str>) -> Option<JobInfo> {
+        let c = self.role.coordinator()?;
+        let id = self.checkpoint.job_for_request(request?)?;
+        let progress = c.scheduler.job_progress(id)?;
+        Some(JobInfo::new(&progress, c.results.get(id).cloned()))
+    }
+
+    /// `GET /jobs[/<id>]`; with `wait`, held until the job's result is known (the driver
+    /// bounds the wait).
+    pub(super) fn on_jobs_query(&mut self, id: Option<String>, wait: bool, reply: ReplyId) {
+        let routed = match self.route() {
+            Routed::Here(()) => {
+                if let Some(id) = &id {
+                    self.convert_again_if_dropped(id);
+                }
+                let jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(id.as_deref()));
+                match (self.role.coordinator_mut(), id) {
+                    (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
+                        c.waiters.entry(id).or_default().push(reply);
+                        return;
+                    }
+                    _ => Routed::Here(jobs),
+                }
+            }
+            Routed::Leader(a) => Routed::Leader(a),
+            _ => Routed::NoLeader,
+        };
+        self.reply(reply, Answer::Jobs(routed));
+    }
+
+    /// A client stopped waiting: its parked submission is dropped (it will retry, and must
+    /// not get a job it never heard of), and it waits for no result.
+    pub(super) fn on_client_gone(&mut self, reply: ReplyId) {
+        match &mut self.role {
+            Role::TakingOver { parked, .. } => parked.retain(|input| match input {
+                super::Input::Submit { reply: r, .. } | super::Input::Jobs { reply: r, .. } => *r != reply,
+                _ => true,
+            }),
+            Role::Coordinating(c) => c.waiters.values_mut().for_each(|w| w.retain(|&r| r != reply)),
+            Role::Following { .. } => {}
+        }
+    }
+
+    /// What this node shows of itself in `/status`.
+    pub fn status(&self, now_ms: u64) -> CoreStatus {
+        let leadership = self.election.leadership();
+        let role = match leadership {
+            Leadership::Leading { .. } => "coordinator",
+            Leadership::Following { .. } => "worker",
+            Leadership::Unknown => "candidate",
+        };
+        let jobs = self.role.coordinator().map_or_else(Vec::new, |c| {
+            let mut jobs: Vec<JobInfo> = c.scheduler.progress().iter().map(|p| JobInfo::new(p, None)).collect();
+            for j in jobs.iter_mut().filter(|j| c.results.contains_key(&j.id)) {
+                j.state = "done".into();
+            }
+            jobs
+        });
+        let last_leader_contact_ms = match (leadership, &self.role) {
+            (Leadership::Leading { .. }, _) => Some(0),
+            (_, Role::Following { last_contact_ms }) => last_contact_ms.map(|t| now_ms.saturating_sub(t)),
+            _ => None,
+        };
+        CoreStatus {
+            role,
+            leader: leadership.leader(self.me()),
+            epoch: leadership.epoch().unwrap_or(self.election.hard_state().epoch),
+            last_leader_contact_ms,
+            checkpoint_version: self.checkpoint_version,
+            taking_over: self.taking_over(),
+            jobs,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Taking over and coordinating: resuming jobs from the gathered checkpoints, learning what
+//! peers hold, handing the scheduler's work out, and results to decimal.
+
+use super::role::{Coordinator, Role, RESULT_BYTES_MAX};
+use super::{Answer, Effect, NodeCore, Routed};
+use crate::bignum::{abbreviate, Big};
+use crate::checkpoint::Fact;
+use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
+use facto_elections::{Election, Epoch, Leadership, NodeId};
+use std::sync::Arc;
+
+/// Beyond the workers' delay, how long a batch may take before it is reassigned.
+const BATCH_TIMEOUT_MS: u64 = 5_000;
+
+impl NodeCore {
+    /// Takes over at `epoch` once the peers' checkpoints are in: merges them into this
+    /// node's, and resumes every job from what is known, so finished operations are not
+    /// computed again.
+    pub(super) fn resume(&mut self, epoch: Epoch, facts: Vec<Fact>) {
+        if self.role.taking_over() != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
+            return;
+        }
+        self.record(facts, None);
+        let timing = Timing { worker_delay_ms: self.settings.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
+        let mut scheduler = Scheduler::new(epoch.to_string(), timing);
+        let (mut actions, unfinished) = self.restore_jobs(&mut scheduler);
+        let now_ms = self.now_ms;
+        let me = self.me();
+        for id in self.settings.members.ids().into_iter().filter(|&id| id != me) {
+            scheduler.add_worker(id);
+            if self.unreachable.contains(&id) {
+                actions.extend(scheduler.set_reachable(id, false, now_ms));
+            }
+        }
+        log::info!(
+            "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
+            self.checkpoint.jobs.len()
+        );
+        let parked = self.step_down(Role::Coordinating(Box::new(Coordinator::new(epoch, scheduler))));
+        self.carry_out(actions);
+        self.replay(parked);
+    }
+
+    /// Every job of the checkpoint, into a new coordinator's scheduler. Returns the first
+    /// dispatches and how many jobs are unfinished.
+    fn restore_jobs(&self, scheduler: &mut Scheduler) -> (Vec<Action>, usize) {
+        let mut actions = Vec::new();
+        let mut unfinished = 0;
+        for id in self.checkpoint.jobs_in_order() {
+            let job = &self.checkpoint.jobs[&id];
+            if job.n > self.settings.max_n {
+                // Written by a forged or buggy peer, or before --max-n was lowered: planning
+                // it could take the coordinator's whole memory and time.
+                log::error!("job {id} asks for {}!, beyond --max-n {}: not resumed", job.n, self.settings.max_n);
+                continue;
+            }
+            if job.finished {
+                scheduler.restore_finished_job(id, job.n);
+                continue;
+            }
+            let restored = scheduler.restore_job(id.clone(), job.n, job.products.clone(), job.dispatched.clone());
+            if restored.is_empty() {
+                unfinished += 1;
+            }
+            // A job found finished is converted to decimal when a client asks for it, not
+            // now: a coordinator that took over from a long-lived one would otherwise convert
+            // every result it ever computed.
+            actions.extend(restored.into_iter().filter(|a| !matches!(a, Action::JobFinished { .. })));
+        }
+        (actions, unfinished)
+    }
+
+    /// A peer that comes back may hold facts the coordinator missed while gathering (it
+    /// was down then, and may hold the only other copy of a job): pull them.
+    pub(super) fn pull_checkpoint(&mut self, peer: NodeId) {
+        let Some(epoch) = self.coordinating() else { return };
+        if self.settings.checkpoint {
+            let finished = self.checkpoint.finished_jobs();
+            self.emit(Effect::Gather { epoch, only: Some(peer), finished, own: Vec::new() });
+        }
+    }
+
+    /// A coordinator told of facts it did not know (a peer's checkpoint or write): jobs it
+    /// had not heard of are resumed, products are used like late answers.
+    pub(super) fn learn(&mut self, new: Vec<Fact>) {
+        let now_ms = self.now_ms;
+        let max_n = self.settings.max_n;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        let mut actions = Vec::new();
+        let mut products = Vec::new();
+        for fact in new {
+            match fact {
+                Fact::Job { id, n, .. } if n > max_n => {
+                    log::error!("job {id} asks for {n}!, beyond --max-n: not resumed");
+                }
+                Fact::Job { id, .. } => match self.checkpoint.jobs.get(&id) {
+                    Some(job) if job.finished => c.scheduler.restore_finished_job(id, job.n),
+                    Some(job) => {
+                        log::info!("job {id} learned from a peer's checkpoint; resuming it");
+                        let (products, dispatched) = (job.products.clone(), job.dispatched.clone());
+                        actions.extend(c.scheduler.restore_job(id, job.n, products, dispatched));
+                    }
+                    None => {}
+                },
+                Fact::Product { job, op, product } => products.push((OpRef { job, op }, product)),
+                // A job under way here that a peer says finished: its root is on that peer's
+                // disk, not in hand; computing it again costs work but loses nothing.
+                Fact::Dispatched { .. } | Fact::Finished { .. } => {}
+            }
+        }
+        actions.extend(c.scheduler.learn(products, now_ms));
+        self.carry_out(actions);
+    }
+
+    /// Carries out the scheduler's actions: batches go to the driver as dispatches (their
+    /// dispatch recorded), finished results to decimal.
+    pub(super) fn carry_out(&mut self, actions: Vec<Action>) {
+        let Some(epoch) = self.coordinating() else { return };
+        for action in actions {
+            match action {
+                Action::Dispatch { batch, worker, deadline_ms, items } => {
+                    if self.settings.checkpoint {
+                        let facts =
+                            items.iter().map(|i| Fact::Dispatched { job: i.op.job.clone(), op: i.op.op }).collect();
+                        let new = self.record(facts, None);
+                        self.unreplicated.extend(new);
+                    }
+                    log::debug!("batch {batch}: {} tasks to node {worker}", items.len());
+                    self.emit(Effect::Dispatch { epoch, batch, worker, deadline_ms, items });
+                }
+                Action::JobFinished { job, n, result } => {
+                    let now_ms = self.now_ms;
+                    if let Some(c) = self.role.coordinator_mut() {
+                        if let Some(&accepted_ms) = c.accepted_ms.get(&job) {
+                            c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
+                        }
+                    }
+                    self.convert_to_decimal(job, n, Some(result));
+                }
+            }
+        }
+    }
+
+    /// Asks for a finished job's product in decimal (`None`: the root product is on disk
+    /// here or on a peer; the driver reads it first), once per job at a time.
+    fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Option<Big>) {
+        let Some(c) = self.role.coordinator_mut() else { return };
+        if c.converting.insert(job.clone()) {
+            self.emit(Effect::ToDecimal { job, n, product });
+        }
+    }
+
+    /// A finished job whose digits are not in memory (dropped, or finished under another
+    /// coordinator) is converted again from its root product.
+    pub(super) fn convert_again_if_dropped(&mut self, id: &str) {
+        let Some(c) = self.role.coordinator() else { return };
+        if c.results.contains_key(id) || !c.scheduler.job_progress(id).is_some_and(|p| p.finished) {
+            return;
+        }
+        let Some(job) = self.checkpoint.jobs.get(id) else { return };
+        let n = job.n;
+        let product = if Plan::new(n).root().is_none() { Some(Big::one()) } else { None };
+        self.convert_to_decimal(id.to_string(), n, product);
+    }
+
+    /// A result's digits: kept (within the cap) and handed to the clients waiting for them.
+    pub(super) fn on_decimal(&mut self, job: JobId, n: u64, decimal: Arc<str>) {
+        log::info!("{n}! = {}", abbreviate(&decimal));
+        // Without checkpoints the digits are the only copy of the result: kept.
+        let max_bytes = if self.settings.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
+        let Some(c) = self.role.coordinator_mut() else { return };
+        c.keep_result(job.clone(), decimal, max_bytes);
+        let answer = c.jobs(Some(&job));
+        for waiter in c.waiters.remove(&job).unwrap_or_default() {
+            self.reply(waiter, Answer::Jobs(Routed::Here(answer.clone())));
+        }
+    }
+
+    /// No member that answered holds a right copy of the result (a forged or damaged record,
+    /// or both holders gone): computed again, never answered wrong.
+    pub(super) fn on_no_decimal(&mut self, job: JobId) {
+        let Some(c) = self.role.coordinator_mut() else { return };
+        c.converting.remove(&job);
+        log::warn!("job {job}: computing its result again");
+        self.checkpoint.restart(&job);
+        let actions = c.scheduler.restart_finished_job(&job);
+        self.carry_out(actions);
+    }
+}

@@ -1,0 +1,514 @@
+//! The node as a pure state machine: inputs in, effects out.
+//!
+//! Modelled on etcd-io/raft's `Step`/`Ready`: [`NodeCore::step`] takes one [`Input`] — a
+//! peer's message, a client's request, a tick, a disk write or a replication finished, a
+//! worker's answer — with the driver's `now_ms`, and returns the [`Effect`]s to carry out, in
+//! order. Nothing here reads a clock, opens a socket, starts a thread, touches the disk or
+//! awaits: the production driver ([`crate::node`]) does all of that with tide, surf, sled and
+//! compute threads, and the whole-cluster simulator ([`crate::simulation`]) does it with a
+//! simulated network, disk and clock. Both run this same code.
+//!
+//! The contract with a driver:
+//! - Effects are carried out in the order returned. A [`Effect::Send`] leaves only once every
+//!   [`Effect::SaveHardState`] before it is durable (a vote is on disk before it is sent).
+//! - A [`Effect::Write`] with a `write` id is reported back as [`Input::Written`], a
+//!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
+//!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
+//!   decimal conversion as [`Input::Decimal`] or [`Input::NoDecimal`]. Writes become durable in
+//!   the order they were asked for.
+//! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
+//!   stops waiting is reported as [`Input::ClientGone`].
+
+mod clients;
+mod coordinating;
+mod durability;
+mod role;
+
+use crate::api::JobInfo;
+use crate::bignum::Big;
+use crate::checkpoint::{Checkpoint, Fact};
+use crate::config::{Members, NodeConfig};
+use crate::coordinator::{JobId, OpId, OpRef, WorkItem};
+use crate::error::Result;
+use crate::node::worker::Task;
+use facto_elections::{AnyElection, AnyMsg, Algorithm, Config, Election, Epoch, HardState, Leadership, NodeId};
+use role::Role;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Names a client or peer request the driver waits to answer.
+pub type ReplyId = u64;
+/// Names a disk write whose completion the core waits for.
+pub type WriteId = u64;
+
+/// What the core needs to know of its configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub id: NodeId,
+    pub members: Members,
+    pub algorithm: Algorithm,
+    /// Whether the coordinator checkpoints and replicates its state.
+    pub checkpoint: bool,
+    pub max_n: u64,
+    /// The workers' `--delay` (the scheduler's deadlines allow for it).
+    pub delay_ms: u64,
+    pub queue_jobs_max: u64,
+    pub queue_ops_max: u64,
+    /// Deliberate bugs, for showing that the simulator catches them; always off in `facto node`.
+    pub bugs: Bugs,
+}
+
+impl Settings {
+    pub fn of(cfg: &NodeConfig) -> Settings {
+        Settings {
+            id: cfg.id,
+            members: cfg.members.clone(),
+            algorithm: cfg.algorithm,
+            checkpoint: cfg.checkpoint,
+            max_n: cfg.max_n,
+            delay_ms: cfg.delay_ms,
+            queue_jobs_max: cfg.queue_jobs_max,
+            queue_ops_max: cfg.queue_ops_max,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// Test-only switches that break a promise on purpose (the simulator must notice).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Acknowledge a job before it is on any disk.
+    pub ack_before_durable: bool,
+    /// Count a batch's products done once on this node's disk, before a peer holds them.
+    pub done_before_replicated: bool,
+}
+
+/// Everything that can happen to a node.
+#[derive(Debug)]
+pub enum Input {
+    /// Time passed (the driver ticks every `--tick-ms`).
+    Tick,
+    /// An election message from a peer (already validated at the edge).
+    Election { from: NodeId, msg: AnyMsg },
+    /// A peer stopped or started answering.
+    PeerReachable { peer: NodeId, reachable: bool },
+    /// A coordinator at `epoch` sends tasks to compute.
+    Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId },
+    /// A client submits n! (`request`: its idempotency key).
+    Submit { n: u64, request: Option<String>, reply: ReplyId },
+    /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
+    /// job's result.
+    Jobs { id: Option<String>, wait: bool, reply: ReplyId },
+    /// The client behind `reply` stopped waiting.
+    ClientGone { reply: ReplyId },
+    /// The coordinator at `epoch` sends checkpoint facts to keep.
+    ApplyFacts { from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId },
+    /// The peers' checkpoints gathered on becoming coordinator at `epoch` (checked by the
+    /// driver), and this node's own products that failed their check.
+    Gathered { epoch: Epoch, facts: Vec<Fact>, wrong: Vec<(JobId, OpId)> },
+    /// One peer's checkpoint, pulled by the coordinator at `epoch` when the peer came back.
+    Pulled { epoch: Epoch, facts: Vec<Fact> },
+    /// A worker answered a batch dispatched at `epoch` (products checked), or why not.
+    BatchAnswered { epoch: Epoch, batch: u64, outcome: std::result::Result<Vec<(OpRef, Big)>, String> },
+    /// A write is durable (`ok`), or the disk failed.
+    Written { write: WriteId, ok: bool },
+    /// A peer holds the replicated facts (`ok`), or none would take them.
+    Replicated { token: u64, ok: bool },
+    /// A finished job's decimal digits.
+    Decimal { job: JobId, n: u64, decimal: Arc<str> },
+    /// No member that answered holds a right copy of a finished job's result.
+    NoDecimal { job: JobId },
+}
+
+impl Input {
+    /// The input's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Tick => "tick",
+            Input::Election { .. } => "election message",
+            Input::PeerReachable { .. } => "peer reachability",
+            Input::Work { .. } => "work",
+            Input::Submit { .. } => "submit",
+            Input::Jobs { .. } => "job query",
+            Input::ClientGone { .. } => "client gone",
+            Input::ApplyFacts { .. } => "checkpoint write",
+            Input::Gathered { .. } => "gathered checkpoints",
+            Input::Pulled { .. } => "pulled checkpoint",
+            Input::BatchAnswered { .. } => "batch answer",
+            Input::Written { .. } => "write durable",
+            Input::Replicated { .. } => "replicated",
+            Input::Decimal { .. } => "decimal result",
+            Input::NoDecimal { .. } => "result not found",
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Make the election's state durable (before any later [`Effect::Send`]).
+    SaveHardState(HardState),
+    /// Send an election message.
+    Send { to: NodeId, msg: AnyMsg },
+    /// Write checkpoint facts (`finished`: root products, kept on disk only); report
+    /// [`Input::Written`] when `write` names it.
+    Write { write: Option<WriteId>, facts: Vec<Fact>, finished: Vec<(JobId, Fact)>, checkpoint_version: u64 },
+    /// Make facts durable on one peer; report [`Input::Replicated`] when `token` names it.
+    Replicate { token: Option<u64>, epoch: Epoch, facts: Vec<Fact> },
+    /// Ask the peers (`only` one of them) for their checkpoints, leaving out `finished` jobs;
+    /// check them and this node's `own` facts; report [`Input::Gathered`] (all peers) or
+    /// [`Input::Pulled`] (one).
+    Gather { epoch: Epoch, only: Option<NodeId>, finished: BTreeSet<JobId>, own: Vec<Fact> },
+    /// Send a batch of tasks to `worker`, giving up at `deadline_ms`; report
+    /// [`Input::BatchAnswered`].
+    Dispatch { epoch: Epoch, batch: u64, worker: NodeId, deadline_ms: u64, items: Vec<WorkItem> },
+    /// Compute a coordinator's tasks as a worker and answer `reply` with the products (after
+    /// `--delay`).
+    Compute { tasks: Vec<(OpRef, Task)>, reply: ReplyId },
+    /// Convert a finished job's root product to decimal (`None`: read it from this node's
+    /// disk or a peer's first); report [`Input::Decimal`] or [`Input::NoDecimal`].
+    ToDecimal { job: JobId, n: u64, product: Option<Big> },
+    /// Answer a waiting request.
+    Reply { to: ReplyId, answer: Answer },
+}
+
+/// An answer to a request.
+#[derive(Debug)]
+pub enum Answer {
+    /// To a submission.
+    Job(Routed<JobInfo>),
+    /// To a job query.
+    Jobs(Routed<Vec<JobInfo>>),
+    /// To a checkpoint write: durable, or refused and why.
+    Applied(std::result::Result<(), String>),
+    /// To work from a deposed or implausible coordinator.
+    WorkRefused(String),
+}
+
+/// Where a client request is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routed<T> {
+    /// By this node, the coordinator.
+    Here(T),
+    /// By the coordinator at this address.
+    Leader(String),
+    /// No coordinator is known right now; try again shortly.
+    NoLeader,
+    /// The coordinator could not do it (e.g. could not make a job durable); try again.
+    Failed(String),
+    /// The request contradicts what the cluster holds; trying again will not help.
+    Refused(String),
+    /// The coordinator's queue is full; try again later.
+    Busy(String),
+}
+
+/// What the core shows of itself in `/status`.
+#[derive(Clone, Debug)]
+pub struct CoreStatus {
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub epoch: Epoch,
+    pub last_leader_contact_ms: Option<u64>,
+    pub checkpoint_version: u64,
+    pub taking_over: bool,
+    pub jobs: Vec<JobInfo>,
+}
+
+/// One node's state and decisions.
+pub struct NodeCore {
+    settings: Settings,
+    election: AnyElection,
+    /// Following, taking over or coordinating: one value, so the three cannot disagree.
+    role: Role,
+    /// Every checkpoint fact this node holds (also on disk).
+    checkpoint: Checkpoint,
+    /// How many facts this node ever applied (Raft-lite voters compare it).
+    checkpoint_version: u64,
+    /// Peers currently unreachable (a new coordinator gives them no work).
+    unreachable: BTreeSet<NodeId>,
+    /// Dispatch facts waiting to go to the peers with the next tick (they only make the
+    /// re-execution count exact, so they need not hold anything up).
+    unreplicated: Vec<Fact>,
+    /// The driver's clock as of the input being handled.
+    now_ms: u64,
+    /// The next write id or replication token.
+    next_token: u64,
+    /// What to do once a write is durable, or facts replicated.
+    after_write: BTreeMap<WriteId, durability::AfterWrite>,
+    after_replicate: BTreeMap<u64, durability::AfterReplicate>,
+    /// Effects of the input being handled.
+    effects: Vec<Effect>,
+}
+
+impl NodeCore {
+    /// A node as its disk left it: election state and checkpoint facts.
+    pub fn new(settings: Settings, hard_state: HardState, checkpoint: Checkpoint, checkpoint_version: u64) -> Result<NodeCore> {
+        let mut election_cfg = Config::new(settings.id, settings.members.ids());
+        election_cfg.seed = u64::from(settings.id) ^ 0x9e37_79b9_7f4a_7c15;
+        let mut election = settings.algorithm.build(election_cfg, hard_state)?;
+        election.set_checkpoint_version(checkpoint_version);
+        Ok(NodeCore {
+            settings,
+            election,
+            role: Role::Following { last_contact_ms: None },
+            checkpoint,
+            checkpoint_version,
+            unreachable: BTreeSet::new(),
+            unreplicated: Vec::new(),
+            now_ms: 0,
+            next_token: 1,
+            after_write: BTreeMap::new(),
+            after_replicate: BTreeMap::new(),
+            effects: Vec::new(),
+        })
+    }
+
+    /// Handles one input at the driver's `now_ms`; returns what to do, in order.
+    pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.handle(input);
+        std::mem::take(&mut self.effects)
+    }
+
+    fn handle(&mut self, input: Input) {
+        let input = match self.park(input) {
+            Some(input) => input,
+            None => return,
+        };
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Election { from, msg } => self.on_election_message(from, msg),
+            Input::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable),
+            Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),
+            Input::Submit { n, request, reply } => self.submit(n, request, reply),
+            Input::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
+            Input::ClientGone { reply } => self.on_client_gone(reply),
+            Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
+            Input::Gathered { epoch, facts, wrong } => {
+                for (job, op) in wrong {
+                    self.checkpoint.forget(&job, op);
+                }
+                self.resume(epoch, facts)
+            }
+            Input::Pulled { epoch, facts } => {
+                if self.role.coordinator().is_some_and(|c| c.epoch == epoch) {
+                    let new = self.record(facts, None);
+                    self.learn(new);
+                }
+            }
+            Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
+            Input::Written { write, ok } => self.on_written(write, ok),
+            Input::Replicated { token, ok } => self.on_replicated(token, ok),
+            Input::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
+            Input::NoDecimal { job } => self.on_no_decimal(job),
+        }
+    }
+
+    /// Client requests wait while this node takes over; returns the input when it need not.
+    fn park(&mut self, input: Input) -> Option<Input> {
+        match (&mut self.role, input) {
+            (Role::TakingOver { parked, .. }, input @ (Input::Submit { .. } | Input::Jobs { .. })) => {
+                parked.push(input);
+                None
+            }
+            (_, input) => Some(input),
+        }
+    }
+
+    fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    fn reply(&mut self, to: ReplyId, answer: Answer) {
+        self.emit(Effect::Reply { to, answer });
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn me(&self) -> NodeId {
+        self.settings.id
+    }
+
+    /// A tick: the election's clock, the scheduler's deadlines, dispatch records sent on,
+    /// replication retried.
+    fn on_tick(&mut self) {
+        self.step_election(facto_elections::Input::Tick);
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        let actions = c.scheduler.tick(now_ms);
+        let epoch = c.epoch;
+        self.carry_out(actions);
+        self.replicate_again();
+        if !self.unreplicated.is_empty() {
+            let pending = std::mem::take(&mut self.unreplicated);
+            let facts = self.with_jobs(pending);
+            self.emit(Effect::Replicate { token: None, epoch, facts });
+        }
+    }
+
+    fn on_election_message(&mut self, from: NodeId, msg: AnyMsg) {
+        if self.election.leadership().leader(self.me()) == Some(from) {
+            if let Role::Following { last_contact_ms } = &mut self.role {
+                *last_contact_ms = Some(self.now_ms);
+            }
+        }
+        self.step_election(facto_elections::Input::Message { from, msg });
+    }
+
+    fn on_peer_reachable(&mut self, peer: NodeId, reachable: bool) {
+        let input = if reachable { facto_elections::Input::PeerUp(peer) } else { facto_elections::Input::PeerDown(peer) };
+        self.step_election(input);
+        if reachable {
+            self.unreachable.remove(&peer);
+            self.pull_checkpoint(peer);
+        } else {
+            self.unreachable.insert(peer);
+        }
+        let now_ms = self.now_ms;
+        if let Some(c) = self.role.coordinator_mut() {
+            let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
+            self.carry_out(actions);
+        }
+    }
+
+    /// Work from a coordinator: computed by the driver unless it is fenced off.
+    fn on_work(&mut self, from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId) {
+        match self.admit(from, epoch) {
+            Ok(()) => self.emit(Effect::Compute { tasks, reply }),
+            Err(why) => self.reply(reply, Answer::WorkRefused(why)),
+        }
+    }
+
+    /// Work from a coordinator at `epoch`: not from a deposed one (fencing: a deposed
+    /// coordinator can neither hand out work nor write checkpoints), nor from beyond reason.
+    fn admit(&self, from: NodeId, epoch: Epoch) -> std::result::Result<(), String> {
+        let known = self.known_epoch();
+        if epoch < known {
+            return Err(format!("stale epoch {epoch} from node {from}: this node knows epoch {known}"));
+        }
+        crate::node::validate::epoch_ahead(known, epoch)
+    }
+
+    /// A coordinator's checkpoint write: acknowledged once on disk.
+    fn on_apply_facts(&mut self, from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId) {
+        if let Err(why) = self.admit_facts(from, epoch, &facts) {
+            self.reply(reply, Answer::Applied(Err(why)));
+            return;
+        }
+        let write = self.token();
+        self.after_write.insert(write, durability::AfterWrite::Reply(reply, Answer::Applied(Ok(()))));
+        let new = self.record(facts, Some(write));
+        self.learn(new);
+    }
+
+    /// A checkpoint write: from the leader of its epoch, with facts that fit their plans.
+    fn admit_facts(&self, from: NodeId, epoch: Epoch, facts: &[Fact]) -> std::result::Result<(), String> {
+        use crate::node::validate;
+        validate::checkpoint_writer(self.election.leadership(), self.known_epoch(), from, epoch)?;
+        validate::replicated_facts(facts, self.settings.max_n, |job| self.checkpoint.jobs.get(job).map(|j| j.n))
+    }
+
+    fn step_election(&mut self, input: facto_elections::Input<AnyMsg>) {
+        let actions = self.election.step(input);
+        if let Some(hard_state) = actions.persist {
+            self.emit(Effect::SaveHardState(hard_state));
+        }
+        for (to, msg) in actions.messages {
+            self.emit(Effect::Send { to, msg });
+        }
+        if let Some(leadership) = actions.leadership {
+            self.on_leadership(leadership);
+        }
+    }
+
+    fn on_leadership(&mut self, leadership: Leadership) {
+        let me = self.me();
+        match leadership {
+            Leadership::Leading { epoch } => {
+                log::info!("node {me} is the coordinator at epoch {epoch}; gathering checkpoints");
+                // Requests parked during an earlier takeover keep waiting for this one.
+                let parked = self.step_down(Role::TakingOver { epoch, parked: Vec::new() });
+                self.role = Role::TakingOver { epoch, parked };
+                if !self.settings.checkpoint {
+                    return self.resume(epoch, Vec::new());
+                }
+                let finished = self.checkpoint.finished_jobs();
+                let own = self.checkpoint.facts_except(&finished);
+                self.emit(Effect::Gather { epoch, only: None, finished, own });
+            }
+            Leadership::Following { leader, epoch } => {
+                log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
+                let parked = self.step_down(Role::Following { last_contact_ms: Some(self.now_ms) });
+                self.replay(parked);
+            }
+            Leadership::Unknown => {
+                log::info!("node {me}: no coordinator known, election under way");
+                let last_contact_ms = match &self.role {
+                    Role::Following { last_contact_ms } => *last_contact_ms,
+                    _ => None,
+                };
+                let parked = self.step_down(Role::Following { last_contact_ms });
+                self.replay(parked);
+            }
+        }
+    }
+
+    /// Leaves the current role for `next`; returns the client requests parked during a
+    /// takeover, for the caller to answer as the node now stands.
+    fn step_down(&mut self, next: Role) -> Vec<Input> {
+        match std::mem::replace(&mut self.role, next) {
+            Role::Coordinating(c) => {
+                let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
+                log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
+                Vec::new()
+            }
+            Role::TakingOver { parked, .. } => parked,
+            Role::Following { .. } => Vec::new(),
+        }
+    }
+
+    /// Hands the client requests held during a takeover to the node as it now stands.
+    fn replay(&mut self, parked: Vec<Input>) {
+        for input in parked {
+            self.handle(input);
+        }
+    }
+
+    /// The highest epoch this node knows.
+    pub fn known_epoch(&self) -> Epoch {
+        self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0))
+    }
+
+    /// Whether this node is taking over (client requests wait meanwhile).
+    pub fn taking_over(&self) -> bool {
+        self.role.taking_over().is_some()
+    }
+
+    /// Whether this node coordinates (leads, with its checkpoint gathered).
+    pub fn coordinating(&self) -> Option<Epoch> {
+        self.role.coordinator().map(|c| c.epoch)
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        self.election.leadership()
+    }
+
+    /// This node's checkpoint facts, leaving out the jobs in `skip` (a new coordinator asks).
+    pub fn checkpoint_facts_except(&self, skip: &BTreeSet<JobId>) -> Vec<Fact> {
+        self.checkpoint.facts_except(skip)
+    }
+
+    /// The jobs this node's checkpoint holds for a client's idempotency key.
+    pub fn jobs_with_request(&self, request: &str) -> usize {
+        self.checkpoint.jobs.values().filter(|j| j.request.as_deref() == Some(request)).count()
+    }
+
+    /// Tasks the coordinator has handed out and not yet counted done (none unless it
+    /// coordinates): what a crash now may make it compute again.
+    pub fn tasks_in_flight(&self) -> Vec<OpRef> {
+        self.role.coordinator().map_or_else(Vec::new, |c| c.scheduler.tasks_in_flight())
+    }
+}

@@ -1,0 +1,134 @@
+//! What a node is doing, as one value: following, taking over, or coordinating (with the
+//! coordinator's state, which exists only then).
+
+use super::{durability::BatchJoin, Input, ReplyId};
+use crate::api::JobInfo;
+use crate::coordinator::{JobId, Scheduler};
+use facto_elections::Epoch;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+pub(super) enum Role {
+    /// Following a coordinator, or waiting for an election to name one; `last_contact_ms` is
+    /// when the coordinator was last heard from.
+    Following { last_contact_ms: Option<u64> },
+    /// Leading at `epoch`, gathering the peers' checkpoints before resuming the jobs. Client
+    /// requests that arrive meanwhile are `parked` and handled once it coordinates (or
+    /// routed elsewhere if it stops leading first); the driver bounds their wait.
+    TakingOver { epoch: Epoch, parked: Vec<Input> },
+    /// Leading, with the coordinator's state.
+    Coordinating(Box<Coordinator>),
+}
+
+impl Role {
+    pub(super) fn coordinator(&self) -> Option<&Coordinator> {
+        match self {
+            Role::Coordinating(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub(super) fn coordinator_mut(&mut self) -> Option<&mut Coordinator> {
+        match self {
+            Role::Coordinating(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub(super) fn taking_over(&self) -> Option<Epoch> {
+        match self {
+            Role::TakingOver { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
+}
+
+/// Decimal digits of finished jobs kept in memory (10,000,000! has 65 million): beyond this
+/// the oldest are dropped, and converted again from the root product if a client asks.
+pub(super) const RESULT_BYTES_MAX: usize = 128 << 20;
+
+/// The coordinator's state; exists only while this node leads.
+pub(super) struct Coordinator {
+    pub epoch: Epoch,
+    pub scheduler: Scheduler,
+    /// Decimal results of finished jobs, the oldest dropped beyond [`RESULT_BYTES_MAX`].
+    pub results: BTreeMap<JobId, Arc<str>>,
+    results_oldest_first: VecDeque<JobId>,
+    results_bytes: usize,
+    /// Jobs whose decimal conversion is under way.
+    pub converting: BTreeSet<JobId>,
+    /// When this coordinator received each job it accepted (the driver's clock), and how
+    /// long the job took to its root product from there (`facto bench` reports it).
+    pub accepted_ms: BTreeMap<JobId, u64>,
+    pub product_ms: BTreeMap<JobId, u64>,
+    /// Clients waiting for a job's result.
+    pub waiters: BTreeMap<JobId, Vec<ReplyId>>,
+    /// Answered batches on their way to being durable here and on a peer.
+    pub durable: BTreeMap<u64, BatchJoin>,
+}
+
+impl Coordinator {
+    pub(super) fn new(epoch: Epoch, scheduler: Scheduler) -> Coordinator {
+        Coordinator {
+            epoch,
+            scheduler,
+            results: BTreeMap::new(),
+            results_oldest_first: VecDeque::new(),
+            results_bytes: 0,
+            converting: BTreeSet::new(),
+            accepted_ms: BTreeMap::new(),
+            product_ms: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            durable: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps a job's digits, dropping the oldest others' beyond `max_bytes`.
+    pub(super) fn keep_result(&mut self, job: JobId, decimal: Arc<str>, max_bytes: usize) {
+        self.converting.remove(&job);
+        self.results_bytes += decimal.len();
+        if let Some(old) = self.results.insert(job.clone(), decimal) {
+            self.results_bytes -= old.len();
+        } else {
+            self.results_oldest_first.push_back(job);
+        }
+        while self.results_bytes > max_bytes && self.results_oldest_first.len() > 1 {
+            let Some(oldest) = self.results_oldest_first.pop_front() else { break };
+            if let Some(dropped) = self.results.remove(&oldest) {
+                self.results_bytes -= dropped.len();
+            }
+        }
+    }
+
+    /// Jobs as clients see them: every job, or the one named `id`.
+    pub(super) fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
+        self.scheduler
+            .progress()
+            .iter()
+            .filter(|p| id.is_none_or(|id| id == p.id))
+            .map(|p| JobInfo {
+                product_ms: self.product_ms.get(&p.id).copied(),
+                ..JobInfo::new(p, self.results.get(&p.id).cloned())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::Timing;
+
+    #[test]
+    fn the_oldest_digits_are_dropped_beyond_the_limit_but_never_the_last() {
+        let timing = Timing { worker_delay_ms: 0, batch_timeout_ms: 1 };
+        let mut c = Coordinator::new(1, Scheduler::new("1".into(), timing));
+        for (job, digits) in [("1-1", "1111"), ("1-2", "22"), ("1-3", "333")] {
+            c.keep_result(job.into(), Arc::from(digits), 6);
+        }
+        assert_eq!(c.results.keys().collect::<Vec<_>>(), ["1-2", "1-3"]);
+        assert_eq!(c.results_bytes, 5);
+        c.keep_result("1-4".into(), Arc::from("4444444444"), 6);
+        assert_eq!(c.results.keys().collect::<Vec<_>>(), ["1-4"], "the newest stays, whatever its size");
+    }
+}

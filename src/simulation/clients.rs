@@ -1,0 +1,162 @@
+//! Simulated clients: each submits one job with its own idempotency key, retries until the
+//! cluster acknowledges it, then polls until the result arrives and checks it.
+
+use super::{Ev, Sim};
+use crate::bignum::Big;
+use crate::node_core::{Answer, Input, ReplyId, Routed};
+use facto_elections::sim::{MAX_DELAY_MS, MIN_DELAY_MS};
+
+/// How long a client waits for a submission's answer (the HTTP edge's bound while a node
+/// takes over is 3 s) or a poll's.
+const SUBMIT_TIMEOUT_MS: u64 = 3_000;
+const POLL_TIMEOUT_MS: u64 = 1_000;
+
+pub(super) enum ClientEv {
+    /// Time to send the next request.
+    Wake { client: usize, generation: u64 },
+    /// The request reaches a node.
+    Request { client: usize, generation: u64, node: usize },
+    /// The node's answer reaches the client.
+    Answer { client: usize, generation: u64, answer: Answer },
+    /// No answer in time, or the node was down.
+    GiveUp { client: usize, generation: u64 },
+}
+
+pub(super) struct Client {
+    pub key: String,
+    pub n: u64,
+    /// The node it talks to.
+    target: usize,
+    /// Counts requests; only events of the current one count.
+    generation: u64,
+    /// The job the cluster acknowledged for this key.
+    acked: Option<String>,
+    pub done: bool,
+    /// Where its current request waits: node, its life, reply id.
+    waiting_at: Option<(usize, u64, ReplyId)>,
+}
+
+impl Client {
+    pub fn new(index: usize, n: u64) -> Client {
+        Client { key: format!("key-{index}"), n, target: 0, generation: 0, acked: None, done: false, waiting_at: None }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.acked {
+            Some(job) => format!("{} ({}!) acknowledged as job {job}, no result", self.key, self.n),
+            None => format!("{} ({}!) never acknowledged", self.key, self.n),
+        }
+    }
+}
+
+impl Sim<'_> {
+    pub(super) fn client_event(&mut self, ev: ClientEv) {
+        match ev {
+            ClientEv::Wake { client, generation } if self.current(client, generation) => self.client_send(client),
+            ClientEv::Request { client, generation, node } if self.current(client, generation) => {
+                self.client_request(client, generation, node)
+            }
+            ClientEv::Answer { client, generation, answer } if self.current(client, generation) => {
+                self.clients[client].waiting_at = None;
+                self.client_answered(client, answer);
+            }
+            ClientEv::GiveUp { client, generation } if self.current(client, generation) => self.client_gives_up(client),
+            _ => {}
+        }
+    }
+
+    fn current(&self, client: usize, generation: u64) -> bool {
+        let c = &self.clients[client];
+        !c.done && c.generation == generation
+    }
+
+    fn client_send(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        c.generation += 1;
+        let (generation, node) = (c.generation, c.target);
+        let timeout_ms = if c.acked.is_some() { POLL_TIMEOUT_MS } else { SUBMIT_TIMEOUT_MS };
+        let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
+        self.schedule(delay, Ev::Client(ClientEv::Request { client, generation, node }));
+        self.schedule(timeout_ms, Ev::Client(ClientEv::GiveUp { client, generation }));
+    }
+
+    fn client_request(&mut self, client: usize, generation: u64, node: usize) {
+        if !self.up(node) {
+            return self.schedule(1, Ev::Client(ClientEv::GiveUp { client, generation }));
+        }
+        let reply = self.client_reply_id(node, client, generation);
+        self.clients[client].waiting_at = Some((node, self.nodes[node].life, reply));
+        let c = &self.clients[client];
+        let input = match &c.acked {
+            Some(id) => Input::Jobs { id: Some(id.clone()), wait: false, reply },
+            None => Input::Submit { n: c.n, request: Some(c.key.clone()), reply },
+        };
+        self.step(node, input);
+    }
+
+    /// A node answers `client`'s request (over the network).
+    pub(super) fn client_answer(&mut self, client: usize, generation: u64, answer: Answer) {
+        let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
+        self.schedule(delay, Ev::Client(ClientEv::Answer { client, generation, answer }));
+    }
+
+    fn client_answered(&mut self, client: usize, answer: Answer) {
+        match answer {
+            Answer::Job(Routed::Here(job)) => {
+                let key = self.clients[client].key.clone();
+                if let Some(earlier) = self.clients[client].acked.clone().filter(|e| *e != job.id) {
+                    self.violation(format!("request key {key} acknowledged as job {earlier} and as job {}", job.id));
+                }
+                self.note(|| format!("client {key}: acknowledged as job {}", job.id));
+                self.clients[client].acked = Some(job.id);
+                self.client_wake(client, 10);
+            }
+            Answer::Job(Routed::Refused(why)) | Answer::Jobs(Routed::Refused(why)) => {
+                self.violation(format!("client {}: refused: {why}", self.clients[client].key));
+            }
+            Answer::Job(Routed::Leader(addr)) | Answer::Jobs(Routed::Leader(addr)) => {
+                if let Some(id) = addr.strip_prefix("sim-").and_then(|a| a.strip_suffix(":1")).and_then(|a| a.parse().ok()) {
+                    self.clients[client].target = self.index(id);
+                }
+                self.client_wake(client, 1);
+            }
+            Answer::Jobs(Routed::Here(jobs)) => {
+                let acked = self.clients[client].acked.clone();
+                match jobs.into_iter().find(|j| Some(&j.id) == acked.as_ref()).and_then(|j| j.result) {
+                    Some(digits) => self.client_checks(client, &digits),
+                    None => self.client_wake(client, 30),
+                }
+            }
+            _ => {
+                let wait = self.rng.range(20, 150);
+                self.client_wake(client, wait);
+            }
+        }
+    }
+
+    /// The result must be n!, computed independently (malachite's own factorial).
+    fn client_checks(&mut self, client: usize, digits: &str) {
+        let (key, n) = (self.clients[client].key.clone(), self.clients[client].n);
+        if digits != Big::factorial(n).to_decimal() {
+            self.violation(format!("client {key}: the result for {n}! is wrong: {digits}"));
+        }
+        self.note(|| format!("client {key}: {n}! received"));
+        self.clients[client].done = true;
+    }
+
+    fn client_gives_up(&mut self, client: usize) {
+        if let Some((node, life, reply)) = self.clients[client].waiting_at.take() {
+            if self.up(node) && self.nodes[node].life == life {
+                self.client_gone(node, reply);
+            }
+        }
+        self.clients[client].target = self.rng.below(self.nodes.len() as u64) as usize;
+        let wait = self.rng.range(20, 100);
+        self.client_wake(client, wait);
+    }
+
+    fn client_wake(&mut self, client: usize, after_ms: u64) {
+        let generation = self.clients[client].generation;
+        self.schedule(after_ms, Ev::Client(ClientEv::Wake { client, generation }));
+    }
+}

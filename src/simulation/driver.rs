@@ -1,0 +1,474 @@
+//! The simulator as a node's driver: carries out the core's effects over the simulated disk
+//! and network, and turns what arrives into the core's inputs.
+
+use super::{Ev, Sim};
+use crate::bignum::Big;
+use crate::checkpoint::Fact;
+use crate::coordinator::{JobId, OpRef, WorkItem};
+use crate::node::worker::{self, Task, WorkerStats};
+use crate::node_core::{Answer, Effect, Input, ReplyId, WriteId};
+use facto_elections::sim::{MAX_DELAY_MS, MIN_DELAY_MS, NOTICE_DELAY_MS};
+use facto_elections::{AnyMsg, Epoch, HardState, NodeId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// How long a replica may take to answer a checkpoint write before the next one is asked.
+const REPLICATE_TIMEOUT_MS: u64 = 300;
+/// How long a new coordinator waits for its peers' checkpoints (as in production).
+const GATHER_TIMEOUT_MS: u64 = crate::node::replication::GATHER_TIMEOUT_MS;
+/// Longest time a write takes to reach the disk.
+const WRITE_MS_MAX: u64 = 3;
+
+/// What travels between members.
+#[derive(Clone, Debug)]
+pub(super) enum Msg {
+    Election(AnyMsg),
+    Work { rpc: u64, epoch: Epoch, tasks: Vec<(OpRef, Task)> },
+    WorkAnswer { rpc: u64, outcome: Result<Vec<(OpRef, Big)>, String> },
+    Apply { rpc: u64, epoch: Epoch, facts: Vec<Fact> },
+    Applied { rpc: u64, ok: bool },
+    Query { rpc: u64, finished: BTreeSet<JobId> },
+    QueryAnswer { rpc: u64, facts: Vec<Fact> },
+}
+
+impl Msg {
+    /// The request a refused or lost message belongs to.
+    fn request_rpc(&self) -> Option<u64> {
+        match self {
+            Msg::Work { rpc, .. } | Msg::Apply { rpc, .. } | Msg::Query { rpc, .. } => Some(*rpc),
+            _ => None,
+        }
+    }
+}
+
+/// What survives a crash.
+#[derive(Default)]
+pub(super) struct Disk {
+    pub hard_state: HardState,
+    pub facts: Vec<Fact>,
+    pub roots: BTreeMap<JobId, Big>,
+    pub version: u64,
+}
+
+/// A write on its way to the disk.
+pub(super) struct Write {
+    write: Option<WriteId>,
+    hard_state: Option<HardState>,
+    facts: Vec<Fact>,
+    finished: Vec<(JobId, Fact)>,
+    version: u64,
+}
+
+/// Who waits for an answer the core will give.
+enum ReplyTo {
+    Client { client: usize, generation: u64 },
+    Work { to: NodeId, rpc: u64 },
+    Apply { to: NodeId, rpc: u64 },
+}
+
+/// A request this node sent and waits on.
+enum Rpc {
+    Batch { epoch: Epoch, batch: u64, tasks: Vec<OpRef> },
+    Apply { replication: u64 },
+    Query { gathering: u64 },
+}
+
+struct Replication {
+    token: Option<u64>,
+    epoch: Epoch,
+    facts: Vec<Fact>,
+    next: VecDeque<NodeId>,
+    outstanding: usize,
+}
+
+struct Gathering {
+    epoch: Epoch,
+    only: Option<NodeId>,
+    waiting: usize,
+    facts: Vec<Fact>,
+}
+
+/// One life of a node's driver state (a crash loses all of it).
+#[derive(Default)]
+pub(super) struct NodeIo {
+    writes: VecDeque<Write>,
+    disk_free_at_ms: u64,
+    replies: HashMap<ReplyId, ReplyTo>,
+    next_reply: ReplyId,
+    rpcs: HashMap<u64, Rpc>,
+    replications: HashMap<u64, Replication>,
+    gatherings: HashMap<u64, Gathering>,
+    unreachable: BTreeSet<NodeId>,
+}
+
+impl Sim<'_> {
+    /// Feeds `input` to node `i` (if up) and carries out its effects.
+    pub(super) fn step(&mut self, i: usize, input: Input) {
+        let now_ms = self.now_ms;
+        let storm = self.storm;
+        let Some(core) = self.nodes[i].core.as_mut() else { return };
+        // What a coordinator has in flight may be computed again if it stops coordinating.
+        let before = if storm { None } else { core.coordinating().map(|e| (e, core.tasks_in_flight())) };
+        let work_epoch = match &input {
+            Input::Work { epoch, .. } => Some(*epoch),
+            _ => None,
+        };
+        let kind = input.kind();
+        let effects = core.step(now_ms, input);
+        let (coordinating, known) = (core.coordinating(), core.known_epoch());
+        if let Some((epoch, in_flight)) = before.filter(|(e, _)| coordinating != Some(*e)) {
+            self.checks.allow_again(in_flight);
+            self.note(|| format!("node {} stops coordinating epoch {epoch}", i + 1));
+        }
+        if let Some(epoch) = work_epoch {
+            let computes = effects.iter().any(|e| matches!(e, Effect::Compute { .. }));
+            if computes && epoch < self.nodes[i].known_epoch_max {
+                let seen = self.nodes[i].known_epoch_max;
+                self.violation(format!("node {} computes work of epoch {epoch} after seeing epoch {seen}", i + 1));
+            }
+        }
+        self.nodes[i].known_epoch_max = self.nodes[i].known_epoch_max.max(known);
+        if kind != "tick" {
+            self.note(|| format!("node {} <- {kind}: {} effects", i + 1, effects.len()));
+        }
+        self.carry_out(i, effects);
+    }
+
+    fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
+        let mut held = false;
+        for effect in effects {
+            match effect {
+                Effect::SaveHardState(hs) => {
+                    let write = Write { write: None, hard_state: Some(hs), facts: Vec::new(), finished: Vec::new(), version: 0 };
+                    self.write(i, write);
+                    held = true;
+                }
+                Effect::Send { to, msg } if held => {
+                    let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
+                    self.schedule(at_ms - self.now_ms, Ev::SendHeld { node: i, life, to, msg });
+                }
+                Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
+                Effect::Write { write, facts, finished, checkpoint_version } => {
+                    self.write(i, Write { write, hard_state: None, facts, finished, version: checkpoint_version })
+                }
+                Effect::Replicate { token, epoch, facts } => self.replicate(i, token, epoch, facts),
+                Effect::Gather { epoch, only, finished, .. } => self.gather(i, epoch, only, finished),
+                Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
+                    self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
+                }
+                Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
+                Effect::ToDecimal { job, n, product } => self.to_decimal(i, job, n, product),
+                Effect::Reply { to, answer } => self.answer(i, to, answer),
+            }
+        }
+    }
+
+    /// Queues a write; writes reach the disk in order, each after a random latency.
+    fn write(&mut self, i: usize, write: Write) {
+        let latency = self.rng.range(0, WRITE_MS_MAX + 1);
+        let io = &mut self.nodes[i].io;
+        io.disk_free_at_ms = io.disk_free_at_ms.max(self.now_ms) + latency;
+        io.writes.push_back(write);
+        let (after, life) = (io.disk_free_at_ms - self.now_ms, self.nodes[i].life);
+        self.schedule(after, Ev::Durable { node: i, life });
+    }
+
+    /// The oldest write in progress is on disk (its completion reaches the core a moment
+    /// later: a crash in between leaves it durable but unreported).
+    pub(super) fn durable(&mut self, i: usize) {
+        let Some(write) = self.nodes[i].io.writes.pop_front() else { return };
+        let disk = &mut self.nodes[i].disk;
+        if let Some(hs) = write.hard_state {
+            disk.hard_state = hs;
+        }
+        disk.facts.extend(write.facts);
+        for (job, fact) in write.finished {
+            if let Fact::Product { product, .. } = fact {
+                disk.roots.insert(job.clone(), product);
+            }
+            disk.facts.push(Fact::Finished { job });
+        }
+        disk.version = disk.version.max(write.version);
+        if let Some(write) = write.write {
+            let (after, life) = (self.rng.range(0, 2), self.nodes[i].life);
+            self.schedule(after, Ev::Input { node: i, life, input: Input::Written { write, ok: true } });
+        }
+    }
+
+    /// A crash: writes in progress are lost, the first perhaps torn (a prefix of its facts
+    /// reached the disk; the store reads the records it holds whole).
+    pub(super) fn tear_writes_in_progress(&mut self, i: usize) {
+        let writes = std::mem::take(&mut self.nodes[i].io.writes);
+        if let Some(first) = writes.into_iter().next() {
+            if self.rng.chance(0.5) {
+                let keep = self.rng.below(first.facts.len() as u64 + 1) as usize;
+                self.nodes[i].disk.facts.extend(first.facts.into_iter().take(keep));
+            }
+        }
+    }
+
+    /// Sends `msg` from node `i` to member `to`, `extra_ms` later than the network alone.
+    pub(super) fn send(&mut self, i: usize, to: NodeId, msg: Msg, extra_ms: u64) {
+        let j = self.index(to);
+        if !self.up(j) || !self.connected(i, j) {
+            return self.refused(i, to, msg);
+        }
+        if self.rng.chance(self.loss) {
+            self.note(|| format!("lost: node {} -> node {to}", i + 1));
+            return;
+        }
+        if self.rng.chance(self.duplication) {
+            if let Msg::Work { tasks, .. } = &msg {
+                self.checks.allow_again(tasks.iter().map(|(op, _)| op.clone()).collect());
+            }
+            let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1) + extra_ms;
+            let to_life = self.nodes[j].life;
+            self.schedule(delay, Ev::Net { from: i, to: j, to_life, msg: msg.clone() });
+        }
+        let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1) + extra_ms;
+        let to_life = self.nodes[j].life;
+        self.schedule(delay, Ev::Net { from: i, to: j, to_life, msg });
+    }
+
+    /// A connection refused: the sender's links notice the peer down, and a request fails.
+    fn refused(&mut self, i: usize, to: NodeId, msg: Msg) {
+        let life = self.nodes[i].life;
+        if self.nodes[i].io.unreachable.insert(to) {
+            let input = Input::PeerReachable { peer: to, reachable: false };
+            self.schedule(NOTICE_DELAY_MS, Ev::Input { node: i, life, input });
+        }
+        if let Some(rpc) = msg.request_rpc() {
+            self.schedule(NOTICE_DELAY_MS, Ev::RpcTimeout { node: i, life, rpc });
+        }
+    }
+
+    /// A message arrives at node `j` (sent to its life `to_life`).
+    pub(super) fn deliver(&mut self, from: usize, j: usize, to_life: u64, msg: Msg) {
+        if !self.up(j) || self.nodes[j].life != to_life {
+            // The connection died with the process: the sender's request fails.
+            if let (Some(rpc), true) = (msg.request_rpc(), self.up(from)) {
+                let life = self.nodes[from].life;
+                self.schedule(NOTICE_DELAY_MS, Ev::RpcTimeout { node: from, life, rpc });
+            }
+            return;
+        }
+        let from_id = self.nodes[from].id;
+        if self.nodes[j].io.unreachable.remove(&from_id) {
+            self.step(j, Input::PeerReachable { peer: from_id, reachable: true });
+        }
+        match msg {
+            Msg::Election(msg) => self.step(j, Input::Election { from: from_id, msg }),
+            Msg::Work { rpc, epoch, tasks } => {
+                let reply = self.keep_reply(j, ReplyTo::Work { to: from_id, rpc });
+                self.step(j, Input::Work { from: from_id, epoch, tasks, reply });
+            }
+            Msg::Apply { rpc, epoch, facts } => {
+                let reply = self.keep_reply(j, ReplyTo::Apply { to: from_id, rpc });
+                self.step(j, Input::ApplyFacts { from: from_id, epoch, facts, reply });
+            }
+            Msg::Query { rpc, finished } => {
+                let facts = self.nodes[j].core.as_ref().map(|c| c.checkpoint_facts_except(&finished)).unwrap_or_default();
+                self.send(j, from_id, Msg::QueryAnswer { rpc, facts }, 0);
+            }
+            Msg::WorkAnswer { rpc, outcome } => self.rpc_answered(j, rpc, RpcAnswer::Work(outcome)),
+            Msg::Applied { rpc, ok } => self.rpc_answered(j, rpc, RpcAnswer::Applied(ok)),
+            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(facts)),
+        }
+    }
+
+    fn keep_reply(&mut self, i: usize, to: ReplyTo) -> ReplyId {
+        let io = &mut self.nodes[i].io;
+        io.next_reply += 1;
+        io.replies.insert(io.next_reply, to);
+        io.next_reply
+    }
+
+    /// A client's request reaches node `i`: returns the id the core answers it by.
+    pub(super) fn client_reply_id(&mut self, i: usize, client: usize, generation: u64) -> ReplyId {
+        self.keep_reply(i, ReplyTo::Client { client, generation })
+    }
+
+    /// A client stopped waiting for `reply` at node `i`.
+    pub(super) fn client_gone(&mut self, i: usize, reply: ReplyId) {
+        if self.nodes[i].io.replies.remove(&reply).is_some() {
+            self.step(i, Input::ClientGone { reply });
+        }
+    }
+
+    fn rpc_answered(&mut self, i: usize, rpc: u64, answer: RpcAnswer) {
+        match (self.nodes[i].io.rpcs.remove(&rpc), answer) {
+            (Some(Rpc::Batch { epoch, batch, tasks }), RpcAnswer::Work(outcome)) => {
+                if outcome.is_err() {
+                    self.checks.allow_again(tasks);
+                }
+                self.step(i, Input::BatchAnswered { epoch, batch, outcome });
+            }
+            (Some(Rpc::Apply { replication }), RpcAnswer::Applied(ok)) => self.replication_answered(i, replication, ok),
+            (Some(Rpc::Query { gathering }), RpcAnswer::Facts(facts)) => self.gathering_answered(i, gathering, facts),
+            _ => {}
+        }
+    }
+
+    /// An outgoing request failed or timed out.
+    pub(super) fn rpc_failed(&mut self, i: usize, rpc: u64, why: &str) {
+        match self.nodes[i].io.rpcs.get(&rpc) {
+            Some(Rpc::Batch { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Work(Err(why.to_string()))),
+            Some(Rpc::Apply { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Applied(false)),
+            Some(Rpc::Query { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Facts(Vec::new())),
+            None => {}
+        }
+    }
+
+    fn new_rpc(&mut self, i: usize, rpc: Rpc, timeout_ms: u64) -> u64 {
+        self.next_rpc += 1;
+        let id = self.next_rpc;
+        self.nodes[i].io.rpcs.insert(id, rpc);
+        let life = self.nodes[i].life;
+        self.schedule(timeout_ms, Ev::RpcTimeout { node: i, life, rpc: id });
+        id
+    }
+
+    fn dispatch(&mut self, i: usize, (epoch, batch): (Epoch, u64), worker: NodeId, deadline_ms: u64, items: Vec<WorkItem>) {
+        let ops = items.iter().map(|item| item.op.clone()).collect();
+        let timeout_ms = deadline_ms.saturating_sub(self.now_ms).max(1);
+        let rpc = self.new_rpc(i, Rpc::Batch { epoch, batch, tasks: ops }, timeout_ms);
+        let tasks = items.into_iter().map(|it| (it.op.clone(), Task { n: it.n, op: it.op.op, operands: it.operands })).collect();
+        self.send(i, worker, Msg::Work { rpc, epoch, tasks }, 0);
+    }
+
+    /// A worker computes: checked (a coordinator never computes; at most 4 operands per
+    /// operation) and answered over the network.
+    fn compute(&mut self, i: usize, tasks: Vec<(OpRef, Task)>, reply: ReplyId) {
+        let core = self.nodes[i].core.as_ref().expect("computing node is up");
+        if core.coordinating().is_some() || core.taking_over() {
+            self.violation(format!("node {} computes while it coordinates", i + 1));
+        }
+        let stats = WorkerStats::default();
+        let products: Vec<(OpRef, Big)> = tasks
+            .into_iter()
+            .map(|(op, task)| {
+                self.checks.computed(op.clone());
+                (op, worker::compute(task, &stats))
+            })
+            .collect();
+        let operands = stats.max_operands.load(std::sync::atomic::Ordering::Relaxed);
+        if operands > crate::coordinator::MAX_OPERANDS as u64 {
+            self.violation(format!("node {} multiplied {operands} values in one operation", i + 1));
+        }
+        if let Some(ReplyTo::Work { to, rpc }) = self.nodes[i].io.replies.remove(&reply) {
+            let compute_ms = self.rng.range(0, 5);
+            self.send(i, to, Msg::WorkAnswer { rpc, outcome: Ok(products) }, compute_ms);
+        }
+    }
+
+    fn answer(&mut self, i: usize, to: ReplyId, answer: Answer) {
+        match (self.nodes[i].io.replies.remove(&to), answer) {
+            (Some(ReplyTo::Client { client, generation }), answer) => self.client_answer(client, generation, answer),
+            (Some(ReplyTo::Work { to, rpc }), Answer::WorkRefused(why)) => {
+                self.send(i, to, Msg::WorkAnswer { rpc, outcome: Err(why) }, 0)
+            }
+            (Some(ReplyTo::Apply { to, rpc }), Answer::Applied(r)) => self.send(i, to, Msg::Applied { rpc, ok: r.is_ok() }, 0),
+            (Some(_), answer) => self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1)),
+            (None, _) => {}
+        }
+    }
+
+    /// Facts to one peer, the successors of this node first; the next peer when one fails.
+    fn replicate(&mut self, i: usize, token: Option<u64>, epoch: Epoch, facts: Vec<Fact>) {
+        let me = self.nodes[i].id;
+        let mut peers: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|&id| id != me).collect();
+        peers.sort_by_key(|&id| (id < me, id));
+        self.next_rpc += 1;
+        let id = self.next_rpc;
+        let replication = Replication { token, epoch, facts, next: peers.into(), outstanding: 0 };
+        self.nodes[i].io.replications.insert(id, replication);
+        self.replicate_next(i, id);
+    }
+
+    fn replicate_next(&mut self, i: usize, id: u64) {
+        let Some(r) = self.nodes[i].io.replications.get_mut(&id) else { return };
+        let Some(peer) = r.next.pop_front() else {
+            if r.outstanding == 0 {
+                let token = r.token;
+                self.nodes[i].io.replications.remove(&id);
+                // No peer at all (a cluster of one) means the local copy is all there is.
+                let ok = self.nodes.len() == 1;
+                if let Some(token) = token {
+                    self.step(i, Input::Replicated { token, ok });
+                }
+            }
+            return;
+        };
+        r.outstanding += 1;
+        let (epoch, facts) = (r.epoch, r.facts.clone());
+        let rpc = self.new_rpc(i, Rpc::Apply { replication: id }, REPLICATE_TIMEOUT_MS);
+        self.send(i, peer, Msg::Apply { rpc, epoch, facts }, 0);
+    }
+
+    fn replication_answered(&mut self, i: usize, id: u64, ok: bool) {
+        let Some(r) = self.nodes[i].io.replications.get_mut(&id) else { return };
+        r.outstanding -= 1;
+        if ok {
+            let token = r.token;
+            self.nodes[i].io.replications.remove(&id);
+            if let Some(token) = token {
+                self.step(i, Input::Replicated { token, ok: true });
+            }
+        } else {
+            self.replicate_next(i, id);
+        }
+    }
+
+    fn gather(&mut self, i: usize, epoch: Epoch, only: Option<NodeId>, finished: BTreeSet<JobId>) {
+        let me = self.nodes[i].id;
+        let peers: Vec<NodeId> =
+            self.nodes.iter().map(|n| n.id).filter(|&id| id != me && only.is_none_or(|o| o == id)).collect();
+        self.next_rpc += 1;
+        let id = self.next_rpc;
+        self.nodes[i].io.gatherings.insert(id, Gathering { epoch, only, waiting: peers.len(), facts: Vec::new() });
+        if peers.is_empty() {
+            return self.gathering_answered(i, id, Vec::new());
+        }
+        for peer in peers {
+            let rpc = self.new_rpc(i, Rpc::Query { gathering: id }, GATHER_TIMEOUT_MS);
+            self.send(i, peer, Msg::Query { rpc, finished: finished.clone() }, 0);
+        }
+    }
+
+    fn gathering_answered(&mut self, i: usize, id: u64, facts: Vec<Fact>) {
+        let Some(g) = self.nodes[i].io.gatherings.get_mut(&id) else { return };
+        g.facts.extend(facts);
+        g.waiting = g.waiting.saturating_sub(1);
+        if g.waiting > 0 {
+            return;
+        }
+        let Some(g) = self.nodes[i].io.gatherings.remove(&id) else { return };
+        match g.only {
+            None => self.step(i, Input::Gathered { epoch: g.epoch, facts: g.facts, wrong: Vec::new() }),
+            Some(_) if !g.facts.is_empty() => self.step(i, Input::Pulled { epoch: g.epoch, facts: g.facts }),
+            Some(_) => {}
+        }
+    }
+
+    /// A result to decimal; a root not in hand is read from this node's disk or an
+    /// up and reachable peer's.
+    fn to_decimal(&mut self, i: usize, job: JobId, n: u64, product: Option<Big>) {
+        let product = product.or_else(|| {
+            let holders = (0..self.nodes.len()).filter(|&j| j == i || (self.up(j) && self.connected(i, j)));
+            holders.into_iter().find_map(|j| self.nodes[j].disk.roots.get(&job).cloned())
+        });
+        let life = self.nodes[i].life;
+        let input = match product {
+            Some(p) => Input::Decimal { job, n, decimal: Arc::from(p.to_decimal()) },
+            None => Input::NoDecimal { job },
+        };
+        let after = self.rng.range(1, 5);
+        self.schedule(after, Ev::Input { node: i, life, input });
+    }
+}
+
+enum RpcAnswer {
+    Work(Result<Vec<(OpRef, Big)>, String>),
+    Applied(bool),
+    Facts(Vec<Fact>),
+}

@@ -1,0 +1,435 @@
+//! The whole cluster in a seeded simulator, in the spirit of TigerBeetle's VOPR and
+//! FoundationDB's simulation testing.
+//!
+//! Every member runs the production node core ([`crate::node_core`]); this module is its
+//! second driver: a simulated network (delay, reordering, loss, duplication, partitions), a
+//! simulated disk (write latency; a crash before or after the fsync; a torn last write), a
+//! simulated clock, crashes and restarts, and clients that submit jobs with idempotency keys
+//! and retry. One seed derives the whole run, so a failing seed replays exactly; with
+//! [`SimConfig::trace`] the run keeps a readable trace.
+//!
+//! Each seed is one of two kinds of run:
+//! - **crashes**: the failure model facto promises to survive — at most one member down at a
+//!   time, a reliable network with random delays — where, beyond the invariants below, every
+//!   task computed twice must have been in flight when its coordinator crashed or stepped down,
+//!   when its batch failed, or when the network duplicated its request;
+//! - **storm**: several members down at once, partitions, lost and duplicated messages.
+//!
+//! Checked in every run (see [`checks`]):
+//! - an acknowledged job is never lost: once the cluster is healed every client gets its
+//!   result within [`SETTLE_MS_MAX`], and a key names one job only;
+//! - every result equals n! computed independently (malachite's own factorial);
+//! - no operation multiplies more than 4 values; a coordinator never computes;
+//! - a node never computes work from an epoch below one it already knew;
+//! - no panic (the caller catches one and reports its seed).
+//!
+//! What the driver does more simply than production: a new coordinator's reading of a
+//! finished job's root from a peer reads the peer's simulated disk directly (if the peer is up
+//! and reachable), and products are not fingerprinted (nobody forges them here; the checks
+//! are tested with real processes in `tests/hostile.rs`).
+
+mod checks;
+mod clients;
+mod driver;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Members;
+use crate::node_core::{Bugs, NodeCore, Settings};
+use facto_elections::sim::Rng;
+use facto_elections::{Algorithm, NodeId};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// Simulated milliseconds per tick (the production default).
+pub const TICK_MS: u64 = 10;
+/// Faults happen during this first part of a run; then the cluster is healed.
+pub const FAULTS_MS: u64 = 1_500;
+/// Once healed, the cluster must have answered every client within this.
+pub const SETTLE_MS_MAX: u64 = 30_000;
+/// Jobs submitted per run, each by its own client.
+pub const CLIENTS: usize = 3;
+/// The largest n a simulated client asks for (small plans keep a run fast; they still have
+/// several stages of tasks).
+pub const N_MAX: u64 = 60;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub algorithm: Algorithm,
+    pub nodes: usize,
+    /// Deliberate bugs in every node's core (the simulator must catch them).
+    pub bugs: Bugs,
+    /// Keep a readable trace of the run.
+    pub trace: bool,
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub seed: u64,
+    /// "crashes" or "storm".
+    pub kind: &'static str,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+    /// Simulated time the run took, and events handled.
+    pub sim_ms: u64,
+    pub events: u64,
+    /// Tasks computed by workers, and how many of those were computed again.
+    pub tasks_computed: u64,
+    pub tasks_recomputed: u64,
+}
+
+/// Runs one seed.
+pub fn run(config: &SimConfig, seed: u64) -> RunReport {
+    let mut sim = Sim::new(config, seed);
+    sim.run();
+    sim.report()
+}
+
+/// A scheduled happening.
+enum Ev {
+    Tick { node: usize },
+    /// A message arrives at `to` (a node index).
+    Net { from: usize, to: usize, to_life: u64, msg: driver::Msg },
+    /// An input for a node, valid only in the same life of the node.
+    Input { node: usize, life: u64, input: crate::node_core::Input },
+    /// A node's oldest write in progress reaches the disk.
+    Durable { node: usize, life: u64 },
+    /// An election message held until the hard state before it was durable.
+    SendHeld { node: usize, life: u64, to: NodeId, msg: facto_elections::AnyMsg },
+    /// An outgoing request of a node's gives up.
+    RpcTimeout { node: usize, life: u64, rpc: u64 },
+    Crash { node: usize },
+    Restart { node: usize },
+    Partition,
+    Heal,
+    Client(clients::ClientEv),
+}
+
+/// A member as the simulator holds it.
+struct SimNode {
+    id: NodeId,
+    /// `None` while crashed.
+    core: Option<NodeCore>,
+    /// Incremented at every crash: events for an earlier life are ignored.
+    life: u64,
+    disk: driver::Disk,
+    /// This life's driver state: writes in progress, waiting requests, outgoing requests.
+    io: driver::NodeIo,
+    /// The highest epoch this node knew during this life (for the fencing check).
+    known_epoch_max: u64,
+}
+
+struct Sim<'a> {
+    config: &'a SimConfig,
+    seed: u64,
+    rng: Rng,
+    now_ms: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    next_seq: u64,
+    handled: u64,
+    nodes: Vec<SimNode>,
+    /// Partition side of each node (messages flow within a side).
+    side: Vec<u8>,
+    /// Storm runs only: chance a message is lost, or delivered twice.
+    loss: f64,
+    duplication: f64,
+    storm: bool,
+    healed: bool,
+    clients: Vec<clients::Client>,
+    checks: checks::Checks,
+    next_rpc: u64,
+    trace: Vec<String>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(config: &'a SimConfig, seed: u64) -> Sim<'a> {
+        let mut rng = Rng::new(seed);
+        let storm = seed % 2 == 1;
+        let nodes = (1..=config.nodes as NodeId)
+            .map(|id| SimNode {
+                id,
+                core: None,
+                life: 0,
+                disk: driver::Disk::default(),
+                io: driver::NodeIo::default(),
+                known_epoch_max: 0,
+            })
+            .collect();
+        let (loss, duplication) = if storm { (rng.below(10) as f64 / 100.0, rng.below(5) as f64 / 100.0) } else { (0.0, 0.0) };
+        let mut sim = Sim {
+            config,
+            seed,
+            rng,
+            now_ms: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next_seq: 0,
+            handled: 0,
+            nodes,
+            side: vec![0; config.nodes],
+            loss,
+            duplication,
+            storm,
+            healed: false,
+            clients: Vec::new(),
+            checks: checks::Checks::default(),
+            next_rpc: 0,
+            trace: Vec::new(),
+        };
+        sim.setup();
+        sim
+    }
+
+    fn settings(&self, id: NodeId) -> Settings {
+        Settings {
+            id,
+            members: Members((1..=self.config.nodes as NodeId).map(|id| (id, format!("sim-{id}:1"))).collect()),
+            algorithm: self.config.algorithm,
+            checkpoint: true,
+            max_n: 1_000_000,
+            delay_ms: 0,
+            queue_jobs_max: 64,
+            queue_ops_max: 16_000_000,
+            bugs: self.config.bugs,
+        }
+    }
+
+    fn setup(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+            let phase = self.rng.below(TICK_MS);
+            self.schedule(phase, Ev::Tick { node: i });
+        }
+        for c in 0..CLIENTS {
+            let n = self.rng.below(N_MAX + 1);
+            let start_ms = self.rng.range(100, FAULTS_MS);
+            self.clients.push(clients::Client::new(c, n));
+            self.schedule(start_ms, Ev::Client(clients::ClientEv::Wake { client: c, generation: 0 }));
+        }
+        self.plan_faults();
+        self.schedule(FAULTS_MS, Ev::Heal);
+    }
+
+    /// The faults of this seed: crashes with restarts (one member at a time in a crashes
+    /// run), and partitions in a storm.
+    fn plan_faults(&mut self) {
+        let mut t = self.rng.range(50, 400);
+        while t < FAULTS_MS {
+            let down_ms = self.rng.range(20, 500);
+            if self.storm && self.rng.chance(0.3) {
+                self.schedule(t, Ev::Partition);
+                self.schedule((t + down_ms).min(FAULTS_MS), Ev::Heal);
+            } else {
+                // Which node is chosen when it happens (the coordinator half of the time).
+                self.schedule(t, Ev::Crash { node: usize::MAX });
+                if !self.storm || self.rng.chance(0.7) {
+                    self.schedule(t + down_ms, Ev::Restart { node: usize::MAX });
+                }
+            }
+            t += if self.storm { self.rng.range(30, 300) } else { down_ms + self.rng.range(50, 400) };
+        }
+    }
+
+    fn schedule(&mut self, after_ms: u64, ev: Ev) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((self.now_ms + after_ms, seq)));
+        self.events.insert(seq, ev);
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.config.trace {
+            let line = format!("{:>6} ms  {}", self.now_ms, line());
+            self.trace.push(line);
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        self.note(|| format!("VIOLATION: {what}"));
+        self.checks.violations.push(what);
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse((at_ms, seq))) = self.queue.pop() {
+            let Some(ev) = self.events.remove(&seq) else { continue };
+            self.now_ms = at_ms;
+            self.handled += 1;
+            self.handle(ev);
+            if !self.checks.violations.is_empty() || self.finished() {
+                break;
+            }
+            if self.healed && self.now_ms > FAULTS_MS + SETTLE_MS_MAX {
+                let open = self.clients.iter().filter(|c| !c.done).map(|c| c.describe()).collect::<Vec<_>>();
+                self.violation(format!("no progress: {} after the cluster healed: {}", SETTLE_MS_MAX, open.join("; ")));
+                break;
+            }
+        }
+        if self.checks.violations.is_empty() {
+            self.final_checks();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.healed && self.clients.iter().all(|c| c.done)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Tick { node } => {
+                self.schedule(TICK_MS, Ev::Tick { node });
+                self.step(node, crate::node_core::Input::Tick);
+            }
+            Ev::Net { from, to, to_life, msg } => self.deliver(from, to, to_life, msg),
+            Ev::Input { node, life, input } if self.nodes[node].life == life => self.step(node, input),
+            Ev::Input { .. } => {}
+            Ev::Durable { node, life } if self.nodes[node].life == life => self.durable(node),
+            Ev::Durable { .. } => {}
+            Ev::SendHeld { node, life, to, msg } if self.nodes[node].life == life => {
+                self.send(node, to, driver::Msg::Election(msg), 0)
+            }
+            Ev::SendHeld { .. } => {}
+            Ev::RpcTimeout { node, life, rpc } if self.nodes[node].life == life => {
+                self.rpc_failed(node, rpc, "timed out")
+            }
+            Ev::RpcTimeout { .. } => {}
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => self.restart(node),
+            Ev::Partition => self.partition(),
+            Ev::Heal => self.heal(),
+            Ev::Client(ev) => self.client_event(ev),
+        }
+    }
+
+    fn up(&self, i: usize) -> bool {
+        self.nodes[i].core.is_some()
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        id as usize - 1
+    }
+
+    /// Starts node `i` from its disk.
+    fn start(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let disk = &self.nodes[i].disk;
+        let mut checkpoint = Checkpoint::default();
+        for fact in &disk.facts {
+            checkpoint.apply(fact.clone());
+        }
+        let core = NodeCore::new(self.settings(id), disk.hard_state, checkpoint, disk.version)
+            .expect("a valid simulated configuration");
+        self.nodes[i].known_epoch_max = core.known_epoch();
+        self.nodes[i].core = Some(core);
+        self.nodes[i].io = driver::NodeIo::default();
+        self.note(|| format!("node {id} starts"));
+    }
+
+    /// Crashes `i` (`usize::MAX`: a node chosen now, the coordinator half of the time).
+    fn crash(&mut self, i: usize) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&j| self.up(j)).collect();
+        if !self.storm && up.len() < self.nodes.len() || up.is_empty() {
+            return;
+        }
+        let leader = up.iter().copied().find(|&j| self.nodes[j].core.as_ref().is_some_and(|c| c.coordinating().is_some()));
+        let i = match (i, leader) {
+            (usize::MAX, Some(l)) if self.rng.chance(0.5) => l,
+            (usize::MAX, _) => up[self.rng.below(up.len() as u64) as usize],
+            (i, _) => i,
+        };
+        if !self.up(i) {
+            return;
+        }
+        let in_flight = self.nodes[i].core.as_ref().map(|c| c.tasks_in_flight()).unwrap_or_default();
+        self.checks.allow_again(in_flight);
+        self.tear_writes_in_progress(i);
+        let node = &mut self.nodes[i];
+        node.core = None;
+        node.life += 1;
+        let id = node.id;
+        self.note(|| format!("node {id} CRASHES"));
+    }
+
+    /// Restarts `i` (`usize::MAX`: the crashed node that has been down longest... or any).
+    fn restart(&mut self, i: usize) {
+        let down: Vec<usize> = (0..self.nodes.len()).filter(|&j| !self.up(j)).collect();
+        if down.is_empty() {
+            return;
+        }
+        let i = if i == usize::MAX { down[self.rng.below(down.len() as u64) as usize] } else { i };
+        if !self.up(i) {
+            self.start(i);
+        }
+    }
+
+    fn partition(&mut self) {
+        for s in self.side.iter_mut() {
+            *s = 0;
+        }
+        let cut = self.rng.range(1, self.nodes.len() as u64) as usize;
+        for i in 0..cut {
+            let j = self.rng.below(self.nodes.len() as u64) as usize;
+            self.side[j] = 1;
+            let _ = i;
+        }
+        let side = self.side.clone();
+        self.note(|| format!("partition {side:?}"));
+    }
+
+    /// Heals partitions; at the end of the faults also restarts every crashed node and
+    /// stops loss and duplication.
+    fn heal(&mut self) {
+        self.side.iter_mut().for_each(|s| *s = 0);
+        if self.now_ms >= FAULTS_MS && !self.healed {
+            self.healed = true;
+            self.loss = 0.0;
+            self.duplication = 0.0;
+            for i in 0..self.nodes.len() {
+                if !self.up(i) {
+                    self.start(i);
+                }
+            }
+            self.note(|| "faults end: cluster healed".into());
+        }
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        self.side[a] == self.side[b]
+    }
+
+    fn report(self) -> RunReport {
+        RunReport {
+            seed: self.seed,
+            kind: if self.storm { "storm" } else { "crashes" },
+            violations: self.checks.violations.clone(),
+            trace: self.trace,
+            sim_ms: self.now_ms,
+            events: self.handled,
+            tasks_computed: self.checks.tasks_computed(),
+            tasks_recomputed: self.checks.tasks_recomputed(),
+        }
+    }
+
+    /// After the run: one job per key on every node, and (crashes runs) no task computed
+    /// again beyond what was in flight when something failed.
+    fn final_checks(&mut self) {
+        for c in 0..self.clients.len() {
+            let key = self.clients[c].key.clone();
+            for node in &self.nodes {
+                let count = node.core.as_ref().map_or(0, |core| core.jobs_with_request(&key));
+                if count > 1 {
+                    let what = format!("node {} holds {count} jobs for request key {key}", node.id);
+                    self.checks.violations.push(what);
+                }
+            }
+        }
+        if !self.storm {
+            let over = self.checks.recomputed_beyond_allowance();
+            if let Some(what) = over {
+                self.violation(what);
+            }
+        }
+    }
+}
+
