@@ -54,6 +54,10 @@ impl NodeCore {
                 log::error!("job {id} asks for {}!, beyond --max-n {}: not resumed", job.n, self.settings.max_n);
                 continue;
             }
+            if let Some(latest) = self.checkpoint.superseded(&id) {
+                log::warn!("job {id}: its client's retry made job {latest}; not resumed");
+                continue;
+            }
             if job.finished {
                 scheduler.restore_finished_job(id, job.n);
                 continue;
@@ -92,6 +96,9 @@ impl NodeCore {
             match fact {
                 Fact::Job { id, n, .. } if n > max_n => {
                     log::error!("job {id} asks for {n}!, beyond --max-n: not resumed");
+                }
+                Fact::Job { id, .. } if self.checkpoint.superseded(&id).is_some() => {
+                    log::warn!("job {id} learned from a peer: a later job has its request key; not resumed");
                 }
                 Fact::Job { id, .. } => match self.checkpoint.jobs.get(&id) {
                     Some(job) if job.finished => c.scheduler.restore_finished_job(id, job.n),

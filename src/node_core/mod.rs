@@ -376,6 +376,12 @@ impl NodeCore {
 
     /// Work from a coordinator: computed by the driver unless it is fenced off.
     fn on_work(&mut self, from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId) {
+        if !matches!(self.role, Role::Following { .. }) {
+            // A coordinator never multiplies: work from a newer coordinator reaches one that
+            // has not yet heard it was deposed, and is refused (it goes to another worker).
+            let why = format!("node {} coordinates and never computes", self.me());
+            return self.reply(reply, Answer::WorkRefused(why));
+        }
         match self.admit(from, epoch) {
             Ok(()) => self.emit(Effect::Compute { tasks, reply }),
             Err(why) => self.reply(reply, Answer::WorkRefused(why)),

@@ -68,7 +68,7 @@ enum ReplyTo {
 
 /// A request this node sent and waits on.
 enum Rpc {
-    Batch { epoch: Epoch, batch: u64, tasks: Vec<OpRef> },
+    Batch { epoch: Epoch, batch: u64, worker: NodeId, tasks: Vec<OpRef> },
     Apply { replication: u64 },
     Query { gathering: u64 },
 }
@@ -106,13 +106,25 @@ impl Sim<'_> {
     pub(super) fn step(&mut self, i: usize, input: Input) {
         let now_ms = self.now_ms;
         let storm = self.storm;
-        let Some(core) = self.nodes[i].core.as_mut() else { return };
+        if self.nodes[i].core.is_none() {
+            return;
+        }
+        let core = self.nodes[i].core.as_ref().expect("checked");
         // What a coordinator has in flight may be computed again if it stops coordinating.
         let before = if storm { None } else { core.coordinating().map(|e| (e, core.tasks_in_flight())) };
         let work_epoch = match &input {
             Input::Work { epoch, .. } => Some(*epoch),
             _ => None,
         };
+        if let Input::PeerReachable { peer, reachable: false } = input {
+            // The coordinator hands the peer's batches to others at once.
+            let on_peer = self.nodes[i].io.rpcs.values().filter_map(|rpc| match rpc {
+                Rpc::Batch { worker, tasks, .. } if *worker == peer => Some(tasks.clone()),
+                _ => None,
+            });
+            self.checks.allow_again(on_peer.flatten().collect());
+        }
+        let Some(core) = self.nodes[i].core.as_mut() else { return };
         let kind = input.kind();
         let effects = core.step(now_ms, input);
         let (coordinating, known) = (core.coordinating(), core.known_epoch());
@@ -297,7 +309,7 @@ impl Sim<'_> {
 
     fn rpc_answered(&mut self, i: usize, rpc: u64, answer: RpcAnswer) {
         match (self.nodes[i].io.rpcs.remove(&rpc), answer) {
-            (Some(Rpc::Batch { epoch, batch, tasks }), RpcAnswer::Work(outcome)) => {
+            (Some(Rpc::Batch { epoch, batch, tasks, .. }), RpcAnswer::Work(outcome)) => {
                 if outcome.is_err() {
                     self.checks.allow_again(tasks);
                 }
@@ -331,7 +343,7 @@ impl Sim<'_> {
     fn dispatch(&mut self, i: usize, (epoch, batch): (Epoch, u64), worker: NodeId, deadline_ms: u64, items: Vec<WorkItem>) {
         let ops = items.iter().map(|item| item.op.clone()).collect();
         let timeout_ms = deadline_ms.saturating_sub(self.now_ms).max(1);
-        let rpc = self.new_rpc(i, Rpc::Batch { epoch, batch, tasks: ops }, timeout_ms);
+        let rpc = self.new_rpc(i, Rpc::Batch { epoch, batch, worker, tasks: ops }, timeout_ms);
         let tasks = items.into_iter().map(|it| (it.op.clone(), Task { n: it.n, op: it.op.op, operands: it.operands })).collect();
         self.send(i, worker, Msg::Work { rpc, epoch, tasks }, 0);
     }

