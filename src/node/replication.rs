@@ -94,16 +94,17 @@ fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, addr: String, done: channel
 }
 
 /// The facts of `peers` (all of them when `None`) that arrive within [`GATHER_TIMEOUT_MS`],
-/// leaving out the jobs in `finished`.
-pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<String>) -> Vec<Fact> {
+/// leaving out the jobs in `finished`, and the peers that did not answer.
+pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<String>) -> (Vec<Fact>, Vec<NodeId>) {
     let peers: Vec<(NodeId, String)> =
         peers(handle).into_iter().filter(|(id, _)| only.is_none_or(|o| o == *id)).collect();
+    let mut unanswered: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
     let query = match serde_json::to_vec(&CheckpointQuery { finished }) {
         Ok(q) => q,
-        Err(_) => return Vec::new(),
+        Err(_) => return (Vec::new(), unanswered.into_iter().collect()),
     };
     let (tx, rx) = channel::unbounded();
-    for (_, addr) in peers {
+    for (id, addr) in peers {
         let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
         async_std::task::spawn(async move {
             let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
@@ -114,18 +115,21 @@ pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<St
             if let Err(why) = &facts {
                 log::debug!("no checkpoint from {addr}: {why}");
             }
-            let _ = tx.send(facts.map(|(_, f)| f).unwrap_or_default()).await;
+            let _ = tx.send((id, facts.map(|(_, f)| f).ok())).await;
         });
     }
     drop(tx);
     let mut all = Vec::new();
     let collect = async {
-        while let Ok(facts) = rx.recv().await {
-            all.extend(facts);
+        while let Ok((id, facts)) = rx.recv().await {
+            if let Some(facts) = facts {
+                unanswered.remove(&id);
+                all.extend(facts);
+            }
         }
     };
     let _ = async_std::future::timeout(Duration::from_millis(GATHER_TIMEOUT_MS + 100), collect).await;
-    all
+    (all, unanswered.into_iter().collect())
 }
 
 /// How long a peer may take to send a finished job's root product (tens of megabytes for

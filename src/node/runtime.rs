@@ -251,13 +251,13 @@ impl Runtime {
     fn gather(&self, epoch: Epoch, only: Option<NodeId>, finished: std::collections::BTreeSet<JobId>, own: Vec<Fact>) {
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
-            let facts = gather(&handle, only, finished).await;
+            let (facts, unanswered) = gather(&handle, only, finished).await;
             let (facts, wrong) = verify(&handle, facts, own).await;
-            match only {
-                None => handle.send(Event::Input(Input::Gathered { epoch, facts, wrong })),
-                Some(_) if !facts.is_empty() => handle.send(Event::Input(Input::Pulled { epoch, facts })),
-                Some(_) => {}
-            }
+            let input = match only {
+                None => Input::Gathered { epoch, facts, wrong, unanswered },
+                Some(peer) => Input::Pulled { epoch, peer, facts: (!unanswered.contains(&peer)).then_some(facts) },
+            };
+            handle.send(Event::Input(input));
         });
     }
 

@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 /// Beyond the workers' delay, how long a batch may take before it is reassigned.
 const BATCH_TIMEOUT_MS: u64 = 5_000;
+/// How often a coordinator asks again for a checkpoint a peer has not sent yet.
+const PULL_AGAIN_MS: u64 = 500;
 
 impl NodeCore {
     /// Takes over at `epoch` once the peers' checkpoints are in: merges them into this
     /// node's, and resumes every job from what is known, so finished operations are not
     /// computed again.
-    pub(super) fn resume(&mut self, epoch: Epoch, facts: Vec<Fact>) {
+    pub(super) fn resume(&mut self, epoch: Epoch, facts: Vec<Fact>, unanswered: Vec<NodeId>) {
         if self.role.taking_over() != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
             return;
         }
@@ -36,7 +38,11 @@ impl NodeCore {
             "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
             self.checkpoint.jobs.len()
         );
-        let parked = self.step_down(Role::Coordinating(Box::new(Coordinator::new(epoch, scheduler))));
+        let mut coordinator = Coordinator::new(epoch, scheduler);
+        // A peer that did not answer may hold the only other copy of an acknowledged job.
+        coordinator.unpulled = unanswered.into_iter().collect();
+        coordinator.last_pull_ms = now_ms;
+        let parked = self.step_down(Role::Coordinating(Box::new(coordinator)));
         self.carry_out(actions);
         self.replay(parked);
     }
@@ -75,13 +81,44 @@ impl NodeCore {
     }
 
     /// A peer that comes back may hold facts the coordinator missed while gathering (it
-    /// was down then, and may hold the only other copy of a job): pull them.
+    /// was down then, and may hold the only other copy of a job): pull them, and again
+    /// until it answers.
     pub(super) fn pull_checkpoint(&mut self, peer: NodeId) {
-        let Some(epoch) = self.coordinating() else { return };
-        if self.settings.checkpoint {
-            let finished = self.checkpoint.finished_jobs();
+        let checkpoint = self.settings.checkpoint;
+        let Some(c) = self.role.coordinator_mut().filter(|_| checkpoint) else { return };
+        c.unpulled.insert(peer);
+        self.pull(peer);
+    }
+
+    fn pull(&mut self, peer: NodeId) {
+        let Some(c) = self.role.coordinator_mut() else { return };
+        if c.pulling.insert(peer) {
+            let (epoch, finished) = (c.epoch, self.checkpoint.finished_jobs());
             self.emit(Effect::Gather { epoch, only: Some(peer), finished, own: Vec::new() });
         }
+    }
+
+    /// Peers whose checkpoint is still missing are asked again every [`PULL_AGAIN_MS`].
+    pub(super) fn pull_again(&mut self) {
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        if c.unpulled.is_empty() || now_ms < c.last_pull_ms + PULL_AGAIN_MS {
+            return;
+        }
+        c.last_pull_ms = now_ms;
+        let peers: Vec<NodeId> = c.unpulled.difference(&c.pulling).copied().collect();
+        for peer in peers {
+            self.pull(peer);
+        }
+    }
+
+    pub(super) fn on_pulled(&mut self, epoch: Epoch, peer: NodeId, facts: Option<Vec<Fact>>) {
+        let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
+        c.pulling.remove(&peer);
+        let Some(facts) = facts else { return };
+        c.unpulled.remove(&peer);
+        let new = self.record(facts, None);
+        self.learn(new);
     }
 
     /// A coordinator told of facts it did not know (a peer's checkpoint or write): jobs it

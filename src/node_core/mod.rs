@@ -104,10 +104,12 @@ pub enum Input {
     /// The coordinator at `epoch` sends checkpoint facts to keep.
     ApplyFacts { from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId },
     /// The peers' checkpoints gathered on becoming coordinator at `epoch` (checked by the
-    /// driver), and this node's own products that failed their check.
-    Gathered { epoch: Epoch, facts: Vec<Fact>, wrong: Vec<(JobId, OpId)> },
-    /// One peer's checkpoint, pulled by the coordinator at `epoch` when the peer came back.
-    Pulled { epoch: Epoch, facts: Vec<Fact> },
+    /// driver), this node's own products that failed their check, and the peers that did
+    /// not answer (pulled later).
+    Gathered { epoch: Epoch, facts: Vec<Fact>, wrong: Vec<(JobId, OpId)>, unanswered: Vec<NodeId> },
+    /// One peer's checkpoint (`None`: it did not answer), pulled by the coordinator at
+    /// `epoch` because the peer came back or had not answered the gathering.
+    Pulled { epoch: Epoch, peer: NodeId, facts: Option<Vec<Fact>> },
     /// A worker answered a batch dispatched at `epoch` (products checked), or why not.
     BatchAnswered { epoch: Epoch, batch: u64, outcome: std::result::Result<Vec<(OpRef, Big)>, String> },
     /// A write is durable (`ok`), or the disk failed.
@@ -284,18 +286,13 @@ impl NodeCore {
             Input::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
             Input::ClientGone { reply } => self.on_client_gone(reply),
             Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
-            Input::Gathered { epoch, facts, wrong } => {
+            Input::Gathered { epoch, facts, wrong, unanswered } => {
                 for (job, op) in wrong {
                     self.checkpoint.forget(&job, op);
                 }
-                self.resume(epoch, facts)
+                self.resume(epoch, facts, unanswered)
             }
-            Input::Pulled { epoch, facts } => {
-                if self.role.coordinator().is_some_and(|c| c.epoch == epoch) {
-                    let new = self.record(facts, None);
-                    self.learn(new);
-                }
-            }
+            Input::Pulled { epoch, peer, facts } => self.on_pulled(epoch, peer, facts),
             Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
             Input::Written { write, ok } => self.on_written(write, ok),
             Input::Replicated { token, ok } => self.on_replicated(token, ok),
@@ -342,6 +339,7 @@ impl NodeCore {
         let epoch = c.epoch;
         self.carry_out(actions);
         self.replicate_again();
+        self.pull_again();
         if !self.unreplicated.is_empty() {
             let pending = std::mem::take(&mut self.unreplicated);
             let facts = self.with_jobs(pending);
@@ -439,7 +437,7 @@ impl NodeCore {
                 let parked = self.step_down(Role::TakingOver { epoch, parked: Vec::new() });
                 self.role = Role::TakingOver { epoch, parked };
                 if !self.settings.checkpoint {
-                    return self.resume(epoch, Vec::new());
+                    return self.resume(epoch, Vec::new(), Vec::new());
                 }
                 let finished = self.checkpoint.finished_jobs();
                 let own = self.checkpoint.facts_except(&finished);

@@ -4,7 +4,7 @@
 use super::{durability::BatchJoin, Input, ReplyId};
 use crate::api::JobInfo;
 use crate::coordinator::{JobId, Scheduler};
-use facto_elections::Epoch;
+use facto_elections::{Epoch, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -65,6 +65,11 @@ pub(super) struct Coordinator {
     pub waiters: BTreeMap<JobId, Vec<ReplyId>>,
     /// Answered batches on their way to being durable here and on a peer.
     pub durable: BTreeMap<u64, BatchJoin>,
+    /// Peers whose checkpoint this coordinator has not had yet (they did not answer the
+    /// gathering, or came back since), those asked right now, and when it last asked.
+    pub unpulled: BTreeSet<NodeId>,
+    pub pulling: BTreeSet<NodeId>,
+    pub last_pull_ms: u64,
 }
 
 impl Coordinator {
@@ -80,6 +85,9 @@ impl Coordinator {
             product_ms: BTreeMap::new(),
             waiters: BTreeMap::new(),
             durable: BTreeMap::new(),
+            unpulled: BTreeSet::new(),
+            pulling: BTreeSet::new(),
+            last_pull_ms: 0,
         }
     }
 

@@ -70,7 +70,7 @@ enum ReplyTo {
 enum Rpc {
     Batch { epoch: Epoch, batch: u64, worker: NodeId, tasks: Vec<OpRef> },
     Apply { replication: u64 },
-    Query { gathering: u64 },
+    Query { gathering: u64, peer: NodeId },
 }
 
 struct Replication {
@@ -86,6 +86,7 @@ struct Gathering {
     only: Option<NodeId>,
     waiting: usize,
     facts: Vec<Fact>,
+    unanswered: Vec<NodeId>,
 }
 
 /// One life of a node's driver state (a crash loses all of it).
@@ -242,10 +243,12 @@ impl Sim<'_> {
         self.schedule(delay, Ev::Net { from: i, to: j, to_life, msg });
     }
 
-    /// A connection refused: the sender's links notice the peer down, and a request fails.
+    /// A connection refused: an election message's failure is news to the sender (as its
+    /// links report every failure in production), and a request fails.
     fn refused(&mut self, i: usize, to: NodeId, msg: Msg) {
         let life = self.nodes[i].life;
-        if self.nodes[i].io.unreachable.insert(to) {
+        if let Msg::Election(_) = msg {
+            self.nodes[i].io.unreachable.insert(to);
             let input = Input::PeerReachable { peer: to, reachable: false };
             self.schedule(NOTICE_DELAY_MS, Ev::Input { node: i, life, input });
         }
@@ -264,9 +267,12 @@ impl Sim<'_> {
             }
             return;
         }
-        let from_id = self.nodes[from].id;
-        if self.nodes[j].io.unreachable.remove(&from_id) {
-            self.step(j, Input::PeerReachable { peer: from_id, reachable: true });
+        let (from_id, to_id) = (self.nodes[from].id, self.nodes[j].id);
+        if let (Msg::Election(_), true) = (&msg, self.up(from)) {
+            // The sender's links see the send succeed: news after a run of failures.
+            if self.nodes[from].io.unreachable.remove(&to_id) {
+                self.step(from, Input::PeerReachable { peer: to_id, reachable: true });
+            }
         }
         match msg {
             Msg::Election(msg) => self.step(j, Input::Election { from: from_id, msg }),
@@ -284,7 +290,7 @@ impl Sim<'_> {
             }
             Msg::WorkAnswer { rpc, outcome } => self.rpc_answered(j, rpc, RpcAnswer::Work(outcome)),
             Msg::Applied { rpc, ok } => self.rpc_answered(j, rpc, RpcAnswer::Applied(ok)),
-            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(facts)),
+            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(Some(facts))),
         }
     }
 
@@ -316,7 +322,9 @@ impl Sim<'_> {
                 self.step(i, Input::BatchAnswered { epoch, batch, outcome });
             }
             (Some(Rpc::Apply { replication }), RpcAnswer::Applied(ok)) => self.replication_answered(i, replication, ok),
-            (Some(Rpc::Query { gathering }), RpcAnswer::Facts(facts)) => self.gathering_answered(i, gathering, facts),
+            (Some(Rpc::Query { gathering, peer }), RpcAnswer::Facts(facts)) => {
+                self.gathering_answered(i, gathering, (peer, facts))
+            }
             _ => {}
         }
     }
@@ -326,7 +334,7 @@ impl Sim<'_> {
         match self.nodes[i].io.rpcs.get(&rpc) {
             Some(Rpc::Batch { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Work(Err(why.to_string()))),
             Some(Rpc::Apply { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Applied(false)),
-            Some(Rpc::Query { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Facts(Vec::new())),
+            Some(Rpc::Query { .. }) => self.rpc_answered(i, rpc, RpcAnswer::Facts(None)),
             None => {}
         }
     }
@@ -437,29 +445,34 @@ impl Sim<'_> {
             self.nodes.iter().map(|n| n.id).filter(|&id| id != me && only.is_none_or(|o| o == id)).collect();
         self.next_rpc += 1;
         let id = self.next_rpc;
-        self.nodes[i].io.gatherings.insert(id, Gathering { epoch, only, waiting: peers.len(), facts: Vec::new() });
+        let gathering = Gathering { epoch, only, waiting: peers.len(), facts: Vec::new(), unanswered: Vec::new() };
+        self.nodes[i].io.gatherings.insert(id, gathering);
         if peers.is_empty() {
-            return self.gathering_answered(i, id, Vec::new());
+            return self.gathering_answered(i, id, (me, Some(Vec::new())));
         }
         for peer in peers {
-            let rpc = self.new_rpc(i, Rpc::Query { gathering: id }, GATHER_TIMEOUT_MS);
+            let rpc = self.new_rpc(i, Rpc::Query { gathering: id, peer }, GATHER_TIMEOUT_MS);
             self.send(i, peer, Msg::Query { rpc, finished: finished.clone() }, 0);
         }
     }
 
-    fn gathering_answered(&mut self, i: usize, id: u64, facts: Vec<Fact>) {
+    /// One peer's answer to a gathering (`None`: it failed).
+    fn gathering_answered(&mut self, i: usize, id: u64, (peer, facts): (NodeId, Option<Vec<Fact>>)) {
         let Some(g) = self.nodes[i].io.gatherings.get_mut(&id) else { return };
-        g.facts.extend(facts);
+        match facts {
+            Some(facts) => g.facts.extend(facts),
+            None => g.unanswered.push(peer),
+        }
         g.waiting = g.waiting.saturating_sub(1);
         if g.waiting > 0 {
             return;
         }
         let Some(g) = self.nodes[i].io.gatherings.remove(&id) else { return };
-        match g.only {
-            None => self.step(i, Input::Gathered { epoch: g.epoch, facts: g.facts, wrong: Vec::new() }),
-            Some(_) if !g.facts.is_empty() => self.step(i, Input::Pulled { epoch: g.epoch, facts: g.facts }),
-            Some(_) => {}
-        }
+        let input = match g.only {
+            None => Input::Gathered { epoch: g.epoch, facts: g.facts, wrong: Vec::new(), unanswered: g.unanswered },
+            Some(peer) => Input::Pulled { epoch: g.epoch, peer, facts: g.unanswered.is_empty().then_some(g.facts) },
+        };
+        self.step(i, input);
     }
 
     /// A result to decimal; a root not in hand is read from this node's disk or an
@@ -482,5 +495,5 @@ impl Sim<'_> {
 enum RpcAnswer {
     Work(Result<Vec<(OpRef, Big)>, String>),
     Applied(bool),
-    Facts(Vec<Fact>),
+    Facts(Option<Vec<Fact>>),
 }
