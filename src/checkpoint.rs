@@ -147,26 +147,16 @@ impl JobFacts {
 
 impl Checkpoint {
     /// The job a client's submission with idempotency key `request` created, if any.
-    /// The latest, should an old coordinator's copy of the job have come back after a retry
-    /// made a second one: a client retries only when it heard no acknowledgement, so the
-    /// latest job is the one it was last acknowledged (the earlier one was never, or its
-    /// acknowledgement was lost and the retry replaced it). The others are not resumed.
+    /// The earliest, should an old coordinator's copy of the job have come back after a
+    /// retry made a second one. Both are computed: which of them its client was acknowledged
+    /// cannot be known (under a partition two coordinators may each have answered), and
+    /// dropping the wrong one would lose an acknowledged job; the duplicate costs work only.
     pub fn job_for_request(&self, request: &str) -> Option<&String> {
         self.jobs
             .iter()
             .filter(|(_, j)| j.request.as_deref() == Some(request))
-            .max_by_key(|(id, _)| {
-                // Ids that do not parse (never written by a coordinator) never win.
-                let (epoch, number, text) = job_order(id);
-                if epoch == u64::MAX { (0, 0, text) } else { (epoch, number, text) }
-            })
+            .min_by_key(|(id, _)| job_order(id))
             .map(|(id, _)| id)
-    }
-
-    /// Whether job `id` was replaced by a later one for the same request key.
-    pub fn superseded(&self, id: &str) -> Option<&String> {
-        let request = self.jobs.get(id)?.request.as_deref()?;
-        self.job_for_request(request).filter(|latest| *latest != id)
     }
 
     /// Adds a fact; returns whether it was new. Facts for a finished job are dropped, and so

@@ -22,7 +22,14 @@ impl NodeCore {
         if self.role.taking_over() != Some(epoch) || self.election.leadership() != (Leadership::Leading { epoch }) {
             return;
         }
+        // Roots this node wrote when it coordinated before and no peer took: finished here.
+        let own_roots: Vec<Fact> = std::mem::take(&mut self.unreplicated_roots).into_values().collect();
         self.record(facts, None);
+        if !own_roots.is_empty() {
+            let roots = self.record(own_roots, None);
+            let roots = self.with_jobs(roots);
+            self.emit(Effect::Replicate { token: None, epoch, facts: roots });
+        }
         let timing = Timing { worker_delay_ms: self.settings.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
         let mut scheduler = Scheduler::new(epoch.to_string(), timing);
         let (mut actions, unfinished) = self.restore_jobs(&mut scheduler);
@@ -58,10 +65,6 @@ impl NodeCore {
                 // Written by a forged or buggy peer, or before --max-n was lowered: planning
                 // it could take the coordinator's whole memory and time.
                 log::error!("job {id} asks for {}!, beyond --max-n {}: not resumed", job.n, self.settings.max_n);
-                continue;
-            }
-            if let Some(latest) = self.checkpoint.superseded(&id) {
-                log::warn!("job {id}: its client's retry made job {latest}; not resumed");
                 continue;
             }
             if job.finished {
@@ -133,9 +136,6 @@ impl NodeCore {
             match fact {
                 Fact::Job { id, n, .. } if n > max_n => {
                     log::error!("job {id} asks for {n}!, beyond --max-n: not resumed");
-                }
-                Fact::Job { id, .. } if self.checkpoint.superseded(&id).is_some() => {
-                    log::warn!("job {id} learned from a peer: a later job has its request key; not resumed");
                 }
                 Fact::Job { id, .. } => match self.checkpoint.jobs.get(&id) {
                     Some(job) if job.finished => c.scheduler.restore_finished_job(id, job.n),

@@ -6,7 +6,7 @@ use super::{Answer, Effect, NodeCore, ReplyId, Routed, WriteId};
 use crate::api::JobInfo;
 use crate::bignum::Big;
 use crate::checkpoint::Fact;
-use crate::coordinator::{OpRef, Plan};
+use crate::coordinator::{JobId, OpRef, Plan};
 use facto_elections::{Election, Epoch};
 use std::collections::BTreeSet;
 
@@ -30,6 +30,8 @@ pub(super) enum AfterReplicate {
 pub(super) struct BatchJoin {
     on_disk: bool,
     on_peer: bool,
+    /// Jobs whose root product this batch brought.
+    roots: Vec<JobId>,
     /// The facts a peer must hold (kept to send again should no peer take them).
     facts: Vec<Fact>,
     /// No peer took them last time: sent again with the next tick.
@@ -124,17 +126,47 @@ impl NodeCore {
             .iter()
             .map(|(op, p)| Fact::Product { job: op.job.clone(), op: op.op, product: p.clone() })
             .collect();
+        let (roots, facts): (Vec<Fact>, Vec<Fact>) = facts.into_iter().partition(|f| self.is_new_root(f));
+        let roots = self.write_roots(roots);
         let write = self.token();
         self.after_write.insert(write, AfterWrite::Batch { epoch, batch });
-        let new = self.record(facts, Some(write));
+        let mut new = self.record(facts, Some(write));
+        new.extend(roots.iter().filter_map(|job| self.unreplicated_roots.get(job).cloned()));
         let new = if new.is_empty() { new } else { self.with_jobs(new) };
         let on_peer = new.is_empty();
         if !on_peer {
             self.replicate_batch(epoch, batch, new.clone());
         }
         if let Some(c) = self.role.coordinator_mut() {
-            c.durable.insert(batch, BatchJoin { on_disk: false, on_peer, facts: new, retry: false });
+            c.durable.insert(batch, BatchJoin { on_disk: false, on_peer, roots, facts: new, retry: false });
         }
+    }
+
+    /// A product that finishes a job this node has not finished.
+    fn is_new_root(&self, fact: &Fact) -> bool {
+        let Fact::Product { job, op, .. } = fact else { return false };
+        self.checkpoint.jobs.get(job).is_some_and(|j| !j.finished && Plan::new(j.n).root() == Some(*op))
+    }
+
+    /// Writes root products to this node's disk, but keeps them out of its checkpoint (as
+    /// [`NodeCore::unreplicated_roots`]) until a peer holds them too. Returns their jobs.
+    fn write_roots(&mut self, roots: Vec<Fact>) -> Vec<JobId> {
+        let mut jobs = Vec::new();
+        let mut finished = Vec::new();
+        for root in roots {
+            let Fact::Product { job, .. } = &root else { continue };
+            if !self.unreplicated_roots.contains_key(job) {
+                jobs.push(job.clone());
+                finished.push((job.clone(), root.clone()));
+                self.unreplicated_roots.insert(job.clone(), root);
+            }
+        }
+        if !finished.is_empty() {
+            self.checkpoint_version += finished.len() as u64;
+            let checkpoint_version = self.checkpoint_version;
+            self.emit(Effect::Write { write: None, facts: Vec::new(), finished, checkpoint_version });
+        }
+        jobs
     }
 
     fn replicate_batch(&mut self, epoch: Epoch, batch: u64, facts: Vec<Fact>) {
@@ -211,7 +243,14 @@ impl NodeCore {
             join.on_peer = true;
         }
         if join.on_disk && (join.on_peer || bug) {
+            let roots = std::mem::take(&mut join.roots);
             c.durable.remove(&batch);
+            for job in roots {
+                // Now on two disks: the checkpoint may hold it as a mark.
+                if let Some(root) = self.unreplicated_roots.remove(&job) {
+                    self.checkpoint.apply(root);
+                }
+            }
             log::debug!("batch {batch}: products durable");
             self.batch_durable(batch, Vec::new());
         }

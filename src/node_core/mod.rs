@@ -231,6 +231,11 @@ pub struct NodeCore {
     /// Dispatch facts waiting to go to the peers with the next tick (they only make the
     /// re-execution count exact, so they need not hold anything up).
     unreplicated: Vec<Fact>,
+    /// Root products this coordinator wrote to its disk but no peer holds yet. Until one
+    /// does they are offered whole to a new coordinator, never as a bare `Finished` mark: a
+    /// mark whose only root dies with this node would make the next coordinator drop the
+    /// job's products and compute it all again.
+    unreplicated_roots: BTreeMap<JobId, Fact>,
     /// The driver's clock as of the input being handled.
     now_ms: u64,
     /// The next write id or replication token.
@@ -257,6 +262,7 @@ impl NodeCore {
             checkpoint_version,
             unreachable: BTreeSet::new(),
             unreplicated: Vec::new(),
+            unreplicated_roots: BTreeMap::new(),
             now_ms: 0,
             next_token: 1,
             after_write: BTreeMap::new(),
@@ -502,7 +508,9 @@ impl NodeCore {
 
     /// This node's checkpoint facts, leaving out the jobs in `skip` (a new coordinator asks).
     pub fn checkpoint_facts_except(&self, skip: &BTreeSet<JobId>) -> Vec<Fact> {
-        self.checkpoint.facts_except(skip)
+        let mut facts = self.checkpoint.facts_except(skip);
+        facts.extend(self.unreplicated_roots.iter().filter(|(job, _)| !skip.contains(*job)).map(|(_, f)| f.clone()));
+        facts
     }
 
     /// The jobs this node's checkpoint holds for a client's idempotency key.

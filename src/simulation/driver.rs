@@ -141,8 +141,8 @@ impl Sim<'_> {
             }
         }
         self.nodes[i].known_epoch_max = self.nodes[i].known_epoch_max.max(known);
-        if kind != "tick" {
-            self.note(|| format!("node {} <- {kind}: {} effects", i + 1, effects.len()));
+        if kind != "tick" || effects.iter().any(|e| !matches!(e, Effect::Send { .. })) {
+            self.note(|| format!("node {} <- {kind}: {}", i + 1, describe(&effects)));
         }
         self.carry_out(i, effects);
     }
@@ -490,6 +490,25 @@ impl Sim<'_> {
         let after = self.rng.range(1, 5);
         self.schedule(after, Ev::Input { node: i, life, input });
     }
+}
+
+/// The effects of one step, briefly (for traces).
+fn describe(effects: &[Effect]) -> String {
+    let one = |e: &Effect| match e {
+        Effect::SaveHardState(hs) => format!("save epoch {}", hs.epoch),
+        Effect::Send { to, .. } => format!("send {to}"),
+        Effect::Write { facts, finished, .. } => format!("write {}+{} facts", facts.len(), finished.len()),
+        Effect::Replicate { facts, .. } => format!("replicate {} facts", facts.len()),
+        Effect::Gather { only, .. } => format!("gather {only:?}"),
+        Effect::Dispatch { batch, worker, items, .. } => {
+            let ops: Vec<String> = items.iter().map(|i| format!("{}:{}:{}", i.op.job, i.op.op.level, i.op.op.index)).collect();
+            format!("batch {batch} to {worker} [{}]", ops.join(" "))
+        }
+        Effect::Compute { tasks, .. } => format!("compute {} tasks", tasks.len()),
+        Effect::ToDecimal { job, .. } => format!("decimal {job}"),
+        Effect::Reply { answer, .. } => format!("reply {}", format!("{answer:?}").chars().take(60).collect::<String>()),
+    };
+    effects.iter().map(one).collect::<Vec<_>>().join(", ")
 }
 
 enum RpcAnswer {
