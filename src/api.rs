@@ -163,6 +163,11 @@ pub struct CheckpointWrite {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckpointQuery {
     pub finished: std::collections::BTreeSet<String>,
+    /// The coordinator asking, and its epoch: the answering node refuses checkpoint writes
+    /// and work from lower epochs from then on (what it answered is all a deposed
+    /// coordinator can have had acknowledged through it).
+    pub from: NodeId,
+    pub epoch: Epoch,
 }
 
 /// `POST /internal/checkpoint/root`: a finished job whose root product the coordinator

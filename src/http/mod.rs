@@ -531,8 +531,17 @@ async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
         Ok(q) => q,
         Err(res) => return Ok(res),
     };
-    let Some(facts) = req.state().checkpoint(query.finished).await else {
-        return Ok(unavailable());
+    let handle = req.state();
+    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, query.from) {
+        return Ok(error(StatusCode::BadRequest, &why));
+    }
+    let facts = match handle.checkpoint(query.from, query.epoch, query.finished).await {
+        Some(Ok(facts)) => facts,
+        Some(Err(why)) => {
+            handle.refusals.note(query.from, "a checkpoint query", &why);
+            return Ok(error(StatusCode::Conflict, &why));
+        }
+        None => return Ok(unavailable()),
     };
     Ok(match async_std::task::spawn_blocking(move || encode_facts((), &facts)).await {
         Ok(frame) => frame_response(frame),

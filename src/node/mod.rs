@@ -60,10 +60,12 @@ pub(crate) enum Event {
         facts: Vec<Fact>,
         reply: Sender<Result<(), String>>,
     },
-    /// A new coordinator asks for this node's checkpoint.
+    /// A new coordinator at `epoch` asks for this node's checkpoint.
     CheckpointQuery {
+        from: NodeId,
+        epoch: Epoch,
         skip: std::collections::BTreeSet<String>,
-        reply: Sender<Vec<Fact>>,
+        reply: Sender<Result<Vec<Fact>, String>>,
     },
 }
 
@@ -188,7 +190,12 @@ impl Handle {
             .unwrap_or_else(|| Err("node is shutting down".into()))
     }
 
-    pub async fn checkpoint(&self, skip: std::collections::BTreeSet<String>) -> Option<Vec<Fact>> {
-        self.ask(|reply| Event::CheckpointQuery { skip, reply }).await
+    pub async fn checkpoint(
+        &self,
+        from: NodeId,
+        epoch: Epoch,
+        skip: std::collections::BTreeSet<String>,
+    ) -> Option<Result<Vec<Fact>, String>> {
+        self.ask(|reply| Event::CheckpointQuery { from, epoch, skip, reply }).await
     }
 }

@@ -95,11 +95,15 @@ fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, addr: String, done: channel
 
 /// The facts of `peers` (all of them when `None`) that arrive within [`GATHER_TIMEOUT_MS`],
 /// leaving out the jobs in `finished`, and the peers that did not answer.
-pub async fn gather(handle: &Handle, only: Option<NodeId>, finished: BTreeSet<String>) -> (Vec<Fact>, Vec<NodeId>) {
+pub async fn gather(
+    handle: &Handle,
+    (epoch, only): (Epoch, Option<NodeId>),
+    finished: BTreeSet<String>,
+) -> (Vec<Fact>, Vec<NodeId>) {
     let peers: Vec<(NodeId, String)> =
         peers(handle).into_iter().filter(|(id, _)| only.is_none_or(|o| o == *id)).collect();
     let mut unanswered: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
-    let query = match serde_json::to_vec(&CheckpointQuery { finished }) {
+    let query = match serde_json::to_vec(&CheckpointQuery { finished, from: handle.config.id, epoch }) {
         Ok(q) => q,
         Err(_) => return (Vec::new(), unanswered.into_iter().collect()),
     };

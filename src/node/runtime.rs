@@ -30,6 +30,7 @@ enum Waiting {
     Jobs(Sender<Routed<Vec<JobInfo>>>),
     Applied(Sender<std::result::Result<(), String>>),
     Work(Sender<std::result::Result<Vec<u8>, WorkRefused>>),
+    Checkpoint(Sender<std::result::Result<Vec<Fact>, String>>),
 }
 
 impl Waiting {
@@ -39,6 +40,7 @@ impl Waiting {
             Waiting::Jobs(tx) => tx.is_closed(),
             Waiting::Applied(tx) => tx.is_closed(),
             Waiting::Work(tx) => tx.is_closed(),
+            Waiting::Checkpoint(tx) => tx.is_closed(),
         }
     }
 }
@@ -150,9 +152,8 @@ impl Runtime {
                 let _ = reply.try_send(self.status());
                 return;
             }
-            Event::CheckpointQuery { skip, reply } => {
-                let _ = reply.try_send(self.core.checkpoint_facts_except(&skip));
-                return;
+            Event::CheckpointQuery { from, epoch, skip, reply } => {
+                Input::CheckpointQuery { from, epoch, skip, reply: self.keep(Waiting::Checkpoint(reply)) }
             }
         };
         self.step(input);
@@ -233,6 +234,7 @@ impl Runtime {
             (Waiting::Jobs(tx), Answer::Jobs(routed)) => drop(tx.try_send(routed)),
             (Waiting::Applied(tx), Answer::Applied(result)) => drop(tx.try_send(result)),
             (Waiting::Work(tx), Answer::WorkRefused(why)) => drop(tx.try_send(Err(WorkRefused::Fenced(why)))),
+            (Waiting::Checkpoint(tx), Answer::Checkpoint(facts)) => drop(tx.try_send(facts)),
             (_, answer) => log::error!("answer {to} does not fit its request: {answer:?}"),
         }
     }
@@ -251,7 +253,7 @@ impl Runtime {
     fn gather(&self, epoch: Epoch, only: Option<NodeId>, finished: std::collections::BTreeSet<JobId>, own: Vec<Fact>) {
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
-            let (facts, unanswered) = gather(&handle, only, finished).await;
+            let (facts, unanswered) = gather(&handle, (epoch, only), finished).await;
             let (facts, wrong) = verify(&handle, facts, own).await;
             let input = match only {
                 None => Input::Gathered { epoch, facts, wrong, unanswered },

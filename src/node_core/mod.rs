@@ -101,6 +101,8 @@ pub enum Input {
     Jobs { id: Option<String>, wait: bool, reply: ReplyId },
     /// The client behind `reply` stopped waiting.
     ClientGone { reply: ReplyId },
+    /// The coordinator at `epoch` asks for this node's checkpoint, leaving out `skip`.
+    CheckpointQuery { from: NodeId, epoch: Epoch, skip: BTreeSet<JobId>, reply: ReplyId },
     /// The coordinator at `epoch` sends checkpoint facts to keep.
     ApplyFacts { from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId },
     /// The peers' checkpoints gathered on becoming coordinator at `epoch` (checked by the
@@ -134,6 +136,7 @@ impl Input {
             Input::Jobs { .. } => "job query",
             Input::ClientGone { .. } => "client gone",
             Input::ApplyFacts { .. } => "checkpoint write",
+            Input::CheckpointQuery { .. } => "checkpoint read",
             Input::Gathered { .. } => "gathered checkpoints",
             Input::Pulled { .. } => "pulled checkpoint",
             Input::BatchAnswered { .. } => "batch answer",
@@ -185,6 +188,8 @@ pub enum Answer {
     Applied(std::result::Result<(), String>),
     /// To work from a deposed or implausible coordinator.
     WorkRefused(String),
+    /// To a checkpoint query: the facts, or why not.
+    Checkpoint(std::result::Result<Vec<Fact>, String>),
 }
 
 /// Where a client request is served.
@@ -236,6 +241,9 @@ pub struct NodeCore {
     /// mark whose only root dies with this node would make the next coordinator drop the
     /// job's products and compute it all again.
     unreplicated_roots: BTreeMap<JobId, Fact>,
+    /// The highest epoch of a coordinator this node answered a gathering of (kept in memory
+    /// only: see docs/DESIGN.md).
+    promised_epoch: Epoch,
     /// The driver's clock as of the input being handled.
     now_ms: u64,
     /// The next write id or replication token.
@@ -263,6 +271,7 @@ impl NodeCore {
             unreachable: BTreeSet::new(),
             unreplicated: Vec::new(),
             unreplicated_roots: BTreeMap::new(),
+            promised_epoch: 0,
             now_ms: 0,
             next_token: 1,
             after_write: BTreeMap::new(),
@@ -292,6 +301,7 @@ impl NodeCore {
             Input::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
             Input::ClientGone { reply } => self.on_client_gone(reply),
             Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
+            Input::CheckpointQuery { from, epoch, skip, reply } => self.on_checkpoint_query(from, epoch, &skip, reply),
             Input::Gathered { epoch, facts, wrong, unanswered } => {
                 for (job, op) in wrong {
                     self.checkpoint.forget(&job, op);
@@ -402,6 +412,22 @@ impl NodeCore {
         crate::node::validate::epoch_ahead(known, epoch)
     }
 
+    /// A new coordinator gathers: this node answers with its facts and, from now on, refuses
+    /// writes and work from lower epochs. Without that promise a deposed coordinator could
+    /// have a job acknowledged through this node after the answer left, and the new
+    /// coordinator would never hear of it.
+    fn on_checkpoint_query(&mut self, from: NodeId, epoch: Epoch, skip: &BTreeSet<JobId>, reply: ReplyId) {
+        if let Err(why) = crate::node::validate::epoch_ahead(self.known_epoch(), epoch) {
+            return self.reply(reply, Answer::Checkpoint(Err(why)));
+        }
+        if epoch > self.promised_epoch {
+            log::debug!("node {from} gathers at epoch {epoch}: writes from lower epochs refused from now on");
+            self.promised_epoch = epoch;
+        }
+        let facts = self.checkpoint_facts_except(skip);
+        self.reply(reply, Answer::Checkpoint(Ok(facts)));
+    }
+
     /// A coordinator's checkpoint write: acknowledged once on disk.
     fn on_apply_facts(&mut self, from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId) {
         if let Err(why) = self.admit_facts(from, epoch, &facts) {
@@ -487,9 +513,10 @@ impl NodeCore {
         }
     }
 
-    /// The highest epoch this node knows.
+    /// The highest epoch this node knows (from its election, or a coordinator's gathering).
     pub fn known_epoch(&self) -> Epoch {
-        self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0))
+        let election = self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0));
+        election.max(self.promised_epoch)
     }
 
     /// Whether this node is taking over (client requests wait meanwhile).
@@ -506,8 +533,8 @@ impl NodeCore {
         self.election.leadership()
     }
 
-    /// This node's checkpoint facts, leaving out the jobs in `skip` (a new coordinator asks).
-    pub fn checkpoint_facts_except(&self, skip: &BTreeSet<JobId>) -> Vec<Fact> {
+    /// This node's checkpoint facts, leaving out the jobs in `skip`.
+    fn checkpoint_facts_except(&self, skip: &BTreeSet<JobId>) -> Vec<Fact> {
         let mut facts = self.checkpoint.facts_except(skip);
         facts.extend(self.unreplicated_roots.iter().filter(|(job, _)| !skip.contains(*job)).map(|(_, f)| f.clone()));
         facts

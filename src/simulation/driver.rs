@@ -27,8 +27,8 @@ pub(super) enum Msg {
     WorkAnswer { rpc: u64, outcome: Result<Vec<(OpRef, Big)>, String> },
     Apply { rpc: u64, epoch: Epoch, facts: Vec<Fact> },
     Applied { rpc: u64, ok: bool },
-    Query { rpc: u64, finished: BTreeSet<JobId> },
-    QueryAnswer { rpc: u64, facts: Vec<Fact> },
+    Query { rpc: u64, epoch: Epoch, finished: BTreeSet<JobId> },
+    QueryAnswer { rpc: u64, facts: Option<Vec<Fact>> },
 }
 
 impl Msg {
@@ -64,6 +64,7 @@ enum ReplyTo {
     Client { client: usize, generation: u64 },
     Work { to: NodeId, rpc: u64 },
     Apply { to: NodeId, rpc: u64 },
+    Query { to: NodeId, rpc: u64 },
 }
 
 /// A request this node sent and waits on.
@@ -284,13 +285,13 @@ impl Sim<'_> {
                 let reply = self.keep_reply(j, ReplyTo::Apply { to: from_id, rpc });
                 self.step(j, Input::ApplyFacts { from: from_id, epoch, facts, reply });
             }
-            Msg::Query { rpc, finished } => {
-                let facts = self.nodes[j].core.as_ref().map(|c| c.checkpoint_facts_except(&finished)).unwrap_or_default();
-                self.send(j, from_id, Msg::QueryAnswer { rpc, facts }, 0);
+            Msg::Query { rpc, epoch, finished } => {
+                let reply = self.keep_reply(j, ReplyTo::Query { to: from_id, rpc });
+                self.step(j, Input::CheckpointQuery { from: from_id, epoch, skip: finished, reply });
             }
             Msg::WorkAnswer { rpc, outcome } => self.rpc_answered(j, rpc, RpcAnswer::Work(outcome)),
             Msg::Applied { rpc, ok } => self.rpc_answered(j, rpc, RpcAnswer::Applied(ok)),
-            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(Some(facts))),
+            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(facts)),
         }
     }
 
@@ -388,6 +389,9 @@ impl Sim<'_> {
                 self.send(i, to, Msg::WorkAnswer { rpc, outcome: Err(why) }, 0)
             }
             (Some(ReplyTo::Apply { to, rpc }), Answer::Applied(r)) => self.send(i, to, Msg::Applied { rpc, ok: r.is_ok() }, 0),
+            (Some(ReplyTo::Query { to, rpc }), Answer::Checkpoint(facts)) => {
+                self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok() }, 0)
+            }
             (Some(_), answer) => self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1)),
             (None, _) => {}
         }
@@ -452,7 +456,7 @@ impl Sim<'_> {
         }
         for peer in peers {
             let rpc = self.new_rpc(i, Rpc::Query { gathering: id, peer }, GATHER_TIMEOUT_MS);
-            self.send(i, peer, Msg::Query { rpc, finished: finished.clone() }, 0);
+            self.send(i, peer, Msg::Query { rpc, epoch, finished: finished.clone() }, 0);
         }
     }
 
