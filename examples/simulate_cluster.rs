@@ -89,7 +89,7 @@ fn main() {
 fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
     let next = AtomicU64::new(first);
     let failures = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 2]));
+    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 2], 0u64));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -107,6 +107,7 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
                 t.1 += report.tasks_computed;
                 t.2 += report.tasks_recomputed;
                 t.3[usize::from(report.kind == "storm")] += 1;
+                t.4 += report.results_lost;
                 drop(t);
                 if !report.violations.is_empty() {
                     failures.lock().unwrap().push(report);
@@ -114,9 +115,10 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
             });
         }
     });
-    let (events, computed, recomputed, kinds) = *totals.lock().unwrap();
+    let (events, computed, recomputed, kinds, lost) = *totals.lock().unwrap();
     println!(
-        "{} crash runs, {} storm runs; {events} events; {computed} tasks computed, {recomputed} of them again",
+        "{} crash runs, {} storm runs; {events} events; {computed} tasks computed, {recomputed} of them again; \
+         {lost} finished results recomputed (no reachable copy)",
         kinds[0], kinds[1]
     );
     let mut failures = failures.into_inner().unwrap();

@@ -12,6 +12,8 @@ pub(super) struct Checks {
     /// stepped down, its batch failed, the network duplicated its request): the times it
     /// may be computed again.
     allowance: HashMap<OpRef, u32>,
+    /// Finished jobs whose result no reachable member held when asked (computed again).
+    pub results_lost: u64,
 }
 
 impl Checks {

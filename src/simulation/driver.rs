@@ -16,8 +16,15 @@ use std::sync::Arc;
 const REPLICATE_TIMEOUT_MS: u64 = 300;
 /// How long a new coordinator waits for its peers' checkpoints (as in production).
 const GATHER_TIMEOUT_MS: u64 = crate::node::replication::GATHER_TIMEOUT_MS;
-/// Longest time a write takes to reach the disk.
+/// Longest time a write takes to reach the disk...
 const WRITE_MS_MAX: u64 = 3;
+/// ... except for stalls (a busy disk, a slow fsync): this often, a write takes up to
+/// [`STALL_MS_MAX`].
+const STALL_CHANCE: f64 = 0.03;
+const STALL_MS_MAX: u64 = 300;
+/// In crashes runs, the chance that a coordinator crashes a moment after it handled a
+/// worker's answer or a write: the moments its promises hinge on.
+const CRASH_AFTER_PROGRESS_CHANCE: f64 = 0.03;
 
 /// What travels between members.
 #[derive(Clone, Debug)]
@@ -142,6 +149,11 @@ impl Sim<'_> {
             }
         }
         self.nodes[i].known_epoch_max = self.nodes[i].known_epoch_max.max(known);
+        let progress = matches!(kind, "batch answer" | "write durable" | "replicated");
+        if progress && !storm && coordinating.is_some() && self.now_ms < super::FAULTS_MS && self.rng.chance(CRASH_AFTER_PROGRESS_CHANCE) {
+            let after = self.rng.range(0, 10);
+            self.schedule(after, Ev::Crash { node: i });
+        }
         if kind != "tick" || effects.iter().any(|e| !matches!(e, Effect::Send { .. })) {
             self.note(|| format!("node {} <- {kind}: {}", i + 1, describe(&effects)));
         }
@@ -179,7 +191,11 @@ impl Sim<'_> {
 
     /// Queues a write; writes reach the disk in order, each after a random latency.
     fn write(&mut self, i: usize, write: Write) {
-        let latency = self.rng.range(0, WRITE_MS_MAX + 1);
+        let latency = if self.rng.chance(STALL_CHANCE) {
+            self.rng.range(WRITE_MS_MAX, STALL_MS_MAX + 1)
+        } else {
+            self.rng.range(0, WRITE_MS_MAX + 1)
+        };
         let io = &mut self.nodes[i].io;
         io.disk_free_at_ms = io.disk_free_at_ms.max(self.now_ms) + latency;
         io.writes.push_back(write);
@@ -487,6 +503,16 @@ impl Sim<'_> {
             holders.into_iter().find_map(|j| self.nodes[j].disk.roots.get(&job).cloned())
         });
         let life = self.nodes[i].life;
+        if product.is_none() {
+            // Its only copies are down or were lost: the job is computed again, a failure
+            // every task of it may be redone for (see docs/DESIGN.md, "Known gaps").
+            let holders: Vec<NodeId> = self.nodes.iter().filter(|n| n.disk.roots.contains_key(&job)).map(|n| n.id).collect();
+            self.note(|| format!("node {}: no reachable root of {job}; held by {holders:?}", i + 1));
+            let plan = crate::coordinator::Plan::new(n);
+            let tasks = plan.stages().iter().flat_map(|&level| plan.tasks_at(level)).map(|op| OpRef { job: job.clone(), op });
+            self.checks.allow_again(tasks.collect());
+            self.checks.results_lost += 1;
+        }
         let input = match product {
             Some(p) => Input::Decimal { job, n, decimal: Arc::from(p.to_decimal()) },
             None => Input::NoDecimal { job },

@@ -77,6 +77,8 @@ pub struct RunReport {
     /// Tasks computed by workers, and how many of those were computed again.
     pub tasks_computed: u64,
     pub tasks_recomputed: u64,
+    /// Finished jobs computed again because no reachable member held their result.
+    pub results_lost: u64,
 }
 
 /// Runs one seed.
@@ -408,6 +410,7 @@ impl<'a> Sim<'a> {
             events: self.handled,
             tasks_computed: self.checks.tasks_computed(),
             tasks_recomputed: self.checks.tasks_recomputed(),
+            results_lost: self.checks.results_lost,
         }
     }
 
