@@ -96,7 +96,7 @@ fn a_stalled_worker_is_replaced_and_its_late_answer_does_no_harm(election: &str)
     // Wake it: its stale answer arrives, the job stays exact, and it rejoins as a worker.
     cluster.signal(victim, libc::SIGCONT);
     cluster.wait_for_agreement(AGREE);
-    let again = cluster.job(&id).unwrap();
+    let again = cluster.wait_for_job(&id, FINISH);
     assert_exact(&again, 100_000);
     let second = cluster.submit_no_wait(300);
     assert_exact(&cluster.wait_for_job(&second, FINISH), 300);

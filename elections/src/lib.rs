@@ -17,6 +17,7 @@ use std::fmt::Debug;
 pub mod any;
 pub mod bully;
 mod fencing;
+pub mod net;
 pub mod raft;
 pub mod ring;
 pub mod rng;

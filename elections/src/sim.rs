@@ -15,6 +15,7 @@
 //! 4. **Liveness**: once faults stop, every live node agrees on one leader (all following it
 //!    at one epoch, the leader leading at that epoch) within [`liveness_bound_ticks`].
 
+use crate::net::{Network, Route};
 use crate::rng::mix;
 pub use crate::rng::Rng;
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
@@ -286,12 +287,8 @@ struct Sim<'a, E: Election, F> {
     queue: BinaryHeap<Queued<E::Msg>>,
     nodes: Vec<Node<E>>,
     members: Vec<NodeId>,
-    /// Partition side of each node; nodes talk only to their own side.
-    side: Vec<bool>,
-    /// Fault-phase network faults (off in the quiet phase).
-    faulty_network: bool,
-    loss: f64,
-    duplication: f64,
+    /// Delays, loss, duplication (during the faults) and partitions.
+    net: Network,
     /// Whether senders hear `PeerDown`/`PeerUp` about crashed peers in this run.
     peer_notices: bool,
     /// `[sender * n + peer]`: the sender was told `PeerDown(peer)` and not yet `PeerUp`.
@@ -333,10 +330,7 @@ where
             queue: BinaryHeap::new(),
             nodes: Vec::with_capacity(n),
             members: (1..=n as NodeId).collect(),
-            side: vec![false; n],
-            faulty_network: false,
-            loss: 0.0,
-            duplication: 0.0,
+            net: Network::new(n, MIN_DELAY_MS, MAX_DELAY_MS),
             peer_notices: false,
             told_down: vec![false; n * n],
             fault_end_ms: 0,
@@ -401,20 +395,20 @@ where
     fn setup(&mut self) {
         if self.config.scenario == Scenario::Random {
             self.fault_end_ms = self.rng.range(1_000, 3_001);
-            self.loss = [0.0, 0.01, 0.05, 0.2][self.rng.below(4) as usize];
-            self.duplication = [0.0, 0.02, 0.1][self.rng.below(3) as usize];
+            let loss = [0.0, 0.01, 0.05, 0.2][self.rng.below(4) as usize];
+            let duplication = [0.0, 0.02, 0.1][self.rng.below(3) as usize];
+            self.net.set_faults(loss, duplication);
             self.peer_notices = self.rng.chance(0.5);
             if self.rng.chance(0.3) {
                 for i in 0..self.config.nodes {
                     self.nodes[i].checkpoint_version = self.rng.below(3);
                 }
             }
-            self.faulty_network = true;
             let fault_end_ms = self.fault_end_ms;
             let first_fault_ms = self.rng.range(0, 300);
             self.schedule(first_fault_ms, Event::Fault);
             self.schedule(fault_end_ms, Event::Quiet);
-            let (loss, duplication, notices) = (self.loss, self.duplication, self.peer_notices);
+            let ((loss, duplication), notices) = (self.net.faults(), self.peer_notices);
             self.note(|| {
                 format!(
                     "faults until {fault_end_ms}ms, loss {loss}, duplication {duplication}, \
@@ -471,7 +465,7 @@ where
                 }
             }
             Event::Deliver { from, to, msg } => {
-                if self.is_up(to) && self.side[from] == self.side[to] {
+                if self.is_up(to) && self.net.connected(from, to) {
                     let from_id = self.id(from);
                     self.step(to, Input::Message { from: from_id, msg });
                 }
@@ -563,14 +557,11 @@ where
             self.note(|| format!("{from_id} -> {to_id} dropped (no such node): {msg:?}"));
             return;
         };
-        if self.faulty_network && self.rng.chance(self.loss) {
-            self.note(|| format!("{from_id} -> {to_id} lost: {msg:?}"));
-            return;
-        }
-        if self.side[from] != self.side[to] {
-            self.note(|| format!("{from_id} -> {to_id} partitioned: {msg:?}"));
-            return;
-        }
+        let delays = match self.net.route(&mut self.rng, from, to) {
+            Route::Lost => return self.note(|| format!("{from_id} -> {to_id} lost: {msg:?}")),
+            Route::Partitioned => return self.note(|| format!("{from_id} -> {to_id} partitioned: {msg:?}")),
+            Route::Deliver(delays) => delays,
+        };
         if !self.is_up(to) {
             self.note(|| format!("{from_id} -> {to_id} refused (crashed): {msg:?}"));
             let told = from * self.config.nodes + to;
@@ -581,15 +572,14 @@ where
             }
             return;
         }
-        if self.faulty_network && self.rng.chance(self.duplication) {
-            self.deliver_later(from, to, msg.clone(), " (duplicate)");
+        for (copy, delay_ms) in delays.into_iter().enumerate().rev() {
+            let remark = if copy > 0 { " (duplicate)" } else { "" };
+            self.deliver_later(from, to, msg.clone(), delay_ms, remark);
         }
-        self.deliver_later(from, to, msg, "");
     }
 
-    /// Puts one copy of a message in flight with a random delay.
-    fn deliver_later(&mut self, from: usize, to: usize, msg: E::Msg, remark: &str) {
-        let delay_ms = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
+    /// Puts one copy of a message in flight, `delay_ms` from now.
+    fn deliver_later(&mut self, from: usize, to: usize, msg: E::Msg, delay_ms: u64, remark: &str) {
         let (from_id, to_id) = (self.id(from), self.id(to));
         self.note(|| format!("{from_id} -> {to_id} in {delay_ms}ms{remark}: {msg:?}"));
         self.schedule(self.now_ms + delay_ms, Event::Deliver { from, to, msg });
@@ -672,12 +662,13 @@ where
             }
             2 if n >= 2 => {
                 for i in 0..n {
-                    self.side[i] = self.rng.chance(0.5);
+                    let side = u8::from(self.rng.chance(0.5));
+                    self.net.set_side(i, side);
                 }
                 // Both sides non-empty: move one random node across if needed.
-                if self.side.iter().all(|&s| s == self.side[0]) {
+                if !self.net.partitioned() {
                     let i = self.rng.below(n as u64) as usize;
-                    self.side[i] = !self.side[i];
+                    self.net.set_side(i, 1 - self.net.side(i));
                 }
                 let groups = self.describe_partition();
                 self.note(|| format!("partition {groups}"));
@@ -689,8 +680,8 @@ where
     }
 
     fn heal(&mut self) {
-        if self.side.iter().any(|&s| s) {
-            self.side.iter_mut().for_each(|s| *s = false);
+        if self.net.partitioned() {
+            self.net.heal();
             self.note(|| "partition healed".to_string());
         }
     }
@@ -698,7 +689,7 @@ where
     /// The faults stop: heal, restart the crashed nodes except possibly a minority, and start
     /// waiting for agreement.
     fn quiet(&mut self) {
-        self.faulty_network = false;
+        self.net.set_faults(0.0, 0.0);
         self.heal();
         let max_left_down = (self.config.nodes - 1) / 2;
         let left_down = if self.rng.chance(0.5) { 0 } else { self.rng.below(max_left_down as u64 + 1) as usize };
@@ -780,10 +771,10 @@ where
     }
 
     fn describe_partition(&self) -> String {
-        let group = |side: bool| -> Vec<NodeId> {
-            (0..self.config.nodes).filter(|&i| self.side[i] == side).map(|i| self.id(i)).collect()
+        let group = |side: u8| -> Vec<NodeId> {
+            (0..self.config.nodes).filter(|&i| self.net.side(i) == side).map(|i| self.id(i)).collect()
         };
-        format!("{:?} | {:?}", group(false), group(true))
+        format!("{:?} | {:?}", group(0), group(1))
     }
 
     fn report(mut self) -> RunReport {

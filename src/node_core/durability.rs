@@ -223,7 +223,9 @@ impl NodeCore {
             Some(AfterReplicate::Batch { epoch, batch }) if ok => self.batch_part_durable(epoch, batch, false),
             Some(AfterReplicate::Batch { epoch, batch }) => {
                 log::warn!("batch {batch}: no peer took its products; sending them again");
-                if let Some(join) = self.role.coordinator_mut().filter(|c| c.epoch == epoch).and_then(|c| c.durable.get_mut(&batch)) {
+                if let Some(join) =
+                    self.role.coordinator_mut().filter(|c| c.epoch == epoch).and_then(|c| c.durable.get_mut(&batch))
+                {
                     join.retry = true;
                 }
             }

@@ -31,7 +31,7 @@ use crate::config::{Members, NodeConfig};
 use crate::coordinator::{JobId, OpId, OpRef, WorkItem};
 use crate::error::Result;
 use crate::node::worker::Task;
-use facto_elections::{AnyElection, AnyMsg, Algorithm, Config, Election, Epoch, HardState, Leadership, NodeId};
+use facto_elections::{Algorithm, AnyElection, AnyMsg, Config, Election, Epoch, HardState, Leadership, NodeId};
 use role::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -257,7 +257,12 @@ pub struct NodeCore {
 
 impl NodeCore {
     /// A node as its disk left it: election state and checkpoint facts.
-    pub fn new(settings: Settings, hard_state: HardState, checkpoint: Checkpoint, checkpoint_version: u64) -> Result<NodeCore> {
+    pub fn new(
+        settings: Settings,
+        hard_state: HardState,
+        checkpoint: Checkpoint,
+        checkpoint_version: u64,
+    ) -> Result<NodeCore> {
         let mut election_cfg = Config::new(settings.id, settings.members.ids());
         election_cfg.seed = u64::from(settings.id) ^ 0x9e37_79b9_7f4a_7c15;
         let mut election = settings.algorithm.build(election_cfg, hard_state)?;
@@ -373,7 +378,8 @@ impl NodeCore {
     }
 
     fn on_peer_reachable(&mut self, peer: NodeId, reachable: bool) {
-        let input = if reachable { facto_elections::Input::PeerUp(peer) } else { facto_elections::Input::PeerDown(peer) };
+        let input =
+            if reachable { facto_elections::Input::PeerUp(peer) } else { facto_elections::Input::PeerDown(peer) };
         self.step_election(input);
         if reachable {
             self.unreachable.remove(&peer);

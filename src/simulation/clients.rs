@@ -115,7 +115,9 @@ impl Sim<'_> {
                 self.violation(format!("client {}: refused: {why}", self.clients[client].key));
             }
             Answer::Job(Routed::Leader(addr)) | Answer::Jobs(Routed::Leader(addr)) => {
-                if let Some(id) = addr.strip_prefix("sim-").and_then(|a| a.strip_suffix(":1")).and_then(|a| a.parse().ok()) {
+                if let Some(id) =
+                    addr.strip_prefix("sim-").and_then(|a| a.strip_suffix(":1")).and_then(|a| a.parse().ok())
+                {
                     self.clients[client].target = self.index(id);
                 }
                 self.client_wake(client, 1);

@@ -7,7 +7,8 @@ use crate::checkpoint::Fact;
 use crate::coordinator::{JobId, OpRef, WorkItem};
 use crate::node::worker::{self, Task, WorkerStats};
 use crate::node_core::{Answer, Effect, Input, ReplyId, WriteId};
-use facto_elections::sim::{MAX_DELAY_MS, MIN_DELAY_MS, NOTICE_DELAY_MS};
+use facto_elections::net::Route;
+use facto_elections::sim::NOTICE_DELAY_MS;
 use facto_elections::{AnyMsg, Epoch, HardState, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -150,7 +151,12 @@ impl Sim<'_> {
         }
         self.nodes[i].known_epoch_max = self.nodes[i].known_epoch_max.max(known);
         let progress = matches!(kind, "batch answer" | "write durable" | "replicated");
-        if progress && !storm && coordinating.is_some() && self.now_ms < super::FAULTS_MS && self.rng.chance(CRASH_AFTER_PROGRESS_CHANCE) {
+        if progress
+            && !storm
+            && coordinating.is_some()
+            && self.now_ms < super::FAULTS_MS
+            && self.rng.chance(CRASH_AFTER_PROGRESS_CHANCE)
+        {
             let after = self.rng.range(0, 10);
             self.schedule(after, Ev::Crash { node: i });
         }
@@ -165,7 +171,13 @@ impl Sim<'_> {
         for effect in effects {
             match effect {
                 Effect::SaveHardState(hs) => {
-                    let write = Write { write: None, hard_state: Some(hs), facts: Vec::new(), finished: Vec::new(), version: 0 };
+                    let write = Write {
+                        write: None,
+                        hard_state: Some(hs),
+                        facts: Vec::new(),
+                        finished: Vec::new(),
+                        version: 0,
+                    };
                     self.write(i, write);
                     held = true;
                 }
@@ -240,24 +252,21 @@ impl Sim<'_> {
     /// Sends `msg` from node `i` to member `to`, `extra_ms` later than the network alone.
     pub(super) fn send(&mut self, i: usize, to: NodeId, msg: Msg, extra_ms: u64) {
         let j = self.index(to);
-        if !self.up(j) || !self.connected(i, j) {
-            return self.refused(i, to, msg);
+        // An unreachable peer (partitioned, like the admin API's partitions, or down)
+        // refuses at once; a lost message is only noticed by a request's timeout.
+        let delays = match self.net.route(&mut self.rng, i, j) {
+            Route::Partitioned => return self.refused(i, to, msg),
+            _ if !self.up(j) => return self.refused(i, to, msg),
+            Route::Lost => return self.note(|| format!("lost: node {} -> node {to}", i + 1)),
+            Route::Deliver(delays) => delays,
+        };
+        if let (Msg::Work { tasks, .. }, true) = (&msg, delays.len() > 1) {
+            self.checks.allow_again(tasks.iter().map(|(op, _)| op.clone()).collect());
         }
-        if self.rng.chance(self.loss) {
-            self.note(|| format!("lost: node {} -> node {to}", i + 1));
-            return;
-        }
-        if self.rng.chance(self.duplication) {
-            if let Msg::Work { tasks, .. } = &msg {
-                self.checks.allow_again(tasks.iter().map(|(op, _)| op.clone()).collect());
-            }
-            let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1) + extra_ms;
-            let to_life = self.nodes[j].life;
-            self.schedule(delay, Ev::Net { from: i, to: j, to_life, msg: msg.clone() });
-        }
-        let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1) + extra_ms;
         let to_life = self.nodes[j].life;
-        self.schedule(delay, Ev::Net { from: i, to: j, to_life, msg });
+        for delay_ms in delays {
+            self.schedule(delay_ms + extra_ms, Ev::Net { from: i, to: j, to_life, msg: msg.clone() });
+        }
     }
 
     /// A connection refused: an election message's failure is news to the sender (as its
@@ -365,11 +374,21 @@ impl Sim<'_> {
         id
     }
 
-    fn dispatch(&mut self, i: usize, (epoch, batch): (Epoch, u64), worker: NodeId, deadline_ms: u64, items: Vec<WorkItem>) {
+    fn dispatch(
+        &mut self,
+        i: usize,
+        (epoch, batch): (Epoch, u64),
+        worker: NodeId,
+        deadline_ms: u64,
+        items: Vec<WorkItem>,
+    ) {
         let ops = items.iter().map(|item| item.op.clone()).collect();
         let timeout_ms = deadline_ms.saturating_sub(self.now_ms).max(1);
         let rpc = self.new_rpc(i, Rpc::Batch { epoch, batch, worker, tasks: ops }, timeout_ms);
-        let tasks = items.into_iter().map(|it| (it.op.clone(), Task { n: it.n, op: it.op.op, operands: it.operands })).collect();
+        let tasks = items
+            .into_iter()
+            .map(|it| (it.op.clone(), Task { n: it.n, op: it.op.op, operands: it.operands }))
+            .collect();
         self.send(i, worker, Msg::Work { rpc, epoch, tasks }, 0);
     }
 
@@ -404,11 +423,15 @@ impl Sim<'_> {
             (Some(ReplyTo::Work { to, rpc }), Answer::WorkRefused(why)) => {
                 self.send(i, to, Msg::WorkAnswer { rpc, outcome: Err(why) }, 0)
             }
-            (Some(ReplyTo::Apply { to, rpc }), Answer::Applied(r)) => self.send(i, to, Msg::Applied { rpc, ok: r.is_ok() }, 0),
+            (Some(ReplyTo::Apply { to, rpc }), Answer::Applied(r)) => {
+                self.send(i, to, Msg::Applied { rpc, ok: r.is_ok() }, 0)
+            }
             (Some(ReplyTo::Query { to, rpc }), Answer::Checkpoint(facts)) => {
                 self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok() }, 0)
             }
-            (Some(_), answer) => self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1)),
+            (Some(_), answer) => {
+                self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1))
+            }
             (None, _) => {}
         }
     }
@@ -506,10 +529,12 @@ impl Sim<'_> {
         if product.is_none() {
             // Its only copies are down or were lost: the job is computed again, a failure
             // every task of it may be redone for (see docs/DESIGN.md, "Known gaps").
-            let holders: Vec<NodeId> = self.nodes.iter().filter(|n| n.disk.roots.contains_key(&job)).map(|n| n.id).collect();
+            let holders: Vec<NodeId> =
+                self.nodes.iter().filter(|n| n.disk.roots.contains_key(&job)).map(|n| n.id).collect();
             self.note(|| format!("node {}: no reachable root of {job}; held by {holders:?}", i + 1));
             let plan = crate::coordinator::Plan::new(n);
-            let tasks = plan.stages().iter().flat_map(|&level| plan.tasks_at(level)).map(|op| OpRef { job: job.clone(), op });
+            let tasks =
+                plan.stages().iter().flat_map(|&level| plan.tasks_at(level)).map(|op| OpRef { job: job.clone(), op });
             self.checks.allow_again(tasks.collect());
             self.checks.results_lost += 1;
         }
@@ -531,7 +556,8 @@ fn describe(effects: &[Effect]) -> String {
         Effect::Replicate { facts, .. } => format!("replicate {} facts", facts.len()),
         Effect::Gather { only, .. } => format!("gather {only:?}"),
         Effect::Dispatch { batch, worker, items, .. } => {
-            let ops: Vec<String> = items.iter().map(|i| format!("{}:{}:{}", i.op.job, i.op.op.level, i.op.op.index)).collect();
+            let ops: Vec<String> =
+                items.iter().map(|i| format!("{}:{}:{}", i.op.job, i.op.op.level, i.op.op.index)).collect();
             format!("batch {batch} to {worker} [{}]", ops.join(" "))
         }
         Effect::Compute { tasks, .. } => format!("compute {} tasks", tasks.len()),

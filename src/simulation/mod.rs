@@ -35,7 +35,8 @@ mod driver;
 use crate::checkpoint::Checkpoint;
 use crate::config::Members;
 use crate::node_core::{Bugs, NodeCore, Settings};
-use facto_elections::sim::Rng;
+use facto_elections::net::Network;
+use facto_elections::sim::{Rng, MAX_DELAY_MS, MIN_DELAY_MS};
 use facto_elections::{Algorithm, NodeId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -90,19 +91,46 @@ pub fn run(config: &SimConfig, seed: u64) -> RunReport {
 
 /// A scheduled happening.
 enum Ev {
-    Tick { node: usize },
+    Tick {
+        node: usize,
+    },
     /// A message arrives at `to` (a node index).
-    Net { from: usize, to: usize, to_life: u64, msg: driver::Msg },
+    Net {
+        from: usize,
+        to: usize,
+        to_life: u64,
+        msg: driver::Msg,
+    },
     /// An input for a node, valid only in the same life of the node.
-    Input { node: usize, life: u64, input: crate::node_core::Input },
+    Input {
+        node: usize,
+        life: u64,
+        input: crate::node_core::Input,
+    },
     /// A node's oldest write in progress reaches the disk.
-    Durable { node: usize, life: u64 },
+    Durable {
+        node: usize,
+        life: u64,
+    },
     /// An election message held until the hard state before it was durable.
-    SendHeld { node: usize, life: u64, to: NodeId, msg: facto_elections::AnyMsg },
+    SendHeld {
+        node: usize,
+        life: u64,
+        to: NodeId,
+        msg: facto_elections::AnyMsg,
+    },
     /// An outgoing request of a node's gives up.
-    RpcTimeout { node: usize, life: u64, rpc: u64 },
-    Crash { node: usize },
-    Restart { node: usize },
+    RpcTimeout {
+        node: usize,
+        life: u64,
+        rpc: u64,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
     Client(clients::ClientEv),
@@ -132,11 +160,9 @@ struct Sim<'a> {
     next_seq: u64,
     handled: u64,
     nodes: Vec<SimNode>,
-    /// Partition side of each node (messages flow within a side).
-    side: Vec<u8>,
-    /// Storm runs only: chance a message is lost, or delivered twice.
-    loss: f64,
-    duplication: f64,
+    /// Delays, partitions and (storm runs only) loss and duplication: the model the
+    /// elections' simulator drives too.
+    net: Network,
     storm: bool,
     healed: bool,
     clients: Vec<clients::Client>,
@@ -159,7 +185,10 @@ impl<'a> Sim<'a> {
                 known_epoch_max: 0,
             })
             .collect();
-        let (loss, duplication) = if storm { (rng.below(10) as f64 / 100.0, rng.below(5) as f64 / 100.0) } else { (0.0, 0.0) };
+        let mut net = Network::new(config.nodes, MIN_DELAY_MS, MAX_DELAY_MS);
+        if storm {
+            net.set_faults(rng.below(10) as f64 / 100.0, rng.below(5) as f64 / 100.0);
+        }
         let mut sim = Sim {
             config,
             seed,
@@ -170,9 +199,7 @@ impl<'a> Sim<'a> {
             next_seq: 0,
             handled: 0,
             nodes,
-            side: vec![0; config.nodes],
-            loss,
-            duplication,
+            net,
             storm,
             healed: false,
             clients: Vec::new(),
@@ -334,7 +361,8 @@ impl<'a> Sim<'a> {
         if !self.storm && up.len() < self.nodes.len() || up.is_empty() {
             return;
         }
-        let leader = up.iter().copied().find(|&j| self.nodes[j].core.as_ref().is_some_and(|c| c.coordinating().is_some()));
+        let leader =
+            up.iter().copied().find(|&j| self.nodes[j].core.as_ref().is_some_and(|c| c.coordinating().is_some()));
         let i = match (i, leader) {
             (usize::MAX, Some(l)) if self.rng.chance(0.5) => l,
             (usize::MAX, _) => up[self.rng.below(up.len() as u64) as usize],
@@ -365,28 +393,25 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Cuts the cluster in two: a random set of nodes (at least one, not all) on side 1.
     fn partition(&mut self) {
-        for s in self.side.iter_mut() {
-            *s = 0;
+        self.net.heal();
+        let n = self.nodes.len();
+        for _ in 0..self.rng.range(1, n as u64) {
+            let i = self.rng.below(n as u64) as usize;
+            self.net.set_side(i, 1);
         }
-        let cut = self.rng.range(1, self.nodes.len() as u64) as usize;
-        for i in 0..cut {
-            let j = self.rng.below(self.nodes.len() as u64) as usize;
-            self.side[j] = 1;
-            let _ = i;
-        }
-        let side = self.side.clone();
-        self.note(|| format!("partition {side:?}"));
+        let sides: Vec<u8> = (0..n).map(|i| self.net.side(i)).collect();
+        self.note(|| format!("partition {sides:?}"));
     }
 
     /// Heals partitions; at the end of the faults also restarts every crashed node and
     /// stops loss and duplication.
     fn heal(&mut self) {
-        self.side.iter_mut().for_each(|s| *s = 0);
+        self.net.heal();
         if self.now_ms >= FAULTS_MS && !self.healed {
             self.healed = true;
-            self.loss = 0.0;
-            self.duplication = 0.0;
+            self.net.set_faults(0.0, 0.0);
             for i in 0..self.nodes.len() {
                 if !self.up(i) {
                     self.start(i);
@@ -397,7 +422,7 @@ impl<'a> Sim<'a> {
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
-        self.side[a] == self.side[b]
+        self.net.connected(a, b)
     }
 
     fn report(self) -> RunReport {
@@ -425,4 +450,3 @@ impl<'a> Sim<'a> {
         }
     }
 }
-

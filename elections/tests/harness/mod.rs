@@ -1,9 +1,13 @@
 //! A tiny hand-driven network for the textbook tests: every message sent during a tick is
 //! delivered within that tick, in the order sent, unless its destination is crashed or cut off.
+//! Whether a message gets through is decided by the same [`Network`] model the seeded
+//! simulators use, here with no delay, loss or duplication.
 
 // Each test file uses its own part of the harness.
 #![allow(dead_code)]
 
+use facto_elections::net::{Network, Route};
+use facto_elections::rng::Rng;
 use facto_elections::{Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -13,8 +17,10 @@ pub struct Net<E: Election> {
     nodes: BTreeMap<NodeId, E>,
     /// What each node last asked to persist: all that survives its crash.
     persisted: BTreeMap<NodeId, HardState>,
-    /// Partition side of each node; messages only flow within a side.
-    side: BTreeMap<NodeId, usize>,
+    /// Partitions; messages only flow within a side. Node `id` is index `id - 1`.
+    net: Network,
+    /// The network model's draws (none matter without loss, duplication or delay).
+    rng: Rng,
     in_flight: VecDeque<(NodeId, NodeId, E::Msg)>,
     /// Every message sent, in order: (from, to, message).
     pub sent: Vec<(NodeId, NodeId, E::Msg)>,
@@ -31,7 +37,8 @@ impl<E: Election> Net<E> {
             members: members.clone(),
             nodes: BTreeMap::new(),
             persisted: BTreeMap::new(),
-            side: BTreeMap::new(),
+            net: Network::new(n as usize, 0, 0),
+            rng: Rng::new(0),
             in_flight: VecDeque::new(),
             sent: Vec::new(),
             changes: Vec::new(),
@@ -74,7 +81,7 @@ impl<E: Election> Net<E> {
             if pick(from, to, &msg) {
                 return Some((from, to, msg));
             }
-            if self.side.get(&from) == self.side.get(&to) {
+            if let Route::Deliver(_) = self.net.route(&mut self.rng, from as usize - 1, to as usize - 1) {
                 self.step(to, Input::Message { from, msg });
             }
         }
@@ -128,13 +135,13 @@ impl<E: Election> Net<E> {
     pub fn partition(&mut self, groups: &[&[NodeId]]) {
         for (side, group) in groups.iter().enumerate() {
             for &id in group.iter() {
-                self.side.insert(id, side);
+                self.net.set_side(id as usize - 1, side as u8 + 1);
             }
         }
     }
 
     pub fn heal(&mut self) {
-        self.side.clear();
+        self.net.heal();
     }
 
     pub fn leadership(&self, id: NodeId) -> Leadership {

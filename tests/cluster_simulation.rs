@@ -1,0 +1,66 @@
+//! The whole-cluster simulator (`facto::simulation`): it replays a seed exactly, passes
+//! healthy node cores, and catches the deliberately broken ones.
+
+use facto::node_core::Bugs;
+use facto::simulation::{run, SimConfig};
+use facto_elections::Algorithm;
+
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::Bully, Algorithm::Ring, Algorithm::Raft];
+
+fn config(algorithm: Algorithm, bugs: Bugs) -> SimConfig {
+    SimConfig { algorithm, nodes: 5, bugs, trace: false }
+}
+
+/// The first seed below `seeds` whose run reports a violation, and the violation.
+fn first_violation(config: &SimConfig, seeds: u64) -> Option<(u64, String)> {
+    (0..seeds).find_map(|seed| {
+        let report = run(config, seed);
+        report.violations.first().map(|v| (seed, v.clone()))
+    })
+}
+
+#[test]
+fn one_seed_replays_exactly() {
+    for algorithm in ALGORITHMS {
+        let traced = SimConfig { trace: true, ..config(algorithm, Bugs::default()) };
+        for seed in [3, 374, 1007] {
+            let (a, b) = (run(&traced, seed), run(&traced, seed));
+            assert!(a.trace.len() > 50, "{algorithm} seed {seed}: a trace");
+            assert_eq!(a.trace, b.trace, "{algorithm} seed {seed}");
+            assert_eq!((a.events, a.sim_ms), (b.events, b.sim_ms));
+        }
+    }
+}
+
+#[test]
+fn healthy_cores_pass_and_do_work() {
+    for algorithm in ALGORITHMS {
+        let mut computed = 0;
+        for seed in 0..300 {
+            let report = run(&config(algorithm, Bugs::default()), seed);
+            assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
+            computed += report.tasks_computed;
+        }
+        assert!(computed > 1_000, "{algorithm}: the workers computed {computed} tasks in 300 runs");
+    }
+}
+
+#[test]
+fn acknowledging_a_job_before_it_is_durable_is_caught() {
+    let bugs = Bugs { ack_before_durable: true, ..Bugs::default() };
+    for algorithm in ALGORITHMS {
+        let found = first_violation(&config(algorithm, bugs), 2_000);
+        assert!(found.is_some(), "{algorithm}: the bug went unnoticed for 2,000 seeds");
+    }
+}
+
+#[test]
+fn counting_a_product_done_before_a_peer_holds_it_is_caught() {
+    let bugs = Bugs { done_before_replicated: true, ..Bugs::default() };
+    let (seed, violation) = first_violation(&config(Algorithm::Bully, bugs), 2_000).expect("bully: caught");
+    assert!(violation.contains("computed 2 times"), "seed {seed}: {violation}");
+    for algorithm in [Algorithm::Ring, Algorithm::Raft] {
+        let found = first_violation(&config(algorithm, bugs), 10_000);
+        assert!(found.is_some(), "{algorithm}: the bug went unnoticed for 10,000 seeds");
+    }
+}
