@@ -4,7 +4,7 @@
 use crate::bignum::Big;
 use crate::coordinator::{JobProgress, OpId, OpRef, WorkItem};
 use crate::frame;
-use crate::node::worker::Task;
+use crate::node_core::worker::Task;
 use facto_elections::{AnyMsg, Epoch, NodeId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use facto::bignum::Big;
 use facto::checkpoint::{decode_facts, Checkpoint, Fact};
 use facto::coordinator::fingerprint::{check_answer, Fingerprint};
 use facto::coordinator::{OpId, OpRef, Plan, Scheduler, Timing, WorkItem};
-use facto::node::validate;
+use facto::node_core::validate;
 use facto_elections::{AnyMsg, Leadership};
 use proptest::prelude::*;
 

@@ -6,7 +6,7 @@ use super::cluster::node_command;
 use crate::api::{JobInfo, NodeStatus, SubmitRequest};
 use crate::bignum::Big;
 use crate::error::{Error, Result};
-use crate::node::worker::{self, WorkerStats};
+use crate::node_core::worker::{self, WorkerStats};
 use crate::transport::{CallError, Client};
 use serde::Serialize;
 use std::io::IsTerminal;

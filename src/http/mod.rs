@@ -12,7 +12,8 @@ use crate::api::{
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{validate, worker, Event, Handle, Input, Routed, WorkRefused};
+use crate::node::{Event, Handle, Input, Routed, WorkRefused};
+use crate::node_core::{validate, worker};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use async_std::io::ReadExt;

@@ -5,16 +5,16 @@
 pub mod compute;
 pub mod faults;
 mod links;
+pub mod refusals;
 pub mod replication;
 pub(crate) mod runtime;
-pub mod validate;
-pub mod worker;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
 use crate::config::NodeConfig;
 use crate::coordinator::{Fingerprint, OpRef};
 use crate::error::Result;
+use crate::node_core::worker;
 pub use crate::node_core::{Input, Routed};
 use crate::store::Store;
 use crate::transport::{self, Client};
@@ -108,8 +108,8 @@ pub struct Handle {
     pub(crate) store: Store,
     /// Checks products against their operands, modulo a prime this process drew at random.
     pub(crate) fingerprint: Fingerprint,
-    /// Peer messages refused by [`validate`], counted and logged.
-    pub(crate) refusals: Arc<validate::Refusals>,
+    /// Peer messages refused by [`crate::node_core::validate`], counted and logged.
+    pub(crate) refusals: Arc<refusals::Refusals>,
     /// The highest epoch this node knows (kept by the runtime), which bounds the epochs the
     /// HTTP edge lets in.
     pub(crate) known_epoch: Arc<std::sync::atomic::AtomicU64>,

@@ -6,12 +6,13 @@
 use super::compute;
 use super::links::Links;
 use super::replication::{find_root, gather, replicate, verify};
-use super::{worker, Event, Handle, Routed, WorkRefused};
+use super::{Event, Handle, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::coordinator::{fingerprint, JobId, OpRef, WorkItem};
 use crate::error::Result;
+use crate::node_core::worker;
 use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
 use crate::store::{Durable, Store, Writer};
 use async_std::channel::{Receiver, Sender};

@@ -23,6 +23,8 @@ mod clients;
 mod coordinating;
 mod durability;
 mod role;
+pub mod validate;
+pub mod worker;
 
 use crate::api::JobInfo;
 use crate::bignum::Big;
@@ -30,7 +32,7 @@ use crate::checkpoint::{Checkpoint, Fact};
 use crate::config::{Members, NodeConfig};
 use crate::coordinator::{JobId, OpId, OpRef, WorkItem};
 use crate::error::Result;
-use crate::node::worker::Task;
+use crate::node_core::worker::Task;
 use facto_elections::{Algorithm, AnyElection, AnyMsg, Config, Election, Epoch, HardState, Leadership, NodeId};
 use role::Role;
 use std::collections::{BTreeMap, BTreeSet};
@@ -415,7 +417,7 @@ impl NodeCore {
         if epoch < known {
             return Err(format!("stale epoch {epoch} from node {from}: this node knows epoch {known}"));
         }
-        crate::node::validate::epoch_ahead(known, epoch)
+        crate::node_core::validate::epoch_ahead(known, epoch)
     }
 
     /// A new coordinator gathers: this node answers with its facts and, from now on, refuses
@@ -423,7 +425,7 @@ impl NodeCore {
     /// have a job acknowledged through this node after the answer left, and the new
     /// coordinator would never hear of it.
     fn on_checkpoint_query(&mut self, from: NodeId, epoch: Epoch, skip: &BTreeSet<JobId>, reply: ReplyId) {
-        if let Err(why) = crate::node::validate::epoch_ahead(self.known_epoch(), epoch) {
+        if let Err(why) = crate::node_core::validate::epoch_ahead(self.known_epoch(), epoch) {
             return self.reply(reply, Answer::Checkpoint(Err(why)));
         }
         if epoch > self.promised_epoch {
@@ -448,7 +450,7 @@ impl NodeCore {
 
     /// A checkpoint write: from the leader of its epoch, with facts that fit their plans.
     fn admit_facts(&self, from: NodeId, epoch: Epoch, facts: &[Fact]) -> std::result::Result<(), String> {
-        use crate::node::validate;
+        use crate::node_core::validate;
         validate::checkpoint_writer(self.election.leadership(), self.known_epoch(), from, epoch)?;
         validate::replicated_facts(facts, self.settings.max_n, |job| self.checkpoint.jobs.get(job).map(|j| j.n))
     }

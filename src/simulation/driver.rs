@@ -5,7 +5,7 @@ use super::{Ev, Sim};
 use crate::bignum::Big;
 use crate::checkpoint::Fact;
 use crate::coordinator::{JobId, OpRef, WorkItem};
-use crate::node::worker::{self, Task, WorkerStats};
+use crate::node_core::worker::{self, Task, WorkerStats};
 use crate::node_core::{Answer, Effect, Input, ReplyId, WriteId};
 use facto_elections::net::Route;
 use facto_elections::sim::NOTICE_DELAY_MS;
@@ -195,7 +195,7 @@ impl Sim<'_> {
                     self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
                 }
                 Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
-                Effect::ToDecimal { job, n, product } => self.to_decimal(i, job, n, product),
+                Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
                 Effect::Reply { to, answer } => self.answer(i, to, answer),
             }
         }
@@ -408,7 +408,7 @@ impl Sim<'_> {
             })
             .collect();
         let operands = stats.max_operands.load(std::sync::atomic::Ordering::Relaxed);
-        if operands > crate::coordinator::MAX_OPERANDS as u64 {
+        if operands > crate::coordinator::MAX_OPERANDS {
             self.violation(format!("node {} multiplied {operands} values in one operation", i + 1));
         }
         if let Some(ReplyTo::Work { to, rpc }) = self.nodes[i].io.replies.remove(&reply) {
@@ -520,7 +520,7 @@ impl Sim<'_> {
 
     /// A result to decimal; a root not in hand is read from this node's disk or an
     /// up and reachable peer's.
-    fn to_decimal(&mut self, i: usize, job: JobId, n: u64, product: Option<Big>) {
+    fn convert_to_decimal(&mut self, i: usize, job: JobId, n: u64, product: Option<Big>) {
         let product = product.or_else(|| {
             let holders = (0..self.nodes.len()).filter(|&j| j == i || (self.up(j) && self.connected(i, j)));
             holders.into_iter().find_map(|j| self.nodes[j].disk.roots.get(&job).cloned())

@@ -1,7 +1,7 @@
 //! Checks on what peers send, made before anything touches the node's state: one function
 //! per message kind, pure (the caller passes what the node knows). A refused message is
 //! answered 400 or 409 with the reason, counted, and logged at most once per peer per minute
-//! ([`Refusals`]).
+//! (by the driver's [`crate::node::refusals::Refusals`]).
 
 use crate::checkpoint::Fact;
 use crate::config::Members;
@@ -9,9 +9,6 @@ use crate::coordinator::fingerprint::plausible_range_bits;
 use crate::coordinator::Plan;
 use facto_elections::{Epoch, Leadership, NodeId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// How far beyond the highest epoch a node knows a peer's message may speak for. Epochs grow
 /// by one per election (bully and ring skip at most a member count), so a real peer is never
@@ -21,9 +18,6 @@ pub const EPOCH_AHEAD_MAX: Epoch = 1 << 20;
 /// No epoch above this is ever taken, whatever a node knows: the epochs above it are kept
 /// free so that counting up never reaches `u64::MAX` (the arithmetic saturates anyway).
 pub const EPOCH_MAX: Epoch = u64::MAX >> 1;
-
-/// A refused message is logged once per peer per this long (the count goes on).
-const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// `from` is another member of the cluster.
 pub fn sender(members: &Members, me: NodeId, from: NodeId) -> Result<(), String> {
@@ -101,29 +95,6 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
         }
     }
     Ok(())
-}
-
-/// Counts refused messages and logs them, once per peer per [`LOG_EVERY`].
-#[derive(Default)]
-pub struct Refusals {
-    count: AtomicU64,
-    logged: Mutex<HashMap<NodeId, Instant>>,
-}
-
-impl Refusals {
-    pub fn note(&self, from: NodeId, what: &str, why: &str) {
-        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut logged) = self.logged.lock() else { return };
-        let now = Instant::now();
-        if logged.get(&from).is_none_or(|&at| now.duration_since(at) >= LOG_EVERY) {
-            logged.insert(from, now);
-            log::warn!("refused {what} from node {from}: {why} ({count} refused so far; more from it within a minute are not logged)");
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]
