@@ -54,6 +54,16 @@ pub struct JobInfo {
     /// Operations assigned to a worker right now.
     #[serde(default)]
     pub operations_in_flight: u64,
+    /// Milliseconds the job has taken so far (to its product, once it has one), by the
+    /// coordinator that accepted it; `/status` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// The coordinator that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<NodeId>,
+    /// The workers holding tasks of this job right now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<NodeId>,
     /// Decimal digits of n!, once done (shared: 10,000,000! has 65 million digits, which are
     /// never copied on a node's event loop).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -83,6 +93,9 @@ impl JobInfo {
             operations_done: p.ops_done,
             operations_reexecuted: p.ops_reexecuted,
             operations_in_flight: p.ops_in_flight,
+            workers: p.workers.clone(),
+            elapsed_ms: None,
+            coordinator: None,
             result,
             product_ms: None,
         }
@@ -90,7 +103,7 @@ impl JobInfo {
 }
 
 /// `GET /status`: one node's view of itself and the cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub address: String,
@@ -133,6 +146,24 @@ pub struct NodeStatus {
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,
+    /// The last changes of coordinator this node saw, oldest first.
+    #[serde(default)]
+    pub leadership_log: Vec<LeadershipChange>,
+}
+
+/// One change of coordinator as a node saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipChange {
+    /// When, by the node's clock (compare with its `uptime_ms`).
+    pub at_ms: u64,
+    /// The coordinator from then on (`None`: none known, an election under way).
+    pub leader: Option<NodeId>,
+    pub epoch: Epoch,
+    /// Why, as far as the node knows: "timeout", "peer down", "higher epoch seen",
+    /// "elected", "takeover finished", "stepped down".
+    pub reason: String,
+    /// Since the node lost its last coordinator (for a new one).
+    pub took_ms: Option<u64>,
 }
 
 /// Any error answer: `{"error": "..."}`.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod frame;
 pub mod http;
 pub mod member;
+pub mod metrics;
 pub mod node;
 pub mod node_core;
 pub mod simulation;

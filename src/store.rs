@@ -239,7 +239,8 @@ impl Store {
     /// node's event loop never waits on the disk: it hands writes over and gets a [`Durable`]
     /// to await where a message or an acknowledgement depends on them. Writes queued together
     /// share one fsync.
-    pub fn start_writer(&self) -> Writer {
+    /// Starts the writer thread; `on_flush` hears how long each flush to disk took.
+    pub fn start_writer(&self, on_flush: impl Fn(std::time::Duration) + Send + 'static) -> Writer {
         let (tx, rx) = std::sync::mpsc::channel::<WriteRequest>();
         let store = Store { db: self.db.clone(), facts: self.facts.clone() };
         let thread = std::thread::Builder::new()
@@ -256,7 +257,12 @@ impl Store {
                                 store.save_facts(facts, finished, *checkpoint_version)
                             }
                         })
-                        .and_then(|()| store.db.flush().map(drop).map_err(store_err));
+                        .and_then(|()| {
+                            let started = std::time::Instant::now();
+                            let flushed = store.db.flush().map(drop).map_err(store_err);
+                            on_flush(started.elapsed());
+                            flushed
+                        });
                     if let Err(e) = written {
                         // Nothing this node acknowledges may be lost: stop rather than go on.
                         log::error!("cannot write to the disk, stopping: {e}");
@@ -389,7 +395,7 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             assert_eq!(store.hard_state().unwrap(), HardState::default());
-            let durable = store.start_writer().write_hard_state(HardState { epoch: 7, voted_for: Some(3) });
+            let durable = store.start_writer(|_| ()).write_hard_state(HardState { epoch: 7, voted_for: Some(3) });
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
@@ -406,7 +412,7 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300_000, request: None }];
         facts.extend((0..64).map(leaf));
-        assert!(async_std::task::block_on(store.start_writer().write(facts, vec![], 65).wait()));
+        assert!(async_std::task::block_on(store.start_writer(|_| ()).write(facts, vec![], 65).wait()));
         assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
         // A database from before records: one fact per key.
         store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(64)).unwrap()).unwrap();
@@ -424,7 +430,7 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let facts = vec![Fact::Job { id: "1-1".into(), n: 20_000, request: None }, leaf(0), leaf(1)];
-            let durable = store.start_writer().write(facts, vec![], 3);
+            let durable = store.start_writer(|_| ()).write(facts, vec![], 3);
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = Store::open(&dir).unwrap();
@@ -433,7 +439,7 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        let durable = store.start_writer().write(vec![], vec![("1-1".into(), root_fact.clone())], 4);
+        let durable = store.start_writer(|_| ()).write(vec![], vec![("1-1".into(), root_fact.clone())], 4);
         assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert!(checkpoint.jobs["1-1"].finished);

@@ -220,6 +220,22 @@ impl Observations {
         }
     }
 
+    /// The campaign so far, in one line (drawn live on a terminal).
+    fn summary_line(&self) -> String {
+        let coordinator = self.agreed.map_or_else(|| "none agreed".into(), |(l, e)| format!("node {l} (epoch {e})"));
+        let j = &self.jobs;
+        format!(
+            "chaos: {:.1} s · {} faults · coordinator {coordinator} · {} changes · jobs {} correct, {} wrong, {} lost, {} pending",
+            self.started.elapsed().as_secs_f64(),
+            self.faults.len(),
+            self.changes.len(),
+            j.correct,
+            j.wrong,
+            j.lost,
+            j.pending
+        )
+    }
+
     fn since_start_ms(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.started).as_millis() as u64
     }
@@ -393,8 +409,14 @@ async fn workload(
         // The deadline moves to the end of the settling phase once the attack stops.
         let outcome = loop {
             let deadline = *end_by.lock().unwrap();
-            match wait_for(&client, &campaign.addrs, &job.id, deadline.min(Instant::now() + Duration::from_secs(5)))
-                .await
+            match wait_for(
+                &client,
+                &campaign.addrs,
+                &job.id,
+                deadline.min(Instant::now() + Duration::from_secs(5)),
+                &mut |_, _| {},
+            )
+            .await
             {
                 Ok(done) => break Ok(done),
                 Err(unfinished) if Instant::now() >= *end_by.lock().unwrap() => break Err(unfinished),
@@ -553,10 +575,19 @@ async fn run_campaign(campaign: Arc<Campaign>, cluster_key: Option<String>, inte
 
     let watcher = {
         let (client, campaign, seen, watching) = (client.clone(), campaign.clone(), seen.clone(), watching.clone());
+        let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
         async_std::task::spawn(async move {
             while watching.load(Ordering::SeqCst) {
                 let statuses = poll_all(&client, &campaign.addrs).await;
-                seen.lock().unwrap().observe(&statuses, Instant::now());
+                let line = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.observe(&statuses, Instant::now());
+                    seen.summary_line()
+                };
+                if live {
+                    // One line, redrawn in place on the terminal.
+                    eprint!("\r\x1b[2K{line}");
+                }
                 async_std::task::sleep(Duration::from_millis(WATCH_EVERY_MS)).await;
             }
         })
@@ -614,6 +645,9 @@ async fn run_campaign(campaign: Arc<Campaign>, cluster_key: Option<String>, inte
     }
     watching.store(false, Ordering::SeqCst);
     watcher.await;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
     let seen = std::mem::replace(&mut *seen.lock().unwrap(), Observations::new(started));
     report(&campaign, seen, attacked_ms, settled)
 }

@@ -4,6 +4,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod node;
+mod progress;
 mod status;
 mod submit;
 

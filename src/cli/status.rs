@@ -17,22 +17,49 @@ pub struct StatusArgs {
     /// Print {"nodes": [...], "jobs": [...]} instead of tables.
     #[structopt(long)]
     json: bool,
+    /// Redraw the tables every second until Ctrl-C.
+    #[structopt(long, conflicts_with = "json")]
+    watch: bool,
 }
+
+/// How often `--watch` redraws.
+const WATCH_EVERY_MS: u64 = 1_000;
 
 pub fn run(args: StatusArgs) -> Result<()> {
     let addrs = cluster_addrs(args.cluster.as_deref())?;
     let client = Client::new(None);
-    let answers: Vec<(String, Option<NodeStatus>)> =
-        async_std::task::block_on(futures::future::join_all(addrs.iter().map(|addr| {
-            let client = client.clone();
-            async move {
-                let s = client.get::<NodeStatus>(addr, "/status", Duration::from_millis(STATUS_TIMEOUT_MS)).await;
-                (addr.clone(), s.ok())
+    loop {
+        let answers = ask_all(&client, &addrs);
+        let nobody = answers.iter().all(|(_, s)| s.is_none());
+        if !args.watch {
+            if nobody {
+                return Err(Error::Remote(format!("no member of {} answers", addrs.join(","))));
             }
-        })));
-    if answers.iter().all(|(_, s)| s.is_none()) {
-        return Err(Error::Remote(format!("no member of {} answers", addrs.join(","))));
+            return print(&answers, args.json);
+        }
+        // Clear the terminal and draw from its top left corner.
+        print!("\x1b[2J\x1b[H");
+        if nobody {
+            println!("no member of {} answers (retrying every second; Ctrl-C to stop)", addrs.join(","));
+        } else {
+            print(&answers, false)?;
+        }
+        std::thread::sleep(Duration::from_millis(WATCH_EVERY_MS));
     }
+}
+
+/// Every member's `/status`, asked in parallel (`None`: no answer).
+fn ask_all(client: &Client, addrs: &[String]) -> Vec<(String, Option<NodeStatus>)> {
+    async_std::task::block_on(futures::future::join_all(addrs.iter().map(|addr| {
+        let client = client.clone();
+        async move {
+            let s = client.get::<NodeStatus>(addr, "/status", Duration::from_millis(STATUS_TIMEOUT_MS)).await;
+            (addr.clone(), s.ok())
+        }
+    })))
+}
+
+fn print(answers: &[(String, Option<NodeStatus>)], json: bool) -> Result<()> {
     // The coordinator with the highest epoch lists the jobs.
     let jobs: Vec<JobInfo> = answers
         .iter()
@@ -41,7 +68,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         .max_by_key(|s| s.epoch)
         .map(|s| s.jobs.clone())
         .unwrap_or_default();
-    if args.json {
+    if json {
         let nodes: Vec<serde_json::Value> = answers
             .iter()
             .map(|(addr, s)| match s {
@@ -60,7 +87,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10} {:>13} {:>9}",
         "ID", "ADDRESS", "UP", "ROLE", "LEADER", "EPOCH", "OPS", "LEADER SEEN", "RESTARTS"
     );
-    for (addr, s) in &answers {
+    for (addr, s) in answers {
         match s {
             Some(s) => println!(
                 "{:<5} {:<22} {:<5} {:<12} {:<7} {:<6} {:>10} {:>13} {:>9}",

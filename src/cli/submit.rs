@@ -56,9 +56,13 @@ pub fn run(args: SubmitArgs) -> Result<()> {
         if args.no_wait {
             return Ok(());
         }
+        let mut progress = super::progress::Progress::new(&jobs, !args.json);
         for job in jobs {
-            let done = wait_for(&client, &addrs, &job.id, deadline.all).await?;
+            let done =
+                wait_for(&client, &addrs, &job.id, deadline.all, &mut |j, addr| progress.update(j, addr)).await?;
+            progress.update(&done, "");
             check_result(&done)?;
+            progress.finish(&done);
             print_job(&done, args.json);
         }
         Ok(())
@@ -234,6 +238,7 @@ pub(crate) async fn wait_for(
     addrs: &[String],
     id: &str,
     deadline: Instant,
+    on_progress: &mut (dyn FnMut(&JobInfo, &str) + Send),
 ) -> std::result::Result<JobInfo, Unfinished> {
     let timeout = Duration::from_millis(CALL_TIMEOUT_MS);
     let mut pause_ms = 5;
@@ -245,7 +250,8 @@ pub(crate) async fn wait_for(
                 last = Unfinished { unknown: false, why: format!("{addr} answered with job {} for {id}", job.id) }
             }
             Ok(job) if job.result.is_some() => return Ok(job),
-            Ok(_) => {
+            Ok(job) => {
+                on_progress(&job, addr);
                 last = Unfinished { unknown: false, why: String::new() };
                 pause_ms = 0; // the member already waited for the result: ask again at once
             }

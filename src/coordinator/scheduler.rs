@@ -89,6 +89,8 @@ pub struct JobProgress {
     pub ops_reexecuted: u64,
     /// Operations assigned to a worker right now.
     pub ops_in_flight: u64,
+    /// Workers holding tasks of the job right now.
+    pub workers: Vec<NodeId>,
     pub finished: bool,
 }
 
@@ -431,6 +433,14 @@ impl Scheduler {
             ops_done: job.ops_done,
             ops_reexecuted: job.reexecuted,
             ops_in_flight: self.assigned.keys().filter(|op| op.job == id).map(|op| job.plan.task_ops(op.op)).sum(),
+            workers: self
+                .batches
+                .values()
+                .filter(|b| b.ops.iter().any(|op| op.job == id))
+                .map(|b| b.worker)
+                .collect::<BTreeSet<NodeId>>()
+                .into_iter()
+                .collect(),
             finished: job.finished,
         })
     }

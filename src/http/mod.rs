@@ -6,6 +6,7 @@
 //! cuts the node off while the campaign can still heal it.
 
 mod request_head;
+mod view;
 
 use crate::api::{
     self, AdminResponse, CheckpointQuery, CheckpointWrite, DisruptRequest, ElectionEnvelope, ErrorBody, JobInfo,
@@ -41,8 +42,14 @@ type App = tide::Server<Handle>;
 pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     let mut app = tide::with_state(handle.clone());
     app.with(EchoRequestId);
+    app.with(CountRequests);
     app.with(GateGuard);
     app.at("/status").get(status);
+    app.at("/metrics").get(metrics);
+    app.at("/").get(view::page);
+    app.at("/view.js").get(view::script);
+    app.at("/view.css").get(view::style);
+    app.at("/cluster").get(view::cluster);
     app.at("/jobs").post(submit).get(list_jobs);
     app.at("/jobs/:id").get(get_job);
 
@@ -118,6 +125,61 @@ impl tide::Middleware<Handle> for KeyGuard {
             Ok(error(StatusCode::Unauthorized, "missing or wrong cluster key"))
         }
     }
+}
+
+/// Counts every request by route template and status for `/metrics` (never by raw path:
+/// job ids would make a label without bound).
+struct CountRequests;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for CountRequests {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let (route, metrics) = (route_of(req.url().path()), req.state().metrics.clone());
+        let res = next.run(req).await;
+        metrics.http_request(route, u16::from(res.status()));
+        Ok(res)
+    }
+}
+
+/// The route template a path belongs to.
+fn route_of(path: &str) -> &'static str {
+    const ROUTES: [&str; 16] = [
+        "/",
+        "/status",
+        "/metrics",
+        "/cluster",
+        "/jobs",
+        "/admin/crash",
+        "/admin/stall",
+        "/admin/partition",
+        "/admin/heal",
+        "/internal/election",
+        "/internal/work",
+        "/internal/checkpoint",
+        "/internal/checkpoint/query",
+        "/internal/checkpoint/root",
+        "/view.js",
+        "/view.css",
+    ];
+    if let Some(route) = ROUTES.iter().find(|r| **r == path) {
+        return route;
+    }
+    match path.strip_prefix("/jobs/") {
+        Some(rest) if rest.ends_with("/digits") => "/jobs/:id/digits",
+        Some(_) => "/jobs/:id",
+        None => "other",
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition (OpenMetrics); read-only, no key.
+async fn metrics(req: Request<Handle>) -> tide::Result {
+    let handle = req.state();
+    let Some(status) = handle.status().await else { return Ok(unavailable()) };
+    let text = handle.metrics.render(&status);
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8".parse::<tide::http::Mime>()?);
+    res.set_body(text);
+    Ok(res)
 }
 
 /// Echoes the caller's request id, so that it can tell its answer from a late answer to an

@@ -116,6 +116,8 @@ pub struct Handle {
     /// Whether this node is taking over (kept by the runtime): only then does the HTTP edge
     /// cut a client's wait short.
     pub(crate) taking_over: Arc<std::sync::atomic::AtomicBool>,
+    /// What `GET /metrics` shows.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Handle {
@@ -139,6 +141,7 @@ impl Handle {
             refusals: Arc::default(),
             known_epoch: Arc::default(),
             taking_over: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

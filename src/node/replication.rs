@@ -60,8 +60,8 @@ pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool 
     let mut waiting_for = 0;
     let mut next_peers = peers.into_iter();
     let mut send_to_next = |waiting_for: &mut usize| {
-        if let Some((_, addr)) = next_peers.next() {
-            send_write(handle, &frame, addr, tx.clone());
+        if let Some(peer) = next_peers.next() {
+            send_write(handle, &frame, peer, tx.clone());
             *waiting_for += 1;
         }
     };
@@ -81,11 +81,15 @@ pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool 
 }
 
 /// Sends one checkpoint write; reports whether the peer made it durable.
-fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, addr: String, done: channel::Sender<bool>) {
+fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, (peer, addr): (NodeId, String), done: channel::Sender<bool>) {
     let (handle, frame) = (handle.clone(), frame.clone());
     async_std::task::spawn(async move {
         let timeout = Duration::from_millis(REPLICATE_TIMEOUT_MS);
+        let started = std::time::Instant::now();
         let r = handle.client.post_bytes(&addr, "/internal/checkpoint", frame.as_ref().clone(), timeout).await;
+        if r.is_ok() {
+            handle.metrics.replicated(peer, started.elapsed().as_secs_f64());
+        }
         if let Err(e) = &r {
             log::debug!("checkpoint to {addr} failed: {e}");
         }

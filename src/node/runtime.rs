@@ -16,7 +16,7 @@ use crate::node_core::worker;
 use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
 use crate::store::{Durable, Store, Writer};
 use async_std::channel::{Receiver, Sender};
-use facto_elections::{AnyMsg, Epoch, HardState, NodeId};
+use facto_elections::{AnyMsg, Epoch, HardState, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,7 +65,8 @@ impl Runtime {
         let (checkpoint, checkpoint_version) = loaded;
         let core = NodeCore::new(Settings::of(&handle.config), hard_state, checkpoint, checkpoint_version)?;
         let links = Links::start(&handle);
-        let writer = store.start_writer();
+        let metrics = handle.metrics.clone();
+        let writer = store.start_writer(move |took| metrics.fsync(took.as_secs_f64()));
         // The HTTP edge bounds peers' epochs by this from the first message on.
         handle.known_epoch.store(core.known_epoch(), Ordering::Relaxed);
         Ok(Runtime {
@@ -177,10 +178,36 @@ impl Runtime {
     }
 
     fn step(&mut self, input: Input) {
+        self.count_received(&input);
+        let own_timer = matches!(input, Input::Tick | Input::PeerReachable { reachable: false, .. });
+        let before = (self.core.leadership(), self.core.known_epoch());
         let effects = self.core.step(self.now_ms(), input);
-        self.handle.known_epoch.store(self.core.known_epoch(), Ordering::Relaxed);
+        let after = (self.core.leadership(), self.core.known_epoch());
+        self.handle.known_epoch.store(after.1, Ordering::Relaxed);
         self.handle.taking_over.store(self.core.taking_over(), Ordering::Relaxed);
+        if after != before {
+            let m = &self.handle.metrics;
+            m.leadership(after.0.leader(self.handle.config.id), after.0.epoch().unwrap_or(after.1));
+            // This node's own timer or failure detector moved it: it started an election.
+            if own_timer && (after.1 > before.1 || (after.0 == Leadership::Unknown && before.0 != Leadership::Unknown))
+            {
+                m.election_started();
+            }
+        }
         self.carry_out(effects);
+    }
+
+    /// Peer messages, counted by kind for `/metrics`.
+    fn count_received(&self, input: &Input) {
+        let kind = match input {
+            Input::Election { .. } => "election",
+            Input::Work { .. } => "work",
+            Input::ApplyFacts { .. } => "checkpoint_write",
+            Input::CheckpointQuery { .. } => "checkpoint_query",
+            Input::BatchAnswered { outcome: Err(_), .. } => return self.handle.metrics.batch_reexecuted(),
+            _ => return,
+        };
+        self.handle.metrics.message_received(kind);
     }
 
     /// Carries out the core's effects in order; election messages after a hard-state save
@@ -192,20 +219,15 @@ impl Runtime {
             match effect {
                 Effect::SaveHardState(hard_state) => saved = Some(self.writer.write_hard_state(hard_state)),
                 Effect::Send { to, msg } if saved.is_some() => held.push((to, msg)),
-                Effect::Send { to, msg } => self.links.send(to, msg),
+                Effect::Send { to, msg } => self.send(to, msg),
                 Effect::Write { write, facts, finished, checkpoint_version } => {
                     let durable = self.writer.write(facts, finished, checkpoint_version);
-                    if let Some(write) = write {
-                        let handle = self.handle.clone();
-                        async_std::task::spawn(async move {
-                            let ok = durable.wait().await;
-                            handle.send(Event::Input(Input::Written { write, ok }));
-                        });
-                    }
+                    self.when_durable(durable, write);
                 }
                 Effect::Replicate { token, epoch, facts } => self.replicate(token, epoch, facts),
                 Effect::Gather { epoch, only, finished, own } => self.gather(epoch, only, finished, own),
                 Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
+                    self.handle.metrics.message_sent("work");
                     self.dispatch(epoch, batch, worker, deadline_ms, items)
                 }
                 Effect::Compute { tasks, reply } => match self.waiting.remove(&reply) {
@@ -217,15 +239,33 @@ impl Runtime {
             }
         }
         if let (Some(durable), false) = (saved, held.is_empty()) {
-            let links = self.links.clone();
+            let (links, metrics) = (self.links.clone(), self.handle.metrics.clone());
             async_std::task::spawn(async move {
                 if durable.wait().await {
                     for (to, msg) in held {
+                        metrics.message_sent("election");
                         links.send(to, msg);
                     }
                 }
             });
         }
+    }
+
+    fn send(&self, to: NodeId, msg: AnyMsg) {
+        self.handle.metrics.message_sent("election");
+        self.links.send(to, msg);
+    }
+
+    /// Times a write to the disk (`/metrics`) and reports it to the core when it names one.
+    fn when_durable(&self, durable: Durable, write: Option<crate::node_core::WriteId>) {
+        let (handle, started) = (self.handle.clone(), Instant::now());
+        async_std::task::spawn(async move {
+            let ok = durable.wait().await;
+            handle.metrics.checkpoint_written(started.elapsed().as_secs_f64());
+            if let Some(write) = write {
+                handle.send(Event::Input(Input::Written { write, ok }));
+            }
+        });
     }
 
     fn answer(&mut self, to: ReplyId, answer: Answer) {
@@ -241,6 +281,7 @@ impl Runtime {
     }
 
     fn replicate(&self, token: Option<u64>, epoch: Epoch, facts: Vec<Fact>) {
+        self.handle.metrics.message_sent("checkpoint_write");
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
             let ok = replicate(&handle, epoch, facts).await;
@@ -252,6 +293,7 @@ impl Runtime {
 
     /// The peers' checkpoints (one peer's with `only`), checked, back to the core.
     fn gather(&self, epoch: Epoch, only: Option<NodeId>, finished: std::collections::BTreeSet<JobId>, own: Vec<Fact>) {
+        self.handle.metrics.message_sent("checkpoint_query");
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
             let (facts, unanswered) = gather(&handle, (epoch, only), finished).await;
@@ -351,6 +393,7 @@ impl Runtime {
             refused_messages: self.handle.refusals.count(),
             taking_over: core.taking_over,
             jobs: core.jobs,
+            leadership_log: core.leadership_log,
         }
     }
 }

@@ -113,7 +113,8 @@ impl NodeCore {
                 if let Some(id) = &id {
                     self.convert_again_if_dropped(id);
                 }
-                let jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(id.as_deref()));
+                let mut jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(id.as_deref()));
+                jobs.iter_mut().for_each(|j| j.coordinator = Some(self.settings.id));
                 match (self.role.coordinator_mut(), id) {
                     (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
                         c.waiters.entry(id).or_default().push(reply);
@@ -151,8 +152,12 @@ impl NodeCore {
         };
         let jobs = self.role.coordinator().map_or_else(Vec::new, |c| {
             let mut jobs: Vec<JobInfo> = c.scheduler.progress().iter().map(|p| JobInfo::new(p, None)).collect();
-            for j in jobs.iter_mut().filter(|j| c.results.contains_key(&j.id)) {
-                j.state = "done".into();
+            for j in jobs.iter_mut() {
+                if c.results.contains_key(&j.id) {
+                    j.state = "done".into();
+                }
+                let so_far = c.accepted_ms.get(&j.id).map(|&at| now_ms.saturating_sub(at));
+                j.elapsed_ms = c.product_ms.get(&j.id).copied().or(so_far);
             }
             jobs
         });
@@ -169,6 +174,7 @@ impl NodeCore {
             checkpoint_version: self.checkpoint_version,
             taking_over: self.taking_over(),
             jobs,
+            leadership_log: self.leadership_log.iter().cloned().collect(),
         }
     }
 }

@@ -45,6 +45,7 @@ impl NodeCore {
             "node {me} coordinates at epoch {epoch}: {} jobs in the checkpoint, {unfinished} to resume",
             self.checkpoint.jobs.len()
         );
+        self.note_leadership(Some(me), epoch, "takeover finished");
         let mut coordinator = Coordinator::new(epoch, scheduler);
         // A peer that did not answer may hold the only other copy of an acknowledged job.
         coordinator.unpulled = unanswered.into_iter().collect();

@@ -26,7 +26,7 @@ mod role;
 pub mod validate;
 pub mod worker;
 
-use crate::api::JobInfo;
+use crate::api::{JobInfo, LeadershipChange};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::config::{Members, NodeConfig};
@@ -221,6 +221,7 @@ pub struct CoreStatus {
     pub checkpoint_version: u64,
     pub taking_over: bool,
     pub jobs: Vec<JobInfo>,
+    pub leadership_log: Vec<LeadershipChange>,
 }
 
 /// One node's state and decisions.
@@ -255,7 +256,16 @@ pub struct NodeCore {
     after_replicate: BTreeMap<u64, durability::AfterReplicate>,
     /// Effects of the input being handled.
     effects: Vec<Effect>,
+    /// Changes of coordinator this node saw (the last [`LEADERSHIP_LOG_LEN`]), why, and when
+    /// it lost its last coordinator.
+    leadership_log: std::collections::VecDeque<LeadershipChange>,
+    lost_coordinator_ms: Option<u64>,
+    /// Why the input being handled might change the leadership.
+    cause: &'static str,
 }
+
+/// How many changes of coordinator a node remembers (`/status` `leadership_log`).
+const LEADERSHIP_LOG_LEN: usize = 32;
 
 impl NodeCore {
     /// A node as its disk left it: election state and checkpoint facts.
@@ -284,6 +294,9 @@ impl NodeCore {
             after_write: BTreeMap::new(),
             after_replicate: BTreeMap::new(),
             effects: Vec::new(),
+            leadership_log: std::collections::VecDeque::new(),
+            lost_coordinator_ms: Some(0),
+            cause: "",
         })
     }
 
@@ -295,6 +308,13 @@ impl NodeCore {
     }
 
     fn handle(&mut self, input: Input) {
+        self.cause = match &input {
+            Input::Tick => "timeout",
+            Input::PeerReachable { reachable: false, .. } => "peer down",
+            Input::Election { msg, .. } if msg.epoch() > self.known_epoch() => "higher epoch seen",
+            Input::Gathered { .. } => "takeover finished",
+            _ => "message from a peer",
+        };
         let input = match self.park(input) {
             Some(input) => input,
             None => return,
@@ -468,8 +488,27 @@ impl NodeCore {
         }
     }
 
+    /// Notes a change of coordinator for the web view's timeline.
+    pub(super) fn note_leadership(&mut self, leader: Option<NodeId>, epoch: Epoch, reason: &str) {
+        let at_ms = self.now_ms;
+        let took_ms = match leader {
+            Some(_) => self.lost_coordinator_ms.take().map(|lost| at_ms.saturating_sub(lost)),
+            None => {
+                self.lost_coordinator_ms.get_or_insert(at_ms);
+                None
+            }
+        };
+        if self.leadership_log.len() == LEADERSHIP_LOG_LEN {
+            self.leadership_log.pop_front();
+        }
+        self.leadership_log.push_back(LeadershipChange { at_ms, leader, epoch, reason: reason.into(), took_ms });
+    }
+
     fn on_leadership(&mut self, leadership: Leadership) {
         let me = self.me();
+        let reason = if matches!(leadership, Leadership::Leading { .. }) { "elected" } else { self.cause };
+        let leader = leadership.leader(me);
+        self.note_leadership(leader, leadership.epoch().unwrap_or(self.known_epoch()), reason);
         match leadership {
             Leadership::Leading { epoch } => {
                 log::info!("node {me} is the coordinator at epoch {epoch}; gathering checkpoints");

@@ -1,0 +1,169 @@
+// facto's live view: polls GET /cluster on the member that served the page and draws it.
+// Everything shown goes through textContent (never innerHTML): whatever a member reports is
+// displayed as text, never run.
+'use strict';
+
+const POLL_MS = 500;
+const DIGITS_SHOWN = 60;
+let last = null;        // the last /cluster answer
+let submitted = null;   // the job submitted from this page: {id, n}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function ms(v) {
+  if (v === null || v === undefined) return '–';
+  return v < 1000 ? `${v} ms` : `${(v / 1000).toFixed(1)} s`;
+}
+
+function leaderOf(view) {
+  const own = view.members.find(m => m.id === view.node);
+  return own && own.status ? own.status.leader : null;
+}
+
+function coordinatorStatus(view) {
+  const leader = leaderOf(view);
+  const m = view.members.find(m => m.id === leader && m.status && m.status.role === 'coordinator');
+  return m ? m.status : null;
+}
+
+function drawMembers(view) {
+  const leader = leaderOf(view);
+  const cards = view.members.map(m => {
+    const s = m.status;
+    const lead = s && m.id === leader && s.role === 'coordinator';
+    const card = el('article', {
+      class: `member${lead ? ' coordinator' : ''}${m.up ? '' : ' down'}`,
+      'data-id': m.id, 'data-role': s ? s.role : 'down',
+    });
+    card.append(el('h3', {}, `node ${m.id}`, el('span', { class: `pill ${m.up ? 'up' : 'down'}` }, m.up ? 'up' : 'down')));
+    card.append(el('p', { class: 'addr' }, m.address));
+    const rows = [];
+    if (s) {
+      rows.push(['role', s.taking_over ? 'taking over' : s.role], ['epoch', s.epoch],
+        ['last contact', s.role === 'coordinator' ? '–' : ms(s.last_leader_contact_ms)],
+        ['operations', s.operations_computed], ['restarts', s.restarts]);
+    }
+    const dl = el('dl');
+    for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
+    card.append(dl);
+    return card;
+  });
+  document.getElementById('members').replaceChildren(...cards);
+  const up = view.members.filter(m => m.up).length;
+  document.getElementById('summary').textContent =
+    `${up} of ${view.members.length} members up · coordinator: ${leader === null || leader === undefined ? 'none (election under way)' : 'node ' + leader} · this page is served by node ${view.node}`;
+}
+
+function drawJobs(view) {
+  const c = coordinatorStatus(view);
+  const box = document.getElementById('jobs');
+  if (!c || !c.jobs || c.jobs.length === 0) {
+    box.replaceChildren(el('p', { class: 'muted' }, c ? 'no jobs yet' : 'no coordinator to ask'));
+    return;
+  }
+  const rows = c.jobs.slice().reverse().map(j => {
+    const pct = Math.round((j.progress || 0) * 100);
+    const row = el('div', { class: 'job', id: `job-${j.id}`, 'data-state': j.state, 'data-n': j.n });
+    row.append(el('div', { class: 'head' },
+      el('strong', {}, `${j.n}!`), el('span', { class: 'muted' }, `job ${j.id}`), el('span', { class: 'state' }, j.state)));
+    const bar = el('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': pct, 'aria-valuemin': 0, 'aria-valuemax': 100 });
+    const fill = el('div'); fill.style.width = `${pct}%`; bar.append(fill);
+    row.append(bar);
+    const workers = (j.workers && j.workers.length) ? j.workers.map(w => `node ${w}`).join(', ') : '–';
+    row.append(el('div', { class: 'muted' },
+      `${j.operations_done} / ${j.operations_total} operations · ${j.operations_in_flight} in flight · ` +
+      `${j.operations_reexecuted} re-executed · working: ${workers} · time: ${ms(j.elapsed_ms)}`));
+    return row;
+  });
+  box.replaceChildren(...rows);
+}
+
+function drawTimeline(view) {
+  const own = view.members.find(m => m.id === view.node);
+  const log = own && own.status && own.status.leadership_log ? own.status.leadership_log : [];
+  const now = own && own.status ? own.status.uptime_ms : 0;
+  const items = log.slice().reverse().map(c => el('li', {},
+    `epoch ${c.epoch}: ${c.leader === null || c.leader === undefined ? 'no coordinator' : 'node ' + c.leader} — ${c.reason}` +
+    `${c.took_ms !== null && c.took_ms !== undefined ? ` (took ${ms(c.took_ms)})` : ''} · ${ms(Math.max(0, now - c.at_ms))} ago`));
+  document.getElementById('timeline').replaceChildren(...items);
+}
+
+function banner(error) {
+  const b = document.getElementById('banner');
+  if (!error) { b.hidden = true; return; }
+  b.hidden = false;
+  const others = last ? last.members.filter(m => m.id !== last.node) : [];
+  const here = last ? `node ${last.node} (${location.host})` : location.host;
+  b.replaceChildren(`This member, ${here}, is not answering (${error}). Other members' views: `);
+  for (const m of others) b.append(el('a', { href: `http://${m.address}/` }, `node ${m.id}`));
+}
+
+async function poll() {
+  try {
+    const r = await fetch('/cluster', { cache: 'no-store' });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const view = await r.json();
+    last = view;
+    banner(null);
+    drawMembers(view); drawJobs(view); drawTimeline(view);
+  } catch (e) {
+    banner(e.message || String(e));
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+function showResult(job) {
+  const digits = job.result || '';
+  document.getElementById('result').hidden = false;
+  document.getElementById('result-title').textContent = `${job.n}! = (${digits.length} digits)`;
+  document.getElementById('result-digits').textContent = digits.length <= DIGITS_SHOWN ? digits
+    : `${digits.slice(0, 25)}…${digits.slice(-25)}`;
+  const a = document.getElementById('result-download');
+  a.href = URL.createObjectURL(new Blob([digits + '\n'], { type: 'text/plain' }));
+  a.download = `${job.n}-factorial.txt`;
+}
+
+async function waitForResult(id) {
+  while (submitted && submitted.id === id) {
+    try {
+      const r = await fetch(`/jobs/${encodeURIComponent(id)}?wait_ms=1000`, { cache: 'no-store' });
+      if (r.ok) {
+        const job = await r.json();
+        if (job.result) return showResult(job);
+      }
+    } catch (e) { /* the member may be down: the banner says so; try again */ }
+    await new Promise(res => setTimeout(res, POLL_MS));
+  }
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const error = document.getElementById('submit-error');
+  error.hidden = true;
+  const text = document.getElementById('n').value.trim();
+  // The API decides, and its reason is shown: an integer goes as typed (JavaScript numbers
+  // would round a large one), anything else as a string the API refuses.
+  const n = /^-?[0-9]+$/.test(text) ? text : JSON.stringify(text);
+  try {
+    const r = await fetch('/jobs', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: `{"n": ${n}}`,
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) { error.textContent = body.error || `HTTP ${r.status}`; error.hidden = false; return; }
+    submitted = { id: body.id, n: body.n };
+    document.getElementById('result').hidden = true;
+    waitForResult(body.id);
+  } catch (e) {
+    error.textContent = `no answer: ${e.message || e}`; error.hidden = false;
+  }
+}
+
+document.getElementById('submit-form').addEventListener('submit', submit);
+poll();

@@ -1,0 +1,199 @@
+//! The web view in a real browser: headless Chromium driven through chromedriver's WebDriver
+//! API, asserting on the rendered DOM (not the HTML source). Skipped with a message when no
+//! chromedriver is installed; `.ci/run` installs Debian's `chromium` and `chromium-driver`.
+//! Saves a screenshot to `target/artifacts/web-view.png`.
+
+mod common;
+
+use common::{factorial_decimal, wait_until, Cluster};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGREE: Duration = Duration::from_secs(30);
+/// The key WebDriver names elements by.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+}
+
+fn installed(paths: &[&str]) -> Option<String> {
+    paths.iter().find(|p| std::path::Path::new(p).exists()).map(|p| p.to_string())
+}
+
+impl Browser {
+    /// A headless Chromium at 1280x800, or `None` when none is installed.
+    fn start() -> Option<Browser> {
+        let driver_path = installed(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])?;
+        let binary = installed(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let driver = Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(Duration::from_secs(20), || call(&addr, "GET", "/status", None))?;
+        let args =
+            ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"];
+        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": binary, "args": args}}}});
+        let session = call(&addr, "POST", "/session", Some(caps)).expect("a browser session");
+        let session = session["sessionId"].as_str().expect("a session id").to_string();
+        Some(Browser { driver, addr, session })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        call(&self.addr, method, &path, body).unwrap_or_else(|| panic!("WebDriver {method} {path} failed"))
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The elements matching a CSS selector, by WebDriver id (for the page's static parts:
+    /// the drawn parts are redrawn twice a second, so they are read with [`Browser::read`]).
+    fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self.call("POST", "/elements", Some(json!({"using": "css selector", "value": css})));
+        found
+            .as_array()
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(String::from)).collect())
+    }
+
+    /// Runs `script` in the page and returns its value: reads the rendered DOM in one step.
+    fn read(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))
+    }
+
+    /// The text of the first element matching `css` (empty when none).
+    fn text_of(&self, css: &str) -> String {
+        let script = format!("const e = document.querySelector({}); return e ? e.textContent : '';", json!(css));
+        self.read(&script).as_str().unwrap_or_default().to_string()
+    }
+
+    fn count(&self, css: &str) -> u64 {
+        self.read(&format!("return document.querySelectorAll({}).length;", json!(css))).as_u64().unwrap_or(0)
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let field = self.find_all(css).pop().expect("the field");
+        self.call("POST", &format!("/element/{field}/clear"), Some(json!({})));
+        self.call("POST", &format!("/element/{field}/value"), Some(json!({ "text": text })));
+    }
+
+    fn click(&self, css: &str) {
+        let button = self.find_all(css).pop().expect("the button");
+        self.call("POST", &format!("/element/{button}/click"), Some(json!({})));
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        let png = self.call("GET", "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap_or_default()).expect("a PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The ids of the member cards drawn as coordinator.
+    fn coordinators(&self) -> Vec<String> {
+        let ids = self.read("return [...document.querySelectorAll('.member.coordinator')].map(e => e.dataset.id);");
+        ids.as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = call(&self.addr, "DELETE", &format!("/session/{}", self.session), None);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// One WebDriver call; its `value`. (chromedriver says `Connection: close` but keeps the
+/// connection open: the answer is read by its `Content-Length`.)
+fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut reader = BufReader::new(stream);
+    let (mut status, mut length) = (0u16, 0usize);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+            status = code.split_whitespace().next()?.parse().ok()?;
+        } else if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut answer = vec![0; length];
+    reader.read_exact(&mut answer).ok()?;
+    let answer: Value = serde_json::from_slice(&answer).ok()?;
+    (status == 200).then(|| answer["value"].clone())
+}
+
+#[test]
+fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
+    let Some(browser) = Browser::start() else {
+        // CI installs them (.ci/run): there a missing browser is a failure, not a skip.
+        assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver");
+        eprintln!("SKIPPED: no chromium/chromedriver installed (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let mut cluster = Cluster::start(6, "raft", &[]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let viewer = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    browser.goto(&format!("http://{}/", cluster.addr(viewer)));
+
+    let drawn = wait_until(Duration::from_secs(10), || {
+        (browser.count(".member") == 6 && browser.coordinators() == [leader.to_string()]).then_some(())
+    });
+    assert!(drawn.is_some(), "six members, exactly one coordinator (node {leader}): {:?}", browser.coordinators());
+
+    browser.type_into("#n", "25");
+    browser.click("#submit-form button");
+    let digits = wait_until(Duration::from_secs(30), || {
+        let text = browser.text_of("#result-digits");
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(digits.as_deref(), Some(factorial_decimal(25).as_str()), "the page shows 25!");
+    let done = wait_until(Duration::from_secs(10), || {
+        (browser.count(".job[data-state=\"done\"][data-n=\"25\"]") == 1).then_some(())
+    });
+    assert!(done.is_some(), "the job is listed as done");
+
+    browser.type_into("#n", "-3");
+    browser.click("#submit-form button");
+    let refused = wait_until(Duration::from_secs(5), || {
+        let text = browser.text_of("#submit-error");
+        (!text.is_empty()).then_some(text)
+    });
+    let refused = refused.expect("a bad n is refused with a reason in the page");
+    assert!(refused.contains("-3"), "the API's own reason: {refused}");
+    browser.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view.png"));
+
+    cluster.signal(leader, libc::SIGKILL);
+    let new = cluster.wait_for_agreement(AGREE);
+    let agreed = Instant::now();
+    let shown = wait_until(Duration::from_secs(5), || (browser.coordinators() == [new.to_string()]).then(Instant::now));
+    let shown = shown.unwrap_or_else(|| panic!("the page never showed node {new}: {:?}", browser.coordinators()));
+    let took = shown.duration_since(agreed);
+    assert!(took <= Duration::from_secs(2), "the page showed the new coordinator {took:?} after the members agreed");
+}
