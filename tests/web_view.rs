@@ -196,4 +196,14 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     let shown = shown.unwrap_or_else(|| panic!("the page never showed node {new}: {:?}", browser.coordinators()));
     let took = shown.duration_since(agreed);
     assert!(took <= Duration::from_secs(2), "the page showed the new coordinator {took:?} after the members agreed");
+
+    // The member the page came from dies: the page says so and offers the others' views.
+    cluster.signal(viewer, libc::SIGKILL);
+    let banner = wait_until(Duration::from_secs(5), || {
+        let shown = browser.read("const b = document.getElementById('banner'); return !b.hidden;").as_bool()?;
+        shown.then(|| (browser.text_of("#banner"), browser.count("#banner a")))
+    });
+    let (text, links) = banner.expect("a banner when the page's member is down");
+    assert!(text.contains("not answering"), "{text}");
+    assert_eq!(links, 5, "links to the other members' views: {text}");
 }

@@ -13,6 +13,33 @@ use tide::{Request, Response, StatusCode};
 
 /// How long `/cluster` waits for each member's status.
 const MEMBER_STATUS_TIMEOUT_MS: u64 = 400;
+/// The most `/cluster` requests a member serves at once (each asks every member): beyond,
+/// 503 with `Retry-After`, so open pages can never pile up work on a member.
+const CLUSTER_VIEWS_MAX: usize = 64;
+
+/// `/cluster` requests being served right now.
+static CLUSTER_VIEWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One `/cluster` request being served; counted until dropped.
+struct ViewSlot;
+
+impl ViewSlot {
+    fn take() -> Option<ViewSlot> {
+        use std::sync::atomic::Ordering;
+        let before = CLUSTER_VIEWS.fetch_add(1, Ordering::AcqRel);
+        if before >= CLUSTER_VIEWS_MAX {
+            CLUSTER_VIEWS.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ViewSlot)
+    }
+}
+
+impl Drop for ViewSlot {
+    fn drop(&mut self) {
+        CLUSTER_VIEWS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 const PAGE: &str = include_str!("view/index.html");
 const SCRIPT: &str = include_str!("view/view.js");
@@ -60,6 +87,9 @@ struct ClusterView {
 /// `GET /cluster`: every member's `/status` (asked in parallel, each within
 /// [`MEMBER_STATUS_TIMEOUT_MS`]; `up: false` when it did not answer). Read-only, no key.
 pub(super) async fn cluster(req: Request<Handle>) -> tide::Result {
+    let Some(_slot) = ViewSlot::take() else {
+        return Ok(super::retry_later("too many views are open on this member; retry in 1 s"));
+    };
     let handle = req.state().clone();
     let Some(own) = handle.status().await else { return Ok(unavailable()) };
     let me = handle.config.id;
