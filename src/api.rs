@@ -160,7 +160,7 @@ pub struct LeadershipChange {
     pub leader: Option<NodeId>,
     pub epoch: Epoch,
     /// Why, as far as the node knows: "timeout", "peer down", "higher epoch seen",
-    /// "elected", "takeover finished", "stepped down".
+    /// "new coordinator heard", "elected", "takeover finished".
     pub reason: String,
     /// Since the node lost its last coordinator (for a new one).
     pub took_ms: Option<u64>,

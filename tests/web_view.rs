@@ -187,6 +187,15 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     });
     let refused = refused.expect("a bad n is refused with a reason in the page");
     assert!(refused.contains("-3"), "the API's own reason: {refused}");
+    // Markup in what the page shows stays text.
+    browser.type_into("#n", "<b id=injected>x</b>");
+    browser.click("#submit-form button");
+    let echoed = wait_until(Duration::from_secs(5), || {
+        let text = browser.text_of("#submit-error");
+        text.contains("<b id=injected>").then_some(text)
+    });
+    assert!(echoed.is_some(), "the API's reason, with the input as text: {:?}", browser.text_of("#submit-error"));
+    assert_eq!(browser.count("#injected"), 0, "no element was made from the input");
     browser.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view.png"));
 
     cluster.signal(leader, libc::SIGKILL);

@@ -48,6 +48,18 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[structopt(long)]
     json: bool,
+    /// Keep this many web views open meanwhile (each polls `GET /cluster` every 500 ms on one
+    /// member, as the page does), to measure what open pages cost.
+    #[structopt(long, default_value = "0")]
+    pages: u32,
+}
+
+/// Polls `GET /cluster` every 500 ms on member `addr` while `open`: one open web view.
+async fn web_view(client: Client, addr: String, open: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while open.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = client.get_bytes_with(&addr, "/cluster", Duration::from_secs(2), &[]).await;
+        async_std::task::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Median, least and greatest of a measurement over the runs.
@@ -107,6 +119,8 @@ struct Report {
     checkpoint: bool,
     delay_s: f64,
     max_n: u64,
+    /// Web views kept open during the runs (`--pages`).
+    pages: u32,
     results: Vec<NReport>,
 }
 
@@ -123,15 +137,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         checkpoint: args.checkpoint == "on",
         delay_s: args.delay,
         max_n: args.max_n,
+        pages: args.pages,
         results: Vec::new(),
     };
     let ran = async_std::task::block_on(async {
         cluster.settle(&client).await?;
         // A first job opens the connections between members; it is not measured.
         measure_job(&client, &cluster.addrs, 20, &mut 0).await?;
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let pages: Vec<_> = (0..args.pages as usize)
+            .map(|i| {
+                let addr = cluster.addrs[i % cluster.addrs.len()].clone();
+                async_std::task::spawn(web_view(client.clone(), addr, open.clone()))
+            })
+            .collect();
         for &n in &ns {
             report.results.push(bench_n(&args, &cluster, &client, n, &progress).await?);
         }
+        open.store(false, std::sync::atomic::Ordering::Relaxed);
+        futures::future::join_all(pages).await;
         Ok::<(), Error>(())
     });
     progress.done();
@@ -430,11 +454,12 @@ impl Progress {
 
 fn print_table(report: &Report) {
     println!(
-        "facto bench: {} nodes, {} election, checkpoints {}, delay {} s (median [min-max] of each n's runs)",
+        "facto bench: {} nodes, {} election, checkpoints {}, delay {} s, {} web views open (median [min-max] of each n's runs)",
         report.nodes,
         report.election,
         if report.checkpoint { "on" } else { "off" },
-        report.delay_s
+        report.delay_s,
+        report.pages
     );
     let row = |name: &str, s: Spread, unit: &str| {
         println!("  {name:<34} {:>12.1} {unit:<4} [{:.1}-{:.1}]", s.median, s.min, s.max);

@@ -313,7 +313,7 @@ impl NodeCore {
             Input::PeerReachable { reachable: false, .. } => "peer down",
             Input::Election { msg, .. } if msg.epoch() > self.known_epoch() => "higher epoch seen",
             Input::Gathered { .. } => "takeover finished",
-            _ => "message from a peer",
+            _ => "new coordinator heard",
         };
         let input = match self.park(input) {
             Some(input) => input,
