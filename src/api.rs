@@ -146,6 +146,10 @@ pub struct NodeStatus {
     /// The coordinator lists its jobs here (results left out); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,
+    /// This node's member list as [`crate::config::Members::fingerprint`] (hex): members
+    /// whose lists differ refuse each other.
+    #[serde(default)]
+    pub member_list: String,
     /// The last changes of coordinator this node saw, oldest first.
     #[serde(default)]
     pub leadership_log: Vec<LeadershipChange>,
@@ -177,6 +181,10 @@ pub struct ErrorBody {
 pub struct ElectionEnvelope {
     pub from: NodeId,
     pub msg: AnyMsg,
+    /// The sender's member list, as [`crate::config::Members::fingerprint`] (0: not sent):
+    /// a node whose list differs is refused, so two lists never make two clusters.
+    #[serde(default)]
+    pub members: u64,
 }
 
 /// `POST /internal/checkpoint`: facts from the coordinator at `epoch`, to make durable. The

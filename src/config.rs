@@ -51,6 +51,18 @@ impl Members {
     pub fn addr(&self, id: NodeId) -> Option<&str> {
         self.0.get(&id).map(String::as_str)
     }
+
+    /// A digest of the whole list (ids and addresses, FNV-1a 64): equal on every member of
+    /// one cluster, different for any other list. Never 0.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (id, addr) in &self.0 {
+            for byte in format!("{id}={addr},").bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        hash.max(1)
+    }
 }
 
 /// Checks that `addr` looks like `HOST:PORT` with a numeric port.
@@ -114,6 +126,14 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_tell_member_lists_apart() {
+        let a = Members::parse("1=h:1,2=h:2").unwrap();
+        assert_eq!(a.fingerprint(), Members::parse("2=h:2, 1=h:1").unwrap().fingerprint(), "order does not matter");
+        assert_ne!(a.fingerprint(), Members::parse("1=h:1,2=h:3").unwrap().fingerprint());
+        assert_ne!(a.fingerprint(), Members::parse("1=h:1,2=h:2,3=h:3").unwrap().fingerprint());
+    }
 
     #[test]
     fn parses_members() {

@@ -69,6 +69,38 @@ async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
     facto_elections::HardState { epoch, voted_for: Some(me) }
 }
 
+/// How long a starting node waits for each peer's `/status` when it compares member lists.
+const MEMBER_CHECK_TIMEOUT_MS: u64 = 500;
+
+/// Refuses to start when most of the peers that answer have another member list: this node
+/// was given other `--peers` than the running cluster (a membership change half made). It
+/// would count majorities differently; the peers refuse its election messages anyway
+/// ([`crate::node_core::validate::member_list`]), so it could only sit apart. When no peer
+/// answers yet (the whole cluster starting) there is nothing to compare.
+async fn check_member_list(handle: &Handle) -> Result<()> {
+    let (me, mine) = (handle.config.id, format!("{:016x}", handle.config.members.fingerprint()));
+    let asks = handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, addr)| {
+        let (client, addr) = (handle.client.clone(), addr.clone());
+        async move {
+            let timeout = std::time::Duration::from_millis(MEMBER_CHECK_TIMEOUT_MS);
+            client.get::<NodeStatus>(&addr, "/status", timeout).await.ok().map(|s| (id, s.member_list))
+        }
+    });
+    let answers: Vec<(u32, String)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    let differ: Vec<&(u32, String)> = answers.iter().filter(|(_, l)| !l.is_empty() && *l != mine).collect();
+    if differ.len() * 2 > answers.len() {
+        let (id, theirs) = differ[0];
+        return Err(Error::Usage(format!(
+            "this node's --peers differ from those of {} of the {} members that answered (node {id} has member list \
+             {theirs}, this node {mine}): refusing to join; give every member the same --peers (see README, \
+             \"Membership changes\")",
+            differ.len(),
+            answers.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a node until the process ends or a fatal error (its database fails).
 pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
     config.validate()?;
@@ -93,6 +125,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     } else {
         hard_state
     };
+    check_member_list(&handle).await?;
     let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, checkpoint_version))?;
     if handle.config.members.0.len() < 2 {
         log::warn!(

@@ -51,7 +51,8 @@ fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
     let outsider = others[0];
 
     // A heartbeat at term u64::MAX to everyone: refused, nobody moves.
-    let envelope = ElectionEnvelope { from: outsider, msg: AnyMsg::Raft(raft::Msg::Heartbeat { term: u64::MAX }) };
+    let envelope =
+        ElectionEnvelope { from: outsider, msg: AnyMsg::Raft(raft::Msg::Heartbeat { term: u64::MAX }), members: 0 };
     let body = serde_json::to_vec(&envelope).unwrap();
     for id in cluster.ids().into_iter().filter(|&id| id != outsider) {
         let (status, _) = http(&cluster.addr(id), "POST", "/internal/election", Some(&body)).unwrap();

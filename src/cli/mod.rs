@@ -4,6 +4,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod node;
+pub use node::id_of_hostname;
 mod progress;
 mod status;
 mod submit;

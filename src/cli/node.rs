@@ -10,8 +10,12 @@ use structopt::StructOpt;
 #[derive(StructOpt, Debug)]
 pub struct NodeArgs {
     /// This node's id (must appear in --peers).
-    #[structopt(long, env = "FACTO_ID")]
-    id: u32,
+    #[structopt(long, env = "FACTO_ID", required_unless = "id-from-hostname")]
+    id: Option<u32>,
+    /// Take the id from the host name's last `-N` (a Kubernetes StatefulSet's pod `facto-3`
+    /// is member 3) instead of --id.
+    #[structopt(long, conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Every member, this one included: ID=HOST:PORT,...
     #[structopt(long, env = "FACTO_PEERS")]
     peers: String,
@@ -64,20 +68,38 @@ pub struct NodeArgs {
     cluster_key: Option<String>,
 }
 
-pub fn run(args: NodeArgs) -> Result<()> {
+/// The id at the end of a host name: `facto-3` is 3.
+pub fn id_of_hostname(host: &str) -> Result<u32> {
+    let host = host.trim().split('.').next().unwrap_or_default();
+    host.rsplit_once('-').and_then(|(_, n)| n.parse().ok()).ok_or_else(|| {
+        Error::Usage(format!("--id-from-hostname: host name '{host}' does not end in -N (like facto-3)"))
+    })
+}
+
+/// This machine's host name (`HOSTNAME`, else the kernel's).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default()
+}
+
+pub fn run(mut args: NodeArgs) -> Result<()> {
+    if args.id_from_hostname {
+        args.id = Some(id_of_hostname(&hostname())?);
+    }
+    let id = args.id.ok_or_else(|| Error::Usage("give --id or --id-from-hostname".into()))?;
     let members = Members::parse(&args.peers)?;
     let algorithm: Algorithm = args.election.parse()?;
     let delay_ms = seconds_to_ms(args.delay, "--delay")?;
     let listen = match args.listen {
         Some(l) => l,
-        None => members
-            .addr(args.id)
-            .ok_or_else(|| Error::Usage(format!("--id {} is not in --peers", args.id)))?
-            .to_string(),
+        None => members.addr(id).ok_or_else(|| Error::Usage(format!("--id {id} is not in --peers")))?.to_string(),
     };
     let config = NodeConfig {
-        id: args.id,
-        data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("facto-data/node-{}", args.id))),
+        id,
+        data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("facto-data/node-{id}"))),
         members,
         listen,
         algorithm,
@@ -136,4 +158,19 @@ pub(crate) fn seconds_to_ms(seconds: f64, flag: &str) -> Result<u64> {
         return Err(Error::Usage(format!("{flag} must be between 0 and 86400 seconds, got {seconds}")));
     }
     Ok((seconds * 1000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_from_the_host_names_last_number() {
+        assert_eq!(id_of_hostname("facto-3").unwrap(), 3);
+        assert_eq!(id_of_hostname("my-facto-12.facto.default.svc.cluster.local\n").unwrap(), 12);
+        for bad in ["facto", "facto-", "facto-x", ""] {
+            let why = id_of_hostname(bad).unwrap_err().to_string();
+            assert!(why.contains("does not end in -N"), "{bad}: {why}");
+        }
+    }
 }

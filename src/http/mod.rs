@@ -479,6 +479,10 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
     if let Err(why) = validate::sender(&handle.config.members, handle.config.id, envelope.from) {
         return Ok(error(StatusCode::BadRequest, &why));
     }
+    if let Err(why) = validate::member_list(handle.config.members.fingerprint(), envelope.members) {
+        handle.refusals.note(envelope.from, "an election message", &why);
+        return Ok(error(StatusCode::Conflict, &why));
+    }
     let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
     if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {
         handle.refusals.note(envelope.from, "an election message", &why);

@@ -33,11 +33,20 @@ impl Links {
             let client = handle.client.control();
             async_std::task::spawn(async move {
                 let mut reachable = true;
+                let members = handle.config.members.fingerprint();
+                let mut told_member_list = false;
                 while let Ok(msg) = rx.recv().await {
-                    let envelope = ElectionEnvelope { from: me, msg };
+                    let envelope = ElectionEnvelope { from: me, msg, members };
                     let sent: Result<serde_json::Value, _> = client
                         .post(&addr, "/internal/election", &envelope, Duration::from_millis(SEND_TIMEOUT_MS), &[])
                         .await;
+                    if let Err(e) = &sent {
+                        let why = e.to_string();
+                        if why.contains("member list") && !told_member_list {
+                            told_member_list = true;
+                            log::error!("node {peer} refuses this node: {why}");
+                        }
+                    }
                     let ok = sent.is_ok();
                     if !ok {
                         while rx.try_recv().is_ok() {}

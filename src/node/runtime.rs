@@ -394,6 +394,7 @@ impl Runtime {
             taking_over: core.taking_over,
             jobs: core.jobs,
             leadership_log: core.leadership_log,
+            member_list: format!("{:016x}", cfg.members.fingerprint()),
         }
     }
 }

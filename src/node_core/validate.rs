@@ -97,6 +97,19 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
     Ok(())
 }
 
+/// An election message from a node with another member list (`theirs`; 0 when the sender
+/// did not say) is refused: nodes that disagree on the members would count majorities
+/// differently and could elect two coordinators.
+pub fn member_list(ours: u64, theirs: u64) -> Result<(), String> {
+    if theirs != 0 && theirs != ours {
+        return Err(format!(
+            "the sender's member list ({theirs:016x}) differs from this node's ({ours:016x}): \
+             give every member the same --peers"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
