@@ -31,9 +31,10 @@ pub struct NodeArgs {
     /// Directory of this node's database [default: ./facto-data/node-<ID>].
     #[structopt(long, env = "FACTO_DATA_DIR", parse(from_os_str))]
     data_dir: Option<PathBuf>,
-    /// Length of one election tick in milliseconds (timeouts are counted in ticks).
-    #[structopt(long, env = "FACTO_TICK_MS", default_value = "10")]
-    tick_ms: u64,
+    /// Length of one election tick in milliseconds (timeouts are counted in ticks)
+    /// [default: 10, or one per member beyond 10: see docs/DESIGN.md "Many members"].
+    #[structopt(long, env = "FACTO_TICK_MS")]
+    tick_ms: Option<u64>,
     /// The largest n a job may ask for.
     #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
@@ -68,6 +69,14 @@ pub struct NodeArgs {
     cluster_key: Option<String>,
 }
 
+/// The election tick for a cluster of `members`: 10 ms up to 10 members, then one
+/// millisecond per member, so that a coordinator's heartbeats (every 3 ticks, to every other
+/// member) stay near 330 a second however many members there are, and every timeout (in
+/// ticks) grows with the cluster.
+pub fn default_tick_ms(members: usize) -> u64 {
+    (members as u64).max(10)
+}
+
 /// The id at the end of a host name: `facto-3` is 3.
 pub fn id_of_hostname(host: &str) -> Result<u32> {
     let host = host.trim().split('.').next().unwrap_or_default();
@@ -97,6 +106,7 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         Some(l) => l,
         None => members.addr(id).ok_or_else(|| Error::Usage(format!("--id {id} is not in --peers")))?.to_string(),
     };
+    let members_count = members.0.len();
     let config = NodeConfig {
         id,
         data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("facto-data/node-{id}"))),
@@ -104,7 +114,7 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         listen,
         algorithm,
         delay_ms,
-        tick_ms: args.tick_ms,
+        tick_ms: args.tick_ms.unwrap_or_else(|| default_tick_ms(members_count)),
         max_n: args.max_n,
         checkpoint: match args.checkpoint.as_str() {
             "on" => true,
