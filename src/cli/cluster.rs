@@ -43,7 +43,7 @@ pub struct ClusterArgs {
     /// How long an injected stall lasts, in seconds.
     #[structopt(long, default_value = "10")]
     slow: f64,
-    /// Length of one election tick in milliseconds [default: as `facto node`: 10, or one per
+    /// Length of one election tick in milliseconds [default: as `facto node`: 10, or more per
     /// member beyond 10].
     #[structopt(long)]
     tick_ms: Option<u64>,
@@ -147,10 +147,16 @@ fn supervise(m: &mut Member, args: &ClusterArgs, peers: &str) -> Result<()> {
     Ok(())
 }
 
+/// `--tick-ms`, or the default `facto node` would choose for this cluster.
+fn tick_ms(args: &ClusterArgs) -> u64 {
+    let algorithm = args.election.parse().unwrap_or(facto_elections::Algorithm::Raft);
+    args.tick_ms.unwrap_or_else(|| super::node::default_tick_ms(args.nodes.into(), algorithm))
+}
+
 fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Child> {
     let extra = [
         ["--delay", &args.delay.to_string()],
-        ["--tick-ms", &args.tick_ms.unwrap_or_else(|| super::node::default_tick_ms(args.nodes.into())).to_string()],
+        ["--tick-ms", &tick_ms(args).to_string()],
         ["--fail-prob", &args.crash_prob.to_string()],
         ["--slow-prob", &args.slow_prob.to_string()],
         ["--slow", &args.slow.to_string()],

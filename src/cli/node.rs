@@ -32,7 +32,7 @@ pub struct NodeArgs {
     #[structopt(long, env = "FACTO_DATA_DIR", parse(from_os_str))]
     data_dir: Option<PathBuf>,
     /// Length of one election tick in milliseconds (timeouts are counted in ticks)
-    /// [default: 10, or one per member beyond 10: see docs/DESIGN.md "Many members"].
+    /// [default: 10, or per member beyond 10: see docs/DESIGN.md "Many members"].
     #[structopt(long, env = "FACTO_TICK_MS")]
     tick_ms: Option<u64>,
     /// The largest n a job may ask for.
@@ -70,11 +70,17 @@ pub struct NodeArgs {
 }
 
 /// The election tick for a cluster of `members`: 10 ms up to 10 members, then one
-/// millisecond per member, so that a coordinator's heartbeats (every 3 ticks, to every other
-/// member) stay near 330 a second however many members there are, and every timeout (in
-/// ticks) grows with the cluster.
-pub fn default_tick_ms(members: usize) -> u64 {
-    (members as u64).max(10)
+/// millisecond per member with Raft-lite and half a millisecond with bully and ring, so that a
+/// coordinator's heartbeats (every 3 ticks, to every other member) and their answers stay
+/// near 660 messages a second however many members there are (Raft-lite's followers answer
+/// every heartbeat; bully's and ring's do not), and every timeout (in ticks) grows with the
+/// cluster.
+pub fn default_tick_ms(members: usize, algorithm: Algorithm) -> u64 {
+    let per_member = match algorithm {
+        Algorithm::Raft => members as u64,
+        Algorithm::Bully | Algorithm::Ring => members as u64 / 2,
+    };
+    per_member.max(10)
 }
 
 /// The id at the end of a host name: `facto-3` is 3.
@@ -114,7 +120,7 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         listen,
         algorithm,
         delay_ms,
-        tick_ms: args.tick_ms.unwrap_or_else(|| default_tick_ms(members_count)),
+        tick_ms: args.tick_ms.unwrap_or_else(|| default_tick_ms(members_count, algorithm)),
         max_n: args.max_n,
         checkpoint: match args.checkpoint.as_str() {
             "on" => true,
