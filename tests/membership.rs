@@ -7,10 +7,22 @@ mod common;
 use common::{free_ports, http, wait_until, Cluster, BIN};
 use facto::api::ElectionEnvelope;
 use facto_elections::{raft, AnyMsg};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const AGREE: Duration = Duration::from_secs(30);
+
+/// `facto node --id ID --peers PEERS --data-dir DIR`, its stderr kept.
+fn node(id: u32, peers: &str, dir: &std::path::Path) -> Child {
+    Command::new(BIN)
+        .args(["node", "--id", &id.to_string(), "--peers", peers, "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("facto node starts")
+}
 
 #[test]
 fn a_node_with_another_member_list_refuses_to_join_and_the_cluster_goes_on() {
@@ -22,14 +34,7 @@ fn a_node_with_another_member_list_refuses_to_join_and_the_cluster_goes_on() {
     // It comes back with a fourth member added to its list only.
     let peers = format!("{},4=127.0.0.1:{}", cluster.peers(), free_ports(1)[0]);
     let dir = std::env::temp_dir().join(format!("facto-membership-{}", std::process::id()));
-    let mut child = Command::new(BIN)
-        .args(["node", "--id", &victim.to_string(), "--peers", &peers, "--election", "raft", "--data-dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("facto node starts");
+    let mut child = node(victim, &peers, &dir);
     let status = wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten());
     let Some(status) = status else {
         let _ = child.kill();
@@ -63,14 +68,7 @@ fn a_member_starts_before_its_peers_names_resolve_and_keeps_trying() {
     let port = free_ports(1)[0];
     let peers = format!("1=127.0.0.1:{port},2=facto-1.not-yet.invalid:7000");
     let dir = std::env::temp_dir().join(format!("facto-unresolved-{}", std::process::id()));
-    let mut child = Command::new(BIN)
-        .args(["node", "--id", "1", "--peers", &peers, "--data-dir"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("facto node starts");
+    let mut child = node(1, &peers, &dir);
     let addr = format!("127.0.0.1:{port}");
     let answered = wait_until(Duration::from_secs(10), || common::http_get(&addr, "/status"));
     std::thread::sleep(Duration::from_secs(2));

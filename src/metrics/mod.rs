@@ -196,7 +196,7 @@ impl Metrics {
         self.has_coordinator.set(i64::from(status.leader.is_some()));
         self.is_coordinator.set(i64::from(status.role == "coordinator"));
         self.epoch.set(status.epoch as i64);
-        self.leadership_seen(status);
+        self.leadership(status.leader, status.epoch);
         move_by_difference(&self.operations_computed, &self.seen_operations_computed, status.operations_computed);
         let reexecuted: u64 = status.jobs.iter().map(|j| j.operations_reexecuted).sum();
         move_by_difference(&self.operations_reexecuted, &self.seen_operations_reexecuted, reexecuted);
@@ -215,10 +215,6 @@ impl Metrics {
             }
             *seen = Some((leader, epoch));
         }
-    }
-
-    fn leadership_seen(&self, status: &NodeStatus) {
-        self.leadership(status.leader, status.epoch);
     }
 }
 
