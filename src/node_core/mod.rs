@@ -587,11 +587,6 @@ impl NodeCore {
         facts
     }
 
-    /// The jobs this node's checkpoint holds for a client's idempotency key.
-    pub fn jobs_with_request(&self, request: &str) -> usize {
-        self.checkpoint.jobs.values().filter(|j| j.request.as_deref() == Some(request)).count()
-    }
-
     /// Tasks the coordinator has handed out and not yet counted done (none unless it
     /// coordinates): what a crash now may make it compute again.
     pub fn tasks_in_flight(&self) -> Vec<OpRef> {
