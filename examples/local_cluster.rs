@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reset_data: false,
             queue_jobs_max: 64,
             queue_ops_max: 16_000_000,
+            // In-process: this example is not the `facto` program.
+            converter: None,
         };
         async_std::task::spawn(async move {
             if let Err(e) = facto::member::run(config, None, Faults::none()).await {

@@ -139,6 +139,10 @@ pub struct NodeStatus {
     /// Body bytes of this node's calls to its peers, sent and received, since it started.
     #[serde(default)]
     pub peer_bytes: u64,
+    /// Peak resident set size of the child process of this node's latest decimal conversion
+    /// (0: none yet); the node's own figure leaves it out.
+    #[serde(default)]
+    pub converter_peak_rss_bytes: u64,
     /// Peer messages this node refused (a stale or absurd epoch, a sender that is not the
     /// leader, facts that do not fit their job's plan) since it started.
     #[serde(default)]

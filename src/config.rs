@@ -103,6 +103,9 @@ pub struct NodeConfig {
     pub queue_jobs_max: u64,
     /// The most operations unfinished jobs may still need (one job is always taken).
     pub queue_ops_max: u64,
+    /// The program that converts large products to decimal in a child process
+    /// (`PROGRAM to-decimal`; see [`crate::node::converter`]); `None`: in this process.
+    pub converter: Option<PathBuf>,
 }
 
 impl NodeConfig {

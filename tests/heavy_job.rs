@@ -1,5 +1,6 @@
 //! A heavy job must not depose a healthy coordinator: heartbeats and votes never wait behind
-//! multiplications, megabyte products, disk writes or the decimal conversion. In a test binary
+//! multiplications, megabyte products, disk writes or the decimal conversion (done in a child
+//! process). In a test binary
 //! of its own, so that no other test's cluster shares the two cores meanwhile.
 
 mod common;
@@ -34,6 +35,11 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), jobs);
     let after = epochs_and_leaders(&cluster);
     assert_eq!(before, after, "the coordinator changed during the job:\n{}", cluster.logs());
+    // The digits above came from the coordinator's child process (`facto to-decimal`).
+    let converted_in_a_child = cluster.statuses().into_iter().any(|(_, s)| {
+        s.and_then(|s| s["converter_peak_rss_bytes"].as_u64()).is_some_and(|bytes| bytes > 0)
+    });
+    assert!(converted_in_a_child, "no member converted the result in a child process:\n{}", cluster.logs());
 }
 
 /// One test, so the clusters run one after the other. Two jobs at once used to cause about

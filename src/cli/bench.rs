@@ -219,11 +219,11 @@ async fn bench_n(
 ) -> Result<NReport> {
     progress.say(&format!("{n}!: computing the reference"));
     let reference = Big::factorial(n).to_decimal();
-    cluster.reset_peak_rss();
     let epoch_before = cluster.max_epoch(client).await;
     let mut http_503 = 0;
     let mut runs = Vec::new();
     let mut correct = true;
+    let watch = MemoryWatch::start(cluster.children.iter().map(Child::id).collect());
     for run in 1..=args.runs {
         progress.say(&format!("{n}!: run {run}/{}: on the cluster", args.runs));
         let bytes_before = cluster.peer_bytes(client).await;
@@ -258,7 +258,7 @@ async fn bench_n(
         bytes_moved: spread(&|r| r.bytes_moved as f64),
         leadership_changes,
         http_503,
-        peak_rss_bytes: cluster.peak_rss_bytes(),
+        peak_rss_bytes: watch.stop(),
         correct,
     })
 }
@@ -394,18 +394,6 @@ impl LocalCluster {
     async fn peer_bytes(&self, client: &Client) -> u64 {
         self.statuses(client).await.iter().flatten().map(|s| s.peer_bytes).sum()
     }
-
-    /// Starts each member's peak resident set size afresh (Linux: `clear_refs` 5).
-    fn reset_peak_rss(&self) {
-        for child in &self.children {
-            let _ = std::fs::write(format!("/proc/{}/clear_refs", child.id()), "5");
-        }
-    }
-
-    /// The largest peak resident set size of any member since the last reset (Linux).
-    fn peak_rss_bytes(&self) -> u64 {
-        self.children.iter().filter_map(|c| peak_rss_kib(c.id())).max().unwrap_or(0) * 1024
-    }
 }
 
 impl Drop for LocalCluster {
@@ -420,9 +408,65 @@ impl Drop for LocalCluster {
     }
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// Watches the members' memory while an n runs (Linux). A member converts a large result to
+/// decimal in a child process, so a member's figure is the larger of its own peak (`VmHWM`)
+/// and, sampled every 20 ms, its resident set plus its children's peaks.
+struct MemoryWatch {
+    pids: Vec<u32>,
+    sampled_peaks: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MemoryWatch {
+    fn start(pids: Vec<u32>) -> MemoryWatch {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        for pid in &pids {
+            // Starts the peak afresh (Linux: `clear_refs` 5).
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+        let sampled_peaks: std::sync::Arc<Vec<AtomicU64>> =
+            std::sync::Arc::new(pids.iter().map(|_| AtomicU64::new(0)).collect());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (peaks, stopped, watched) = (sampled_peaks.clone(), stop.clone(), pids.clone());
+        let sampler = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for (peak, &pid) in peaks.iter().zip(&watched) {
+                    let children: u64 = children_of(pid).into_iter().filter_map(|c| status_kib(c, "VmHWM:")).sum();
+                    let now = status_kib(pid, "VmRSS:").unwrap_or(0) + children;
+                    peak.fetch_max(now * 1024, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        MemoryWatch { pids, sampled_peaks, stop, sampler: Some(sampler) }
+    }
+
+    /// Stops watching; the largest member's figure.
+    fn stop(mut self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        let own = self.pids.iter().map(|&pid| status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
+        own.zip(self.sampled_peaks.iter())
+            .map(|(own, sampled)| own.max(sampled.load(Ordering::Relaxed)))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A process's children (Linux).
+fn children_of(pid: u32) -> Vec<u32> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace().filter_map(|c| c.parse().ok()).collect()
+}
+
+/// A `kB` line of `/proc/<pid>/status`, such as `VmHWM:` or `VmRSS:`.
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

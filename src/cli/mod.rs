@@ -37,6 +37,10 @@ pub enum Command {
     /// Start a local cluster, time factorials on it, and compare with one thread in-process.
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Bench(bench::BenchArgs),
+    /// Internal: a node's decimal conversion in a child process (bytes on stdin, digits on
+    /// stdout).
+    #[structopt(setting = structopt::clap::AppSettings::Hidden)]
+    ToDecimal,
 }
 
 /// Parses the arguments, runs the command and returns the process exit code. Mistakes get one
@@ -73,6 +77,7 @@ pub fn main() -> i32 {
         Command::Cluster(args) => cluster::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::ToDecimal => crate::node::converter::serve_child().map_err(Error::from),
     };
     match result {
         Ok(()) => 0,

@@ -131,6 +131,7 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         reset_data: args.reset_data,
         queue_jobs_max: args.queue_jobs_max,
         queue_ops_max: args.queue_ops_max,
+        converter: Some(this_program()),
     };
     let faults = Faults::new(
         probability(args.crash_prob, "--fail-prob")?,
@@ -140,6 +141,15 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
     .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
     return_large_buffers_to_the_system();
     async_std::task::block_on(crate::member::run(config, args.cluster_key, faults))
+}
+
+/// This very program, for child processes: `/proc/self/exe` on Linux stays valid even when
+/// the file was replaced or deleted since the node started (an upgrade in place).
+fn this_program() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        return PathBuf::from("/proc/self/exe");
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("facto"))
 }
 
 /// Buffers of this size and above are mapped on their own and unmapped when freed.

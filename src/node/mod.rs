@@ -3,6 +3,7 @@
 //! through which the HTTP edge hands it inputs.
 
 pub mod compute;
+pub mod converter;
 pub mod faults;
 mod links;
 pub mod refusals;
@@ -118,6 +119,8 @@ pub struct Handle {
     pub(crate) taking_over: Arc<std::sync::atomic::AtomicBool>,
     /// What `GET /metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The peak resident set size of the latest decimal conversion's child process.
+    pub(crate) converter_peak_rss_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
@@ -142,6 +145,7 @@ impl Handle {
             known_epoch: Arc::default(),
             taking_over: Arc::default(),
             metrics: Arc::default(),
+            converter_peak_rss_bytes: Arc::default(),
         }
     }
 

@@ -3,9 +3,9 @@
 //! talks to peers, runs the compute threads, and feeds every completion back as an input.
 //! All decisions are the core's ([`crate::node_core`]); nothing here decides.
 
-use super::compute;
 use super::links::Links;
 use super::replication::{find_root, gather, replicate, verify};
+use super::{compute, converter};
 use super::{Event, Handle, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::Big;
@@ -340,8 +340,15 @@ impl Runtime {
                 log::error!("job {job}: no member that answered holds its result");
                 return handle.send(Event::Input(Input::NoDecimal { job }));
             };
-            match compute::low_priority(move || Arc::<str>::from(Big::to_decimal(&product))).await {
-                Ok(decimal) => handle.send(Event::Input(Input::Decimal { job, n, decimal })),
+            let (program, peak) = (handle.config.converter.clone(), handle.converter_peak_rss_bytes.clone());
+            let converted = compute::low_priority(move || converter::to_decimal(&product, program.as_deref()));
+            match converted.await {
+                Ok(c) => {
+                    if let Some(bytes) = c.child_peak_rss_bytes {
+                        peak.store(bytes, Ordering::Relaxed);
+                    }
+                    handle.send(Event::Input(Input::Decimal { job, n, decimal: Arc::from(c.decimal) }))
+                }
                 Err(why) => log::error!("job {job}: no decimal result: {why}"),
             }
         });
@@ -390,6 +397,7 @@ impl Runtime {
             checkpoint_version: core.checkpoint_version,
             partitioned: self.handle.gate.partitioned(),
             peer_bytes: self.handle.client.bytes_moved(),
+            converter_peak_rss_bytes: self.handle.converter_peak_rss_bytes.load(Ordering::Relaxed),
             refused_messages: self.handle.refusals.count(),
             taking_over: core.taking_over,
             jobs: core.jobs,

@@ -1,0 +1,143 @@
+//! Decimal conversion of large products in a child process (`facto to-decimal`).
+//!
+//! Converting 10,000,000! (27 MB in, 65 million digits out) takes seconds and allocates and
+//! frees hundreds of large buffers. On nice-10 threads of the node's own process it still
+//! deposed healthy coordinators: `perf sched` showed every runtime thread of the coordinator
+//! asleep at once for 60-110 ms and woken together, while dozens of preempted nice-10
+//! conversion threads ran. The runtime waited on something it shares with them (the
+//! allocator's locks or the process's memory map), held by a thread the scheduler had
+//! parked. A child process shares neither. It inherits the calling thread's niceness, so it
+//! still only gets the cycles the members' control traffic leaves.
+
+use crate::bignum::Big;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Products with fewer bits are converted in-process: a few milliseconds, less than starting
+/// a process.
+pub const CHILD_BITS_MIN: u64 = 1 << 22;
+
+/// The digits, and the child's peak resident set size (`None`: converted in-process).
+pub struct Converted {
+    pub decimal: String,
+    pub child_peak_rss_bytes: Option<u64>,
+}
+
+/// Converts `product` to decimal; a large one in a child process running `program
+/// to-decimal` when a program is given. Blocks: call it from a compute thread. A child that
+/// fails (cannot start, dies, answers something that is not the number's digits) is logged
+/// and the conversion is done here instead, so the result is never lost to the helper.
+pub fn to_decimal(product: &Big, program: Option<&Path>) -> Converted {
+    if let Some(program) = program.filter(|_| product.significant_bits() >= CHILD_BITS_MIN) {
+        match in_child(product, program) {
+            Ok(converted) => return converted,
+            Err(why) => log::warn!("decimal conversion in a child process failed ({why}); converting here"),
+        }
+    }
+    Converted { decimal: product.to_decimal(), child_peak_rss_bytes: None }
+}
+
+/// Hands the product's bytes to a child on stdin and reads its digits from stdout.
+fn in_child(product: &Big, program: &Path) -> Result<Converted, String> {
+    let mut child = Command::new(program)
+        .arg("to-decimal")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let (mut stdin, mut stdout) = child.stdin.take().zip(child.stdout.take()).ok_or("no pipes to the child")?;
+    let bytes = product.to_bytes();
+    let mut decimal = Vec::new();
+    // Written on a second thread: a child that answers early must not block on a full pipe.
+    let read = std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        stdout.read_to_end(&mut decimal)
+    });
+    let (status, peak_rss_bytes) = wait_with_peak_rss(&mut child)?;
+    read.map_err(|e| format!("reading the digits: {e}"))?;
+    if !status {
+        return Err("the child exited with an error".into());
+    }
+    let decimal = String::from_utf8(decimal).map_err(|_| "the child's answer is not text".to_string())?;
+    check_digits(&decimal, product.significant_bits())?;
+    Ok(Converted { decimal, child_peak_rss_bytes: peak_rss_bytes })
+}
+
+/// A number of `bits` bits (the top one set) has between ⌊(bits − 1)·log10 2⌋ + 1 and
+/// ⌊bits·log10 2⌋ + 1 digits: a truncated or padded answer is refused, as are non-digits.
+fn check_digits(decimal: &str, bits: u64) -> Result<(), String> {
+    let log10_2 = std::f64::consts::LOG10_2;
+    let fewest = ((bits - 1) as f64 * log10_2).floor() as usize + 1;
+    let most = (bits as f64 * log10_2).floor() as usize + 1;
+    if !(fewest..=most).contains(&decimal.len()) {
+        return Err(format!("{} digits for a number of {bits} bits", decimal.len()));
+    }
+    if !decimal.bytes().all(|b| b.is_ascii_digit()) || decimal.starts_with('0') {
+        return Err("the answer is not a decimal number".into());
+    }
+    Ok(())
+}
+
+/// Waits for the child; whether it succeeded, and its peak resident set size (Linux).
+fn wait_with_peak_rss(child: &mut std::process::Child) -> Result<(bool, Option<u64>), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let (mut status, mut usage) = (0, std::mem::MaybeUninit::<libc::rusage>::zeroed());
+        // SAFETY: waits for our own child by pid; `status` and `usage` are valid for writes.
+        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, usage.as_mut_ptr()) };
+        if pid < 0 {
+            return Err(format!("waiting for the child: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: wait4 succeeded, so it filled `usage`.
+        let max_rss_kib = unsafe { usage.assume_init() }.ru_maxrss.max(0) as u64;
+        Ok((libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, Some(max_rss_kib * 1024)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let status = child.wait().map_err(|e| format!("waiting for the child: {e}"))?;
+        Ok((status.success(), None))
+    }
+}
+
+/// The child's side (`facto to-decimal`): little-endian bytes of a number on stdin, its
+/// decimal digits on stdout.
+pub fn serve_child() -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut bytes)?;
+    let decimal = Big::from_bytes(&bytes).to_decimal();
+    let mut out = std::io::stdout().lock();
+    out.write_all(decimal.as_bytes())?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_answers_that_are_not_the_numbers_digits() {
+        let n = Big::factorial(300);
+        let digits = n.to_decimal();
+        let bits = n.significant_bits();
+        assert_eq!(check_digits(&digits, bits), Ok(()));
+        assert!(check_digits(&digits[1..], bits).is_err(), "truncated");
+        assert!(check_digits(&format!("{digits}7"), bits).is_err(), "too long");
+        assert!(check_digits(&digits.replace('1', "x"), bits).is_err(), "not digits");
+        assert_eq!(check_digits("1023", 10), Ok(()));
+        assert_eq!(check_digits("512", 10), Ok(()));
+        assert!(check_digits("0512", 10).is_err(), "leading zero");
+    }
+
+    #[test]
+    fn a_failing_child_leaves_the_conversion_to_this_process() {
+        let n = Big::factorial(300_000);
+        assert!(n.significant_bits() >= CHILD_BITS_MIN);
+        // `false` exits at once with an error and prints nothing.
+        let converted = to_decimal(&n, Some(Path::new("false")));
+        assert_eq!(converted.decimal, n.to_decimal());
+        assert_eq!(converted.child_peak_rss_bytes, None);
+    }
+}
