@@ -36,9 +36,10 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
     let after = epochs_and_leaders(&cluster);
     assert_eq!(before, after, "the coordinator changed during the job:\n{}", cluster.logs());
     // The digits above came from the coordinator's child process (`facto to-decimal`).
-    let converted_in_a_child = cluster.statuses().into_iter().any(|(_, s)| {
-        s.and_then(|s| s["converter_peak_rss_bytes"].as_u64()).is_some_and(|bytes| bytes > 0)
-    });
+    let converted_in_a_child = cluster
+        .statuses()
+        .into_iter()
+        .any(|(_, s)| s.and_then(|s| s["converter_peak_rss_bytes"].as_u64()).is_some_and(|bytes| bytes > 0));
     assert!(converted_in_a_child, "no member converted the result in a child process:\n{}", cluster.logs());
 }
 

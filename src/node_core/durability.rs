@@ -101,6 +101,7 @@ impl NodeCore {
             return;
         }
         let now_ms = self.now_ms;
+        log::debug!("batch {batch}: answered");
         match outcome {
             Ok(products) if self.settings.checkpoint => {
                 self.make_durable(epoch, batch, &products);
