@@ -177,8 +177,8 @@ impl Store {
         let mut checkpoint = Checkpoint::default();
         for entry in self.facts.iter() {
             let (_, value) = entry.map_err(store_err)?;
-            let facts = decode(&self.record_bytes(&value)?)?;
-            for fact in facts {
+            let Some(bytes) = self.record_bytes_or_warn(&value) else { continue };
+            for fact in decode(&bytes)? {
                 checkpoint.apply(fact);
             }
         }
@@ -270,15 +270,29 @@ impl Store {
     }
 
     /// A record's bytes: the value itself, or the file it points to, checked against the
-    /// length and checksum in the pointer (a damaged file is an error, never other facts).
-    fn record_bytes<'a>(&self, value: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
-        let Some(file) = RecordFile::parse(value) else { return Ok(std::borrow::Cow::Borrowed(value)) };
-        let bytes = std::fs::read(self.records.join(&file.name))
-            .map_err(|e| Error::Store(format!("record file {}/{}: {e}", RECORDS_DIR, file.name)))?;
-        if bytes.len() as u64 != file.len || crc32fast::hash(&bytes) != file.crc32 {
-            return Err(Error::Store(format!("record file {}/{} is damaged", RECORDS_DIR, file.name)));
-        }
-        Ok(std::borrow::Cow::Owned(bytes))
+    /// length and checksum in the pointer. A missing or damaged file is logged and its facts
+    /// are left out (as sled drops a damaged blob): they only save work, which is redone.
+    fn record_bytes_or_warn<'a>(&self, value: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let Some(file) = RecordFile::parse(value) else { return Some(std::borrow::Cow::Borrowed(value)) };
+        let path = self.records.join(&file.name);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() as u64 == file.len && crc32fast::hash(&bytes) == file.crc32 => bytes,
+            Ok(_) => {
+                log::warn!(
+                    "checkpoint record {} is damaged: its facts are dropped, their work will be redone",
+                    path.display()
+                );
+                return None;
+            }
+            Err(e) => {
+                log::warn!(
+                    "checkpoint record {}: {e}: its facts are dropped, their work will be redone",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        Some(std::borrow::Cow::Owned(bytes))
     }
 
     /// The root product fact of finished job `job`, if this node wrote it. Reads a file of
@@ -290,8 +304,8 @@ impl Store {
         let Some(Fact::Job { n, .. }) = decode(&record)?.into_iter().next() else { return Ok(None) };
         let Some(root) = Plan::new(n).root() else { return Ok(None) };
         let Some(record) = self.facts.get(op_key(job, b'p', root)).map_err(store_err)? else { return Ok(None) };
-        let facts = decode(&self.record_bytes(&record)?)?;
-        Ok(facts.into_iter().find(|fact| matches!(fact, Fact::Product { op, .. } if *op == root)))
+        let Some(bytes) = self.record_bytes_or_warn(&record) else { return Ok(None) };
+        Ok(decode(&bytes)?.into_iter().find(|fact| matches!(fact, Fact::Product { op, .. } if *op == root)))
     }
 
     /// The election state saved by [`Store::save_hard_state`], or the initial one.
@@ -580,15 +594,22 @@ mod tests {
         assert!(async_std::task::block_on(written.wait()));
         assert_eq!(files_in(&dir).len(), 1, "only the root's file is left");
         assert_eq!(store.root_fact("1-1").unwrap(), Some(root));
-        // A damaged file is an error, never other facts.
+        // A damaged or missing file drops its facts (the job is no longer finished here), never
+        // reads as other facts.
         let file = dir.join(RECORDS_DIR).join(&files_in(&dir)[0]);
         let mut bytes = std::fs::read(&file).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 1;
         std::fs::write(&file, bytes).unwrap();
-        assert!(store.load(&dir).is_err(), "a flipped bit is found");
+        let (_, checkpoint, _) = store.load(&dir).unwrap();
+        assert!(!checkpoint.jobs["1-1"].finished, "a flipped bit is found");
+        assert_eq!(store.root_fact("1-1").unwrap(), None);
         std::fs::remove_file(&file).unwrap();
-        assert!(store.load(&dir).is_err(), "a missing file is found");
+        let (_, checkpoint, _) = store.load(&dir).unwrap();
+        assert!(
+            !checkpoint.jobs["1-1"].finished && checkpoint.jobs["1-1"].products.is_empty(),
+            "a missing file is found"
+        );
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
