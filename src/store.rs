@@ -80,6 +80,8 @@ pub struct Store {
     facts: sled::Tree,
     /// Where records larger than [`INLINE_BYTES_MAX`] live.
     records: PathBuf,
+    /// Makes record file names unique: this opening's start time, and a count.
+    file_names: std::sync::Arc<(u128, std::sync::atomic::AtomicU64)>,
 }
 
 impl Store {
@@ -117,10 +119,18 @@ impl Store {
         if !marked {
             std::fs::write(dir.join(MARKER_FILE), MARKER_TEXT)?;
         }
-        let store = Store { db, facts, records: dir.join(RECORDS_DIR) };
-        std::fs::create_dir_all(&store.records)?;
-        store.remove_unreferenced_files().map_err(|e| damaged(dir, &e.to_string()))?;
-        Ok(store)
+        let opened_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let file_names = std::sync::Arc::new((opened_ns, std::sync::atomic::AtomicU64::new(0)));
+        let store = Store { db, facts, records: dir.join(RECORDS_DIR), file_names };
+        if !store.records.exists() {
+            std::fs::create_dir(&store.records)?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        match quietly(|| store.remove_unreferenced_files()) {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(e)) => Err(damaged(dir, &e.to_string())),
+            Err(_) => Err(damaged(dir, "the database panicked while reading")),
+        }
     }
 
     /// Record files no key points to: written before a crash that came before their pointer
@@ -240,7 +250,7 @@ impl Store {
             }
             let value = if bytes.len() > INLINE_BYTES_MAX {
                 files += 1;
-                self.write_record_file(&key, checkpoint_version, &bytes)?
+                self.write_record_file(&key, &bytes)?
             } else {
                 bytes
             };
@@ -257,13 +267,15 @@ impl Store {
 
     /// Writes a record's bytes to a file of its own, on disk before this returns; the pointer
     /// to store in its place.
-    fn write_record_file(&self, key: &[u8], checkpoint_version: u64, bytes: &[u8]) -> Result<Vec<u8>> {
+    fn write_record_file(&self, key: &[u8], bytes: &[u8]) -> Result<Vec<u8>> {
         use std::io::Write;
-        // The version keeps names unique when a key is written again (a replica offered the
-        // same root twice): the old file stays whole until the new pointer is durable.
-        let name: String =
-            key.iter().map(|b| format!("{b:02x}")).collect::<String>() + &format!("-{checkpoint_version}");
-        let mut file = std::fs::File::create(self.records.join(&name))?;
+        // Never a name in use: a key written again (a replica offered the same root twice)
+        // gets a new file, and the old one stays whole until the new pointer is durable.
+        let (opened_ns, count) = &*self.file_names;
+        let count = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("{key_hex}-{opened_ns:x}-{count}");
+        let mut file = std::fs::File::create_new(self.records.join(&name))?;
         file.write_all(bytes)?;
         file.sync_data()?;
         Ok(RecordFile { name, len: bytes.len() as u64, crc32: crc32fast::hash(bytes) }.pointer())
@@ -363,8 +375,10 @@ impl Store {
                         });
                     // Only now that nothing durable points to them (one left by a crash
                     // here goes at the next start).
-                    for file in unreferenced {
-                        let _ = std::fs::remove_file(file);
+                    if written.is_ok() {
+                        for file in unreferenced {
+                            let _ = std::fs::remove_file(file);
+                        }
                     }
                     if let Err(e) = written {
                         // Nothing this node acknowledges may be lost: stop rather than go on.

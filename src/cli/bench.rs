@@ -442,13 +442,17 @@ impl MemoryWatch {
         MemoryWatch { pids, sampled_peaks, stop, sampler: Some(sampler) }
     }
 
-    /// Stops watching; the largest member's figure.
-    fn stop(mut self) -> u64 {
-        use std::sync::atomic::Ordering;
-        self.stop.store(true, Ordering::Relaxed);
+    fn stop_sampling(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
         }
+    }
+
+    /// Stops watching; the largest member's figure.
+    fn stop(mut self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop_sampling();
         let own = self.pids.iter().map(|&pid| status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
         own.zip(self.sampled_peaks.iter())
             .map(|(own, sampled)| own.max(sampled.load(Ordering::Relaxed)))
@@ -457,10 +461,18 @@ impl MemoryWatch {
     }
 }
 
-/// A process's children (Linux).
+impl Drop for MemoryWatch {
+    /// A run that failed midway stops the sampler too.
+    fn drop(&mut self) {
+        self.stop_sampling();
+    }
+}
+
+/// A process's children (Linux: each thread lists the children it started).
 fn children_of(pid: u32) -> Vec<u32> {
-    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    list.split_whitespace().filter_map(|c| c.parse().ok()).collect()
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let lists = threads.map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default());
+    lists.flat_map(|list| list.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>()).collect()
 }
 
 /// A `kB` line of `/proc/<pid>/status`, such as `VmHWM:` or `VmRSS:`.

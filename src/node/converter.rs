@@ -63,6 +63,7 @@ fn in_child(product: &Big, program: &Path) -> Result<Converted, String> {
     }
     let decimal = String::from_utf8(decimal).map_err(|_| "the child's answer is not text".to_string())?;
     check_digits(&decimal, product.significant_bits())?;
+    check_low_digits(&decimal, product)?;
     Ok(Converted { decimal, child_peak_rss_bytes: peak_rss_bytes })
 }
 
@@ -81,15 +82,32 @@ fn check_digits(decimal: &str, bits: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The last 18 digits must be the product modulo 10^18 (cheap: one pass over the limbs), so
+/// digits that are merely plausible are refused too.
+fn check_low_digits(decimal: &str, product: &Big) -> Result<(), String> {
+    const LOW_DIGITS: usize = 18;
+    let low = &decimal[decimal.len().saturating_sub(LOW_DIGITS)..];
+    if low.parse::<u64>().ok() != Some(product.residue(10u64.pow(LOW_DIGITS as u32))) {
+        return Err("the answer's last digits are not the number's".into());
+    }
+    Ok(())
+}
+
 /// Waits for the child; whether it succeeded, and its peak resident set size (Linux).
 fn wait_with_peak_rss(child: &mut std::process::Child) -> Result<(bool, Option<u64>), String> {
     #[cfg(target_os = "linux")]
     {
         let (mut status, mut usage) = (0, std::mem::MaybeUninit::<libc::rusage>::zeroed());
-        // SAFETY: waits for our own child by pid; `status` and `usage` are valid for writes.
-        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, usage.as_mut_ptr()) };
-        if pid < 0 {
-            return Err(format!("waiting for the child: {}", std::io::Error::last_os_error()));
+        loop {
+            // SAFETY: waits for our own child by pid; `status` and `usage` are valid for writes.
+            let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, usage.as_mut_ptr()) };
+            if pid >= 0 {
+                break;
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("waiting for the child: {error}"));
+            }
         }
         // SAFETY: wait4 succeeded, so it filled `usage`.
         let max_rss_kib = unsafe { usage.assume_init() }.ru_maxrss.max(0) as u64;
@@ -105,12 +123,27 @@ fn wait_with_peak_rss(child: &mut std::process::Child) -> Result<(bool, Option<u
 /// The child's side (`facto to-decimal`): little-endian bytes of a number on stdin, its
 /// decimal digits on stdout.
 pub fn serve_child() -> std::io::Result<()> {
+    stop_with_the_parent();
     let mut bytes = Vec::new();
     std::io::stdin().lock().read_to_end(&mut bytes)?;
     let decimal = Big::from_bytes(&bytes).to_decimal();
     let mut out = std::io::stdout().lock();
     out.write_all(decimal.as_bytes())?;
     out.flush()
+}
+
+/// A node killed mid-conversion takes its child with it (Linux), instead of leaving it to
+/// convert for seconds for nobody.
+fn stop_with_the_parent() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls about this process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The parent may have died before the call above: then nobody reads the answer.
+        if libc::getppid() == 1 {
+            std::process::exit(1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +162,12 @@ mod tests {
         assert_eq!(check_digits("1023", 10), Ok(()));
         assert_eq!(check_digits("512", 10), Ok(()));
         assert!(check_digits("0512", 10).is_err(), "leading zero");
+        assert_eq!(check_low_digits(&digits, &n), Ok(()));
+        let mut wrong = digits.into_bytes();
+        let third_last = wrong.len() - 3;
+        wrong[third_last] = if wrong[third_last] == b'9' { b'8' } else { wrong[third_last] + 1 };
+        assert!(check_low_digits(&String::from_utf8(wrong).unwrap(), &n).is_err(), "a wrong digit");
+        assert_eq!(check_low_digits("720", &Big::factorial(6)), Ok(()));
     }
 
     #[test]
