@@ -127,6 +127,7 @@ fn a_campaign_whose_faults_are_refused_fails() {
 /// The campaign the issue asks for: a supervised 6-node cluster, 30 s of crashes, stalls and
 /// partitions from seed 1, every job checked.
 fn campaign(election: &str) {
+    let _alone = common::one_cluster_at_a_time();
     let base = common::free_port_block(6);
     let dir = std::env::temp_dir().join(format!("facto-chaos-{}-{election}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

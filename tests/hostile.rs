@@ -30,6 +30,7 @@ fn write(cluster: &Cluster, to: u32, from: u32, epoch: u64, facts: &[Fact]) -> (
 /// and computed again, and every result is exact.
 #[test]
 fn wrong_products_from_workers_never_reach_a_client() {
+    let _alone = common::one_cluster_at_a_time();
     let cluster = Cluster::start(6, "raft", &["--corrupt-prob", "0.2"]);
     cluster.wait_for_agreement(AGREE);
     let id = cluster.submit_no_wait(100_000);
@@ -44,6 +45,7 @@ fn wrong_products_from_workers_never_reach_a_client() {
 /// replica, which lies dormant until a failover makes a replica the coordinator.
 #[test]
 fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
+    let _alone = common::one_cluster_at_a_time();
     let mut cluster = Cluster::start(6, "raft", &[]);
     let leader = cluster.wait_for_agreement(AGREE);
     let epoch = cluster.status(leader).unwrap()["epoch"].as_u64().unwrap();
@@ -97,6 +99,7 @@ fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
 /// exact result) or 429 with Retry-After; none gets 503, and the coordinator keeps its epoch.
 #[test]
 fn a_burst_of_clients_is_admitted_or_told_to_retry_never_refused_blindly() {
+    let _alone = common::one_cluster_at_a_time();
     let cluster = Cluster::start(6, "raft", &[]);
     let leader = cluster.wait_for_agreement(AGREE);
     let epoch = cluster.status(leader).unwrap()["epoch"].as_u64().unwrap();

@@ -340,6 +340,30 @@ async fn ask_within_takeover<T>(
     Ok(ask.await)
 }
 
+/// How long a client request that finds no coordinator waits for the election under way
+/// to end before it gets 503: an election takes 0.1-0.3 s, and a follower that merely
+/// missed a few heartbeats (a burst of 500 clients on a slow 2-core VM did that) knows its
+/// coordinator again sooner. Asking again is safe: "no coordinator" changed nothing.
+const ELECTION_WAIT_MS: u64 = 1_000;
+const ELECTION_POLL_MS: u64 = 20;
+
+/// [`ask_within_takeover`], asked again while no coordinator is known, for at most
+/// [`ELECTION_WAIT_MS`].
+async fn ask_through_election<T, F, Fut>(handle: &Handle, ask: F) -> Result<Option<Routed<T>>, Response>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Routed<T>>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_millis(ELECTION_WAIT_MS);
+    loop {
+        let answer = ask_within_takeover(handle, ask()).await?;
+        if !matches!(answer, Some(Routed::NoLeader)) || std::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        async_std::task::sleep(Duration::from_millis(ELECTION_POLL_MS)).await;
+    }
+}
+
 /// Answers a forwarded call's outcome as this node's own.
 fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
     match result {
@@ -376,7 +400,7 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
         return Ok(error(StatusCode::BadRequest, &format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes")));
     }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
-    let answer = match ask_within_takeover(handle, handle.submit(body.n, body.request.clone())).await {
+    let answer = match ask_through_election(handle, || handle.submit(body.n, body.request.clone())).await {
         Ok(answer) => answer,
         Err(res) => return Ok(res),
     };
@@ -434,7 +458,7 @@ async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::R
     // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => match ask_within_takeover(handle, handle.jobs(id.clone())).await {
+        None => match ask_through_election(handle, || handle.jobs(id.clone())).await {
             Ok(answer) => answer,
             Err(res) => return Ok(res),
         },
