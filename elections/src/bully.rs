@@ -13,6 +13,7 @@
 //! its own has been fenced out and runs a new election, which it wins at a higher epoch if it is
 //! still the highest live id.
 
+use crate::backoff::Backoff;
 use crate::fencing::{self, Roster};
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
 use serde::{Deserialize, Serialize};
@@ -74,12 +75,14 @@ enum Role {
 pub struct Bully {
     members: Roster,
     heartbeat_ticks: u32,
-    election_ticks: u32,
+    /// The election timeout, stretched while our elections follow one another closely.
+    election_timeout: Backoff,
     /// The highest epoch seen in any message or led at; durable (`HardState::epoch`).
     max_seen_epoch: Epoch,
     role: Role,
-    /// Peers the failure detector reports down and that have not been heard from since. A
-    /// candidate whose higher peers are all down need not wait for their ANSWER.
+    /// Peers the failure detector reported down since our election began and that have not
+    /// been heard from since. A candidate whose higher peers are all down need not wait for
+    /// their ANSWER.
     down: BTreeSet<NodeId>,
 }
 
@@ -89,7 +92,7 @@ impl Bully {
         Bully {
             members: Roster::new(config.id, &config.members),
             heartbeat_ticks: config.heartbeat_ticks.max(1),
-            election_ticks: config.election_ticks.max(1),
+            election_timeout: Backoff::new(config.election_ticks),
             max_seen_epoch: hard_state.epoch,
             role: Role::Listening { silent_ticks: 0 },
             down: BTreeSet::new(),
@@ -98,17 +101,23 @@ impl Bully {
 
     /// How long a candidate waits for an ANSWER: a round trip with room to spare.
     fn answer_timeout_ticks(&self) -> u32 {
-        self.election_ticks
+        self.election_ticks()
+    }
+
+    /// How long a member hears nothing from a leader before it elects.
+    fn election_ticks(&self) -> u32 {
+        self.election_timeout.timeout_ticks()
     }
 
     /// How long an answered candidate waits for the COORDINATOR: the answering node first runs
     /// its own election (one answer timeout), then announces.
     fn coordinator_timeout_ticks(&self) -> u32 {
-        self.election_ticks.saturating_mul(3)
+        self.election_ticks().saturating_mul(3)
     }
 
     fn tick(&mut self, out: &mut Vec<(NodeId, Msg)>) {
-        let election_ticks = self.election_ticks;
+        self.election_timeout.tick();
+        let election_ticks = self.election_ticks();
         let answer_timeout = self.answer_timeout_ticks();
         let coordinator_timeout = self.coordinator_timeout_ticks();
         let alone = self.members.others().next().is_none();
@@ -157,7 +166,7 @@ impl Bully {
                     Role::Leading { epoch, .. } => out.push((from, Msg::Coordinator { epoch })),
                     // The candidate also asked our leader, which is higher and alive.
                     Role::Following { leader, silent_ticks, .. }
-                        if leader > me && silent_ticks < self.election_ticks => {}
+                        if leader > me && silent_ticks < self.election_ticks() => {}
                     Role::Electing { .. } | Role::AwaitingCoordinator { .. } => {}
                     _ => self.start_election(out),
                 }
@@ -207,6 +216,12 @@ impl Bully {
             self.become_leader(out);
             return;
         }
+        self.election_timeout.election_started();
+        // Only failures of this election's own messages count: a report from an earlier one
+        // may be stale (an overloaded peer that timed out then answers now), and acting on it
+        // made starved members of a 100-member cluster crown themselves over live higher ones,
+        // one after another (an election storm that never settled).
+        self.down.clear();
         for id in higher {
             out.push((id, Msg::Election { epoch: self.max_seen_epoch }));
         }

@@ -15,6 +15,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
 
 pub mod any;
+mod backoff;
 pub mod bully;
 mod fencing;
 pub mod net;
