@@ -5,8 +5,8 @@
 //! `cargo run --release --example simulate_cluster -- --algorithm raft --nodes 5 --seeds 10000 [--first-seed S]`
 //! prints a summary and, last, `violations: K`; it exits non-zero when K > 0. A failing seed
 //! is printed with its trace; `--seeds 1 --first-seed S --trace` replays it exactly.
-//! `--bug ack-before-durable` or `--bug done-before-replicated` runs a deliberately broken
-//! core, to show that the simulator catches the bug.
+//! `--bug ack-before-durable`, `done-before-replicated` or `coordinate-before-epoch-durable`
+//! runs a deliberately broken core, to show that the simulator catches the bug.
 
 use facto::node_core::Bugs;
 use facto::simulation::{self, RunReport, SimConfig};
@@ -26,7 +26,8 @@ struct Args {
     seeds: u64,
     #[structopt(long, default_value = "0")]
     first_seed: u64,
-    /// ack-before-durable or done-before-replicated: a deliberately broken node core.
+    /// ack-before-durable, done-before-replicated or coordinate-before-epoch-durable: a
+    /// deliberately broken node core.
     #[structopt(long)]
     bug: Option<String>,
     /// Print the trace of every run (use with one seed).
@@ -43,8 +44,9 @@ fn main() {
         None => Bugs::default(),
         Some("ack-before-durable") => Bugs { ack_before_durable: true, ..Bugs::default() },
         Some("done-before-replicated") => Bugs { done_before_replicated: true, ..Bugs::default() },
+        Some("coordinate-before-epoch-durable") => Bugs { coordinate_before_epoch_durable: true, ..Bugs::default() },
         Some(other) => {
-            eprintln!("error: unknown --bug '{other}' (ack-before-durable or done-before-replicated)");
+            eprintln!("error: unknown --bug '{other}' (ack-before-durable, done-before-replicated or coordinate-before-epoch-durable)");
             std::process::exit(2);
         }
     };

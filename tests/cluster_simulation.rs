@@ -64,3 +64,12 @@ fn counting_a_product_done_before_a_peer_holds_it_is_caught() {
         assert!(found.is_some(), "{algorithm}: the bug went unnoticed for 10,000 seeds");
     }
 }
+
+#[test]
+fn coordinating_at_an_epoch_before_it_is_durable_is_caught() {
+    // A coordinator that crashes before its epoch is on disk may lead at the same epoch again
+    // after a restart and hand the same job id to another job (seen with bully, seed 444).
+    let bugs = Bugs { coordinate_before_epoch_durable: true, ..Bugs::default() };
+    let found = first_violation(&config(Algorithm::Bully, bugs), 10_000);
+    assert!(found.is_some(), "bully: the bug went unnoticed for 10,000 seeds");
+}

@@ -132,3 +132,40 @@ fn two_leaders_after_a_partition_heals_converge_on_the_highest_id() {
     // Node 6 wins, but only at an epoch above every epoch in the cluster.
     assert_all_follow(&net, &[1, 2, 3, 4, 5, 6], 6, 11);
 }
+
+/// Ticks until `node` sends an ELECTION (at most `max`).
+fn ticks_until_election(node: &mut Bully, max: u32) -> Option<u32> {
+    (1..=max).find(|_| node.step(Input::Tick).messages.iter().any(|(_, m)| matches!(m, Msg::Election { .. })))
+}
+
+#[test]
+fn failure_reports_from_before_an_election_do_not_crown_the_candidate() {
+    let mut node = Bully::new(Config::new(1, vec![1, 2, 3]), HardState::default());
+    // Old reports: sends to both higher peers timed out (overloaded, not dead).
+    node.step(Input::PeerDown(2));
+    node.step(Input::PeerDown(3));
+    ticks_until_election(&mut node, ELECTION_TICKS).expect("the listening node elects");
+    // One fresh report is not all of them: the candidate waits for node 2's ANSWER.
+    node.step(Input::PeerDown(3));
+    assert_eq!(node.leadership(), Leadership::Unknown);
+    // Both higher peers fail this election's messages: it leads at once.
+    node.step(Input::PeerDown(2));
+    assert!(matches!(node.leadership(), Leadership::Leading { .. }));
+}
+
+#[test]
+fn elections_in_quick_succession_wait_longer_each_time() {
+    let mut node = Bully::new(Config::new(1, vec![1, 2]), HardState::default());
+    let from_2 = |msg| Input::Message { from: 2, msg };
+    let mut gaps = Vec::new();
+    for epoch in 1..=5 {
+        node.step(from_2(Msg::Coordinator { epoch }));
+        // The leader falls silent: how long until this node asks again?
+        gaps.push(ticks_until_election(&mut node, 100).expect("an election"));
+        node.step(from_2(Msg::Answer { epoch }));
+    }
+    // The second election comes soon after the first, so the timeouts from then on are
+    // doubled (its own answer timeout included); then 4x, and no further.
+    let e = ELECTION_TICKS;
+    assert_eq!(gaps, vec![e, e, 2 * e, 4 * e, 4 * e]);
+}

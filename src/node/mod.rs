@@ -68,6 +68,8 @@ pub(crate) enum Event {
         skip: std::collections::BTreeSet<String>,
         reply: Sender<Result<Vec<Fact>, String>>,
     },
+    /// Effects that waited for the hard state saved before them to be on disk.
+    AfterHardState(Vec<crate::node_core::Effect>),
 }
 
 impl Event {
@@ -81,6 +83,7 @@ impl Event {
             Event::Status { .. } => "status",
             Event::ApplyFacts { .. } => "checkpoint write",
             Event::CheckpointQuery { .. } => "checkpoint read",
+            Event::AfterHardState(_) => "effects after a hard-state save",
         }
     }
 }

@@ -157,6 +157,7 @@ impl Runtime {
             Event::CheckpointQuery { from, epoch, skip, reply } => {
                 Input::CheckpointQuery { from, epoch, skip, reply: self.keep(Waiting::Checkpoint(reply)) }
             }
+            Event::AfterHardState(effects) => return self.carry_out(effects),
         };
         self.step(input);
     }
@@ -210,44 +211,54 @@ impl Runtime {
         self.handle.metrics.message_received(kind);
     }
 
-    /// Carries out the core's effects in order; election messages after a hard-state save
-    /// leave only once it is on disk (they wait on their own task; this loop goes on).
+    /// Carries out the core's effects in order. Whatever follows a hard-state save waits until
+    /// it is on disk (on its own task; this loop goes on): a vote or a new leadership's epoch
+    /// must survive a crash before anyone hears of it, and a new coordinator must not hand out
+    /// job ids or work at an epoch that a restart could reuse.
     fn carry_out(&mut self, effects: Vec<Effect>) {
-        let mut saved: Option<Durable> = None;
-        let mut held: Vec<(NodeId, AnyMsg)> = Vec::new();
-        for effect in effects {
+        let mut effects = effects.into_iter();
+        while let Some(effect) = effects.next() {
             match effect {
-                Effect::SaveHardState(hard_state) => saved = Some(self.writer.write_hard_state(hard_state)),
-                Effect::Send { to, msg } if saved.is_some() => held.push((to, msg)),
-                Effect::Send { to, msg } => self.send(to, msg),
-                Effect::Write { write, facts, finished, checkpoint_version } => {
-                    let durable = self.writer.write(facts, finished, checkpoint_version);
-                    self.when_durable(durable, write);
-                }
-                Effect::Replicate { token, epoch, facts } => self.replicate(token, epoch, facts),
-                Effect::Gather { epoch, only, finished, own } => self.gather(epoch, only, finished, own),
-                Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
-                    self.handle.metrics.message_sent("work");
-                    self.dispatch(epoch, batch, worker, deadline_ms, items)
-                }
-                Effect::Compute { tasks, reply } => match self.waiting.remove(&reply) {
-                    Some(Waiting::Work(reply)) => self.compute(tasks, reply),
-                    _ => log::debug!("work {reply}: its coordinator stopped waiting"),
-                },
-                Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
-                Effect::Reply { to, answer } => self.answer(to, answer),
+                Effect::SaveHardState(hard_state) => return self.save_hard_state(hard_state, effects.collect()),
+                effect => self.carry_out_one(effect),
             }
         }
-        if let (Some(durable), false) = (saved, held.is_empty()) {
-            let (links, metrics) = (self.links.clone(), self.handle.metrics.clone());
-            async_std::task::spawn(async move {
-                if durable.wait().await {
-                    for (to, msg) in held {
-                        metrics.message_sent("election");
-                        links.send(to, msg);
-                    }
-                }
-            });
+    }
+
+    /// Saves the hard state; `then` is carried out once it is on disk.
+    fn save_hard_state(&self, hard_state: HardState, then: Vec<Effect>) {
+        let durable = self.writer.write_hard_state(hard_state);
+        if then.is_empty() {
+            return;
+        }
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            if durable.wait().await {
+                handle.send(Event::AfterHardState(then));
+            }
+        });
+    }
+
+    fn carry_out_one(&mut self, effect: Effect) {
+        match effect {
+            Effect::SaveHardState(hard_state) => self.save_hard_state(hard_state, Vec::new()),
+            Effect::Send { to, msg } => self.send(to, msg),
+            Effect::Write { write, facts, finished, checkpoint_version } => {
+                let durable = self.writer.write(facts, finished, checkpoint_version);
+                self.when_durable(durable, write);
+            }
+            Effect::Replicate { token, epoch, facts } => self.replicate(token, epoch, facts),
+            Effect::Gather { epoch, only, finished, own } => self.gather(epoch, only, finished, own),
+            Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
+                self.handle.metrics.message_sent("work");
+                self.dispatch(epoch, batch, worker, deadline_ms, items)
+            }
+            Effect::Compute { tasks, reply } => match self.waiting.remove(&reply) {
+                Some(Waiting::Work(reply)) => self.compute(tasks, reply),
+                _ => log::debug!("work {reply}: its coordinator stopped waiting"),
+            },
+            Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
+            Effect::Reply { to, answer } => self.answer(to, answer),
         }
     }
 

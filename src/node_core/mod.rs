@@ -83,6 +83,10 @@ pub struct Bugs {
     pub ack_before_durable: bool,
     /// Count a batch's products done once on this node's disk, before a peer holds them.
     pub done_before_replicated: bool,
+    /// (Read by the simulator's driver, which stands for the runtime here.) Hold only the
+    /// election messages behind a hard-state save, not the rest: a new coordinator hands out
+    /// job ids and work at an epoch that is not yet durable.
+    pub coordinate_before_epoch_durable: bool,
 }
 
 /// Everything that can happen to a node.

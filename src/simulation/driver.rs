@@ -166,9 +166,11 @@ impl Sim<'_> {
         self.carry_out(i, effects);
     }
 
-    fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
-        let mut held = false;
-        for effect in effects {
+    /// Carries out a node's effects in order; whatever follows a hard-state save waits until
+    /// it is durable (as the real runtime does), and is lost with it if the node crashes first.
+    pub(super) fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
+        let mut effects = effects.into_iter();
+        while let Some(effect) = effects.next() {
             match effect {
                 Effect::SaveHardState(hs) => {
                     let write = Write {
@@ -179,11 +181,17 @@ impl Sim<'_> {
                         version: 0,
                     };
                     self.write(i, write);
-                    held = true;
-                }
-                Effect::Send { to, msg } if held => {
                     let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
-                    self.schedule(at_ms - self.now_ms, Ev::SendHeld { node: i, life, to, msg });
+                    let rest: Vec<Effect> = effects.collect();
+                    let (held, now): (Vec<Effect>, Vec<Effect>) = if self.config.bugs.coordinate_before_epoch_durable {
+                        rest.into_iter().partition(|e| matches!(e, Effect::Send { .. }))
+                    } else {
+                        (rest, Vec::new())
+                    };
+                    if !held.is_empty() {
+                        self.schedule(at_ms - self.now_ms, Ev::AfterHardState { node: i, life, effects: held });
+                    }
+                    return self.carry_out(i, now);
                 }
                 Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
                 Effect::Write { write, facts, finished, checkpoint_version } => {

@@ -112,12 +112,11 @@ enum Ev {
         node: usize,
         life: u64,
     },
-    /// An election message held until the hard state before it was durable.
-    SendHeld {
+    /// Effects held until the hard state saved before them was durable.
+    AfterHardState {
         node: usize,
         life: u64,
-        to: NodeId,
-        msg: facto_elections::AnyMsg,
+        effects: Vec<crate::node_core::Effect>,
     },
     /// An outgoing request of a node's gives up.
     RpcTimeout {
@@ -315,10 +314,10 @@ impl<'a> Sim<'a> {
             Ev::Input { .. } => {}
             Ev::Durable { node, life } if self.nodes[node].life == life => self.durable(node),
             Ev::Durable { .. } => {}
-            Ev::SendHeld { node, life, to, msg } if self.nodes[node].life == life => {
-                self.send(node, to, driver::Msg::Election(msg), 0)
+            Ev::AfterHardState { node, life, effects } if self.nodes[node].life == life => {
+                self.carry_out(node, effects)
             }
-            Ev::SendHeld { .. } => {}
+            Ev::AfterHardState { .. } => {}
             Ev::RpcTimeout { node, life, rpc } if self.nodes[node].life == life => {
                 self.rpc_failed(node, rpc, "timed out")
             }
