@@ -533,6 +533,21 @@ mod tests {
     use super::*;
     use crate::bignum::Big;
 
+    /// Opens a store again after the test dropped it. sled lets go of its file lock from a
+    /// background thread a moment after the last handle is dropped (CI once reopened too
+    /// soon: "could not acquire lock"), so wait for that, and only for that.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                opened => return opened.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn hard_state_survives_reopening() {
         let dir = std::env::temp_dir().join(format!("facto-store-test-{}", std::process::id()));
@@ -543,7 +558,7 @@ mod tests {
             let durable = store.start_writer(|_| ()).write_hard_state(HardState { epoch: 7, voted_for: Some(3) });
             assert!(async_std::task::block_on(durable.wait()));
         }
-        let store = Store::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.hard_state().unwrap(), HardState { epoch: 7, voted_for: Some(3) });
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -594,7 +609,7 @@ mod tests {
         }
         // A file written just before a crash, its pointer never saved: gone at the next start.
         std::fs::write(dir.join(RECORDS_DIR).join("00-1"), b"orphan").unwrap();
-        let store = Store::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(files_in(&dir).len(), 1);
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 8, "the products came back from the file");
@@ -639,7 +654,7 @@ mod tests {
             let durable = store.start_writer(|_| ()).write(facts, vec![], 3);
             assert!(async_std::task::block_on(durable.wait()));
         }
-        let store = Store::open(&dir).unwrap();
+        let store = reopen(&dir);
         let (checkpoint, checkpoint_version) = store.checkpoint().unwrap();
         assert_eq!(checkpoint_version, 3);
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);

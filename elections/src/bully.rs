@@ -266,10 +266,12 @@ impl Election for Bully {
                 }
             }
             Input::PeerDown(peer) => {
-                self.down.insert(peer);
                 if matches!(self.role, Role::Following { leader, .. } if leader == peer) {
                     self.start_election(&mut out);
-                } else if matches!(self.role, Role::Electing { .. }) && self.all_higher_down() {
+                }
+                // After the start: this report is news for the election it may have begun.
+                self.down.insert(peer);
+                if matches!(self.role, Role::Electing { .. }) && self.all_higher_down() {
                     self.become_leader(&mut out);
                 }
             }
