@@ -69,7 +69,10 @@ fn counting_a_product_done_before_a_peer_holds_it_is_caught() {
 fn coordinating_at_an_epoch_before_it_is_durable_is_caught() {
     // A coordinator that crashes before its epoch is on disk may lead at the same epoch again
     // after a restart and hand the same job id to another job (seen with bully, seed 444).
+    // Raft-lite makes its term durable before it asks for votes, so it is immune.
     let bugs = Bugs { coordinate_before_epoch_durable: true, ..Bugs::default() };
-    let found = first_violation(&config(Algorithm::Bully, bugs), 10_000);
-    assert!(found.is_some(), "bully: the bug went unnoticed for 10,000 seeds");
+    for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+        let found = first_violation(&config(algorithm, bugs), 2_000);
+        assert!(found.is_some(), "{algorithm}: the bug went unnoticed for 2,000 seeds");
+    }
 }

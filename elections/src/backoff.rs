@@ -1,35 +1,33 @@
-//! Election timeouts that stretch while a member's elections follow one another closely, and
-//! shrink back once it has been calm.
+//! An election timeout that stretches each time a suspicion proves false, and shrinks back
+//! once none has for a while.
 //!
-//! On an overloaded machine (a hundred members on two busy cores) messages arrive late, so
+//! On an overloaded machine (a hundred members on one busy core) messages arrive late, so
 //! timeouts fire although the leader lives; each false election adds messages, which makes the
-//! next one likelier: a storm that may never settle. Doubling a member's timeouts each time it
-//! starts an election soon after its last one (up to [`FACTOR_MAX`]) breaks that loop, as
-//! exponential backoff does for retries; a first election after a calm spell, such as a real
-//! leader crash, still runs at full speed.
+//! next one likelier: a storm that may never settle. A member that suspected its leader and
+//! then hears from that very leader at the same epoch has proof that its timeout is too short
+//! for this machine: it doubles it (up to [`FACTOR_MAX`]), as an adaptive failure detector
+//! would. A leader that really crashed never speaks at its old epoch again, so failovers, even
+//! back to back, keep the base timeout.
 
 /// The most a timeout is stretched: the liveness bound of the simulator (20 election timeouts
 /// after the faults stop) leaves room for a follower's and a candidate's stretched timeouts.
 pub(crate) const FACTOR_MAX: u32 = 4;
-/// An election less than this many (stretched) timeouts after the previous one doubles the
-/// factor; as long a spell without one halves it.
+/// This many (stretched) timeouts without a false suspicion halve the factor.
 const CALM_TIMEOUTS: u64 = 10;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Backoff {
     base_ticks: u32,
     factor: u32,
-    /// Ticks seen so far: the clock the two marks below are read on.
+    /// Ticks seen so far.
     now_tick: u64,
-    /// When this member last started an election (`None`: never).
-    last_election_tick: Option<u64>,
-    /// When the factor last changed.
+    /// When the factor last changed or was confirmed by a false suspicion.
     changed_tick: u64,
 }
 
 impl Backoff {
     pub(crate) fn new(base_ticks: u32) -> Backoff {
-        Backoff { base_ticks: base_ticks.max(1), factor: 1, now_tick: 0, last_election_tick: None, changed_tick: 0 }
+        Backoff { base_ticks: base_ticks.max(1), factor: 1, now_tick: 0, changed_tick: 0 }
     }
 
     /// The election timeout now, in ticks.
@@ -37,26 +35,19 @@ impl Backoff {
         self.base_ticks.saturating_mul(self.factor)
     }
 
-    fn calm_ticks(&self) -> u64 {
-        CALM_TIMEOUTS * u64::from(self.timeout_ticks())
-    }
-
     pub(crate) fn tick(&mut self) {
         self.now_tick += 1;
-        let quiet_since = self.last_election_tick.unwrap_or(0).max(self.changed_tick);
-        if self.factor > 1 && self.now_tick - quiet_since >= self.calm_ticks() {
+        let calm_ticks = CALM_TIMEOUTS * u64::from(self.timeout_ticks());
+        if self.factor > 1 && self.now_tick - self.changed_tick >= calm_ticks {
             self.factor /= 2;
             self.changed_tick = self.now_tick;
         }
     }
 
-    pub(crate) fn election_started(&mut self) {
-        let soon = self.last_election_tick.is_some_and(|last| self.now_tick - last < self.calm_ticks());
-        if soon && self.factor < FACTOR_MAX {
-            self.factor *= 2;
-            self.changed_tick = self.now_tick;
-        }
-        self.last_election_tick = Some(self.now_tick);
+    /// The leader this member suspected turned out to be alive.
+    pub(crate) fn suspicion_disproved(&mut self) {
+        self.factor = (self.factor * 2).min(FACTOR_MAX);
+        self.changed_tick = self.now_tick;
     }
 }
 
@@ -65,46 +56,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_first_election_runs_at_full_speed() {
+    fn false_suspicions_stretch_the_timeout_up_to_the_cap() {
         let mut b = Backoff::new(10);
-        for _ in 0..5 {
-            b.tick();
-        }
-        b.election_started();
-        assert_eq!(b.timeout_ticks(), 10);
-    }
-
-    #[test]
-    fn elections_in_quick_succession_stretch_the_timeout_up_to_the_cap() {
-        let mut b = Backoff::new(10);
-        let mut seen = Vec::new();
-        for _ in 0..5 {
-            b.election_started();
+        let mut seen = vec![b.timeout_ticks()];
+        for _ in 0..3 {
+            b.suspicion_disproved();
             seen.push(b.timeout_ticks());
-            for _ in 0..15 {
-                b.tick();
-            }
         }
-        assert_eq!(seen, vec![10, 20, 40, 40, 40]);
+        assert_eq!(seen, vec![10, 20, 40, 40]);
     }
 
     #[test]
     fn a_calm_spell_shrinks_it_back() {
         let mut b = Backoff::new(10);
-        b.election_started();
-        b.election_started();
-        b.election_started();
+        b.suspicion_disproved();
+        b.suspicion_disproved();
         assert_eq!(b.timeout_ticks(), 40);
-        for _ in 0..400 {
+        for _ in 0..399 {
             b.tick();
         }
+        assert_eq!(b.timeout_ticks(), 40, "not yet ten timeouts");
+        b.tick();
         assert_eq!(b.timeout_ticks(), 20);
         for _ in 0..200 {
             b.tick();
         }
-        assert_eq!(b.timeout_ticks(), 10);
-        // Calm again: the next election is a first one.
-        b.election_started();
         assert_eq!(b.timeout_ticks(), 10);
     }
 }

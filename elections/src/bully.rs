@@ -75,8 +75,10 @@ enum Role {
 pub struct Bully {
     members: Roster,
     heartbeat_ticks: u32,
-    /// The election timeout, stretched while our elections follow one another closely.
+    /// The election timeout, stretched each time a suspected leader proves alive.
     election_timeout: Backoff,
+    /// The leader (and its epoch) whose silence or failure started our last election.
+    suspected: Option<(NodeId, Epoch)>,
     /// The highest epoch seen in any message or led at; durable (`HardState::epoch`).
     max_seen_epoch: Epoch,
     role: Role,
@@ -93,6 +95,7 @@ impl Bully {
             members: Roster::new(config.id, &config.members),
             heartbeat_ticks: config.heartbeat_ticks.max(1),
             election_timeout: Backoff::new(config.election_ticks),
+            suspected: None,
             max_seen_epoch: hard_state.epoch,
             role: Role::Listening { silent_ticks: 0 },
             down: BTreeSet::new(),
@@ -134,7 +137,7 @@ impl Bully {
                 *silent_ticks += 1;
                 // A lone node has nobody to listen for.
                 if *silent_ticks >= election_ticks || alone {
-                    self.start_election(out);
+                    self.elect_on_suspicion(out);
                 }
             }
             Role::Electing { waited_ticks } => {
@@ -148,13 +151,17 @@ impl Bully {
                 *waited_ticks += 1;
                 if *waited_ticks >= coordinator_timeout {
                     // The node that answered died before announcing.
-                    self.start_election(out);
+                    self.elect_on_suspicion(out);
                 }
             }
         }
     }
 
     fn receive(&mut self, from: NodeId, msg: Msg, out: &mut Vec<(NodeId, Msg)>) {
+        if self.suspected == Some((from, msg.epoch())) {
+            self.suspected = None;
+            self.election_timeout.suspicion_disproved();
+        }
         let me = self.members.me();
         let stale = msg.epoch() < self.max_seen_epoch;
         self.observe_epoch(msg.epoch(), out);
@@ -168,7 +175,7 @@ impl Bully {
                     Role::Following { leader, silent_ticks, .. }
                         if leader > me && silent_ticks < self.election_ticks() => {}
                     Role::Electing { .. } | Role::AwaitingCoordinator { .. } => {}
-                    _ => self.start_election(out),
+                    _ => self.elect_on_suspicion(out),
                 }
             }
             Msg::Answer { .. } if from > me => {
@@ -209,6 +216,16 @@ impl Bully {
         }
     }
 
+    /// An election because the leader seems gone (silence, a failure report, a candidate's
+    /// question, a missing COORDINATOR). The leader we followed is remembered: if it speaks
+    /// again at that epoch, it was only late, and the timeout backs off.
+    fn elect_on_suspicion(&mut self, out: &mut Vec<(NodeId, Msg)>) {
+        if let Role::Following { leader, epoch, .. } = self.role {
+            self.suspected = Some((leader, epoch));
+        }
+        self.start_election(out);
+    }
+
     fn start_election(&mut self, out: &mut Vec<(NodeId, Msg)>) {
         let me = self.members.me();
         let higher: Vec<NodeId> = self.members.others().filter(|&id| id > me).collect();
@@ -216,7 +233,6 @@ impl Bully {
             self.become_leader(out);
             return;
         }
-        self.election_timeout.election_started();
         // Only failures of this election's own messages count: a report from an earlier one
         // may be stale (an overloaded peer that timed out then answers now), and acting on it
         // made starved members of a 100-member cluster crown themselves over live higher ones,
@@ -267,7 +283,7 @@ impl Election for Bully {
             }
             Input::PeerDown(peer) => {
                 if matches!(self.role, Role::Following { leader, .. } if leader == peer) {
-                    self.start_election(&mut out);
+                    self.elect_on_suspicion(&mut out);
                 }
                 // After the start: this report is news for the election it may have begun.
                 self.down.insert(peer);

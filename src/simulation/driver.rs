@@ -171,6 +171,11 @@ impl Sim<'_> {
     pub(super) fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
         let mut effects = effects.into_iter();
         while let Some(effect) = effects.next() {
+            if let Effect::Gather { epoch, .. } | Effect::Dispatch { epoch, .. } | Effect::Replicate { epoch, .. } =
+                &effect
+            {
+                self.check_epoch_durable(i, *epoch);
+            }
             match effect {
                 Effect::SaveHardState(hs) => {
                     let write = Write {
@@ -206,6 +211,15 @@ impl Sim<'_> {
                 Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
                 Effect::Reply { to, answer } => self.answer(i, to, answer),
             }
+        }
+    }
+
+    /// A coordinator acts at an epoch only once its disk holds that epoch: otherwise a crash
+    /// could let it lead at the same epoch again and give its job ids to other jobs.
+    fn check_epoch_durable(&mut self, i: usize, epoch: u64) {
+        let on_disk = self.nodes[i].disk.hard_state.epoch;
+        if on_disk < epoch {
+            self.violation(format!("node {} acts as coordinator at epoch {epoch}, its disk holds {on_disk}", i + 1));
         }
     }
 
