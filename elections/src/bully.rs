@@ -158,7 +158,9 @@ impl Bully {
     }
 
     fn receive(&mut self, from: NodeId, msg: Msg, out: &mut Vec<(NodeId, Msg)>) {
-        if self.suspected == Some((from, msg.epoch())) {
+        // Only a leader's own claims disprove: a restarted node answers at its old epoch too.
+        let leads = matches!(msg, Msg::Heartbeat { .. } | Msg::Coordinator { .. });
+        if leads && self.suspected == Some((from, msg.epoch())) {
             self.suspected = None;
             self.election_timeout.suspicion_disproved();
         }
@@ -192,6 +194,10 @@ impl Bully {
     /// `leader` claims to lead at `epoch`, no lower than any epoch we have seen.
     fn leader_claim(&mut self, leader: NodeId, epoch: Epoch, out: &mut Vec<(NodeId, Msg)>) {
         if leader > self.members.me() {
+            // A newer leadership settles an old suspicion (it was right, or it no longer matters).
+            if self.suspected.is_some_and(|(_, suspected_epoch)| epoch > suspected_epoch) {
+                self.suspected = None;
+            }
             self.role = Role::Following { leader, epoch, silent_ticks: 0 };
             return;
         }

@@ -68,8 +68,8 @@ pub(crate) enum Event {
         skip: std::collections::BTreeSet<String>,
         reply: Sender<Result<Vec<Fact>, String>>,
     },
-    /// Effects that waited for the hard state saved before them to be on disk.
-    AfterHardState(Vec<crate::node_core::Effect>),
+    /// The hard state saved last is on disk: the effects held behind it may go.
+    HardStateDurable,
 }
 
 impl Event {
@@ -83,7 +83,7 @@ impl Event {
             Event::Status { .. } => "status",
             Event::ApplyFacts { .. } => "checkpoint write",
             Event::CheckpointQuery { .. } => "checkpoint read",
-            Event::AfterHardState(_) => "effects after a hard-state save",
+            Event::HardStateDurable => "hard state durable",
         }
     }
 }

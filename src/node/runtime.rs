@@ -58,6 +58,8 @@ pub(crate) struct Runtime {
     /// The same moment on the wall clock, for `/status` (tells a restart from a long run).
     started_unix_ms: u64,
     tick_pending: Arc<AtomicBool>,
+    /// While a hard-state save is on its way to the disk: the effects waiting behind it.
+    held: Option<Vec<Effect>>,
 }
 
 impl Runtime {
@@ -81,6 +83,7 @@ impl Runtime {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             tick_pending: Arc::new(AtomicBool::new(false)),
+            held: None,
         })
     }
 
@@ -157,7 +160,10 @@ impl Runtime {
             Event::CheckpointQuery { from, epoch, skip, reply } => {
                 Input::CheckpointQuery { from, epoch, skip, reply: self.keep(Waiting::Checkpoint(reply)) }
             }
-            Event::AfterHardState(effects) => return self.carry_out(effects),
+            Event::HardStateDurable => {
+                let held = self.held.take().unwrap_or_default();
+                return self.carry_out(held);
+            }
         };
         self.step(input);
     }
@@ -211,37 +217,34 @@ impl Runtime {
         self.handle.metrics.message_received(kind);
     }
 
-    /// Carries out the core's effects in order. Whatever follows a hard-state save waits until
-    /// it is on disk (on its own task; this loop goes on): a vote or a new leadership's epoch
-    /// must survive a crash before anyone hears of it, and a new coordinator must not hand out
-    /// job ids or work at an epoch that a restart could reuse.
+    /// Carries out the core's effects in order. A hard-state save is a barrier: every effect
+    /// after it, of this step and of later ones, that [`Effect::waits_for_hard_state`] is held
+    /// until the save is on disk (this loop goes on meanwhile), and then carried out in order.
     fn carry_out(&mut self, effects: Vec<Effect>) {
-        let mut effects = effects.into_iter();
-        while let Some(effect) = effects.next() {
-            match effect {
-                Effect::SaveHardState(hard_state) => return self.save_hard_state(hard_state, effects.collect()),
-                effect => self.carry_out_one(effect),
+        for effect in effects {
+            match &mut self.held {
+                Some(held) if effect.waits_for_hard_state() => held.push(effect),
+                _ => self.carry_out_one(effect),
             }
         }
     }
 
-    /// Saves the hard state; `then` is carried out once it is on disk.
-    fn save_hard_state(&self, hard_state: HardState, then: Vec<Effect>) {
+    /// Saves the hard state and raises the barrier until it is on disk.
+    fn save_hard_state(&mut self, hard_state: HardState) {
         let durable = self.writer.write_hard_state(hard_state);
-        if then.is_empty() {
-            return;
-        }
+        self.held = Some(Vec::new());
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
+            // False only when the writer is gone: the process is stopping.
             if durable.wait().await {
-                handle.send(Event::AfterHardState(then));
+                handle.send(Event::HardStateDurable);
             }
         });
     }
 
     fn carry_out_one(&mut self, effect: Effect) {
         match effect {
-            Effect::SaveHardState(hard_state) => self.save_hard_state(hard_state, Vec::new()),
+            Effect::SaveHardState(hard_state) => self.save_hard_state(hard_state),
             Effect::Send { to, msg } => self.send(to, msg),
             Effect::Write { write, facts, finished, checkpoint_version } => {
                 let durable = self.writer.write(facts, finished, checkpoint_version);

@@ -9,8 +9,12 @@
 //! simulated network, disk and clock. Both run this same code.
 //!
 //! The contract with a driver:
-//! - Effects are carried out in the order returned. A [`Effect::Send`] leaves only once every
-//!   [`Effect::SaveHardState`] before it is durable (a vote is on disk before it is sent).
+//! - Effects are carried out in the order returned, across steps. An
+//!   [`Effect::SaveHardState`] is a barrier: no effect after it (of this step or a later one)
+//!   that [`Effect::waits_for_hard_state`] is carried out before it is durable. A vote is on
+//!   disk before it is sent, and a new coordinator's epoch before it gathers, takes a job or
+//!   sends work: a crash must not let it lead at that epoch again and give the same job id to
+//!   another job.
 //! - A [`Effect::Write`] with a `write` id is reported back as [`Input::Written`], a
 //!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
 //!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
@@ -83,9 +87,9 @@ pub struct Bugs {
     pub ack_before_durable: bool,
     /// Count a batch's products done once on this node's disk, before a peer holds them.
     pub done_before_replicated: bool,
-    /// (Read by the simulator's driver, which stands for the runtime here.) Hold only the
-    /// election messages behind a hard-state save, not the rest: a new coordinator hands out
-    /// job ids and work at an epoch that is not yet durable.
+    /// (Read by the simulator's driver, which stands for the runtime here.) Hold nothing
+    /// behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
+    /// at an epoch that is not yet durable.
     pub coordinate_before_epoch_durable: bool,
 }
 
@@ -157,7 +161,7 @@ impl Input {
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Effect {
-    /// Make the election's state durable (before any later [`Effect::Send`]).
+    /// Make the election's state durable (before any later effect that waits for it).
     SaveHardState(HardState),
     /// Send an election message.
     Send { to: NodeId, msg: AnyMsg },
@@ -181,6 +185,17 @@ pub enum Effect {
     ToDecimal { job: JobId, n: u64, product: Option<Big> },
     /// Answer a waiting request.
     Reply { to: ReplyId, answer: Answer },
+}
+
+impl Effect {
+    /// Whether the effect waits behind a hard-state save that is not yet durable. What tells
+    /// the world something at an epoch waits (messages, gathers, work sent, replies). Writes
+    /// need not (the disk takes them in order, after the save), nor local work: a worker's
+    /// computation for its coordinator, or a conversion to decimal. A worker held there could
+    /// even compute after it became the coordinator, which never multiplies.
+    pub fn waits_for_hard_state(&self) -> bool {
+        !matches!(self, Effect::Write { .. } | Effect::Compute { .. } | Effect::ToDecimal { .. })
+    }
 }
 
 /// An answer to a request.

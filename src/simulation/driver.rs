@@ -109,6 +109,8 @@ pub(super) struct NodeIo {
     replications: HashMap<u64, Replication>,
     gatherings: HashMap<u64, Gathering>,
     unreachable: BTreeSet<NodeId>,
+    /// While a hard-state save is on its way to the disk: the effects waiting behind it.
+    held: Option<Vec<Effect>>,
 }
 
 impl Sim<'_> {
@@ -166,52 +168,53 @@ impl Sim<'_> {
         self.carry_out(i, effects);
     }
 
-    /// Carries out a node's effects in order; whatever follows a hard-state save waits until
-    /// it is durable (as the real runtime does), and is lost with it if the node crashes first.
+    /// Carries out a node's effects in order. As in the real runtime, a hard-state save is a
+    /// barrier: what follows it and [`Effect::waits_for_hard_state`], in this step and later
+    /// ones, waits until it is durable, and is lost with it if the node crashes first.
     pub(super) fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
-        let mut effects = effects.into_iter();
-        while let Some(effect) = effects.next() {
-            if let Effect::Gather { epoch, .. } | Effect::Dispatch { epoch, .. } | Effect::Replicate { epoch, .. } =
-                &effect
-            {
-                self.check_epoch_durable(i, *epoch);
-            }
-            match effect {
-                Effect::SaveHardState(hs) => {
-                    let write = Write {
-                        write: None,
-                        hard_state: Some(hs),
-                        facts: Vec::new(),
-                        finished: Vec::new(),
-                        version: 0,
-                    };
-                    self.write(i, write);
-                    let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
-                    let rest: Vec<Effect> = effects.collect();
-                    let (held, now): (Vec<Effect>, Vec<Effect>) = if self.config.bugs.coordinate_before_epoch_durable {
-                        rest.into_iter().partition(|e| matches!(e, Effect::Send { .. }))
-                    } else {
-                        (rest, Vec::new())
-                    };
-                    if !held.is_empty() {
-                        self.schedule(at_ms - self.now_ms, Ev::AfterHardState { node: i, life, effects: held });
-                    }
-                    return self.carry_out(i, now);
-                }
-                Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
-                Effect::Write { write, facts, finished, checkpoint_version } => {
-                    self.write(i, Write { write, hard_state: None, facts, finished, version: checkpoint_version })
-                }
-                Effect::Replicate { token, epoch, facts } => self.replicate(i, token, epoch, facts),
-                Effect::Gather { epoch, only, finished, .. } => self.gather(i, epoch, only, finished),
-                Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
-                    self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
-                }
-                Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
-                Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
-                Effect::Reply { to, answer } => self.answer(i, to, answer),
+        for effect in effects {
+            match &mut self.nodes[i].io.held {
+                Some(held) if effect.waits_for_hard_state() => held.push(effect),
+                _ => self.carry_out_one(i, effect),
             }
         }
+    }
+
+    fn carry_out_one(&mut self, i: usize, effect: Effect) {
+        if let Effect::Gather { epoch, .. } | Effect::Dispatch { epoch, .. } | Effect::Replicate { epoch, .. } = &effect
+        {
+            self.check_epoch_durable(i, *epoch);
+        }
+        match effect {
+            Effect::SaveHardState(hs) => {
+                let write =
+                    Write { write: None, hard_state: Some(hs), facts: Vec::new(), finished: Vec::new(), version: 0 };
+                self.write(i, write);
+                if !self.config.bugs.coordinate_before_epoch_durable {
+                    let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
+                    self.nodes[i].io.held = Some(Vec::new());
+                    self.schedule(at_ms - self.now_ms, Ev::HardStateDurable { node: i, life });
+                }
+            }
+            Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
+            Effect::Write { write, facts, finished, checkpoint_version } => {
+                self.write(i, Write { write, hard_state: None, facts, finished, version: checkpoint_version })
+            }
+            Effect::Replicate { token, epoch, facts } => self.replicate(i, token, epoch, facts),
+            Effect::Gather { epoch, only, finished, .. } => self.gather(i, epoch, only, finished),
+            Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
+                self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
+            }
+            Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
+            Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
+            Effect::Reply { to, answer } => self.answer(i, to, answer),
+        }
+    }
+
+    /// The hard state node `i` saved last is durable: what waited behind it goes now.
+    pub(super) fn release_held(&mut self, i: usize) {
+        let held = self.nodes[i].io.held.take().unwrap_or_default();
+        self.carry_out(i, held);
     }
 
     /// A coordinator acts at an epoch only once its disk holds that epoch: otherwise a crash

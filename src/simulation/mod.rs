@@ -112,11 +112,10 @@ enum Ev {
         node: usize,
         life: u64,
     },
-    /// Effects held until the hard state saved before them was durable.
-    AfterHardState {
+    /// The hard state a node saved last is durable: the effects held behind it may go.
+    HardStateDurable {
         node: usize,
         life: u64,
-        effects: Vec<crate::node_core::Effect>,
     },
     /// An outgoing request of a node's gives up.
     RpcTimeout {
@@ -314,10 +313,8 @@ impl<'a> Sim<'a> {
             Ev::Input { .. } => {}
             Ev::Durable { node, life } if self.nodes[node].life == life => self.durable(node),
             Ev::Durable { .. } => {}
-            Ev::AfterHardState { node, life, effects } if self.nodes[node].life == life => {
-                self.carry_out(node, effects)
-            }
-            Ev::AfterHardState { .. } => {}
+            Ev::HardStateDurable { node, life } if self.nodes[node].life == life => self.release_held(node),
+            Ev::HardStateDurable { .. } => {}
             Ev::RpcTimeout { node, life, rpc } if self.nodes[node].life == life => {
                 self.rpc_failed(node, rpc, "timed out")
             }
