@@ -43,6 +43,16 @@ pub enum Fact {
     Finished { job: String },
 }
 
+impl Fact {
+    /// The id of the job the fact is about.
+    pub fn job(&self) -> &str {
+        match self {
+            Fact::Job { id, .. } => id,
+            Fact::Dispatched { job, .. } | Fact::Product { job, .. } | Fact::Finished { job } => job,
+        }
+    }
+}
+
 /// A [`Fact`] without its product: what a frame's header says of it (the product follows as
 /// one of the frame's numbers; see [`encode_facts`]).
 #[derive(Serialize, Deserialize)]

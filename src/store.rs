@@ -373,13 +373,6 @@ impl Store {
                             on_flush(started.elapsed());
                             flushed
                         });
-                    // Only now that nothing durable points to them (one left by a crash
-                    // here goes at the next start).
-                    if written.is_ok() {
-                        for file in unreferenced {
-                            let _ = std::fs::remove_file(file);
-                        }
-                    }
                     if let Err(e) = written {
                         // Nothing this node acknowledges may be lost: stop rather than go on.
                         log::error!("cannot write to the disk, stopping: {e}");
@@ -387,6 +380,12 @@ impl Store {
                     }
                     for r in requests {
                         let _ = r.done.try_send(());
+                    }
+                    // Only now that nothing durable points to them (one left by a crash
+                    // here goes at the next start), and after the waiters heard: a finished
+                    // job drops dozens of files, and its client should not wait for that.
+                    for file in unreferenced {
+                        let _ = std::fs::remove_file(file);
                     }
                 }
             })

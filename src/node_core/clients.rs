@@ -1,7 +1,6 @@
 //! Client requests: submissions (acknowledged once durable on two nodes), job queries
 //! (answered now or once the result is known), and the node's status.
 
-use super::durability::AfterWrite;
 use super::role::Role;
 use super::{Answer, CoreStatus, NodeCore, ReplyId, Routed};
 use crate::api::JobInfo;
@@ -47,7 +46,7 @@ impl NodeCore {
         if self.settings.checkpoint && !self.settings.bugs.ack_before_durable {
             let write = self.token();
             let facts = self.record(vec![Fact::Job { id, n, request }], Some(write));
-            self.after_write.insert(write, AfterWrite::Acknowledge { job, facts, reply, epoch });
+            self.acknowledge_when_durable(job, facts, reply, epoch, write);
         } else {
             if self.settings.checkpoint {
                 self.record(vec![Fact::Job { id, n, request }], None);
@@ -72,8 +71,8 @@ impl NodeCore {
         let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
         // An empty write is durable once every earlier one is, the job's among them.
         let write = self.token();
-        self.after_write.insert(write, AfterWrite::Acknowledge { job, facts, reply, epoch });
         self.record(Vec::new(), Some(write));
+        self.acknowledge_when_durable(job, facts, reply, epoch, write);
     }
 
     /// Whether a new job for n! may be taken: a coordinator never multiplies, so a cluster of

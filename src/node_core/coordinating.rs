@@ -165,10 +165,11 @@ impl NodeCore {
             match action {
                 Action::Dispatch { batch, worker, deadline_ms, items } => {
                     if self.settings.checkpoint {
-                        let facts =
-                            items.iter().map(|i| Fact::Dispatched { job: i.op.job.clone(), op: i.op.op }).collect();
-                        let new = self.record(facts, None);
-                        self.unreplicated.extend(new);
+                        let facts = items.iter().map(|i| Fact::Dispatched { job: i.op.job.clone(), op: i.op.op });
+                        let now_ms = self.now_ms;
+                        if let Some(c) = self.role.coordinator_mut() {
+                            c.round.add_dispatched(facts, now_ms);
+                        }
                     }
                     log::debug!("batch {batch}: {} tasks to node {worker}", items.len());
                     self.emit(Effect::Dispatch { epoch, batch, worker, deadline_ms, items });

@@ -255,9 +255,8 @@ pub struct NodeCore {
     checkpoint_version: u64,
     /// Peers currently unreachable (a new coordinator gives them no work).
     unreachable: BTreeSet<NodeId>,
-    /// Dispatch facts waiting to go to the peers with the next tick (they only make the
-    /// re-execution count exact, so they need not hold anything up).
-    unreplicated: Vec<Fact>,
+    /// Submissions on their way to their acknowledgement.
+    acks: BTreeMap<u64, durability::AckJoin>,
     /// Root products this coordinator wrote to its disk but no peer holds yet. Until one
     /// does they are offered whole to a new coordinator, never as a bare `Finished` mark: a
     /// mark whose only root dies with this node would make the next coordinator drop the
@@ -305,7 +304,7 @@ impl NodeCore {
             checkpoint,
             checkpoint_version,
             unreachable: BTreeSet::new(),
-            unreplicated: Vec::new(),
+            acks: BTreeMap::new(),
             unreplicated_roots: BTreeMap::new(),
             promised_epoch: 0,
             now_ms: 0,
@@ -391,8 +390,8 @@ impl NodeCore {
         self.settings.id
     }
 
-    /// A tick: the election's clock, the scheduler's deadlines, dispatch records sent on,
-    /// replication retried.
+    /// A tick: the election's clock, the scheduler's deadlines, the coordinator's round made
+    /// durable, replication retried.
     fn on_tick(&mut self) {
         self.step_election(facto_elections::Input::Tick);
         let now_ms = self.now_ms;
@@ -400,13 +399,11 @@ impl NodeCore {
         let actions = c.scheduler.tick(now_ms);
         let epoch = c.epoch;
         self.carry_out(actions);
+        if self.role.coordinator().is_some_and(|c| c.round.due(now_ms)) {
+            self.flush_round(epoch, Vec::new());
+        }
         self.replicate_again();
         self.pull_again();
-        if !self.unreplicated.is_empty() {
-            let pending = std::mem::take(&mut self.unreplicated);
-            let facts = self.with_jobs(pending);
-            self.emit(Effect::Replicate { token: None, epoch, facts });
-        }
     }
 
     fn on_election_message(&mut self, from: NodeId, msg: AnyMsg) {

@@ -1,7 +1,10 @@
 //! What a node is doing, as one value: following, taking over, or coordinating (with the
 //! coordinator's state, which exists only then).
 
-use super::{durability::BatchJoin, Input, ReplyId};
+use super::{
+    durability::{Round, RoundJoin},
+    Input, ReplyId,
+};
 use crate::api::JobInfo;
 use crate::coordinator::{JobId, Scheduler};
 use facto_elections::{Epoch, NodeId};
@@ -63,8 +66,10 @@ pub(super) struct Coordinator {
     pub product_ms: BTreeMap<JobId, u64>,
     /// Clients waiting for a job's result.
     pub waiters: BTreeMap<JobId, Vec<ReplyId>>,
-    /// Answered batches on their way to being durable here and on a peer.
-    pub durable: BTreeMap<u64, BatchJoin>,
+    /// Batches answered and dispatched since the last round, waiting for the next.
+    pub round: Round,
+    /// Rounds on their way to being durable here and on a peer.
+    pub durable: BTreeMap<u64, RoundJoin>,
     /// Peers whose checkpoint this coordinator has not had yet (they did not answer the
     /// gathering, or came back since), those asked right now, and when it last asked.
     pub unpulled: BTreeSet<NodeId>,
@@ -84,6 +89,7 @@ impl Coordinator {
             accepted_ms: BTreeMap::new(),
             product_ms: BTreeMap::new(),
             waiters: BTreeMap::new(),
+            round: Round::default(),
             durable: BTreeMap::new(),
             unpulled: BTreeSet::new(),
             pulling: BTreeSet::new(),
