@@ -41,6 +41,21 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
         .into_iter()
         .any(|(_, s)| s.and_then(|s| s["converter_peak_rss_bytes"].as_u64()).is_some_and(|bytes| bytes > 0));
     assert!(converted_in_a_child, "no member converted the result in a child process:\n{}", cluster.logs());
+    // Answered batches are made durable in rounds, not one by one (docs/DESIGN.md, "When:
+    // in rounds"): one checkpoint write to a peer per batch sent cost half the checkpoints.
+    let leader = after[0].2;
+    let (writes, batches) = (sent(&cluster, leader, "checkpoint_write"), sent(&cluster, leader, "work"));
+    assert!(batches > 50 && writes * 3 <= batches, "{writes} checkpoint writes to peers for {batches} batches");
+}
+
+/// How many messages of `kind` member `id` sent to its peers (its `/metrics`).
+fn sent(cluster: &Cluster, id: u64, kind: &str) -> u64 {
+    let (_, body) = common::http(&cluster.addr(id as u32), "GET", "/metrics", None).expect("metrics answer");
+    let line = format!("facto_messages_sent_total{{kind=\"{kind}\"}} ");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&line).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// One test, so the clusters run one after the other. Two jobs at once used to cause about

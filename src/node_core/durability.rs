@@ -212,11 +212,10 @@ impl NodeCore {
     pub(super) fn flush_round(&mut self, epoch: Epoch, roots: Vec<Fact>) {
         let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
         let Round { batches, facts, .. } = std::mem::take(&mut c.round);
-        // A root covers its job: the job's other pending facts need not be written (and a
-        // root's write drops the job's records, so a later record of the job would linger).
-        let root_jobs: BTreeSet<JobId> = roots.iter().map(|f| f.job().to_string()).collect();
-        let facts: Vec<Fact> = facts.into_iter().filter(|f| !root_jobs.contains(f.job())).collect();
         let roots = self.write_roots(roots);
+        // A root covers its job: the job's other facts need not be written (and a root's
+        // write drops the job's records, so a later record of the job would linger).
+        let facts: Vec<Fact> = facts.into_iter().filter(|f| !self.unreplicated_roots.contains_key(f.job())).collect();
         if batches.is_empty() {
             let new = self.record(facts, None);
             if !new.is_empty() {
