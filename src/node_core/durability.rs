@@ -208,7 +208,7 @@ impl NodeCore {
     /// Makes the round durable: one write to this node's disk and one replication to a peer
     /// for every batch answered and dispatched since the last round (each tick, or now for a
     /// root). Per batch, that was a write, a sync and a replication of its own: at
-    /// 1,000,000! about 250 syncs per job on the coordinator alone (docs/DESIGN.md).
+    /// 1,000,000! about 130 writes and 85 replications per job (docs/DESIGN.md).
     pub(super) fn flush_round(&mut self, epoch: Epoch, roots: Vec<Fact>) {
         let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
         let Round { batches, facts, .. } = std::mem::take(&mut c.round);
