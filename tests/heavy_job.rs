@@ -55,7 +55,7 @@ fn sent(cluster: &Cluster, id: u64, kind: &str) -> u64 {
     String::from_utf8_lossy(&body)
         .lines()
         .find_map(|l| l.strip_prefix(&line).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no {kind} messages in the metrics of member {id}"))
 }
 
 /// One test, so the clusters run one after the other. Two jobs at once used to cause about

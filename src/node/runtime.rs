@@ -137,10 +137,10 @@ impl Runtime {
                 Input::Tick
             }
             Event::Input(input @ Input::BatchAnswered { outcome: Ok(_), .. }) => {
-                // The coordinator's unit of work is a batch answer it records (a worker's is
+                // The coordinator's unit of work is a batch answer it takes (a worker's is
                 // one task): one chance to crash here.
                 if self.handle.config.checkpoint {
-                    self.handle.faults.maybe_crash("recording a batch");
+                    self.handle.faults.maybe_crash("taking a batch answer");
                 }
                 input
             }

@@ -22,8 +22,12 @@ pub(super) enum AfterWrite {
 
 /// What waits for facts to be on a peer.
 pub(super) enum AfterReplicate {
-    Acknowledge(u64),
-    Round { epoch: Epoch, round: u64 },
+    /// The peer's half of the acknowledgement named by the replication's token.
+    Acknowledge,
+    Round {
+        epoch: Epoch,
+        round: u64,
+    },
 }
 
 /// A submission on its way to its acknowledgement: written here and on a peer, in parallel.
@@ -71,7 +75,7 @@ pub(super) struct RoundJoin {
     /// The answered batches whose products the round holds.
     batches: Vec<u64>,
     /// Jobs whose root product the round holds.
-    roots: Vec<JobId>,
+    roots: BTreeSet<JobId>,
     /// The facts a peer must hold (kept to send again should no peer take them).
     facts: Vec<Fact>,
     /// No peer took them last time: sent again with the next tick.
@@ -85,6 +89,13 @@ impl NodeCore {
         let mut new = Vec::new();
         let mut finished = Vec::new();
         for fact in facts {
+            if matches!(fact, Fact::Dispatched { .. } | Fact::Product { .. })
+                && self.unreplicated_roots.contains_key(fact.job())
+            {
+                // Covered by the root written here, which waits for a peer; and a root's
+                // write drops its job's records, so a later record of the job would linger.
+                continue;
+            }
             let root = match &fact {
                 Fact::Product { job, op, .. } => self
                     .checkpoint
@@ -166,17 +177,22 @@ impl NodeCore {
         let token = self.token();
         self.acks.insert(token, AckJoin { job, reply, on_disk: false, on_peer: false });
         self.after_write.insert(write, AfterWrite::Acknowledge(token));
-        self.after_replicate.insert(token, AfterReplicate::Acknowledge(token));
+        self.after_replicate.insert(token, AfterReplicate::Acknowledge);
         self.emit(Effect::Replicate { token: Some(token), epoch, facts });
     }
 
-    fn ack_part_durable(&mut self, token: u64, on_disk: bool, ok: bool) {
-        let Some(join) = self.acks.get_mut(&token) else { return };
-        if !ok {
-            let join = self.acks.remove(&token).expect("just found");
-            let why = format!("job {} could not be replicated to any peer; not acknowledged", join.job.id);
-            return self.reply(join.reply, Answer::Job(Routed::Failed(why)));
+    fn ack_replicated(&mut self, token: u64, ok: bool) {
+        if ok {
+            return self.ack_part_durable(token, false);
         }
+        if let Some(join) = self.acks.remove(&token) {
+            let why = format!("job {} could not be replicated to any peer; not acknowledged", join.job.id);
+            self.reply(join.reply, Answer::Job(Routed::Failed(why)));
+        }
+    }
+
+    fn ack_part_durable(&mut self, token: u64, on_disk: bool) {
+        let Some(join) = self.acks.get_mut(&token) else { return };
         if on_disk {
             join.on_disk = true;
         } else {
@@ -206,16 +222,18 @@ impl NodeCore {
     }
 
     /// Makes the round durable: one write to this node's disk and one replication to a peer
-    /// for every batch answered and dispatched since the last round (each tick, or now for a
-    /// root). Per batch, that was a write, a sync and a replication of its own: at
-    /// 1,000,000! about 130 writes and 85 replications per job (docs/DESIGN.md).
+    /// for every batch answered and dispatched since the last round (once it is
+    /// [`ROUND_MS`] old, or now for a root), instead of a write and a replication per batch.
     pub(super) fn flush_round(&mut self, epoch: Epoch, roots: Vec<Fact>) {
         let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
         let Round { batches, facts, .. } = std::mem::take(&mut c.round);
-        let roots = self.write_roots(roots);
-        // A root covers its job: the job's other facts need not be written (and a root's
-        // write drops the job's records, so a later record of the job would linger).
-        let facts: Vec<Fact> = facts.into_iter().filter(|f| !self.unreplicated_roots.contains_key(f.job())).collect();
+        debug_assert!(roots.is_empty() || !batches.is_empty(), "a root comes with its batch");
+        // Jobs whose root waits for a peer: `record` leaves their facts out, so the round's
+        // batches count done only once that root is on a peer too (it goes with the round).
+        let mut roots: BTreeSet<JobId> = self.write_roots(roots).into_iter().collect();
+        roots.extend(
+            facts.iter().map(Fact::job).filter(|job| self.unreplicated_roots.contains_key(*job)).map(String::from),
+        );
         if batches.is_empty() {
             let new = self.record(facts, None);
             if !new.is_empty() {
@@ -245,14 +263,15 @@ impl NodeCore {
     }
 
     /// Writes root products to this node's disk, but keeps them out of its checkpoint (as
-    /// [`NodeCore::unreplicated_roots`]) until a peer holds them too. Returns their jobs.
+    /// [`NodeCore::unreplicated_roots`]) until a peer holds them too. Returns their jobs
+    /// (also those of roots written before and still waiting: a late duplicate answer).
     fn write_roots(&mut self, roots: Vec<Fact>) -> Vec<JobId> {
         let mut jobs = Vec::new();
         let mut finished = Vec::new();
         for root in roots {
             let Fact::Product { job, .. } = &root else { continue };
+            jobs.push(job.clone());
             if !self.unreplicated_roots.contains_key(job) {
-                jobs.push(job.clone());
                 finished.push((job.clone(), root.clone()));
                 self.unreplicated_roots.insert(job.clone(), root);
             }
@@ -297,14 +316,14 @@ impl NodeCore {
         }
         match after {
             AfterWrite::Reply(to, answer) => self.reply(to, answer),
-            AfterWrite::Acknowledge(token) => self.ack_part_durable(token, true, true),
+            AfterWrite::Acknowledge(token) => self.ack_part_durable(token, true),
             AfterWrite::Round { epoch, round } => self.round_part_durable(epoch, round, true),
         }
     }
 
     pub(super) fn on_replicated(&mut self, token: u64, ok: bool) {
         match self.after_replicate.remove(&token) {
-            Some(AfterReplicate::Acknowledge(token)) => self.ack_part_durable(token, false, ok),
+            Some(AfterReplicate::Acknowledge) => self.ack_replicated(token, ok),
             Some(AfterReplicate::Round { epoch, round }) if ok => self.round_part_durable(epoch, round, false),
             Some(AfterReplicate::Round { epoch, round }) => {
                 log::warn!("round {round}: no peer took its products; sending them again");

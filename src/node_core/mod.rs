@@ -85,7 +85,7 @@ impl Settings {
 pub struct Bugs {
     /// Acknowledge a job before it is on any disk.
     pub ack_before_durable: bool,
-    /// Count a batch's products done once on this node's disk, before a peer holds them.
+    /// Count a round's products done once on this node's disk, before a peer holds them.
     pub done_before_replicated: bool,
     /// (Read by the simulator's driver, which stands for the runtime here.) Hold nothing
     /// behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
@@ -391,7 +391,7 @@ impl NodeCore {
     }
 
     /// A tick: the election's clock, the scheduler's deadlines, the coordinator's round made
-    /// durable, replication retried.
+    /// durable once it is due, replication retried.
     fn on_tick(&mut self) {
         self.step_election(facto_elections::Input::Tick);
         let now_ms = self.now_ms;
