@@ -24,10 +24,8 @@ pub(super) enum AfterWrite {
 pub(super) enum AfterReplicate {
     /// The peer's half of the acknowledgement named by the replication's token.
     Acknowledge,
-    Round {
-        epoch: Epoch,
-        round: u64,
-    },
+    /// The peer's half of a round's durability.
+    Round { epoch: Epoch, round: u64 },
 }
 
 /// A submission on its way to its acknowledgement: written here and on a peer, in parallel.
