@@ -43,9 +43,10 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
     assert!(converted_in_a_child, "no member converted the result in a child process:\n{}", cluster.logs());
     // Answered batches are made durable in rounds, not one by one (docs/DESIGN.md, "When:
     // in rounds"): one checkpoint write to a peer per batch sent cost half the checkpoints.
+    // (A 1,000,000! job makes about 60 batches and 5 rounds here, 7 on one core.)
     let leader = after[0].2;
     let (writes, batches) = (sent(&cluster, leader, "checkpoint_write"), sent(&cluster, leader, "work"));
-    assert!(batches > 50 && writes * 3 <= batches, "{writes} checkpoint writes to peers for {batches} batches");
+    assert!(batches > 50 && writes * 2 <= batches, "{writes} checkpoint writes to peers for {batches} batches");
 }
 
 /// How many messages of `kind` member `id` sent to its peers (its `/metrics`).
