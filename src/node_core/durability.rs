@@ -232,19 +232,20 @@ impl NodeCore {
         roots.extend(
             facts.iter().map(Fact::job).filter(|job| self.unreplicated_roots.contains_key(*job)).map(String::from),
         );
-        if batches.is_empty() {
-            let new = self.record(facts, None);
+        // A round of dispatch records only: nothing waits for it.
+        let round = (!batches.is_empty()).then(|| self.token());
+        if let Some(round) = round {
+            self.after_write.insert(round, AfterWrite::Round { epoch, round });
+        }
+        let mut new = self.record(facts, round);
+        new.extend(roots.iter().filter_map(|job| self.unreplicated_roots.get(job).cloned()));
+        let new = if new.is_empty() { new } else { self.with_jobs(new) };
+        let Some(round) = round else {
             if !new.is_empty() {
-                let new = self.with_jobs(new);
                 self.emit(Effect::Replicate { token: None, epoch, facts: new });
             }
             return;
-        }
-        let round = self.token();
-        self.after_write.insert(round, AfterWrite::Round { epoch, round });
-        let mut new = self.record(facts, Some(round));
-        new.extend(roots.iter().filter_map(|job| self.unreplicated_roots.get(job).cloned()));
-        let new = if new.is_empty() { new } else { self.with_jobs(new) };
+        };
         let on_peer = new.is_empty();
         if !on_peer {
             self.replicate_round(epoch, round, new.clone());
