@@ -126,6 +126,8 @@ impl Election for LowestAlive {
                 self.heard_at.remove(&peer);
             }
             Input::PeerUp(_) => {}
+            // `settle` then takes a leadership of its own above it.
+            Input::EpochSeen(epoch) => self.max_seen_epoch = self.max_seen_epoch.max(epoch),
         }
         self.settle();
         let hard = self.hard_state();

@@ -45,8 +45,12 @@ fn main() {
         Some("ack-before-durable") => Bugs { ack_before_durable: true, ..Bugs::default() },
         Some("done-before-replicated") => Bugs { done_before_replicated: true, ..Bugs::default() },
         Some("coordinate-before-epoch-durable") => Bugs { coordinate_before_epoch_durable: true, ..Bugs::default() },
+        Some("fence-apart-from-election") => Bugs { fence_apart_from_election: true, ..Bugs::default() },
         Some(other) => {
-            eprintln!("error: unknown --bug '{other}' (ack-before-durable, done-before-replicated or coordinate-before-epoch-durable)");
+            eprintln!(
+                "error: unknown --bug '{other}' (ack-before-durable, done-before-replicated, \
+                 coordinate-before-epoch-durable or fence-apart-from-election)"
+            );
             std::process::exit(2);
         }
     };
@@ -91,7 +95,7 @@ fn main() {
 fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
     let next = AtomicU64::new(first);
     let failures = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 2], 0u64));
+    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 3], 0u64));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -108,7 +112,11 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
                 t.0 += report.events;
                 t.1 += report.tasks_computed;
                 t.2 += report.tasks_recomputed;
-                t.3[usize::from(report.kind == "storm")] += 1;
+                t.3[match report.kind {
+                    "crashes" => 0,
+                    "rogue" => 1,
+                    _ => 2,
+                }] += 1;
                 t.4 += report.results_lost;
                 drop(t);
                 if !report.violations.is_empty() {
@@ -119,9 +127,9 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
     });
     let (events, computed, recomputed, kinds, lost) = *totals.lock().unwrap();
     println!(
-        "{} crash runs, {} storm runs; {events} events; {computed} tasks computed, {recomputed} of them again; \
-         {lost} finished results recomputed (no reachable copy)",
-        kinds[0], kinds[1]
+        "{} crash runs, {} rogue runs, {} storm runs; {events} events; {computed} tasks computed, {recomputed} of \
+         them again; {lost} finished results recomputed (no reachable copy)",
+        kinds[0], kinds[1], kinds[2]
     );
     let mut failures = failures.into_inner().unwrap();
     failures.sort_by_key(|r| r.seed);

@@ -174,10 +174,13 @@ pub struct LeadershipChange {
     pub took_ms: Option<u64>,
 }
 
-/// Any error answer: `{"error": "..."}`.
+/// Any error answer: `{"error": "..."}`; a member refusing a peer's request from a lower
+/// epoch than its own adds `"known_epoch"`, which the requester's election moves past.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_epoch: Option<Epoch>,
 }
 
 /// `POST /internal/election`.

@@ -35,13 +35,56 @@ fn one_seed_replays_exactly() {
 #[test]
 fn healthy_cores_pass_and_do_work() {
     for algorithm in ALGORITHMS {
-        let mut computed = 0;
+        let (mut computed, mut rogue_runs) = (0, 0);
         for seed in 0..300 {
             let report = run(&config(algorithm, Bugs::default()), seed);
             assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
             computed += report.tasks_computed;
+            rogue_runs += u32::from(report.kind == "rogue");
         }
         assert!(computed > 1_000, "{algorithm}: the workers computed {computed} tasks in 300 runs");
+        assert_eq!(rogue_runs, 50, "{algorithm}: one run in six has a rogue member");
+    }
+}
+
+#[test]
+fn a_rogue_epoch_is_moved_past_in_every_rogue_run() {
+    // The rogue member's higher epoch reaches the others, who elect above it once it is silent.
+    for algorithm in ALGORITHMS {
+        let mut shown_runs = 0;
+        for seed in (2..600).step_by(6) {
+            let traced = SimConfig { trace: true, ..config(algorithm, Bugs::default()) };
+            let report = run(&traced, seed);
+            assert_eq!(report.kind, "rogue");
+            assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
+            let rogue = report.trace.iter().find(|l| l.contains("GOES ROGUE")).expect("a rogue");
+            let shown = rogue.contains("coordinates") || report.trace.iter().any(|l| l.contains("SHOWS its rogue"));
+            if !shown {
+                continue; // A rogue worker that got no work before it fell silent.
+            }
+            shown_runs += 1;
+            let epoch: u64 = rogue.rsplit("epoch ").next().and_then(|t| t.split(',').next()).unwrap().parse().unwrap();
+            let above = report.trace.iter().any(|l| {
+                l.split("save epoch ")
+                    .nth(1)
+                    .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e > epoch)
+            });
+            assert!(above, "{algorithm} seed {seed}: no member saved an epoch above the rogue's {epoch}");
+        }
+        assert!(shown_runs >= 50, "{algorithm}: the rogue showed its epoch in only {shown_runs} of 100 runs");
+    }
+}
+
+#[test]
+fn fencing_apart_from_the_election_is_caught() {
+    // Workers fence with a rogue's higher epoch while the election stays below it: the
+    // coordinator's work is refused forever and the jobs never finish.
+    let bugs = Bugs { fence_apart_from_election: true, ..Bugs::default() };
+    for algorithm in ALGORITHMS {
+        let (seed, violation) = first_violation(&config(algorithm, bugs), 600).expect("caught");
+        assert!(violation.contains("no progress"), "{algorithm} seed {seed}: {violation}");
     }
 }
 

@@ -152,6 +152,7 @@ fn unwrap_input<M>(input: Input<AnyMsg>, pick: impl Fn(AnyMsg) -> Option<M>) -> 
         Input::Tick => Input::Tick,
         Input::PeerDown(p) => Input::PeerDown(p),
         Input::PeerUp(p) => Input::PeerUp(p),
+        Input::EpochSeen(e) => Input::EpochSeen(e),
         Input::Message { from, msg } => Input::Message { from, msg: pick(msg)? },
     })
 }

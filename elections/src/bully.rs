@@ -301,6 +301,16 @@ impl Election for Bully {
             Input::PeerUp(peer) => {
                 self.down.remove(&peer);
             }
+            // A leader below it elects again; a leader followed below it is fenced out (its
+            // heartbeats are stale now), and the election timeout runs on from here.
+            Input::EpochSeen(epoch) => {
+                self.observe_epoch(epoch, &mut out);
+                if let Role::Following { epoch: followed, silent_ticks, .. } = self.role {
+                    if followed < self.max_seen_epoch {
+                        self.role = Role::Listening { silent_ticks };
+                    }
+                }
+            }
         }
         fencing::actions(out, before, (self.hard_state(), self.leadership()))
     }

@@ -128,6 +128,10 @@ pub enum Input<M> {
     PeerDown(NodeId),
     /// The failure detector believes `peer` is reachable again.
     PeerUp(NodeId),
+    /// A higher epoch was seen outside the election's own messages (a coordinator's request,
+    /// a peer's refusal). The epoch that fences work is the election's epoch, so the election
+    /// moves up to it: a leader below it steps down, and the next leadership is above it.
+    EpochSeen(Epoch),
 }
 
 /// What the caller must do after a step, in this order: make `persist` durable, then send

@@ -337,8 +337,10 @@ impl Election for Raft {
                 Msg::Heartbeat { term } => self.on_heartbeat(from, term, &mut out),
                 Msg::HeartbeatAck { term } => self.on_heartbeat_ack(from, term),
             },
+            // As for a message at a higher term (Raft §5.1): a follower of no one at that term.
+            Input::EpochSeen(term) if term > self.hard.epoch => self.become_follower(term, None),
             // Raft-lite relies on its own timeouts, not on the failure detector.
-            Input::Message { .. } | Input::PeerDown(_) | Input::PeerUp(_) => {}
+            Input::Message { .. } | Input::PeerDown(_) | Input::PeerUp(_) | Input::EpochSeen(_) => {}
         }
         if self.hard != hard_before {
             out.persist = Some(self.hard);

@@ -382,6 +382,16 @@ impl Election for Ring {
             Input::PeerUp(peer) => {
                 self.suspected.remove(&peer);
             }
+            // A leader below it steps down; a leader followed below it is fenced out (its
+            // heartbeats are stale now), and the election timeout runs on from here.
+            Input::EpochSeen(epoch) => {
+                self.observe_epoch(epoch);
+                if let Role::Following { epoch: followed, silent_ticks, .. } = self.role {
+                    if followed < self.max_seen_epoch {
+                        self.role = Role::Unknown { silent_ticks };
+                    }
+                }
+            }
         }
         fencing::actions(out, before, (self.hard_state(), self.leadership()))
     }

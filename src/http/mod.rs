@@ -13,7 +13,7 @@ use crate::api::{
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{Event, Handle, Input, Routed, WorkRefused};
+use crate::node::{Event, Handle, Input, Refusal, Routed, WorkRefused};
 use crate::node_core::{validate, worker};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
@@ -270,8 +270,18 @@ fn bytes_response(bytes: Vec<u8>, mime: impl Into<tide::http::Mime>) -> Response
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
+    error_body(status, ErrorBody { error: message.to_string(), known_epoch: None })
+}
+
+/// 409 to a peer's request this node refused, with the epoch it knows.
+fn refused(refusal: &Refusal) -> Response {
+    let body = ErrorBody { error: refusal.why.clone(), known_epoch: Some(refusal.known_epoch) };
+    error_body(StatusCode::Conflict, body)
+}
+
+fn error_body(status: StatusCode, body: ErrorBody) -> Response {
     let mut res = Response::new(status);
-    res.set_body(serde_json::to_value(ErrorBody { error: message.to_string() }).unwrap_or_default());
+    res.set_body(serde_json::to_value(body).unwrap_or_default());
     res
 }
 
@@ -539,9 +549,9 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
     }
     Ok(match handle.work(from, epoch, tasks).await {
         Ok(answer) => frame_response(answer),
-        Err(WorkRefused::Fenced(why)) => {
-            handle.refusals.note(from, "work", &why);
-            error(StatusCode::Conflict, &why)
+        Err(WorkRefused::Fenced(refusal)) => {
+            handle.refusals.note(from, "work", &refusal.why);
+            refused(&refusal)
         }
         Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
     })
@@ -609,9 +619,9 @@ async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
     }
     Ok(match handle.apply_facts(write.from, write.epoch, facts).await {
         Ok(()) => Response::new(StatusCode::NoContent),
-        Err(why) => {
-            handle.refusals.note(write.from, "a checkpoint write", &why);
-            error(StatusCode::Conflict, &why)
+        Err(refusal) => {
+            handle.refusals.note(write.from, "a checkpoint write", &refusal.why);
+            refused(&refusal)
         }
     })
 }

@@ -16,7 +16,7 @@ use crate::config::NodeConfig;
 use crate::coordinator::{Fingerprint, OpRef};
 use crate::error::Result;
 use crate::node_core::worker;
-pub use crate::node_core::{Input, Routed};
+pub use crate::node_core::{Input, Refusal, Routed};
 use crate::store::Store;
 use crate::transport::{self, Client};
 use async_std::channel::{self, Sender};
@@ -59,7 +59,7 @@ pub(crate) enum Event {
         from: NodeId,
         epoch: Epoch,
         facts: Vec<Fact>,
-        reply: Sender<Result<(), String>>,
+        reply: Sender<Result<(), Refusal>>,
     },
     /// A new coordinator at `epoch` asks for this node's checkpoint.
     CheckpointQuery {
@@ -92,7 +92,7 @@ impl Event {
 #[derive(Debug)]
 pub enum WorkRefused {
     /// From a deposed or implausible coordinator (409).
-    Fenced(String),
+    Fenced(Refusal),
     /// The computation failed (500).
     Failed(String),
 }
@@ -157,6 +157,13 @@ impl Handle {
         let _ = self.inbox.try_send(event);
     }
 
+    /// A peer that refused a call of this node's named the epoch it knows: the core hears it.
+    pub(crate) fn heard_epoch(&self, peer: NodeId, failed: &transport::client::CallError) {
+        if let Some(epoch) = failed.known_epoch() {
+            self.send(Event::Input(Input::PeerEpoch { from: peer, epoch }));
+        }
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Event) -> Option<T> {
         let (tx, rx) = channel::bounded(1);
         self.inbox.send(make(tx)).await.ok()?;
@@ -194,10 +201,10 @@ impl Handle {
             .unwrap_or_else(|| Err(WorkRefused::Failed("node is shutting down".into())))
     }
 
-    pub async fn apply_facts(&self, from: NodeId, epoch: Epoch, facts: Vec<Fact>) -> std::result::Result<(), String> {
+    pub async fn apply_facts(&self, from: NodeId, epoch: Epoch, facts: Vec<Fact>) -> std::result::Result<(), Refusal> {
         self.ask(|reply| Event::ApplyFacts { from, epoch, facts, reply })
             .await
-            .unwrap_or_else(|| Err("node is shutting down".into()))
+            .unwrap_or_else(|| Err(Refusal { why: "node is shutting down".into(), known_epoch: 0 }))
     }
 
     pub async fn checkpoint(

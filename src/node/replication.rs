@@ -92,6 +92,7 @@ fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, (peer, addr): (NodeId, Stri
         }
         if let Err(e) = &r {
             log::debug!("checkpoint to {addr} failed: {e}");
+            handle.heard_epoch(peer, e);
         }
         let _ = done.send(r.is_ok()).await;
     });

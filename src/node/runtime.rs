@@ -29,7 +29,7 @@ const SLOW_EVENT_MS: u128 = 20;
 enum Waiting {
     Job(Sender<Routed<JobInfo>>),
     Jobs(Sender<Routed<Vec<JobInfo>>>),
-    Applied(Sender<std::result::Result<(), String>>),
+    Applied(Sender<std::result::Result<(), crate::node_core::Refusal>>),
     Work(Sender<std::result::Result<Vec<u8>, WorkRefused>>),
     Checkpoint(Sender<std::result::Result<Vec<Fact>, String>>),
 }
@@ -336,7 +336,7 @@ impl Runtime {
         let timeout = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()).max(1));
         let me = self.handle.config.id;
         async_std::task::spawn(async move {
-            let outcome = send_batch(&handle, &addr, (me, epoch, batch), items, timeout).await;
+            let outcome = send_batch(&handle, (worker, &addr), (me, epoch, batch), items, timeout).await;
             handle.send(Event::Input(Input::BatchAnswered { epoch, batch, outcome }));
         });
     }
@@ -427,14 +427,17 @@ impl Runtime {
 /// checked on the blocking pool: near the top of a large factorial they are megabytes.
 async fn send_batch(
     handle: &Handle,
-    addr: &str,
+    (worker, addr): (NodeId, &str),
     (from, epoch, batch): (NodeId, Epoch, u64),
     items: Vec<WorkItem>,
     timeout: Duration,
 ) -> std::result::Result<Vec<(OpRef, Big)>, String> {
     let (body, items) =
         async_std::task::spawn_blocking(move || (api::encode_work(from, epoch, batch, &items), items)).await;
-    let answer = handle.client.post_bytes(addr, "/internal/work", body?, timeout).await.map_err(|e| e.to_string())?;
+    let answer = handle.client.post_bytes(addr, "/internal/work", body?, timeout).await.map_err(|e| {
+        handle.heard_epoch(worker, &e);
+        e.to_string()
+    })?;
     let fp = handle.fingerprint;
     async_std::task::spawn_blocking(move || {
         let products = api::decode_products(&answer)?;

@@ -91,6 +91,9 @@ pub struct Bugs {
     /// behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
     /// at an epoch that is not yet durable.
     pub coordinate_before_epoch_durable: bool,
+    /// Fence with a higher epoch seen in peers' requests and refusals without telling the
+    /// election: workers then refuse a coordinator whose election never moves past it.
+    pub fence_apart_from_election: bool,
 }
 
 /// Everything that can happen to a node.
@@ -104,6 +107,8 @@ pub enum Input {
     PeerReachable { peer: NodeId, reachable: bool },
     /// A coordinator at `epoch` sends tasks to compute.
     Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId },
+    /// A peer's answer said it knows `epoch` (it refused a request from a lower one).
+    PeerEpoch { from: NodeId, epoch: Epoch },
     /// A client submits n! (`request`: its idempotency key).
     Submit { n: u64, request: Option<String>, reply: ReplyId },
     /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
@@ -142,6 +147,7 @@ impl Input {
             Input::Election { .. } => "election message",
             Input::PeerReachable { .. } => "peer reachability",
             Input::Work { .. } => "work",
+            Input::PeerEpoch { .. } => "peer's epoch",
             Input::Submit { .. } => "submit",
             Input::Jobs { .. } => "job query",
             Input::ClientGone { .. } => "client gone",
@@ -205,12 +211,20 @@ pub enum Answer {
     Job(Routed<JobInfo>),
     /// To a job query.
     Jobs(Routed<Vec<JobInfo>>),
-    /// To a checkpoint write: durable, or refused and why.
-    Applied(std::result::Result<(), String>),
+    /// To a checkpoint write: durable, or refused.
+    Applied(std::result::Result<(), Refusal>),
     /// To work from a deposed or implausible coordinator.
-    WorkRefused(String),
+    WorkRefused(Refusal),
     /// To a checkpoint query: the facts, or why not.
     Checkpoint(std::result::Result<Vec<Fact>, String>),
+}
+
+/// Why a peer's request was refused, and the highest epoch this node knows: a requester
+/// below it has been fenced out and moves its election past it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub why: String,
+    pub known_epoch: Epoch,
 }
 
 /// Where a client request is served.
@@ -262,9 +276,9 @@ pub struct NodeCore {
     /// mark whose only root dies with this node would make the next coordinator drop the
     /// job's products and compute it all again.
     unreplicated_roots: BTreeMap<JobId, Fact>,
-    /// The highest epoch of a coordinator this node answered a gathering of (kept in memory
-    /// only: see docs/DESIGN.md).
-    promised_epoch: Epoch,
+    /// Only with [`Bugs::fence_apart_from_election`]: the higher epoch seen outside the
+    /// election, which then fences apart from it.
+    fenced_apart_epoch: Epoch,
     /// The driver's clock as of the input being handled.
     now_ms: u64,
     /// The next write id or replication token.
@@ -306,7 +320,7 @@ impl NodeCore {
             unreachable: BTreeSet::new(),
             acks: BTreeMap::new(),
             unreplicated_roots: BTreeMap::new(),
-            promised_epoch: 0,
+            fenced_apart_epoch: 0,
             now_ms: 0,
             next_token: 1,
             after_write: BTreeMap::new(),
@@ -342,6 +356,7 @@ impl NodeCore {
             Input::Election { from, msg } => self.on_election_message(from, msg),
             Input::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable),
             Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),
+            Input::PeerEpoch { from, epoch } => self.on_peer_epoch(from, epoch),
             Input::Submit { n, request, reply } => self.submit(n, request, reply),
             Input::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
             Input::ClientGone { reply } => self.on_client_gone(reply),
@@ -434,16 +449,22 @@ impl NodeCore {
 
     /// Work from a coordinator: computed by the driver unless it is fenced off.
     fn on_work(&mut self, from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId) {
+        if let Err(why) = self.admit(from, epoch) {
+            return self.refuse_work(reply, why);
+        }
+        self.see_epoch(epoch);
         if !matches!(self.role, Role::Following { .. }) {
             // A coordinator never multiplies: work from a newer coordinator reaches one that
             // has not yet heard it was deposed, and is refused (it goes to another worker).
             let why = format!("node {} coordinates and never computes", self.me());
-            return self.reply(reply, Answer::WorkRefused(why));
+            return self.refuse_work(reply, why);
         }
-        match self.admit(from, epoch) {
-            Ok(()) => self.emit(Effect::Compute { tasks, reply }),
-            Err(why) => self.reply(reply, Answer::WorkRefused(why)),
-        }
+        self.emit(Effect::Compute { tasks, reply });
+    }
+
+    fn refuse_work(&mut self, reply: ReplyId, why: String) {
+        let known_epoch = self.known_epoch();
+        self.reply(reply, Answer::WorkRefused(Refusal { why, known_epoch }));
     }
 
     /// Work from a coordinator at `epoch`: not from a deposed one (fencing: a deposed
@@ -456,18 +477,44 @@ impl NodeCore {
         crate::node_core::validate::epoch_ahead(known, epoch)
     }
 
+    /// A peer refused a request of this node's at a lower epoch than its own: this node's
+    /// election moves past it (a coordinator fenced out steps down), as for any higher epoch
+    /// a peer shows.
+    fn on_peer_epoch(&mut self, from: NodeId, epoch: Epoch) {
+        match crate::node_core::validate::epoch_ahead(self.known_epoch(), epoch) {
+            Ok(()) => self.see_epoch(epoch),
+            Err(why) => log::warn!("node {from} claims an epoch this node ignores: {why}"),
+        }
+    }
+
+    /// The one way a higher epoch from outside the election enters: the election moves up to
+    /// it (durably: the save comes before every later reply), so the epoch that fences work
+    /// and the epoch elections run at never drift apart. The caller has bounded `epoch`.
+    fn see_epoch(&mut self, epoch: Epoch) {
+        if epoch <= self.known_epoch() {
+            return;
+        }
+        if self.settings.bugs.fence_apart_from_election {
+            self.fenced_apart_epoch = epoch;
+            return;
+        }
+        self.cause = "higher epoch seen";
+        self.step_election(facto_elections::Input::EpochSeen(epoch));
+    }
+
     /// A new coordinator gathers: this node answers with its facts and, from now on, refuses
     /// writes and work from lower epochs. Without that promise a deposed coordinator could
     /// have a job acknowledged through this node after the answer left, and the new
-    /// coordinator would never hear of it.
+    /// coordinator would never hear of it. The promise is the election's epoch, on disk
+    /// before the answer leaves, so it survives a restart.
     fn on_checkpoint_query(&mut self, from: NodeId, epoch: Epoch, skip: &BTreeSet<JobId>, reply: ReplyId) {
         if let Err(why) = crate::node_core::validate::epoch_ahead(self.known_epoch(), epoch) {
             return self.reply(reply, Answer::Checkpoint(Err(why)));
         }
-        if epoch > self.promised_epoch {
+        if epoch > self.known_epoch() {
             log::debug!("node {from} gathers at epoch {epoch}: writes from lower epochs refused from now on");
-            self.promised_epoch = epoch;
         }
+        self.see_epoch(epoch);
         let facts = self.checkpoint_facts_except(skip);
         self.reply(reply, Answer::Checkpoint(Ok(facts)));
     }
@@ -475,9 +522,11 @@ impl NodeCore {
     /// A coordinator's checkpoint write: acknowledged once on disk.
     fn on_apply_facts(&mut self, from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId) {
         if let Err(why) = self.admit_facts(from, epoch, &facts) {
-            self.reply(reply, Answer::Applied(Err(why)));
+            let known_epoch = self.known_epoch();
+            self.reply(reply, Answer::Applied(Err(Refusal { why, known_epoch })));
             return;
         }
+        self.see_epoch(epoch);
         let write = self.token();
         self.after_write.insert(write, durability::AfterWrite::Reply(reply, Answer::Applied(Ok(()))));
         let new = self.record(facts, Some(write));
@@ -576,10 +625,11 @@ impl NodeCore {
         }
     }
 
-    /// The highest epoch this node knows (from its election, or a coordinator's gathering).
+    /// The highest epoch this node knows, the one it fences with: its election's (which
+    /// every higher epoch a peer shows moves up, see [`NodeCore::see_epoch`]).
     pub fn known_epoch(&self) -> Epoch {
         let election = self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0));
-        election.max(self.promised_epoch)
+        election.max(self.fenced_apart_epoch)
     }
 
     /// Whether this node is taking over (client requests wait meanwhile).

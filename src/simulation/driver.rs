@@ -31,12 +31,36 @@ const CRASH_AFTER_PROGRESS_CHANCE: f64 = 0.03;
 #[derive(Clone, Debug)]
 pub(super) enum Msg {
     Election(AnyMsg),
-    Work { rpc: u64, epoch: Epoch, tasks: Vec<(OpRef, Task)> },
-    WorkAnswer { rpc: u64, outcome: Result<Vec<(OpRef, Big)>, String> },
-    Apply { rpc: u64, epoch: Epoch, facts: Vec<Fact> },
-    Applied { rpc: u64, ok: bool },
-    Query { rpc: u64, epoch: Epoch, finished: BTreeSet<JobId> },
-    QueryAnswer { rpc: u64, facts: Option<Vec<Fact>> },
+    Work {
+        rpc: u64,
+        epoch: Epoch,
+        tasks: Vec<(OpRef, Task)>,
+    },
+    /// `known_epoch`: set by a worker that refused the work, as in production's 409 answer.
+    WorkAnswer {
+        rpc: u64,
+        outcome: Result<Vec<(OpRef, Big)>, String>,
+        known_epoch: Option<Epoch>,
+    },
+    Apply {
+        rpc: u64,
+        epoch: Epoch,
+        facts: Vec<Fact>,
+    },
+    Applied {
+        rpc: u64,
+        ok: bool,
+        known_epoch: Option<Epoch>,
+    },
+    Query {
+        rpc: u64,
+        epoch: Epoch,
+        finished: BTreeSet<JobId>,
+    },
+    QueryAnswer {
+        rpc: u64,
+        facts: Option<Vec<Fact>>,
+    },
 }
 
 impl Msg {
@@ -327,6 +351,15 @@ impl Sim<'_> {
         }
         match msg {
             Msg::Election(msg) => self.step(j, Input::Election { from: from_id, msg }),
+            Msg::Work { rpc, .. } if self.nodes[j].rogue_epoch.is_some() => {
+                let why = "refused by a rogue member".to_string();
+                if self.up(from) {
+                    self.note(|| format!("node {to_id} SHOWS its rogue epoch to node {from_id}"));
+                }
+                let answer = Msg::WorkAnswer { rpc, outcome: Err(why), known_epoch: self.nodes[j].rogue_epoch };
+                self.send(j, from_id, answer, 0);
+                self.silence(j);
+            }
             Msg::Work { rpc, epoch, tasks } => {
                 let reply = self.keep_reply(j, ReplyTo::Work { to: from_id, rpc });
                 self.step(j, Input::Work { from: from_id, epoch, tasks, reply });
@@ -339,9 +372,22 @@ impl Sim<'_> {
                 let reply = self.keep_reply(j, ReplyTo::Query { to: from_id, rpc });
                 self.step(j, Input::CheckpointQuery { from: from_id, epoch, skip: finished, reply });
             }
-            Msg::WorkAnswer { rpc, outcome } => self.rpc_answered(j, rpc, RpcAnswer::Work(outcome)),
-            Msg::Applied { rpc, ok } => self.rpc_answered(j, rpc, RpcAnswer::Applied(ok)),
+            Msg::WorkAnswer { rpc, outcome, known_epoch } => {
+                self.heard_epoch(j, from_id, known_epoch);
+                self.rpc_answered(j, rpc, RpcAnswer::Work(outcome))
+            }
+            Msg::Applied { rpc, ok, known_epoch } => {
+                self.heard_epoch(j, from_id, known_epoch);
+                self.rpc_answered(j, rpc, RpcAnswer::Applied(ok))
+            }
             Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(facts)),
+        }
+    }
+
+    /// A peer that refused a request of node `i`'s named the epoch it knows.
+    fn heard_epoch(&mut self, i: usize, from: NodeId, known_epoch: Option<Epoch>) {
+        if let Some(epoch) = known_epoch {
+            self.step(i, Input::PeerEpoch { from, epoch });
         }
     }
 
@@ -438,18 +484,19 @@ impl Sim<'_> {
         }
         if let Some(ReplyTo::Work { to, rpc }) = self.nodes[i].io.replies.remove(&reply) {
             let compute_ms = self.rng.range(0, 5);
-            self.send(i, to, Msg::WorkAnswer { rpc, outcome: Ok(products) }, compute_ms);
+            self.send(i, to, Msg::WorkAnswer { rpc, outcome: Ok(products), known_epoch: None }, compute_ms);
         }
     }
 
     fn answer(&mut self, i: usize, to: ReplyId, answer: Answer) {
         match (self.nodes[i].io.replies.remove(&to), answer) {
             (Some(ReplyTo::Client { client, generation }), answer) => self.client_answer(client, generation, answer),
-            (Some(ReplyTo::Work { to, rpc }), Answer::WorkRefused(why)) => {
-                self.send(i, to, Msg::WorkAnswer { rpc, outcome: Err(why) }, 0)
+            (Some(ReplyTo::Work { to, rpc }), Answer::WorkRefused(r)) => {
+                self.send(i, to, Msg::WorkAnswer { rpc, outcome: Err(r.why), known_epoch: Some(r.known_epoch) }, 0)
             }
             (Some(ReplyTo::Apply { to, rpc }), Answer::Applied(r)) => {
-                self.send(i, to, Msg::Applied { rpc, ok: r.is_ok() }, 0)
+                let known_epoch = r.as_ref().err().map(|r| r.known_epoch);
+                self.send(i, to, Msg::Applied { rpc, ok: r.is_ok(), known_epoch }, 0)
             }
             (Some(ReplyTo::Query { to, rpc }), Answer::Checkpoint(facts)) => {
                 self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok() }, 0)

@@ -8,11 +8,16 @@
 //! and retry. One seed derives the whole run, so a failing seed replays exactly; with
 //! [`SimConfig::trace`] the run keeps a readable trace.
 //!
-//! Each seed is one of two kinds of run:
+//! Each seed is one of three kinds of run:
 //! - **crashes**: the failure model facto promises to survive — at most one member down at a
 //!   time, a reliable network with random delays — where, beyond the invariants below, every
 //!   task computed twice must have been in flight when its coordinator crashed or stepped down,
 //!   when its batch failed, or when the network duplicated its request;
+//! - **rogue** (one seed in six): a crashes run in which one member, once, shows a higher
+//!   epoch than any other knows — as a coordinator (a gathering and work at that epoch to
+//!   every peer) or as a worker (refusing a batch as if it knew that epoch) — and then falls
+//!   silent for good, as a misconfigured member, a stale build or a key holder might; the
+//!   others must still elect a coordinator and finish every job;
 //! - **storm**: several members down at once, partitions, lost and duplicated messages.
 //!
 //! Checked in every run (see [`checks`]):
@@ -68,7 +73,7 @@ pub struct SimConfig {
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub seed: u64,
-    /// "crashes" or "storm".
+    /// "crashes", "rogue" or "storm".
     pub kind: &'static str,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
@@ -126,6 +131,12 @@ enum Ev {
     Crash {
         node: usize,
     },
+    /// A member shows a higher epoch, then falls silent for good (rogue runs).
+    Rogue,
+    /// The rogue falls silent even if no work reached it.
+    Silence {
+        node: usize,
+    },
     Restart {
         node: usize,
     },
@@ -146,6 +157,8 @@ struct SimNode {
     io: driver::NodeIo,
     /// The highest epoch this node knew during this life (for the fencing check).
     known_epoch_max: u64,
+    /// A rogue worker's: the epoch it claims when it refuses the next work it gets.
+    rogue_epoch: Option<u64>,
 }
 
 struct Sim<'a> {
@@ -162,6 +175,9 @@ struct Sim<'a> {
     /// elections' simulator drives too.
     net: Network,
     storm: bool,
+    rogue: bool,
+    /// The rogue member, down for good once it fell silent.
+    silenced: Option<usize>,
     healed: bool,
     clients: Vec<clients::Client>,
     checks: checks::Checks,
@@ -173,6 +189,7 @@ impl<'a> Sim<'a> {
     fn new(config: &'a SimConfig, seed: u64) -> Sim<'a> {
         let mut rng = Rng::new(seed);
         let storm = seed % 2 == 1;
+        let rogue = seed % 6 == 2;
         let nodes = (1..=config.nodes as NodeId)
             .map(|id| SimNode {
                 id,
@@ -181,6 +198,7 @@ impl<'a> Sim<'a> {
                 disk: driver::Disk::default(),
                 io: driver::NodeIo::default(),
                 known_epoch_max: 0,
+                rogue_epoch: None,
             })
             .collect();
         let mut net = Network::new(config.nodes, MIN_DELAY_MS, MAX_DELAY_MS);
@@ -199,6 +217,8 @@ impl<'a> Sim<'a> {
             nodes,
             net,
             storm,
+            rogue,
+            silenced: None,
             healed: false,
             clients: Vec::new(),
             checks: checks::Checks::default(),
@@ -236,6 +256,10 @@ impl<'a> Sim<'a> {
             self.schedule(start_ms, Ev::Client(clients::ClientEv::Wake { client: c, generation: 0 }));
         }
         self.plan_faults();
+        if self.rogue {
+            let at_ms = self.rng.range(200, FAULTS_MS - 300);
+            self.schedule(at_ms, Ev::Rogue);
+        }
         self.schedule(FAULTS_MS, Ev::Heal);
     }
 
@@ -320,6 +344,8 @@ impl<'a> Sim<'a> {
             }
             Ev::RpcTimeout { .. } => {}
             Ev::Crash { node } => self.crash(node),
+            Ev::Rogue => self.go_rogue(),
+            Ev::Silence { node } => self.silence(node),
             Ev::Restart { node } => self.restart(node),
             Ev::Partition => self.partition(),
             Ev::Heal => self.heal(),
@@ -364,9 +390,12 @@ impl<'a> Sim<'a> {
             (usize::MAX, _) => up[self.rng.below(up.len() as u64) as usize],
             (i, _) => i,
         };
-        if !self.up(i) {
-            return;
+        if self.up(i) {
+            self.crash_now(i);
         }
+    }
+
+    fn crash_now(&mut self, i: usize) {
         let in_flight = self.nodes[i].core.as_ref().map(|c| c.tasks_in_flight()).unwrap_or_default();
         self.checks.allow_again(in_flight);
         self.tear_writes_in_progress(i);
@@ -377,14 +406,51 @@ impl<'a> Sim<'a> {
         self.note(|| format!("node {id} CRASHES"));
     }
 
+    /// A member, up and chosen now, shows an epoch above every epoch any member knows: as a
+    /// coordinator, a gathering and (empty) work at it to every peer, then silence; or as a
+    /// worker, a refusal claiming it for the next batch it gets, then silence.
+    fn go_rogue(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&j| self.up(j)).collect();
+        let Some(&i) = up.get(self.rng.below(up.len() as u64) as usize) else { return };
+        let highest = self.nodes.iter().filter_map(|n| n.core.as_ref()).map(|c| c.known_epoch()).max().unwrap_or(0);
+        let epoch = highest + self.rng.range(1, 100);
+        let id = self.nodes[i].id;
+        if self.rng.chance(0.5) {
+            self.note(|| format!("node {id} GOES ROGUE: coordinates at epoch {epoch}, then falls silent"));
+            for to in self.nodes.iter().map(|n| n.id).filter(|&to| to != id).collect::<Vec<_>>() {
+                let finished = std::collections::BTreeSet::new();
+                self.send(i, to, driver::Msg::Query { rpc: 0, epoch, finished }, 0);
+                self.send(i, to, driver::Msg::Work { rpc: 0, epoch, tasks: Vec::new() }, 0);
+            }
+            self.silence(i);
+        } else {
+            self.note(|| format!("node {id} GOES ROGUE: refuses its next work at epoch {epoch}, then falls silent"));
+            self.nodes[i].rogue_epoch = Some(epoch);
+            self.schedule(300, Ev::Silence { node: i });
+        }
+    }
+
+    /// The rogue stops for good, once no other member is down (one member down at a time,
+    /// as in every crashes run; planned crashes find it down and do nothing from then on).
+    fn silence(&mut self, i: usize) {
+        if self.silenced.is_some() || !self.up(i) {
+            return;
+        }
+        if (0..self.nodes.len()).any(|j| !self.up(j)) {
+            return self.schedule(50, Ev::Silence { node: i });
+        }
+        self.silenced = Some(i);
+        self.crash_now(i);
+    }
+
     /// Restarts `i` (`usize::MAX`: the crashed node that has been down longest... or any).
     fn restart(&mut self, i: usize) {
-        let down: Vec<usize> = (0..self.nodes.len()).filter(|&j| !self.up(j)).collect();
+        let down: Vec<usize> = (0..self.nodes.len()).filter(|&j| !self.up(j) && self.silenced != Some(j)).collect();
         if down.is_empty() {
             return;
         }
         let i = if i == usize::MAX { down[self.rng.below(down.len() as u64) as usize] } else { i };
-        if !self.up(i) {
+        if !self.up(i) && self.silenced != Some(i) {
             self.start(i);
         }
     }
@@ -409,7 +475,7 @@ impl<'a> Sim<'a> {
             self.healed = true;
             self.net.set_faults(0.0, 0.0);
             for i in 0..self.nodes.len() {
-                if !self.up(i) {
+                if !self.up(i) && self.silenced != Some(i) {
                     self.start(i);
                 }
             }
@@ -424,7 +490,11 @@ impl<'a> Sim<'a> {
     fn report(self) -> RunReport {
         RunReport {
             seed: self.seed,
-            kind: if self.storm { "storm" } else { "crashes" },
+            kind: match (self.storm, self.rogue) {
+                (true, _) => "storm",
+                (false, true) => "rogue",
+                (false, false) => "crashes",
+            },
             violations: self.checks.violations.clone(),
             trace: self.trace,
             sim_ms: self.now_ms,

@@ -16,9 +16,10 @@ pub enum CallError {
     /// No answer: connection refused, reset, or no reply within the timeout.
     #[error("{addr} unreachable: {why}")]
     Unreachable { addr: String, why: String },
-    /// The member answered with an error status.
+    /// The member answered with an error status (`known_epoch`: the epoch it knows, when it
+    /// refused a request from a lower one).
     #[error("{addr} answered {status}: {message}")]
-    Status { addr: String, status: u16, message: String },
+    Status { addr: String, status: u16, message: String, known_epoch: Option<u64> },
     /// The member answered something that is not the expected JSON.
     #[error("{addr} sent a malformed answer: {why}")]
     Malformed { addr: String, why: String },
@@ -255,13 +256,24 @@ impl Client {
             return Err(unreachable(format!("the answer belongs to request {echoed:?}, not {request_id}")));
         }
         if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<crate::api::ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(CallError::Status { addr: addr.into(), status, message });
+            let (message, known_epoch) = match serde_json::from_slice::<crate::api::ErrorBody>(&bytes) {
+                Ok(e) => (e.error, e.known_epoch),
+                Err(_) => (String::from_utf8_lossy(&bytes).chars().take(200).collect(), None),
+            };
+            return Err(CallError::Status { addr: addr.into(), status, message, known_epoch });
         }
         self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
+    }
+}
+
+impl CallError {
+    /// The epoch a member that refused the call as stale knows.
+    pub fn known_epoch(&self) -> Option<u64> {
+        match self {
+            CallError::Status { known_epoch, .. } => *known_epoch,
+            _ => None,
+        }
     }
 }
 
