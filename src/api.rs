@@ -110,6 +110,8 @@ pub struct NodeStatus {
     /// "coordinator", "worker" or "candidate".
     pub role: String,
     pub leader: Option<NodeId>,
+    /// The epoch this node fences with: it refuses work and checkpoint writes from any
+    /// lower one (its election's epoch, which every higher epoch it sees moves up).
     pub epoch: Epoch,
     pub election: String,
     /// Operations this node multiplied as a worker.
@@ -154,6 +156,10 @@ pub struct NodeStatus {
     /// whose lists differ refuse each other.
     #[serde(default)]
     pub member_list: String,
+    /// The settings every member must share, as [`crate::config::SharedSettings::text`]:
+    /// members whose settings differ refuse each other.
+    #[serde(default)]
+    pub settings: String,
     /// The last changes of coordinator this node saw, oldest first.
     #[serde(default)]
     pub leadership_log: Vec<LeadershipChange>,
@@ -188,10 +194,6 @@ pub struct ErrorBody {
 pub struct ElectionEnvelope {
     pub from: NodeId,
     pub msg: AnyMsg,
-    /// The sender's member list, as [`crate::config::Members::fingerprint`] (0: not sent):
-    /// a node whose list differs is refused, so two lists never make two clusters.
-    #[serde(default)]
-    pub members: u64,
 }
 
 /// `POST /internal/checkpoint`: facts from the coordinator at `epoch`, to make durable. The

@@ -126,9 +126,102 @@ impl NodeConfig {
     }
 }
 
+/// The version of the protocol members speak to each other. Members of builds that speak
+/// another refuse each other (a build before this setting existed sends none).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The settings every member of one cluster must share, as `name=value` pairs: the protocol,
+/// the member list (as [`Members::fingerprint`]), the election algorithm, `--max-n`,
+/// `--checkpoint` and `--tick-ms` (the elections' timeouts count ticks). A member whose
+/// settings differ could lead at epochs the others' election never hears of, take jobs
+/// the others refuse, or time out on a healthy leader: it is refused. Per-member settings
+/// (`--delay`, queue limits, failure injection) are left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedSettings(Vec<(String, String)>);
+
+impl SharedSettings {
+    pub fn of(cfg: &NodeConfig) -> SharedSettings {
+        let pairs = [
+            ("protocol", PROTOCOL_VERSION.to_string()),
+            ("members", format!("{:016x}", cfg.members.fingerprint())),
+            ("election", cfg.algorithm.to_string()),
+            ("max_n", cfg.max_n.to_string()),
+            ("checkpoint", if cfg.checkpoint { "on" } else { "off" }.to_string()),
+            ("tick_ms", cfg.tick_ms.to_string()),
+        ];
+        SharedSettings(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// `name=value;name=value` (no name or value holds `;` or `=`).
+    pub fn text(&self) -> String {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+    }
+
+    /// Reads [`SharedSettings::text`]; pairs that do not parse are left out (and then differ).
+    pub fn parse(text: &str) -> SharedSettings {
+        let pairs = text.split(';').filter_map(|pair| pair.split_once('='));
+        SharedSettings(pairs.map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every setting in which `theirs` differs from these, as one line naming both sides
+    /// (`us`, `them`): `"election: node 1 has raft, node 6 has bully; max_n: ..."`. `None`:
+    /// they are equal.
+    pub fn differences(&self, us: &str, theirs: &SharedSettings, them: &str) -> Option<String> {
+        let mut names: Vec<&str> = self.0.iter().map(|(k, _)| k.as_str()).collect();
+        names.extend(theirs.0.iter().map(|(k, _)| k.as_str()).filter(|k| self.get(k).is_none()));
+        let lines: Vec<String> = names
+            .into_iter()
+            .filter(|name| self.get(name) != theirs.get(name))
+            .map(|name| {
+                let (ours, their) = (self.get(name).unwrap_or("none"), theirs.get(name).unwrap_or("none"));
+                format!("{name}: {us} has {ours}, {them} has {their}")
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(algorithm: Algorithm, max_n: u64) -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            members: Members::parse("1=h:1,2=h:2").unwrap(),
+            listen: "h:1".into(),
+            algorithm,
+            delay_ms: 0,
+            data_dir: PathBuf::from("d"),
+            tick_ms: 10,
+            max_n,
+            checkpoint: true,
+            restarts: 0,
+            reset_data: false,
+            queue_jobs_max: 64,
+            queue_ops_max: 1,
+            converter: None,
+        }
+    }
+
+    #[test]
+    fn shared_settings_name_each_difference_with_both_values() {
+        let ours = SharedSettings::of(&config(Algorithm::Raft, 1_000_000));
+        assert_eq!(SharedSettings::parse(&ours.text()), ours);
+        assert_eq!(ours.differences("node 1", &ours, "node 2"), None);
+        let theirs = SharedSettings::of(&config(Algorithm::Bully, 2_000_000));
+        assert_eq!(
+            ours.differences("node 1", &theirs, "node 6").unwrap(),
+            "election: node 1 has raft, node 6 has bully; max_n: node 1 has 1000000, node 6 has 2000000"
+        );
+        let older = SharedSettings::parse("");
+        let said = ours.differences("node 1", &older, "node 6").unwrap();
+        assert!(said.starts_with("protocol: node 1 has 2, node 6 has none"), "{said}");
+    }
 
     #[test]
     fn fingerprints_tell_member_lists_apart() {

@@ -3,7 +3,7 @@
 //! [`crate::store`] together, so that neither of the first two imports the other's wiring.
 
 use crate::api::NodeStatus;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SharedSettings};
 use crate::coordinator::Fingerprint;
 use crate::error::{Error, Result};
 use crate::node::{faults, runtime, Event, Handle};
@@ -69,36 +69,50 @@ async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
     facto_elections::HardState { epoch, voted_for: Some(me) }
 }
 
-/// How long a starting node waits for each peer's `/status` when it compares member lists.
-const MEMBER_CHECK_TIMEOUT_MS: u64 = 500;
+/// How long a starting node waits for each peer's `/status` when it compares settings.
+const SETTINGS_CHECK_TIMEOUT_MS: u64 = 500;
 
-/// Refuses to start when most of the peers that answer have another member list: this node
-/// was given other `--peers` than the running cluster (a membership change half made). It
-/// would count majorities differently; the peers refuse its election messages anyway
-/// ([`crate::node_core::validate::member_list`]), so it could only sit apart. When no peer
-/// answers yet (the whole cluster starting) there is nothing to compare.
-async fn check_member_list(handle: &Handle) -> Result<()> {
-    let (me, mine) = (handle.config.id, format!("{:016x}", handle.config.members.fingerprint()));
+/// Refuses to start when most of the peers that answer have other cluster settings: this
+/// node was given another `--peers` (a membership change half made), `--election`,
+/// `--max-n`, `--checkpoint` or `--tick-ms` than the running cluster, or is another
+/// protocol's build. The peers refuse its requests anyway
+/// ([`crate::node_core::validate::shared_settings`]), so it could only sit apart. When no
+/// peer answers yet (the whole cluster starting) there is nothing to compare.
+async fn check_settings(handle: &Handle) -> Result<()> {
+    let me = handle.config.id;
     let asks = handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, addr)| {
         let (client, addr) = (handle.client.clone(), addr.clone());
         async move {
-            let timeout = std::time::Duration::from_millis(MEMBER_CHECK_TIMEOUT_MS);
-            client.get::<NodeStatus>(&addr, "/status", timeout).await.ok().map(|s| (id, s.member_list))
+            let timeout = std::time::Duration::from_millis(SETTINGS_CHECK_TIMEOUT_MS);
+            client.get::<NodeStatus>(&addr, "/status", timeout).await.ok().map(|s| (id, s))
         }
     });
-    let answers: Vec<(u32, String)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
-    let differ: Vec<&(u32, String)> = answers.iter().filter(|(_, l)| !l.is_empty() && *l != mine).collect();
+    let answers: Vec<(u32, NodeStatus)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    let differ: Vec<(u32, String)> =
+        answers.iter().filter_map(|(id, status)| Some((*id, differences(handle, *id, status)?))).collect();
     if differ.len() * 2 > answers.len() {
-        let (id, theirs) = differ[0];
+        let (id, how) = &differ[0];
         return Err(Error::Usage(format!(
-            "this node's --peers differ from those of {} of the {} members that answered (node {id} has member list \
-             {theirs}, this node {mine}): refusing to join; give every member the same --peers (see README, \
-             \"Membership changes\")",
+            "this node's settings differ from those of {} of the {} members that answered ({how}; node {id} is \
+             one of them): refusing to join; give every member the same settings (see README, \"One \
+             configuration\")",
             differ.len(),
             answers.len()
         )));
     }
     Ok(())
+}
+
+/// How a peer's settings (from its `/status`) differ from this node's, if they do. A peer of
+/// a build that shows only its member list is compared on that.
+fn differences(handle: &Handle, id: u32, status: &NodeStatus) -> Option<String> {
+    let us = format!("this node ({})", handle.config.id);
+    if status.settings.is_empty() {
+        let mine = format!("{:016x}", handle.config.members.fingerprint());
+        let differs = !status.member_list.is_empty() && status.member_list != mine;
+        return differs.then(|| format!("members: {us} has {mine}, node {id} has {}", status.member_list));
+    }
+    handle.settings.differences(&us, &SharedSettings::parse(&status.settings), &format!("node {id}"))
 }
 
 /// Runs a node until the process ends or a fatal error (its database fails).
@@ -115,7 +129,8 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     let (hard_state, checkpoint, checkpoint_version) = store.load(&config.data_dir)?;
     let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
     let gate = Arc::new(transport::Gate::default());
-    let client = Client::behind(cluster_key.clone(), gate.clone());
+    let settings = format!("{};node={}", crate::config::SharedSettings::of(&config).text(), config.id);
+    let client = Client::behind(cluster_key.clone(), gate.clone(), settings);
     let fingerprint = Fingerprint::new(random_seed());
     let handle = Handle::new(tx, config, faults, (client, gate), store.clone(), fingerprint);
     let hard_state = if reset {
@@ -125,7 +140,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     } else {
         hard_state
     };
-    check_member_list(&handle).await?;
+    check_settings(&handle).await?;
     let runtime = runtime::Runtime::new(handle.clone(), store, hard_state, (checkpoint, checkpoint_version))?;
     if handle.config.members.0.len() < 2 {
         log::warn!(

@@ -113,11 +113,15 @@ fn a_deposed_coordinator_is_fenced(election: &str) {
     // What the deposed coordinator would send on waking: refused by workers and replicas.
     let task = WorkItem { op: OpRef { job: "x-1".into(), op: OpId { level: 0, index: 0 } }, n: 5, operands: vec![] };
     let work = facto::api::encode_work(old, old_epoch, 1, &[task]).unwrap();
-    let (status, body) = http(&cluster.addr(worker), "POST", "/internal/work", Some(&work)).unwrap();
+    let (status, body) = cluster.post_as_member(worker, old, "/internal/work", &work).unwrap();
     assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    // The refusal names the epoch the worker fences with, for the deposed one to move past.
+    let refusal: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(refusal["error"].as_str().unwrap().contains("stale epoch"), "{refusal}");
+    assert!(refusal["known_epoch"].as_u64().unwrap() > old_epoch, "{refusal}");
     let write = CheckpointWrite { from: old, epoch: old_epoch };
     let checkpoint = encode_facts(write, &[Fact::Job { id: "x-1".into(), n: 5, request: None }]).unwrap();
-    let (status, _) = http(&cluster.addr(worker), "POST", "/internal/checkpoint", Some(&checkpoint)).unwrap();
+    let (status, _) = cluster.post_as_member(worker, old, "/internal/checkpoint", &checkpoint).unwrap();
     assert_eq!(status, 409);
     assert!(!common::http_get(&cluster.addr(worker), "/status").unwrap().to_string().contains("x-1"));
     // It wakes and learns the higher epoch: it follows (raft, ring), or, in bully, where the

@@ -22,7 +22,7 @@ fn exact(job: &Value, n: u64) -> bool {
 
 fn write(cluster: &Cluster, to: u32, from: u32, epoch: u64, facts: &[Fact]) -> (u16, String) {
     let frame = encode_facts(CheckpointWrite { from, epoch }, facts).unwrap();
-    let (status, body) = http(&cluster.addr(to), "POST", "/internal/checkpoint", Some(&frame)).unwrap();
+    let (status, body) = cluster.post_as_member(to, from, "/internal/checkpoint", &frame).unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -53,11 +53,10 @@ fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
     let outsider = others[0];
 
     // A heartbeat at term u64::MAX to everyone: refused, nobody moves.
-    let envelope =
-        ElectionEnvelope { from: outsider, msg: AnyMsg::Raft(raft::Msg::Heartbeat { term: u64::MAX }), members: 0 };
+    let envelope = ElectionEnvelope { from: outsider, msg: AnyMsg::Raft(raft::Msg::Heartbeat { term: u64::MAX }) };
     let body = serde_json::to_vec(&envelope).unwrap();
     for id in cluster.ids().into_iter().filter(|&id| id != outsider) {
-        let (status, _) = http(&cluster.addr(id), "POST", "/internal/election", Some(&body)).unwrap();
+        let (status, _) = cluster.post_as_member(id, outsider, "/internal/election", &body).unwrap();
         assert_eq!(status, 409, "node {id} took an absurd term");
     }
 

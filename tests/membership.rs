@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_ports, http, wait_until, Cluster, BIN};
+use common::{free_ports, http_with, wait_until, Cluster, BIN};
 use facto::api::ElectionEnvelope;
 use facto_elections::{raft, AnyMsg};
 use std::process::{Child, Command, Stdio};
@@ -45,21 +45,26 @@ fn a_node_with_another_member_list_refuses_to_join_and_the_cluster_goes_on() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!status.success(), "it exits non-zero");
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains("refusing to join") && last.contains("--peers"), "one clear line: {stderr}");
+    assert!(last.contains("refusing to join") && last.contains("members:"), "one clear line: {stderr}");
 
     // The others still agree on their coordinator and compute.
     assert_eq!(cluster.wait_for_agreement(AGREE), leader);
     let id = cluster.submit_no_wait(1000);
     assert_eq!(cluster.wait_for_job(&id, Duration::from_secs(60))["state"], "done");
 
-    // An election message from a node with another list is refused at the door.
+    // An election message from a node with another list is refused at the door, naming the
+    // setting and both values.
     let other = facto::config::Members::parse(&peers).unwrap().fingerprint();
     let msg = AnyMsg::Raft(raft::Msg::Heartbeat { term: 1 });
-    let envelope = ElectionEnvelope { from: victim, msg, members: other };
-    let body = serde_json::to_vec(&envelope).unwrap();
-    let (code, answer) = http(&cluster.addr(leader), "POST", "/internal/election", Some(&body)).unwrap();
-    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&answer));
-    assert!(String::from_utf8_lossy(&answer).contains("member list"));
+    let body = serde_json::to_vec(&ElectionEnvelope { from: victim, msg }).unwrap();
+    let settings = cluster.status(leader).unwrap()["settings"].as_str().unwrap().to_string();
+    let mine = settings.split(';').find_map(|p| p.strip_prefix("members=")).unwrap().to_string();
+    let forged = settings.replace(&mine, &format!("{other:016x}")) + &format!(";node={victim}");
+    let headers = [("x-facto-settings", forged.as_str())];
+    let (code, answer) = http_with(&cluster.addr(leader), "POST", "/internal/election", Some(&body), &headers).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains(&format!("members: node {leader} has {mine}, node {victim} has {other:016x}")), "{answer}");
 }
 
 #[test]

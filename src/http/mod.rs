@@ -15,7 +15,7 @@ use crate::api::{
 use crate::checkpoint::{decode_facts, encode_facts};
 use crate::node::{Event, Handle, Input, Refusal, Routed, WorkRefused};
 use crate::node_core::{validate, worker};
-use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER};
+use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
@@ -63,6 +63,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
 
     let mut internal = tide::with_state(handle);
     internal.with(KeyGuard { key: cluster_key, required: false });
+    internal.with(SettingsGuard);
     internal.at("/election").post(election);
     internal.at("/work").post(work);
     internal.at("/checkpoint").post(write_checkpoint);
@@ -123,6 +124,27 @@ impl tide::Middleware<Handle> for KeyGuard {
             Ok(next.run(req).await)
         } else {
             Ok(error(StatusCode::Unauthorized, "missing or wrong cluster key"))
+        }
+    }
+}
+
+/// Refuses (409) a peer's request that does not carry this node's cluster settings: a member
+/// started with another algorithm, `--max-n` or member list, or of another protocol, can
+/// neither vote, nor gather, nor hand out work here.
+struct SettingsGuard;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for SettingsGuard {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let handle = req.state();
+        let theirs = req.header(SETTINGS_HEADER).map(|v| v.as_str());
+        match validate::shared_settings(handle.config.id, &handle.settings, theirs) {
+            Ok(()) => Ok(next.run(req).await),
+            Err(why) => {
+                let sender = theirs.and_then(|t| t.split(';').find_map(|p| p.strip_prefix("node=")?.parse().ok()));
+                handle.refusals.note(sender.unwrap_or(0), "a request", &why);
+                Ok(error(StatusCode::Conflict, &why))
+            }
         }
     }
 }
@@ -512,10 +534,6 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
     let handle = req.state();
     if let Err(why) = validate::sender(&handle.config.members, handle.config.id, envelope.from) {
         return Ok(error(StatusCode::BadRequest, &why));
-    }
-    if let Err(why) = validate::member_list(handle.config.members.fingerprint(), envelope.members) {
-        handle.refusals.note(envelope.from, "an election message", &why);
-        return Ok(error(StatusCode::Conflict, &why));
     }
     let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
     if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {

@@ -12,7 +12,7 @@ pub(crate) mod runtime;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SharedSettings};
 use crate::coordinator::{Fingerprint, OpRef};
 use crate::error::Result;
 use crate::node_core::worker;
@@ -104,6 +104,8 @@ pub struct Handle {
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) faults: Arc<faults::Faults>,
     pub(crate) config: Arc<NodeConfig>,
+    /// The settings every member must share, derived from `config`.
+    pub(crate) settings: Arc<SharedSettings>,
     pub(crate) client: Client,
     /// Partitions and stalls ordered through the admin API.
     pub(crate) gate: Arc<transport::Gate>,
@@ -139,6 +141,7 @@ impl Handle {
             inbox,
             stats: Arc::new(WorkerStats::default()),
             faults: Arc::new(faults),
+            settings: Arc::new(SharedSettings::of(&config)),
             config: Arc::new(config),
             client,
             gate,

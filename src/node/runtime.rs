@@ -417,6 +417,7 @@ impl Runtime {
             jobs: core.jobs,
             leadership_log: core.leadership_log,
             member_list: format!("{:016x}", cfg.members.fingerprint()),
+            settings: self.handle.settings.text(),
         }
     }
 }

@@ -168,7 +168,8 @@ impl NodeCore {
         CoreStatus {
             role,
             leader: leadership.leader(self.me()),
-            epoch: leadership.epoch().unwrap_or(self.election.hard_state().epoch),
+            // The epoch it fences with: at least its leader's, higher once it has seen one.
+            epoch: self.known_epoch(),
             last_leader_contact_ms,
             checkpoint_version: self.checkpoint_version,
             taking_over: self.taking_over(),

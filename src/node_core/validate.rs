@@ -4,7 +4,7 @@
 //! (by the driver's [`crate::node::refusals::Refusals`]).
 
 use crate::checkpoint::Fact;
-use crate::config::Members;
+use crate::config::{Members, SharedSettings};
 use crate::coordinator::fingerprint::plausible_range_bits;
 use crate::coordinator::Plan;
 use facto_elections::{Epoch, Leadership, NodeId};
@@ -97,17 +97,26 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
     Ok(())
 }
 
-/// An election message from a node with another member list (`theirs`; 0 when the sender
-/// did not say) is refused: nodes that disagree on the members would count majorities
-/// differently and could elect two coordinators.
-pub fn member_list(ours: u64, theirs: u64) -> Result<(), String> {
-    if theirs != 0 && theirs != ours {
-        return Err(format!(
-            "the sender's member list ({theirs:016x}) differs from this node's ({ours:016x}): \
-             give every member the same --peers"
-        ));
+/// A peer's request carries its cluster settings (`theirs`, as [`SharedSettings::text`],
+/// with the sender's `node=ID`): one that did not say (an older build) or whose settings
+/// differ is refused, naming each setting with both values. Members that disagree on the
+/// members would count majorities differently; on the algorithm, one would lead at epochs
+/// the others' election never hears of.
+pub fn shared_settings(me: NodeId, ours: &SharedSettings, theirs: Option<&str>) -> Result<(), String> {
+    let Some(theirs) = theirs else {
+        return Err("the sender did not say its cluster settings (a facto build older than this \
+                    member's protocol?): every member must run the same protocol"
+            .into());
+    };
+    let sender =
+        theirs.split(';').find_map(|p| p.strip_prefix("node=")).map_or("the sender".into(), |id| format!("node {id}"));
+    let without_sender = theirs.split(';').filter(|p| !p.starts_with("node=")).collect::<Vec<_>>().join(";");
+    match ours.differences(&format!("node {me}"), &SharedSettings::parse(&without_sender), &sender) {
+        None => Ok(()),
+        Some(differences) => {
+            Err(format!("cluster settings differ: {differences}; give every member the same settings"))
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

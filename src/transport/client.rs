@@ -27,6 +27,9 @@ pub enum CallError {
 
 /// A header that carries the cluster key on internal calls.
 pub const KEY_HEADER: &str = "x-facto-key";
+/// A header that carries a member's cluster settings and id on its calls
+/// ([`crate::node_core::validate::shared_settings`]).
+pub const SETTINGS_HEADER: &str = "x-facto-settings";
 /// A header that carries a request's id; the server echoes it in the answer.
 pub const REQUEST_ID_HEADER: &str = "x-facto-request";
 /// How long an exchange whose caller gave up may still read its answer off the connection.
@@ -47,6 +50,8 @@ pub struct Client {
     http: surf::Client,
     control_http: surf::Client,
     cluster_key: Option<String>,
+    /// A node's client: its [`SETTINGS_HEADER`].
+    settings: Option<String>,
     /// A node's client passes its gate: a partitioned node's calls get no answer.
     gate: Option<Arc<Gate>>,
     resolver: Arc<Resolver>,
@@ -102,6 +107,7 @@ impl Client {
             http: pool(16),
             control_http: pool(4),
             cluster_key,
+            settings: None,
             gate: None,
             resolver: Arc::default(),
             bytes_moved: Arc::default(),
@@ -118,9 +124,10 @@ impl Client {
         Client { http: self.control_http.clone(), ..self.clone() }
     }
 
-    /// A node's client: like [`Client::new`], and every call passes the node's `gate`.
-    pub fn behind(cluster_key: Option<String>, gate: Arc<Gate>) -> Client {
-        Client { gate: Some(gate), ..Client::new(cluster_key) }
+    /// A node's client: like [`Client::new`], every call passes the node's `gate` and says
+    /// its cluster `settings`.
+    pub fn behind(cluster_key: Option<String>, gate: Arc<Gate>, settings: String) -> Client {
+        Client { gate: Some(gate), settings: Some(settings), ..Client::new(cluster_key) }
     }
 
     /// `POST http://{addr}{path}` with a JSON body; decodes a JSON answer.
@@ -221,6 +228,9 @@ impl Client {
         mut req: surf::RequestBuilder,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        if let Some(settings) = &self.settings {
+            req = req.header(SETTINGS_HEADER, settings.as_str());
+        }
         if let Some(key) = &self.cluster_key {
             req = req.header(KEY_HEADER, key.as_str());
         }

@@ -148,6 +148,14 @@ impl Cluster {
         self.ids().into_iter().map(|id| (id, if self.answering(id) { self.status(id) } else { None })).collect()
     }
 
+    /// `POST` to node `to`'s internal `path` as member `from` would: with the cluster's
+    /// settings (read off `to`'s `/status`) and `from`'s id in the settings header.
+    pub fn post_as_member(&self, to: u32, from: u32, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let settings = self.status(to)?["settings"].as_str()?.to_string();
+        let header = format!("{settings};node={from}");
+        http_with(&self.addr(to), "POST", path, Some(body), &[("x-facto-settings", header.as_str())])
+    }
+
     /// Running and not stopped.
     pub fn answering(&self, id: u32) -> bool {
         self.children[id as usize - 1].is_some() && !self.stopped.contains(&id)
