@@ -25,13 +25,49 @@ const MARKER_FILE: &str = "FACTO_STORE";
 const MARKER_TEXT: &str = "This directory holds a facto node's database. Do not delete single files; \
 see `facto node --reset-data`.\n";
 
-/// The one-line error for a damaged data directory: what, where, and what to do.
+/// The one-line error for a data directory that cannot be opened or read: what, where, and
+/// what to do. A full disk is named as such: its data is intact, and moving it aside with
+/// `--reset-data` (the advice for damage) would only throw the node's vote away.
 fn damaged(dir: &Path, what: &str) -> Error {
+    if is_disk_full(what) || free_bytes(dir).is_some_and(|free| free < FULL_BYTES) {
+        return disk_full(dir, what);
+    }
     Error::Store(format!(
         "the data directory {} held a facto database that is now damaged ({what}); restore it, \
          or start this node with --reset-data to move it aside and start empty",
         dir.display()
     ))
+}
+
+/// Below this much free space a failure to open or read is taken for a full disk (sled may
+/// panic rather than report ENOSPC).
+const FULL_BYTES: u64 = 1 << 20;
+
+/// Whether an error's text is the operating system's "no space left" (ENOSPC) or a quota's.
+fn is_disk_full(what: &str) -> bool {
+    ["No space left on device", "os error 28", "Disk quota exceeded", "os error 122"].iter().any(|s| what.contains(s))
+}
+
+/// "disk full", with the directory, its free space and what failed.
+fn disk_full(dir: &Path, what: &str) -> Error {
+    let free = free_bytes(dir).map_or("unknown".into(), |b| format!("{b} bytes"));
+    Error::Store(format!(
+        "disk full: the disk holding {} has {free} free ({what}); free some space and start this node again \
+         (its data is intact: keep it)",
+        dir.display()
+    ))
+}
+
+/// Free space on the file system holding `dir` (or its nearest existing parent), for an
+/// unprivileged writer.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a buffer of the right type.
+    let ok = unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0;
+    ok.then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 thread_local! {
@@ -78,6 +114,8 @@ fn check_files(dir: &Path) -> Result<()> {
 pub struct Store {
     db: sled::Db,
     facts: sled::Tree,
+    /// The data directory.
+    dir: PathBuf,
     /// Where records larger than [`INLINE_BYTES_MAX`] live.
     records: PathBuf,
     /// Makes record file names unique: this opening's start time, and a count.
@@ -117,14 +155,14 @@ impl Store {
             db.insert(CREATED_KEY, &[1]).and_then(|_| db.flush()).map_err(|e| damaged(dir, &e.to_string()))?;
         }
         if !marked {
-            std::fs::write(dir.join(MARKER_FILE), MARKER_TEXT)?;
+            std::fs::write(dir.join(MARKER_FILE), MARKER_TEXT).map_err(|e| damaged(dir, &e.to_string()))?;
         }
         let opened_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let file_names = std::sync::Arc::new((opened_ns, std::sync::atomic::AtomicU64::new(0)));
-        let store = Store { db, facts, records: dir.join(RECORDS_DIR), file_names };
+        let store = Store { db, facts, dir: dir.to_path_buf(), records: dir.join(RECORDS_DIR), file_names };
         if !store.records.exists() {
-            std::fs::create_dir(&store.records)?;
-            std::fs::File::open(dir)?.sync_all()?;
+            let created = std::fs::create_dir(&store.records).and_then(|()| std::fs::File::open(dir)?.sync_all());
+            created.map_err(|e| damaged(dir, &e.to_string()))?;
         }
         match quietly(|| store.remove_unreferenced_files()) {
             Ok(Ok(())) => Ok(store),
@@ -375,7 +413,13 @@ impl Store {
                         });
                     if let Err(e) = written {
                         // Nothing this node acknowledges may be lost: stop rather than go on.
-                        log::error!("cannot write to the disk, stopping: {e}");
+                        // A coordinator's peers elect another; what it acknowledged is on a
+                        // peer too.
+                        let e = e.to_string();
+                        match is_disk_full(&e) {
+                            true => log::error!("{}; this node stops", disk_full(&store.dir, &e)),
+                            false => log::error!("cannot write to the disk, stopping: {e}"),
+                        }
                         std::process::exit(1);
                     }
                     for r in requests {
