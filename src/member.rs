@@ -72,12 +72,13 @@ async fn hard_state_from_peers(handle: &Handle) -> facto_elections::HardState {
 /// How long a starting node waits for each peer's `/status` when it compares settings.
 const SETTINGS_CHECK_TIMEOUT_MS: u64 = 500;
 
-/// Refuses to start when most of the peers that answer have other cluster settings: this
+/// Refuses to start when most of the other members answer with other cluster settings: this
 /// node was given another `--peers` (a membership change half made), `--election`,
 /// `--max-n`, `--checkpoint` or `--tick-ms` than the running cluster, or is another
 /// protocol's build. The peers refuse its requests anyway
-/// ([`crate::node_core::validate::shared_settings`]), so it could only sit apart. When no
-/// peer answers yet (the whole cluster starting) there is nothing to compare.
+/// ([`crate::node_core::validate::shared_settings`]), so it could only sit apart. Most of
+/// all the others, not of those that answer: a healthy member that starts while only a
+/// misconfigured one runs must not take itself for the odd one out.
 async fn check_settings(handle: &Handle) -> Result<()> {
     let me = handle.config.id;
     let asks = handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, addr)| {
@@ -90,14 +91,14 @@ async fn check_settings(handle: &Handle) -> Result<()> {
     let answers: Vec<(u32, NodeStatus)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
     let differ: Vec<(u32, String)> =
         answers.iter().filter_map(|(id, status)| Some((*id, differences(handle, *id, status)?))).collect();
-    if differ.len() * 2 > answers.len() {
+    let others = handle.config.members.0.len() - 1;
+    if differ.len() * 2 > others {
         let (id, how) = &differ[0];
         return Err(Error::Usage(format!(
-            "this node's settings differ from those of {} of the {} members that answered ({how}; node {id} is \
+            "this node's settings differ from those of {} of the {others} other members ({how}; node {id} is \
              one of them): refusing to join; give every member the same settings (see README, \"One \
              configuration\")",
-            differ.len(),
-            answers.len()
+            differ.len()
         )));
     }
     Ok(())

@@ -29,7 +29,9 @@ see `facto node --reset-data`.\n";
 /// what to do. A full disk is named as such: its data is intact, and moving it aside with
 /// `--reset-data` (the advice for damage) would only throw the node's vote away.
 fn damaged(dir: &Path, what: &str) -> Error {
-    if is_disk_full(what) || free_bytes(dir).is_some_and(|free| free < FULL_BYTES) {
+    // Only a failure of the disk itself can be a full disk; a missing or empty file cannot.
+    let io_failure = ["IO error", "os error", "panicked"].iter().any(|s| what.contains(s));
+    if is_disk_full(what) || (io_failure && free_bytes(dir).is_some_and(|free| free < FULL_BYTES)) {
         return disk_full(dir, what);
     }
     Error::Store(format!(
@@ -58,8 +60,8 @@ fn disk_full(dir: &Path, what: &str) -> Error {
     ))
 }
 
-/// Free space on the file system holding `dir` (or its nearest existing parent), for an
-/// unprivileged writer.
+/// Free space on the file system holding `dir` (or its nearest existing parent), for this
+/// process (root may use the blocks reserved for it).
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let existing = dir.ancestors().find(|d| d.exists())?;
@@ -67,7 +69,9 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is a valid C string and `stat` a buffer of the right type.
     let ok = unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0;
-    ok.then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    // SAFETY: geteuid has no preconditions.
+    let blocks = if unsafe { libc::geteuid() } == 0 { stat.f_bfree } else { stat.f_bavail };
+    ok.then(|| u64::from(blocks).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 thread_local! {

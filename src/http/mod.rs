@@ -141,8 +141,11 @@ impl tide::Middleware<Handle> for SettingsGuard {
         match validate::shared_settings(handle.config.id, &handle.settings, theirs) {
             Ok(()) => Ok(next.run(req).await),
             Err(why) => {
+                // Logged under the sender's id only if that is a member: ids in a refused
+                // header are not to be trusted with a log entry each.
                 let sender = theirs.and_then(|t| t.split(';').find_map(|p| p.strip_prefix("node=")?.parse().ok()));
-                handle.refusals.note(sender.unwrap_or(0), "a request", &why);
+                let sender = sender.filter(|&id| handle.config.members.addr(id).is_some()).unwrap_or(0);
+                handle.refusals.note(sender, "a request", &why);
                 Ok(error(StatusCode::Conflict, &why))
             }
         }
@@ -656,9 +659,9 @@ async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
     }
     let facts = match handle.checkpoint(query.from, query.epoch, query.finished).await {
         Some(Ok(facts)) => facts,
-        Some(Err(why)) => {
-            handle.refusals.note(query.from, "a checkpoint query", &why);
-            return Ok(error(StatusCode::Conflict, &why));
+        Some(Err(refusal)) => {
+            handle.refusals.note(query.from, "a checkpoint query", &refusal.why);
+            return Ok(refused(&refusal));
         }
         None => return Ok(unavailable()),
     };

@@ -66,7 +66,7 @@ pub(crate) enum Event {
         from: NodeId,
         epoch: Epoch,
         skip: std::collections::BTreeSet<String>,
-        reply: Sender<Result<Vec<Fact>, String>>,
+        reply: Sender<Result<Vec<Fact>, Refusal>>,
     },
     /// The hard state saved last is on disk: the effects held behind it may go.
     HardStateDurable,
@@ -215,7 +215,7 @@ impl Handle {
         from: NodeId,
         epoch: Epoch,
         skip: std::collections::BTreeSet<String>,
-    ) -> Option<Result<Vec<Fact>, String>> {
+    ) -> Option<Result<Vec<Fact>, Refusal>> {
         self.ask(|reply| Event::CheckpointQuery { from, epoch, skip, reply }).await
     }
 }

@@ -119,7 +119,10 @@ pub async fn gather(
             let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
             let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout).await {
                 Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await,
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    handle.heard_epoch(id, &e);
+                    Err(e.to_string())
+                }
             };
             if let Err(why) = &facts {
                 log::debug!("no checkpoint from {addr}: {why}");

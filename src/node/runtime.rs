@@ -31,7 +31,7 @@ enum Waiting {
     Jobs(Sender<Routed<Vec<JobInfo>>>),
     Applied(Sender<std::result::Result<(), crate::node_core::Refusal>>),
     Work(Sender<std::result::Result<Vec<u8>, WorkRefused>>),
-    Checkpoint(Sender<std::result::Result<Vec<Fact>, String>>),
+    Checkpoint(Sender<std::result::Result<Vec<Fact>, crate::node_core::Refusal>>),
 }
 
 impl Waiting {

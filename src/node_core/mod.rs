@@ -216,7 +216,7 @@ pub enum Answer {
     /// To work from a deposed or implausible coordinator.
     WorkRefused(Refusal),
     /// To a checkpoint query: the facts, or why not.
-    Checkpoint(std::result::Result<Vec<Fact>, String>),
+    Checkpoint(std::result::Result<Vec<Fact>, Refusal>),
 }
 
 /// Why a peer's request was refused, and the highest epoch this node knows: a requester
@@ -506,10 +506,12 @@ impl NodeCore {
     /// writes and work from lower epochs. Without that promise a deposed coordinator could
     /// have a job acknowledged through this node after the answer left, and the new
     /// coordinator would never hear of it. The promise is the election's epoch, on disk
-    /// before the answer leaves, so it survives a restart.
+    /// before the answer leaves, so it survives a restart. A gathering from below the epoch
+    /// this node knows is refused with that epoch: its coordinator has been fenced out.
     fn on_checkpoint_query(&mut self, from: NodeId, epoch: Epoch, skip: &BTreeSet<JobId>, reply: ReplyId) {
-        if let Err(why) = crate::node_core::validate::epoch_ahead(self.known_epoch(), epoch) {
-            return self.reply(reply, Answer::Checkpoint(Err(why)));
+        if let Err(why) = self.admit(from, epoch) {
+            let known_epoch = self.known_epoch();
+            return self.reply(reply, Answer::Checkpoint(Err(Refusal { why, known_epoch })));
         }
         if epoch > self.known_epoch() {
             log::debug!("node {from} gathers at epoch {epoch}: writes from lower epochs refused from now on");

@@ -60,6 +60,7 @@ pub(super) enum Msg {
     QueryAnswer {
         rpc: u64,
         facts: Option<Vec<Fact>>,
+        known_epoch: Option<Epoch>,
     },
 }
 
@@ -380,7 +381,10 @@ impl Sim<'_> {
                 self.heard_epoch(j, from_id, known_epoch);
                 self.rpc_answered(j, rpc, RpcAnswer::Applied(ok))
             }
-            Msg::QueryAnswer { rpc, facts } => self.rpc_answered(j, rpc, RpcAnswer::Facts(facts)),
+            Msg::QueryAnswer { rpc, facts, known_epoch } => {
+                self.heard_epoch(j, from_id, known_epoch);
+                self.rpc_answered(j, rpc, RpcAnswer::Facts(facts))
+            }
         }
     }
 
@@ -499,7 +503,8 @@ impl Sim<'_> {
                 self.send(i, to, Msg::Applied { rpc, ok: r.is_ok(), known_epoch }, 0)
             }
             (Some(ReplyTo::Query { to, rpc }), Answer::Checkpoint(facts)) => {
-                self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok() }, 0)
+                let known_epoch = facts.as_ref().err().map(|r| r.known_epoch);
+                self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok(), known_epoch }, 0)
             }
             (Some(_), answer) => {
                 self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1))

@@ -407,13 +407,15 @@ impl<'a> Sim<'a> {
     }
 
     /// A member, up and chosen now, shows an epoch above every epoch any member knows: as a
-    /// coordinator, a gathering and (empty) work at it to every peer, then silence; or as a
+    /// coordinator, a gathering, (empty) work and an (empty) checkpoint write at it to every
+    /// peer, then silence; or as a
     /// worker, a refusal claiming it for the next batch it gets, then silence.
     fn go_rogue(&mut self) {
         let up: Vec<usize> = (0..self.nodes.len()).filter(|&j| self.up(j)).collect();
         let Some(&i) = up.get(self.rng.below(up.len() as u64) as usize) else { return };
         let highest = self.nodes.iter().filter_map(|n| n.core.as_ref()).map(|c| c.known_epoch()).max().unwrap_or(0);
-        let epoch = highest + self.rng.range(1, 100);
+        // Far above any epoch the crashes of one run can reach: only moving past it elects.
+        let epoch = highest + self.rng.range(1_000, 2_000);
         let id = self.nodes[i].id;
         if self.rng.chance(0.5) {
             self.note(|| format!("node {id} GOES ROGUE: coordinates at epoch {epoch}, then falls silent"));
@@ -421,6 +423,7 @@ impl<'a> Sim<'a> {
                 let finished = std::collections::BTreeSet::new();
                 self.send(i, to, driver::Msg::Query { rpc: 0, epoch, finished }, 0);
                 self.send(i, to, driver::Msg::Work { rpc: 0, epoch, tasks: Vec::new() }, 0);
+                self.send(i, to, driver::Msg::Apply { rpc: 0, epoch, facts: Vec::new() }, 0);
             }
             self.silence(i);
         } else {
