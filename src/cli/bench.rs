@@ -24,9 +24,10 @@ const JOB_TIMEOUT_MS: u64 = 600_000;
 
 #[derive(StructOpt, Debug)]
 pub struct BenchArgs {
-    /// Factorials to compute: one n or a list, e.g. 20,100000,1000000.
-    #[structopt(long, default_value = "1000000")]
-    n: String,
+    /// Factorials to compute: one n or a list, e.g. 20,100000,1000000 (default 1000000; with
+    /// --load, 20, and a list is a mix the clients take in turn).
+    #[structopt(long)]
+    pub(super) n: Option<String>,
     /// How many times each n is computed.
     #[structopt(long, default_value = "3")]
     runs: u32,
@@ -44,14 +45,30 @@ pub struct BenchArgs {
     delay: f64,
     /// The cluster's --max-n (raise it to bench larger factorials).
     #[structopt(long, default_value = "1000000")]
-    max_n: u64,
+    pub(super) max_n: u64,
     /// Print one JSON object instead of the table.
     #[structopt(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Keep this many web views open meanwhile (each polls `GET /cluster` every 500 ms on one
     /// member, as the page does), to measure what open pages cost.
     #[structopt(long, default_value = "0")]
     pages: u32,
+    /// Load instead of one job at a time: closed-loop clients of small jobs (`--clients`,
+    /// `--duration`, `--target`, `--cluster`).
+    #[structopt(long)]
+    load: bool,
+    /// With --load: concurrent clients, each on one keep-alive connection.
+    #[structopt(long, default_value = "64")]
+    pub(super) clients: u32,
+    /// With --load: how long the clients run (15s, 500ms, 1m).
+    #[structopt(long, default_value = "15s")]
+    pub(super) duration: String,
+    /// With --load: all (clients spread over every member), coordinator or follower.
+    #[structopt(long, default_value = "all")]
+    pub(super) target: String,
+    /// With --load: a running cluster (HOST:PORT,...) instead of a local one.
+    #[structopt(long)]
+    pub(super) cluster: Option<String>,
 }
 
 /// Polls `GET /cluster` every 500 ms on member `addr` while `open`: one open web view.
@@ -125,7 +142,11 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let ns = parse_ns(&args.n, args.max_n)?;
+    if args.load {
+        check_args(&args)?;
+        return super::load::run(&args);
+    }
+    let ns = parse_ns(args.n.as_deref().unwrap_or("1000000"), args.max_n)?;
     check_args(&args)?;
     let mut cluster = LocalCluster::start(&args)?;
     let client = Client::new(None);
@@ -195,7 +216,7 @@ fn check_args(args: &BenchArgs) -> Result<()> {
 }
 
 /// `1000000` or `20,100000,1000000`.
-fn parse_ns(text: &str, max_n: u64) -> Result<Vec<u64>> {
+pub(super) fn parse_ns(text: &str, max_n: u64) -> Result<Vec<u64>> {
     let ns = text
         .split(',')
         .map(str::trim)
@@ -328,8 +349,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The bench's own cluster: its processes and its temporary directory, both gone on drop.
-struct LocalCluster {
-    addrs: Vec<String>,
+pub(super) struct LocalCluster {
+    pub(super) addrs: Vec<String>,
     children: Vec<Child>,
     dir: PathBuf,
     /// Whether the directory stays when the bench ends (it failed).
@@ -337,7 +358,7 @@ struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn start(args: &BenchArgs) -> Result<LocalCluster> {
+    pub(super) fn start(args: &BenchArgs) -> Result<LocalCluster> {
         let dir = std::env::temp_dir().join(format!("facto-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
         let mut cluster =
@@ -358,7 +379,7 @@ impl LocalCluster {
     }
 
     /// Keeps the directory (with the members' logs) when the bench ends; returns it.
-    fn keep_dir(&mut self) -> PathBuf {
+    pub(super) fn keep_dir(&mut self) -> PathBuf {
         self.keep = true;
         self.dir.clone()
     }

@@ -1,6 +1,7 @@
 //! The command line (structopt). Each subcommand is a small function over the library.
 
 mod bench;
+mod load;
 mod chaos;
 mod cluster;
 mod node;

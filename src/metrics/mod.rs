@@ -189,6 +189,8 @@ impl Metrics {
         if let Ok(r) = self.registry.lock() {
             let _ = encode(&mut text, &r);
         }
+        let eof = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(eof, &process_lines());
         text
     }
 
@@ -216,6 +218,36 @@ impl Metrics {
             *seen = Some((leader, epoch));
         }
     }
+}
+
+/// The process's CPU time and memory, under the names Prometheus's own clients use (and the
+/// peak resident set, which `facto bench --load` reports), read from `/proc/self` (Linux).
+fn process_lines() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key));
+        line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    format!(
+        "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n\
+         # TYPE process_cpu_seconds counter\n\
+         process_cpu_seconds_total {}\n\
+         # HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+         # TYPE process_resident_memory_bytes gauge\n\
+         process_resident_memory_bytes {}\n\
+         # HELP facto_peak_resident_memory_bytes The largest resident memory size this process had, in bytes.\n\
+         # TYPE facto_peak_resident_memory_bytes gauge\n\
+         facto_peak_resident_memory_bytes {}\n",
+        ticks / ticks_per_s,
+        kib("VmRSS:") * 1024,
+        kib("VmHWM:") * 1024
+    )
 }
 
 /// Moves `counter` by what `now` grew since `seen` (a source that starts over, such as a new
