@@ -159,6 +159,8 @@ pub struct Scheduler {
     timing: Timing,
     jobs: BTreeMap<JobId, Job>,
     job_by_seq: BTreeMap<u64, JobId>,
+    /// The jobs not finished (admission asks for their open work on every submission).
+    open_jobs: BTreeSet<JobId>,
     /// Internal order of jobs (submitted or restored).
     next_job_seq: u64,
     /// The number in the next new job's id.
@@ -182,6 +184,7 @@ impl Scheduler {
             timing,
             jobs: BTreeMap::new(),
             job_by_seq: BTreeMap::new(),
+            open_jobs: BTreeSet::new(),
             next_job_seq: 1,
             next_job_number: 1,
             job_prefix,
@@ -275,6 +278,9 @@ impl Scheduler {
             }
         }
         self.job_by_seq.insert(seq, id.clone());
+        if !job.finished {
+            self.open_jobs.insert(id.clone());
+        }
         self.jobs.insert(id, job);
         actions
     }
@@ -432,12 +438,10 @@ impl Scheduler {
             ops_total: job.plan.total_ops(),
             ops_done: job.ops_done,
             ops_reexecuted: job.reexecuted,
-            ops_in_flight: self.assigned.keys().filter(|op| op.job == id).map(|op| job.plan.task_ops(op.op)).sum(),
+            ops_in_flight: self.assigned_of(id).map(|(op, _)| job.plan.task_ops(op.op)).sum(),
             workers: self
-                .batches
-                .values()
-                .filter(|b| b.ops.iter().any(|op| op.job == id))
-                .map(|b| b.worker)
+                .assigned_of(id)
+                .filter_map(|(_, batch)| self.batches.get(batch).map(|b| b.worker))
                 .collect::<BTreeSet<NodeId>>()
                 .into_iter()
                 .collect(),
@@ -445,11 +449,19 @@ impl Scheduler {
         })
     }
 
+    /// The job's operations assigned to a batch (a range of `assigned`, which is ordered by
+    /// job first: a lookup costs the job's own tasks, not everyone's).
+    fn assigned_of<'a>(&'a self, id: &str) -> impl Iterator<Item = (&'a OpRef, &'a u64)> + 'a {
+        let first = OpRef { job: id.to_string(), op: OpId { level: 0, index: 0 } };
+        let last = OpRef { job: id.to_string(), op: OpId { level: u32::MAX, index: u64::MAX } };
+        self.assigned.range(first..=last)
+    }
+
     /// Jobs not finished, and the operations they still need.
     pub fn open_work(&self) -> (u64, u64) {
-        self.jobs
-            .values()
-            .filter(|j| !j.finished)
+        self.open_jobs
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
             .fold((0, 0), |(jobs, ops), j| (jobs + 1, ops + j.plan.total_ops().saturating_sub(j.ops_done)))
     }
 
@@ -497,6 +509,7 @@ impl Scheduler {
         Self::mark_done(job, op.op);
         if job.plan.task_parent(op.op).is_none() {
             job.finished = true;
+            self.open_jobs.remove(&op.job);
             if let Some(result) = job.products.remove(&op.op) {
                 actions.push(Action::JobFinished { job: op.job.clone(), n: job.plan.n(), result });
             }

@@ -41,7 +41,7 @@ impl NodeCore {
         let (id, mut actions) = c.scheduler.submit(n);
         c.accepted_ms.insert(id.clone(), now_ms);
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
-        log::info!("job {id}: {n}! accepted");
+        log::debug!("job {id}: {n}! accepted");
         let job = JobInfo::new(&progress, None);
         if self.settings.checkpoint && !self.settings.bugs.ack_before_durable {
             let write = self.token();
@@ -66,7 +66,7 @@ impl NodeCore {
             let why = format!("request key already names job {} ({}!), not {n}!", job.id, job.n);
             return self.reply(reply, Answer::Job(Routed::Refused(why)));
         }
-        log::info!("job {}: {n}! submitted again by its client", job.id);
+        log::debug!("job {}: {n}! submitted again by its client", job.id);
         let Some(epoch) = self.coordinating() else { return };
         let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
         // An empty write is durable once every earlier one is, the job's among them.

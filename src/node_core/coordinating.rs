@@ -211,7 +211,7 @@ impl NodeCore {
 
     /// A result's digits: kept (within the cap) and handed to the clients waiting for them.
     pub(super) fn on_decimal(&mut self, job: JobId, n: u64, decimal: Arc<str>) {
-        log::info!("{n}! = {}", abbreviate(&decimal));
+        log::debug!("{n}! = {}", abbreviate(&decimal));
         // Without checkpoints the digits are the only copy of the result: kept.
         let max_bytes = if self.settings.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
         let Some(c) = self.role.coordinator_mut() else { return };

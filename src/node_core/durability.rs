@@ -22,10 +22,21 @@ pub(super) enum AfterWrite {
 
 /// What waits for facts to be on a peer.
 pub(super) enum AfterReplicate {
-    /// The peer's half of the acknowledgement named by the replication's token.
-    Acknowledge,
+    /// The peer's half of these submissions' acknowledgements (their tokens).
+    Acknowledge(Vec<u64>),
     /// The peer's half of a round's durability.
     Round { epoch: Epoch, round: u64 },
+}
+
+/// Submissions waiting for their replication: group commit, as etcd batches its WAL. One
+/// replication is in flight at a time, and it carries every submission that came while the
+/// one before was on its way; a burst of clients costs one round trip to a peer, not one each.
+#[derive(Default)]
+pub(super) struct AckReplication {
+    /// Tokens of submissions not yet sent to a peer, their epoch and facts, oldest first.
+    waiting: Vec<(u64, Epoch, Vec<Fact>)>,
+    /// The replication on its way, if any (its token).
+    in_flight: Option<u64>,
 }
 
 /// A submission on its way to its acknowledgement: written here and on a peer, in parallel.
@@ -175,8 +186,30 @@ impl NodeCore {
         let token = self.token();
         self.acks.insert(token, AckJoin { job, reply, on_disk: false, on_peer: false });
         self.after_write.insert(write, AfterWrite::Acknowledge(token));
-        self.after_replicate.insert(token, AfterReplicate::Acknowledge);
-        self.emit(Effect::Replicate { token: Some(token), epoch, facts });
+        self.ack_replication.waiting.push((token, epoch, facts));
+        self.replicate_acks();
+    }
+
+    /// Sends the submissions waiting for a peer, those of the oldest one's epoch, in one
+    /// replication, unless one is on its way already.
+    pub(super) fn replicate_acks(&mut self) {
+        let group = &mut self.ack_replication;
+        let Some(&(_, epoch, _)) = group.waiting.first() else { return };
+        if group.in_flight.is_some() {
+            return;
+        }
+        let (same, later): (Vec<_>, Vec<_>) = std::mem::take(&mut group.waiting).into_iter().partition(|w| w.1 == epoch);
+        group.waiting = later;
+        let mut tokens = Vec::with_capacity(same.len());
+        let mut facts = Vec::new();
+        for (token, _, f) in same {
+            tokens.push(token);
+            facts.extend(f);
+        }
+        let replication = self.token();
+        self.ack_replication.in_flight = Some(replication);
+        self.after_replicate.insert(replication, AfterReplicate::Acknowledge(tokens));
+        self.emit(Effect::Replicate { token: Some(replication), epoch, facts });
     }
 
     fn ack_replicated(&mut self, token: u64, ok: bool) {
@@ -322,7 +355,13 @@ impl NodeCore {
 
     pub(super) fn on_replicated(&mut self, token: u64, ok: bool) {
         match self.after_replicate.remove(&token) {
-            Some(AfterReplicate::Acknowledge) => self.ack_replicated(token, ok),
+            Some(AfterReplicate::Acknowledge(tokens)) => {
+                self.ack_replication.in_flight = None;
+                for ack in tokens {
+                    self.ack_replicated(ack, ok);
+                }
+                self.replicate_acks();
+            }
             Some(AfterReplicate::Round { epoch, round }) if ok => self.round_part_durable(epoch, round, false),
             Some(AfterReplicate::Round { epoch, round }) => {
                 log::warn!("round {round}: no peer took its products; sending them again");

@@ -271,6 +271,8 @@ pub struct NodeCore {
     unreachable: BTreeSet<NodeId>,
     /// Submissions on their way to their acknowledgement.
     acks: BTreeMap<u64, durability::AckJoin>,
+    /// Their replication to a peer, grouped.
+    ack_replication: durability::AckReplication,
     /// Root products this coordinator wrote to its disk but no peer holds yet. Until one
     /// does they are offered whole to a new coordinator, never as a bare `Finished` mark: a
     /// mark whose only root dies with this node would make the next coordinator drop the
@@ -319,6 +321,7 @@ impl NodeCore {
             checkpoint_version,
             unreachable: BTreeSet::new(),
             acks: BTreeMap::new(),
+            ack_replication: Default::default(),
             unreplicated_roots: BTreeMap::new(),
             fenced_apart_epoch: 0,
             now_ms: 0,

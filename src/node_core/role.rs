@@ -116,10 +116,12 @@ impl Coordinator {
 
     /// Jobs as clients see them: every job, or the one named `id`.
     pub(super) fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
-        self.scheduler
-            .progress()
+        let progress = match id {
+            Some(id) => self.scheduler.job_progress(id).into_iter().collect(),
+            None => self.scheduler.progress(),
+        };
+        progress
             .iter()
-            .filter(|p| id.is_none_or(|id| id == p.id))
             .map(|p| JobInfo {
                 product_ms: self.product_ms.get(&p.id).copied(),
                 ..JobInfo::new(p, self.results.get(&p.id).cloned())
