@@ -345,6 +345,10 @@ impl Runtime {
     /// here or on a peer first).
     fn to_decimal(&self, job: JobId, n: u64, product: Option<Big>) {
         let handle = self.handle.clone();
+        if let Some(p) = product.as_ref().filter(|p| p.significant_bits() <= worker::LIGHT_BITS_MAX) {
+            let decimal = Arc::from(p.to_decimal());
+            return handle.send(Event::Input(Input::Decimal { job, n, decimal }));
+        }
         async_std::task::spawn(async move {
             let product = match product {
                 Some(p) => Some(p),
@@ -375,17 +379,20 @@ impl Runtime {
             self.handle.faults.maybe_crash("a task");
         }
         let handle = self.handle.clone();
+        let light = tasks.iter().all(|(_, task)| worker::is_light(task));
         async_std::task::spawn(async move {
             let (stats, faults) = (handle.stats.clone(), handle.faults.clone());
-            let computed = compute::low_priority(move || {
+            let work = move || {
                 let products: Vec<_> = tasks
                     .into_iter()
                     .map(|(op, task)| (op, faults.maybe_corrupt(worker::compute(task, &stats))))
                     .collect();
                 api::encode_products(&products)
-            })
-            .await
-            .and_then(|r| r);
+            };
+            let computed = match light {
+                true => work(),
+                false => compute::low_priority(work).await.and_then(|r| r),
+            };
             let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
             async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
             let _ = reply.send(computed.map_err(WorkRefused::Failed)).await;

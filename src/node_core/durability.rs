@@ -56,6 +56,9 @@ pub(super) const ROUND_MS: u64 = 40;
 pub(super) struct Round {
     batches: Vec<u64>,
     facts: Vec<Fact>,
+    /// Root products: they finish jobs, so the round goes as soon as no other round with
+    /// roots is on its way (one in flight, as submissions' replication).
+    roots: Vec<Fact>,
     /// When the first of them came (the driver's clock).
     since_ms: Option<u64>,
 }
@@ -89,6 +92,8 @@ pub(super) struct RoundJoin {
     facts: Vec<Fact>,
     /// No peer took them last time: sent again with the next tick.
     retry: bool,
+    /// Whether the round carries root products that arrived with it.
+    with_roots: bool,
 }
 
 impl NodeCore {
@@ -247,17 +252,26 @@ impl NodeCore {
         let now_ms = self.now_ms;
         let Some(c) = self.role.coordinator_mut() else { return };
         c.round.add(Some(batch), facts, now_ms);
-        if !roots.is_empty() {
-            self.flush_round(epoch, roots);
+        c.round.roots.extend(roots);
+        self.flush_roots_unless_in_flight(epoch);
+    }
+
+    /// Flushes the round now if it holds roots and no round with roots is on its way: jobs
+    /// that finish while one is share the next.
+    fn flush_roots_unless_in_flight(&mut self, epoch: Epoch) {
+        let Some(c) = self.role.coordinator().filter(|c| c.epoch == epoch) else { return };
+        if !c.round.roots.is_empty() && !c.durable.values().any(|j| j.with_roots) {
+            self.flush_round(epoch);
         }
     }
 
     /// Makes the round durable: one write to this node's disk and one replication to a peer
     /// for every batch answered and dispatched since the last round (once it is
     /// [`ROUND_MS`] old, or now for a root), instead of a write and a replication per batch.
-    pub(super) fn flush_round(&mut self, epoch: Epoch, roots: Vec<Fact>) {
+    pub(super) fn flush_round(&mut self, epoch: Epoch) {
         let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
-        let Round { batches, facts, .. } = std::mem::take(&mut c.round);
+        let Round { batches, facts, roots, .. } = std::mem::take(&mut c.round);
+        let with_roots = !roots.is_empty();
         debug_assert!(roots.is_empty() || !batches.is_empty(), "a root comes with its batch");
         // Jobs whose root waits for a peer: `record` leaves their facts out, so the round's
         // batches count done only once that root is on a peer too (it goes with the round).
@@ -284,7 +298,8 @@ impl NodeCore {
             self.replicate_round(epoch, round, new.clone());
         }
         if let Some(c) = self.role.coordinator_mut() {
-            c.durable.insert(round, RoundJoin { on_disk: false, on_peer, batches, roots, facts: new, retry: false });
+            let join = RoundJoin { on_disk: false, on_peer, batches, roots, facts: new, retry: false, with_roots };
+            c.durable.insert(round, join);
         }
     }
 
@@ -398,6 +413,7 @@ impl NodeCore {
                 log::debug!("batch {batch}: products durable");
                 self.batch_durable(batch, Vec::new());
             }
+            self.flush_roots_unless_in_flight(epoch);
         }
     }
 

@@ -418,7 +418,7 @@ impl NodeCore {
         let epoch = c.epoch;
         self.carry_out(actions);
         if self.role.coordinator().is_some_and(|c| c.round.due(now_ms)) {
-            self.flush_round(epoch, Vec::new());
+            self.flush_round(epoch);
         }
         self.replicate_again();
         self.pull_again();

@@ -46,6 +46,21 @@ pub fn check(task: &Task, max_n: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Products up to this many bits take microseconds: computing one (or converting it to
+/// decimal) costs less than handing it to a thread of its own.
+pub const LIGHT_BITS_MAX: u64 = 1 << 16;
+
+/// Whether the task's product is small enough ([`LIGHT_BITS_MAX`]) to compute where it is.
+pub fn is_light(task: &Task) -> bool {
+    let bits = match Plan::new(task.n).task_inputs(task.op) {
+        TaskInputs::Integers { first, last } => {
+            last.saturating_sub(first).saturating_add(1).saturating_mul(u64::from(64 - last.leading_zeros()))
+        }
+        TaskInputs::Products(_) => task.operands.iter().map(Big::significant_bits).sum(),
+    };
+    bits <= LIGHT_BITS_MAX
+}
+
 /// Computes a checked task: every operation of its subtree, bottom-up, at most
 /// [`MAX_OPERANDS`] values each; returns the root's product.
 pub fn compute(task: Task, stats: &WorkerStats) -> Big {
