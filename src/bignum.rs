@@ -124,6 +124,10 @@ impl Big {
     /// of 11 on two cores. Splitting further, into more threads than cores, was slower and
     /// needed half as much memory again (DESIGN.md, "Decimal conversion").
     pub fn to_decimal(&self) -> String {
+        if (&self.0).significant_bits() < DECIMAL_SPLIT_BITS_MIN {
+            // Asking for the cores reads cgroup files: not for every small number.
+            return self.0.to_string();
+        }
         self.to_decimal_on(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 

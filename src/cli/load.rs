@@ -103,7 +103,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.clients == 0 {
         return Err(Error::Usage("--clients must be at least 1".into()));
     }
-    let expected: Arc<BTreeMap<u64, String>> = Arc::new(ns.iter().map(|&n| (n, Big::factorial(n).to_decimal())).collect());
+    let expected: Arc<BTreeMap<u64, String>> =
+        Arc::new(ns.iter().map(|&n| (n, Big::factorial(n).to_decimal())).collect());
     let mut local = None;
     let addrs = match &args.cluster {
         Some(list) => super::cluster_addrs(Some(list))?,
@@ -185,7 +186,11 @@ async fn pick_members(client: &Client, addrs: &[String], target: Target) -> Resu
     let all = statuses(client, addrs).await;
     let is_coordinator = |s: &Option<NodeStatus>| s.as_ref().is_some_and(|s| s.role == "coordinator");
     let pick = |want_coordinator: bool| {
-        addrs.iter().zip(&all).find(|(_, s)| is_coordinator(s) == want_coordinator && s.is_some()).map(|(a, _)| a.clone())
+        addrs
+            .iter()
+            .zip(&all)
+            .find(|(_, s)| is_coordinator(s) == want_coordinator && s.is_some())
+            .map(|(a, _)| a.clone())
     };
     match target {
         Target::All => Ok(addrs.to_vec()),
@@ -212,15 +217,19 @@ impl Snapshot {
         }))
         .await;
         let value = |text: &str, name: &str| {
-            text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).and_then(|l| {
-                l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
-            })
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         };
         let texts: Vec<String> = metrics.into_iter().flatten().collect();
         Snapshot {
             max_epoch,
             cpu_s: texts.iter().filter_map(|t| value(t, "process_cpu_seconds_total")).sum(),
-            peak_rss: texts.iter().filter_map(|t| value(t, "facto_peak_resident_memory_bytes")).map(|v| v as u64).collect(),
+            peak_rss: texts
+                .iter()
+                .filter_map(|t| value(t, "facto_peak_resident_memory_bytes"))
+                .map(|v| v as u64)
+                .collect(),
         }
     }
 }
@@ -273,7 +282,10 @@ fn print_report(r: &LoadReport) {
     );
     println!("jobs: {} ({:.0} jobs/s), wrong results: {}", r.jobs, r.jobs_per_s, r.wrong_results);
     let l = &r.latency_ms;
-    println!("latency submit→digits: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", l.p50, l.p90, l.p99, l.max);
+    println!(
+        "latency submit→digits: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        l.p50, l.p90, l.p99, l.max
+    );
     let statuses: Vec<String> = r.http_statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     println!("HTTP answers: {}", statuses.join(", "));
     println!("leadership changes: {}", r.leadership_changes);
@@ -286,7 +298,13 @@ fn print_report(r: &LoadReport) {
 }
 
 /// One client: submit, wait for the digits, check them, again, until `deadline`.
-async fn closed_loop(addr: String, ns: Vec<u64>, index: usize, expected: Arc<BTreeMap<u64, String>>, deadline: Instant) -> Tally {
+async fn closed_loop(
+    addr: String,
+    ns: Vec<u64>,
+    index: usize,
+    expected: Arc<BTreeMap<u64, String>>,
+    deadline: Instant,
+) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<Conn> = None;
     let mut turn = index;
@@ -409,7 +427,8 @@ async fn read_answer(reader: &mut BufReader<TcpStream>) -> std::io::Result<(Answ
     let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let mut line = String::new();
     reader.read_line(&mut line).await?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status line"))?;
+    let status: u16 =
+        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status line"))?;
     let (mut length, mut chunked, mut close, mut retry_after_s) = (None, false, false, None);
     loop {
         line.clear();

@@ -1,9 +1,9 @@
 //! The command line (structopt). Each subcommand is a small function over the library.
 
 mod bench;
-mod load;
 mod chaos;
 mod cluster;
+mod load;
 mod node;
 pub use node::id_of_hostname;
 mod progress;

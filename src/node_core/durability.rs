@@ -203,7 +203,8 @@ impl NodeCore {
         if group.in_flight.is_some() {
             return;
         }
-        let (same, later): (Vec<_>, Vec<_>) = std::mem::take(&mut group.waiting).into_iter().partition(|w| w.1 == epoch);
+        let (same, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut group.waiting).into_iter().partition(|w| w.1 == epoch);
         group.waiting = later;
         let mut tokens = Vec::with_capacity(same.len());
         let mut facts = Vec::new();
