@@ -5,6 +5,7 @@
 //! node's [`Gate`](crate::transport::Gate) first, so that a partition or stall ordered by `facto chaos`
 //! cuts the node off while the campaign can still heal it.
 
+mod connections;
 mod request_head;
 mod view;
 
@@ -76,6 +77,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
 /// Accepts connections with TCP_NODELAY set (tide's own listener leaves Nagle on, which
 /// costs ~40-88 ms per small request on loopback) and serves each with the tide app.
 pub async fn serve(listener: TcpListener, app: App) {
+    let connections = connections::Connections::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -87,22 +89,57 @@ pub async fn serve(listener: TcpListener, app: App) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        async_std::task::spawn(async move {
-            let local_addr = stream.local_addr().ok().map(|a| a.to_string());
-            let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
-            let host = local_addr.clone().unwrap_or_default();
-            let Some(stream) = request_head::Connection::accept(stream, &host).await else { return };
-            let served = async_h1::accept(stream, |mut req| async {
-                req.set_local_addr(local_addr.clone());
-                req.set_peer_addr(peer_addr.clone());
-                app.respond(req).await
-            })
-            .await;
-            if let Err(e) = served {
-                log::debug!("connection closed with an error: {e}");
+        let place = connections.open();
+        async_std::task::spawn(serve_connection(stream, app.clone(), place));
+    }
+}
+
+/// How long a client may take to send its first request head.
+const FIRST_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// How long a connection past the limit may take to show it is a peer's.
+const OVER_LIMIT_HEAD_TIMEOUT_MS: u64 = 1_000;
+/// How long an idle keep-alive connection stays open between requests.
+const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
+
+/// Serves one connection request by request; each head is read (and its limits answered)
+/// before async-h1 decodes it.
+async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: connections::Place) {
+    let local_addr = stream.local_addr().ok().map(|a| a.to_string());
+    let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
+    let host = local_addr.clone().unwrap_or_default();
+    let mut connection = request_head::Connection::new(stream);
+    let answer = connection.clone();
+    let mut server = async_h1::server::Server::new(connection.clone(), move |mut req| {
+        let (app, answer) = (app.clone(), answer.clone());
+        req.set_local_addr(local_addr.clone());
+        req.set_peer_addr(peer_addr.clone());
+        async move {
+            let res: tide::http::Response = app.respond(req).await?;
+            if res.header("Connection").is_some_and(|c| c.as_str().eq_ignore_ascii_case("close")) {
+                answer.stop_reading();
             }
-        });
+            Ok(res)
+        }
+    });
+    let mut timeout_ms = if place.over_limit { OVER_LIMIT_HEAD_TIMEOUT_MS } else { FIRST_HEAD_TIMEOUT_MS };
+    loop {
+        match connection.next_head(&host, timeout_ms).await {
+            request_head::Head::Ready => {}
+            request_head::Head::Closed => return,
+            request_head::Head::TooLarge(status, reason) => {
+                let why = format!("request head over {} bytes", request_head::HEAD_BYTES_MAX);
+                return connection.refuse(status, reason, &why, None).await;
+            }
+        }
+        if place.over_limit && !connection.target().is_some_and(|t| t.starts_with("/internal/")) {
+            let why = "too many open connections on this member: retry in 1 s";
+            return connection.refuse(429, "Too Many Requests", why, Some(1)).await;
+        }
+        match server.accept_one().await {
+            Ok(async_h1::server::ConnectionStatus::KeepAlive) => timeout_ms = KEEP_ALIVE_IDLE_MS,
+            Ok(_) => return,
+            Err(e) => return log::debug!("connection closed with an error: {e}"),
+        }
     }
 }
 
@@ -326,7 +363,7 @@ const INTERNAL_BODY_TIMEOUT_MS: u64 = 60_000;
 /// arrive in time a 408.
 async fn read_body(req: &mut Request<Handle>, limit: u64) -> Result<Vec<u8>, Response> {
     if req.len().is_some_and(|len| len as u64 > limit) {
-        return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
+        return Err(too_large(limit));
     }
     let timeout_ms = if limit > CLIENT_BODY_BYTES_MAX { INTERNAL_BODY_TIMEOUT_MS } else { CLIENT_BODY_TIMEOUT_MS };
     let mut bytes = Vec::new();
@@ -336,9 +373,16 @@ async fn read_body(req: &mut Request<Handle>, limit: u64) -> Result<Vec<u8>, Res
         .map_err(|_| error(StatusCode::RequestTimeout, &format!("the body did not arrive within {timeout_ms} ms")))?
         .map_err(|e| error(StatusCode::BadRequest, &format!("unreadable body: {e}")))?;
     if bytes.len() as u64 > limit {
-        return Err(error(StatusCode::BadRequest, &format!("body larger than {limit} bytes")));
+        return Err(too_large(limit));
     }
     Ok(bytes)
+}
+
+/// 413 for a body over `limit`, closing the connection so the rest of it is never read.
+fn too_large(limit: u64) -> Response {
+    let mut res = error(StatusCode::PayloadTooLarge, &format!("body larger than {limit} bytes"));
+    res.insert_header("Connection", "close");
+    res
 }
 
 /// 503 while an election is under way (no member is known to lead), with `Retry-After`.
