@@ -149,9 +149,14 @@ pub struct NodeStatus {
     /// leader, facts that do not fit their job's plan) since it started.
     #[serde(default)]
     pub refused_messages: u64,
-    /// The coordinator lists its jobs here (results left out); other nodes list none.
+    /// The coordinator lists its newest jobs here (results left out; `/status?jobs=N` says
+    /// how many, 20 unless asked); other nodes list none.
     #[serde(default)]
     pub jobs: Vec<JobInfo>,
+    /// The coordinator's count of the jobs it holds, by state (finished jobs past retention
+    /// are not held); other nodes show none.
+    #[serde(default)]
+    pub job_counts: Option<crate::coordinator::JobCounts>,
     /// This node's member list as [`crate::config::Members::fingerprint`] (hex): members
     /// whose lists differ refuse each other.
     #[serde(default)]

@@ -41,6 +41,10 @@ pub enum Fact {
     /// The job's root product is known and durable (on the nodes that wrote it); what a
     /// replica tells a new coordinator instead of sending megabytes of finished results.
     Finished { job: String },
+    /// Every finished job up to `up_to` in submission order is past retention: forgotten,
+    /// result and all. Horizons only move forward (the newest wins), so this fact stays
+    /// grow-only: a replica that missed one is covered by the next.
+    Retired { up_to: String },
 }
 
 impl Fact {
@@ -49,6 +53,7 @@ impl Fact {
         match self {
             Fact::Job { id, .. } => id,
             Fact::Dispatched { job, .. } | Fact::Product { job, .. } | Fact::Finished { job } => job,
+            Fact::Retired { up_to } => up_to,
         }
     }
 }
@@ -75,6 +80,9 @@ enum FactHead {
     Finished {
         job: String,
     },
+    Retired {
+        up_to: String,
+    },
 }
 
 /// A frame header: `head` (the message's own fields) and the facts.
@@ -99,6 +107,7 @@ pub fn encode_facts<'a, H: Serialize>(head: H, facts: impl IntoIterator<Item = &
                 FactHead::Product { job: job.clone(), op: *op }
             }
             Fact::Finished { job } => FactHead::Finished { job: job.clone() },
+            Fact::Retired { up_to } => FactHead::Retired { up_to: up_to.clone() },
         })
         .collect();
     frame::encode(&FactsFrame { head, facts }, &numbers)
@@ -120,6 +129,7 @@ pub fn decode_facts<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, Vec<Fact>),
                 Ok(Fact::Product { job, op, product })
             }
             FactHead::Finished { job } => Ok(Fact::Finished { job }),
+            FactHead::Retired { up_to } => Ok(Fact::Retired { up_to }),
         })
         .collect::<Result<Vec<Fact>, String>>()?;
     if numbers.next().is_some() {
@@ -146,6 +156,11 @@ pub struct Checkpoint {
     /// Facts about jobs whose `Job` fact has not arrived yet (replication does not promise
     /// order across requests). Merged in when it does.
     orphans: BTreeMap<(String, u8, OpId), Fact>,
+    /// The newest job retired so far (see [`Fact::Retired`]).
+    pub retired_up_to: Option<String>,
+    /// Jobs retired by facts applied since [`Checkpoint::take_retired`] was last called: their
+    /// records are to be deleted from disk.
+    retired_now: Vec<String>,
 }
 
 impl JobFacts {
@@ -191,10 +206,17 @@ impl Checkpoint {
                 None => self.keep_orphan(fact),
                 Some(j) => !j.finished && j.dispatched.insert(op),
             },
+            Fact::Finished { ref job } if self.is_retired(job) => self.retire_job(job),
             Fact::Finished { ref job } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
                 Some(j) => !j.finished && Self::finish(j),
             },
+            Fact::Retired { up_to } => self.retire_up_to(up_to),
+            Fact::Product { ref job, op, .. }
+                if self.is_retired(job) && self.jobs.get(job).and_then(|j| Plan::new(j.n).root()) == Some(op) =>
+            {
+                self.retire_job(job)
+            }
             Fact::Product { ref job, op, ref product } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
                 Some(j) => {
@@ -226,6 +248,42 @@ impl Checkpoint {
         true
     }
 
+    /// Moves the retirement horizon to `up_to` if that is newer, forgetting every finished job
+    /// at or below it (an unfinished one stays: it is still owed to its client).
+    fn retire_up_to(&mut self, up_to: String) -> bool {
+        if self.retired_up_to.as_deref().is_some_and(|h| job_order(h) >= job_order(&up_to)) {
+            return false;
+        }
+        let horizon = job_order(&up_to);
+        let retired: Vec<String> =
+            self.jobs.iter().filter(|(id, j)| j.finished && job_order(id) <= horizon).map(|(id, _)| id.clone()).collect();
+        for id in &retired {
+            self.jobs.remove(id);
+        }
+        self.retired_now.extend(retired);
+        self.retired_up_to = Some(up_to);
+        true
+    }
+
+    /// Whether a job is at or below the retirement horizon.
+    pub fn is_retired(&self, job: &str) -> bool {
+        self.retired_up_to.as_deref().is_some_and(|h| job_order(job) <= job_order(h))
+    }
+
+    /// Forgets a job that finished below the horizon. Not new: its retirement was.
+    fn retire_job(&mut self, job: &str) -> bool {
+        if self.jobs.remove(job).is_some() {
+            self.retired_now.push(job.to_string());
+        }
+        self.orphans.retain(|(j, ..), _| j != job);
+        false
+    }
+
+    /// Jobs retired since the last call (their records go from disk).
+    pub fn take_retired(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.retired_now)
+    }
+
     /// Forgets a product found wrong (its task will be computed again). The only removal
     /// besides a root's covering: a wrong fact must not outlive the check that caught it.
     pub fn forget(&mut self, job: &str, op: OpId) {
@@ -247,7 +305,7 @@ impl Checkpoint {
             Fact::Dispatched { job, op } => (job.clone(), 0, *op),
             Fact::Product { job, op, .. } => (job.clone(), 1, *op),
             Fact::Finished { job } => (job.clone(), 2, OpId { level: 0, index: 0 }),
-            Fact::Job { .. } => return false,
+            Fact::Job { .. } | Fact::Retired { .. } => return false,
         };
         if self.orphans.len() >= ORPHANS_MAX || self.orphans.contains_key(&key) {
             return false;
@@ -278,6 +336,7 @@ impl Checkpoint {
             }
         }
         out.extend(self.orphans.values().cloned());
+        out.extend(self.retired_up_to.iter().map(|up_to| Fact::Retired { up_to: up_to.clone() }));
         out
     }
 
@@ -296,7 +355,7 @@ fn covered(job: &JobFacts, plan: &Plan, op: OpId) -> bool {
 }
 
 /// `"<epoch>-<number>"` → (epoch, number); anything else sorts last, by text.
-fn job_order(id: &str) -> (u64, u64, String) {
+pub fn job_order(id: &str) -> (u64, u64, String) {
     let parsed = id.split_once('-').and_then(|(e, n)| Some((e.parse().ok()?, n.parse().ok()?)));
     match parsed {
         Some((e, n)) => (e, n, String::new()),

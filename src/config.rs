@@ -103,6 +103,10 @@ pub struct NodeConfig {
     pub queue_jobs_max: u64,
     /// The most operations unfinished jobs may still need (one job is always taken).
     pub queue_ops_max: u64,
+    /// Finished jobs the cluster keeps (the newest; `--retain-jobs`) and for how long at
+    /// most (`--retain-for`; `None`: no time limit).
+    pub retain_jobs: usize,
+    pub retain_for_ms: Option<u64>,
     /// The program that converts large products to decimal in a child process
     /// (`PROGRAM to-decimal`; see [`crate::node::converter`]); `None`: in this process.
     pub converter: Option<PathBuf>,
@@ -204,6 +208,8 @@ mod tests {
             reset_data: false,
             queue_jobs_max: 64,
             queue_ops_max: 1,
+            retain_jobs: 10_000,
+            retain_for_ms: None,
             converter: None,
         }
     }

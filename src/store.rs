@@ -248,10 +248,18 @@ impl Store {
         &self,
         facts: &[Fact],
         finished: &[(String, Fact)],
+        retired: &[String],
         checkpoint_version: u64,
     ) -> Result<Vec<PathBuf>> {
         let mut batch = sled::Batch::default();
         let mut unreferenced = Vec::new();
+        for job in retired {
+            for entry in self.facts.scan_prefix(job_prefix(job)) {
+                let (key, value) = entry.map_err(store_err)?;
+                unreferenced.extend(RecordFile::parse(&value).map(|f| self.records.join(f.name)));
+                batch.remove(key);
+            }
+        }
         for (job, _) in finished {
             let job_key = [job.as_bytes(), JOB_KEY_SUFFIX].concat();
             for entry in self.facts.scan_prefix(job_prefix(job)) {
@@ -268,7 +276,9 @@ impl Store {
         let mut records: BTreeMap<&str, Vec<&Fact>> = BTreeMap::new();
         for fact in facts {
             match fact {
-                Fact::Job { .. } | Fact::Finished { .. } => values.push((fact_key(fact), encode(&[fact])?)),
+                Fact::Job { .. } | Fact::Finished { .. } | Fact::Retired { .. } => {
+                    values.push((fact_key(fact), encode(&[fact])?))
+                }
                 Fact::Dispatched { job, .. } | Fact::Product { job, .. } => {
                     if !finished.iter().any(|(done, _)| done == job) {
                         records.entry(job).or_default().push(fact);
@@ -404,8 +414,13 @@ impl Store {
                         .iter()
                         .try_for_each(|r| match &r.what {
                             Write::HardState(state) => store.save_hard_state(state),
-                            Write::Facts { facts, finished, checkpoint_version } => {
-                                unreferenced.extend(store.save_facts(facts, finished, *checkpoint_version)?);
+                            Write::Facts(w) => {
+                                unreferenced.extend(store.save_facts(
+                                    &w.facts,
+                                    &w.finished,
+                                    &w.retired,
+                                    w.checkpoint_version,
+                                )?);
                                 Ok(())
                             }
                         })
@@ -444,7 +459,16 @@ impl Store {
 
 enum Write {
     HardState(HardState),
-    Facts { facts: Vec<Fact>, finished: Vec<(String, Fact)>, checkpoint_version: u64 },
+    Facts(FactsWrite),
+}
+
+/// One write of facts: new facts, jobs finished (their root, which replaces their other
+/// records), jobs retired (all their records go), and the checkpoint version after it.
+pub struct FactsWrite {
+    pub facts: Vec<Fact>,
+    pub finished: Vec<(String, Fact)>,
+    pub retired: Vec<String>,
+    pub checkpoint_version: u64,
 }
 
 struct WriteRequest {
@@ -470,8 +494,8 @@ impl Drop for Writer {
 
 impl Writer {
     /// Queues facts (and the jobs they finish) with the new checkpoint version; see [`Store::save_facts`].
-    pub fn write(&self, facts: Vec<Fact>, finished: Vec<(String, Fact)>, checkpoint_version: u64) -> Durable {
-        self.queue(Write::Facts { facts, finished, checkpoint_version })
+    pub fn write(&self, write: FactsWrite) -> Durable {
+        self.queue(Write::Facts(write))
     }
 
     /// Queues the election state: the messages that depend on it (a vote, a higher epoch)
@@ -551,6 +575,9 @@ fn decode(value: &[u8]) -> Result<Vec<Fact>> {
         .map_err(|e| Error::Store(format!("corrupt checkpoint record: {e}")))
 }
 
+/// The key of the retirement horizon ([`Fact::Retired`]) among the facts.
+const RETIRED_KEY: &[u8] = b"\0retired";
+
 /// Keys: `<job>\0job` (the job), `<job>\0r<checkpoint_version>` (a write's facts of that job),
 /// `<job>\0p<level><index>` (the root product of a finished job), `<job>\0f` (the job
 /// finished, its root on other nodes); big-endian numbers, so a job's keys sort together.
@@ -560,6 +587,8 @@ fn fact_key(fact: &Fact) -> Vec<u8> {
         Fact::Dispatched { job, op } => op_key(job, b'd', *op),
         Fact::Product { job, op, .. } => op_key(job, b'p', *op),
         Fact::Finished { job } => [&job_prefix(job)[..], b"f"].concat(),
+        // No job id starts with a zero byte: the horizon has a key of its own.
+        Fact::Retired { .. } => RETIRED_KEY.to_vec(),
     }
 }
 
@@ -619,7 +648,7 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300_000, request: None }];
         facts.extend((0..64).map(leaf));
-        assert!(async_std::task::block_on(store.start_writer(|_| ()).write(facts, vec![], 65).wait()));
+        assert!(async_std::task::block_on(store.start_writer(|_| ()).write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 65 }).wait()));
         assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
         // A database from before records: one fact per key.
         store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(64)).unwrap()).unwrap();
@@ -651,7 +680,7 @@ mod tests {
         let facts: Vec<Fact> = std::iter::once(job).chain((0..8).map(|i| large_product("1-1", i))).collect();
         {
             let store = Store::open(&dir).unwrap();
-            assert!(async_std::task::block_on(store.start_writer(|_| ()).write(facts.clone(), vec![], 9).wait()));
+            assert!(async_std::task::block_on(store.start_writer(|_| ()).write(FactsWrite { facts: facts.clone(), finished: vec![], retired: vec![], checkpoint_version: 9 }).wait()));
             assert_eq!(files_in(&dir).len(), 1, "one record, in a file");
         }
         // A file written just before a crash, its pointer never saved: gone at the next start.
@@ -666,7 +695,7 @@ mod tests {
             op: Plan::new(300_000).root().unwrap(),
             product: Big::factorial(20_000),
         };
-        let written = store.start_writer(|_| ()).write(vec![], vec![("1-1".into(), root.clone())], 10);
+        let written = store.start_writer(|_| ()).write(FactsWrite { facts: vec![], finished: vec![("1-1".into(), root.clone())], retired: vec![], checkpoint_version: 10 });
         assert!(async_std::task::block_on(written.wait()));
         assert_eq!(files_in(&dir).len(), 1, "only the root's file is left");
         assert_eq!(store.root_fact("1-1").unwrap(), Some(root));
@@ -698,7 +727,7 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let facts = vec![Fact::Job { id: "1-1".into(), n: 20_000, request: None }, leaf(0), leaf(1)];
-            let durable = store.start_writer(|_| ()).write(facts, vec![], 3);
+            let durable = store.start_writer(|_| ()).write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 3 });
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = reopen(&dir);
@@ -707,7 +736,7 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        let durable = store.start_writer(|_| ()).write(vec![], vec![("1-1".into(), root_fact.clone())], 4);
+        let durable = store.start_writer(|_| ()).write(FactsWrite { facts: vec![], finished: vec![("1-1".into(), root_fact.clone())], retired: vec![], checkpoint_version: 4 });
         assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert!(checkpoint.jobs["1-1"].finished);

@@ -58,6 +58,13 @@ pub struct NodeArgs {
     /// The most operations unfinished jobs may still need (a single job is always taken).
     #[structopt(long, env = "FACTO_QUEUE_OPS_MAX", default_value = "16000000")]
     queue_ops_max: u64,
+    /// Finished jobs the cluster keeps, newest first: older ones leave memory, every
+    /// checkpoint and status answers, and asking for one gets 410.
+    #[structopt(long, env = "FACTO_RETAIN_JOBS", default_value = "10000")]
+    retain_jobs: usize,
+    /// How long a finished job is kept at most (e.g. 1h, 7d is 168h); no limit unless given.
+    #[structopt(long, env = "FACTO_RETAIN_FOR")]
+    retain_for: Option<String>,
     /// Probability of answering a wrong product for a task (tests the coordinator's checks).
     #[structopt(long, env = "FACTO_CORRUPT_PROB", default_value = "0")]
     corrupt_prob: f64,
@@ -131,6 +138,8 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         reset_data: args.reset_data,
         queue_jobs_max: args.queue_jobs_max,
         queue_ops_max: args.queue_ops_max,
+        retain_jobs: args.retain_jobs,
+        retain_for_ms: args.retain_for.as_deref().map(|d| super::parse_duration_ms(d, "--retain-for")).transpose()?,
         converter: Some(this_program()),
     };
     let faults = Faults::new(

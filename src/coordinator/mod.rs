@@ -6,4 +6,4 @@ pub mod scheduler;
 
 pub use fingerprint::Fingerprint;
 pub use plan::{OpId, Plan, TaskInputs, MAX_OPERANDS};
-pub use scheduler::{Action, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};
+pub use scheduler::{Action, JobCounts, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};

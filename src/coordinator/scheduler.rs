@@ -94,6 +94,18 @@ pub struct JobProgress {
     pub finished: bool,
 }
 
+/// How many jobs a scheduler holds, by state (`/status` shows them: the job list itself
+/// is only the newest few).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobCounts {
+    pub total: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub finished: u64,
+    /// Operations computed again, over all jobs held.
+    pub reexecuted: u64,
+}
+
 #[derive(Debug)]
 struct Job {
     seq: u64,
@@ -427,6 +439,34 @@ impl Scheduler {
     /// Progress of every job, oldest first.
     pub fn progress(&self) -> Vec<JobProgress> {
         self.job_by_seq.values().filter_map(|id| self.job_progress(id)).collect()
+    }
+
+    /// Progress of the `limit` newest jobs submitted before job `before` (or of all), oldest
+    /// first: pages of a long history.
+    pub fn latest(&self, limit: usize, before: Option<&str>) -> Vec<JobProgress> {
+        let end = before.map_or(u64::MAX, |id| self.jobs.get(id).map_or(0, |j| j.seq));
+        let mut latest: Vec<JobProgress> =
+            self.job_by_seq.range(..end).rev().take(limit).filter_map(|(_, id)| self.job_progress(id)).collect();
+        latest.reverse();
+        latest
+    }
+
+    /// How many jobs it holds: (all, queued, running, finished), and their re-executions.
+    pub fn counts(&self) -> JobCounts {
+        let open = self.open_jobs.iter().filter_map(|id| self.jobs.get(id));
+        let queued = open.filter(|j| j.ops_done == 0).count() as u64;
+        let total = self.jobs.len() as u64;
+        let finished = total - self.open_jobs.len() as u64;
+        let reexecuted = self.jobs.values().map(|j| j.reexecuted).sum();
+        JobCounts { total, queued, running: total - finished - queued, finished, reexecuted }
+    }
+
+    /// Forgets a finished job (past retention). No-op for a job not finished.
+    pub fn retire(&mut self, id: &str) {
+        if let Some(job) = self.jobs.get(id).filter(|j| j.finished) {
+            self.job_by_seq.remove(&job.seq);
+            self.jobs.remove(id);
+        }
     }
 
     /// Progress of one job.

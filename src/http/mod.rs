@@ -14,7 +14,7 @@ use crate::api::{
     RootQuery, SubmitRequest,
 };
 use crate::checkpoint::{decode_facts, encode_facts};
-use crate::node::{Event, Handle, Input, Refusal, Routed, WorkRefused};
+use crate::node::{Event, Handle, Input, JobsQuery, Refusal, Routed, WorkRefused};
 use crate::node_core::{validate, worker};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
@@ -236,7 +236,7 @@ fn route_of(path: &str) -> &'static str {
 /// `GET /metrics`: Prometheus text exposition (OpenMetrics); read-only, no key.
 async fn metrics(req: Request<Handle>) -> tide::Result {
     let handle = req.state();
-    let Some(status) = handle.status().await else { return Ok(unavailable()) };
+    let Some(status) = handle.status(0).await else { return Ok(unavailable()) };
     let text = handle.metrics.render(&status);
     let mut res = Response::new(StatusCode::Ok);
     res.set_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8".parse::<tide::http::Mime>()?);
@@ -458,11 +458,33 @@ fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> R
     }
 }
 
+/// Jobs `/status` lists unless asked (`?jobs=N`), and the most it lists.
+pub const STATUS_JOBS_DEFAULT: usize = 20;
+const STATUS_JOBS_MAX: usize = 1_000;
+/// Jobs `GET /jobs` lists unless asked (`?limit=N`), and the most it lists.
+const LIST_JOBS_DEFAULT: usize = 100;
+const LIST_JOBS_MAX: usize = 1_000;
+
+/// `GET /status[?jobs=N]`: the node, with the coordinator's N newest jobs and its counts.
 async fn status(req: Request<Handle>) -> tide::Result {
-    Ok(match req.state().status().await {
+    let jobs = match count_param(&req, "jobs", STATUS_JOBS_DEFAULT, STATUS_JOBS_MAX) {
+        Ok(n) => n,
+        Err(res) => return Ok(res),
+    };
+    Ok(match req.state().status(jobs).await {
         Some(s) => json(StatusCode::Ok, &s),
         None => unavailable(),
     })
+}
+
+/// A count in the query string (`name=N`): `default` when absent, at most `max`.
+fn count_param(req: &Request<Handle>, name: &str, default: usize, max: usize) -> Result<usize, Response> {
+    match req.url().query_pairs().find(|(k, _)| k == name) {
+        None => Ok(default),
+        Some((_, v)) => v.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
+            error(StatusCode::BadRequest, &format!("{name} must be a non-negative integer (at most {max} are listed)"))
+        }),
+    }
 }
 
 async fn submit(mut req: Request<Handle>) -> tide::Result {
@@ -502,8 +524,15 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
     })
 }
 
+/// `GET /jobs[?limit=N&before=ID]`: the N newest jobs (submitted before job ID), oldest
+/// first; a page of the history, never all of it.
 async fn list_jobs(req: Request<Handle>) -> tide::Result {
-    jobs(req, None, 0).await
+    let limit = match count_param(&req, "limit", LIST_JOBS_DEFAULT, LIST_JOBS_MAX) {
+        Ok(n) => n,
+        Err(res) => return Ok(res),
+    };
+    let before = req.url().query_pairs().find(|(k, _)| k == "before").map(|(_, v)| v.to_string());
+    jobs(req, JobsQuery::Latest { limit, before }, 0).await
 }
 
 /// `GET /jobs/<id>[?wait_ms=N]`: with `wait_ms`, the answer waits up to N ms (at most
@@ -513,17 +542,21 @@ async fn get_job(req: Request<Handle>) -> tide::Result {
     let wait_ms = req.url().query_pairs().find(|(k, _)| k == "wait_ms").map(|(_, v)| v.parse::<u64>());
     match wait_ms {
         Some(Err(_)) => Ok(error(StatusCode::BadRequest, "wait_ms must be a non-negative integer")),
-        Some(Ok(ms)) => jobs(req, Some(id), ms.min(WAIT_MS_MAX)).await,
-        None => jobs(req, Some(id), 0).await,
+        Some(Ok(ms)) => jobs(req, JobsQuery::One { id, wait: ms > 0 }, ms.min(WAIT_MS_MAX)).await,
+        None => jobs(req, JobsQuery::One { id, wait: false }, 0).await,
     }
 }
 
-async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::Result {
+async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Result {
     let handle = req.state();
-    let path = match &id {
-        Some(id) if wait_ms > 0 => format!("/jobs/{id}?wait_ms={wait_ms}"),
-        Some(id) => format!("/jobs/{id}"),
-        None => "/jobs".to_string(),
+    // Forwarded as it came (the query string included).
+    let path = match req.url().query() {
+        Some(q) => format!("{}?{q}", req.url().path()),
+        None => req.url().path().to_string(),
+    };
+    let id = match &query {
+        JobsQuery::One { id, .. } => Some(id.clone()),
+        JobsQuery::Latest { .. } => None,
     };
     let waited = match &id {
         Some(id) if wait_ms > 0 => {
@@ -537,7 +570,7 @@ async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::R
     // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => match ask_through_election(handle, || handle.jobs(id.clone())).await {
+        None => match ask_through_election(handle, || handle.jobs(query.clone())).await {
             Ok(answer) => answer,
             Err(res) => return Ok(res),
         },
@@ -552,6 +585,7 @@ async fn jobs(req: Request<Handle>, id: Option<String>, wait_ms: u64) -> tide::R
                 None => error(StatusCode::NotFound, &format!("no job {id}")),
             },
         },
+        Some(Routed::Gone(why)) => error(StatusCode::Gone, &why),
         // One hop only: two nodes that each think the other leads must not bounce it. The
         // answer is passed on as it came, without decoding it.
         Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {

@@ -91,7 +91,7 @@ pub(super) async fn cluster(req: Request<Handle>) -> tide::Result {
         return Ok(super::retry_later("too many views are open on this member; retry in 1 s"));
     };
     let handle = req.state().clone();
-    let Some(own) = handle.status().await else { return Ok(unavailable()) };
+    let Some(own) = handle.status(super::STATUS_JOBS_DEFAULT).await else { return Ok(unavailable()) };
     let me = handle.config.id;
     let asks = handle.config.members.0.iter().map(|(&id, addr)| {
         let (handle, addr, own) = (handle.clone(), addr.clone(), own.clone());

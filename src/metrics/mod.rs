@@ -200,10 +200,9 @@ impl Metrics {
         self.epoch.set(status.epoch as i64);
         self.leadership(status.leader, status.epoch);
         move_by_difference(&self.operations_computed, &self.seen_operations_computed, status.operations_computed);
-        let reexecuted: u64 = status.jobs.iter().map(|j| j.operations_reexecuted).sum();
-        move_by_difference(&self.operations_reexecuted, &self.seen_operations_reexecuted, reexecuted);
-        for state in ["queued", "running", "done"] {
-            let count = status.jobs.iter().filter(|j| j.state == state).count();
+        let counts = status.job_counts.unwrap_or_default();
+        move_by_difference(&self.operations_reexecuted, &self.seen_operations_reexecuted, counts.reexecuted);
+        for (state, count) in [("queued", counts.queued), ("running", counts.running), ("done", counts.finished)] {
             self.jobs.get_or_create(&vec![("state", state.to_string())]).set(count as i64);
         }
     }

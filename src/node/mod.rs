@@ -16,7 +16,7 @@ use crate::config::{NodeConfig, SharedSettings};
 use crate::coordinator::{Fingerprint, OpRef};
 use crate::error::Result;
 use crate::node_core::worker;
-pub use crate::node_core::{Input, Refusal, Routed};
+pub use crate::node_core::{Input, JobsQuery, Refusal, Routed};
 use crate::store::Store;
 use crate::transport::{self, Client};
 use async_std::channel::{self, Sender};
@@ -47,11 +47,12 @@ pub(crate) enum Event {
     /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
     /// job's result.
     Jobs {
-        id: Option<String>,
-        wait: bool,
+        query: JobsQuery,
         reply: Sender<Routed<Vec<JobInfo>>>,
     },
     Status {
+        /// How many of the newest jobs to list.
+        jobs_limit: usize,
         reply: Sender<NodeStatus>,
     },
     /// The coordinator at `epoch` sends checkpoint facts to keep.
@@ -173,22 +174,23 @@ impl Handle {
         rx.recv().await.ok()
     }
 
-    pub async fn status(&self) -> Option<NodeStatus> {
-        self.ask(|reply| Event::Status { reply }).await
+    /// This node's status with its `jobs_limit` newest jobs.
+    pub async fn status(&self, jobs_limit: usize) -> Option<NodeStatus> {
+        self.ask(|reply| Event::Status { jobs_limit, reply }).await
     }
 
     pub async fn submit(&self, n: u64, request: Option<String>) -> Option<Routed<JobInfo>> {
         self.ask(|reply| Event::Submit { n, request, reply }).await
     }
 
-    pub async fn jobs(&self, id: Option<String>) -> Option<Routed<Vec<JobInfo>>> {
-        self.ask(|reply| Event::Jobs { id, wait: false, reply }).await
+    pub async fn jobs(&self, query: JobsQuery) -> Option<Routed<Vec<JobInfo>>> {
+        self.ask(|reply| Event::Jobs { query, reply }).await
     }
 
     /// The job `id` once it has a result, or `None` when the node could not wait (it
     /// stopped coordinating); the caller bounds the wait.
     pub async fn job_result(&self, id: String) -> Option<Routed<Vec<JobInfo>>> {
-        self.ask(|reply| Event::Jobs { id: Some(id), wait: true, reply }).await
+        self.ask(|reply| Event::Jobs { query: JobsQuery::One { id, wait: true }, reply }).await
     }
 
     /// Hands tasks to the node; resolves with the products' frame once they are computed

@@ -14,7 +14,7 @@ use crate::coordinator::{fingerprint, JobId, OpRef, WorkItem};
 use crate::error::Result;
 use crate::node_core::worker;
 use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
-use crate::store::{Durable, Store, Writer};
+use crate::store::{Durable, FactsWrite, Store, Writer};
 use async_std::channel::{Receiver, Sender};
 use facto_elections::{AnyMsg, Epoch, HardState, Leadership, NodeId};
 use std::collections::BTreeMap;
@@ -149,12 +149,12 @@ impl Runtime {
                 Input::Work { from, epoch, tasks, reply: self.keep(Waiting::Work(reply)) }
             }
             Event::Submit { n, request, reply } => Input::Submit { n, request, reply: self.keep(Waiting::Job(reply)) },
-            Event::Jobs { id, wait, reply } => Input::Jobs { id, wait, reply: self.keep(Waiting::Jobs(reply)) },
+            Event::Jobs { query, reply } => Input::Jobs { query, reply: self.keep(Waiting::Jobs(reply)) },
             Event::ApplyFacts { from, epoch, facts, reply } => {
                 Input::ApplyFacts { from, epoch, facts, reply: self.keep(Waiting::Applied(reply)) }
             }
-            Event::Status { reply } => {
-                let _ = reply.try_send(self.status());
+            Event::Status { jobs_limit, reply } => {
+                let _ = reply.try_send(self.status(jobs_limit));
                 return;
             }
             Event::CheckpointQuery { from, epoch, skip, reply } => {
@@ -246,8 +246,8 @@ impl Runtime {
         match effect {
             Effect::SaveHardState(hard_state) => self.save_hard_state(hard_state),
             Effect::Send { to, msg } => self.send(to, msg),
-            Effect::Write { write, facts, finished, checkpoint_version } => {
-                let durable = self.writer.write(facts, finished, checkpoint_version);
+            Effect::Write { write, facts, finished, retired, checkpoint_version } => {
+                let durable = self.writer.write(FactsWrite { facts, finished, retired, checkpoint_version });
                 self.when_durable(durable, write);
             }
             Effect::Replicate { token, epoch, facts } => self.replicate(token, epoch, facts),
@@ -399,9 +399,9 @@ impl Runtime {
         });
     }
 
-    fn status(&self) -> NodeStatus {
+    fn status(&self, jobs_limit: usize) -> NodeStatus {
         let cfg = &self.handle.config;
-        let core = self.core.status(self.now_ms());
+        let core = self.core.status(self.now_ms(), jobs_limit);
         NodeStatus {
             id: cfg.id,
             address: cfg.members.addr(cfg.id).unwrap_or(&cfg.listen).to_string(),
@@ -422,6 +422,7 @@ impl Runtime {
             refused_messages: self.handle.refusals.count(),
             taking_over: core.taking_over,
             jobs: core.jobs,
+            job_counts: core.job_counts,
             leadership_log: core.leadership_log,
             member_list: format!("{:016x}", cfg.members.fingerprint()),
             settings: self.handle.settings.text(),

@@ -2,7 +2,7 @@
 //! (answered now or once the result is known), and the node's status.
 
 use super::role::Role;
-use super::{Answer, CoreStatus, NodeCore, ReplyId, Routed};
+use super::{Answer, CoreStatus, JobsQuery, NodeCore, ReplyId, Routed};
 use crate::api::JobInfo;
 use crate::checkpoint::Fact;
 use crate::coordinator::Plan;
@@ -105,19 +105,22 @@ impl NodeCore {
     }
 
     /// `GET /jobs[/<id>]`; with `wait`, held until the job's result is known (the driver
-    /// bounds the wait).
-    pub(super) fn on_jobs_query(&mut self, id: Option<String>, wait: bool, reply: ReplyId) {
+    /// bounds the wait). A job past retention is gone, with the reason.
+    pub(super) fn on_jobs_query(&mut self, query: JobsQuery, reply: ReplyId) {
         let routed = match self.route() {
             Routed::Here(()) => {
-                if let Some(id) = &id {
+                if let JobsQuery::One { id, .. } = &query {
                     self.convert_again_if_dropped(id);
                 }
-                let mut jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(id.as_deref()));
+                let mut jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(&query));
                 jobs.iter_mut().for_each(|j| j.coordinator = Some(self.settings.id));
-                match (self.role.coordinator_mut(), id) {
-                    (Some(c), Some(id)) if wait && jobs.len() == 1 && jobs[0].result.is_none() => {
+                match (self.role.coordinator_mut(), query) {
+                    (Some(c), JobsQuery::One { id, wait: true }) if jobs.len() == 1 && jobs[0].result.is_none() => {
                         c.waiters.entry(id).or_default().push(reply);
                         return;
+                    }
+                    (_, JobsQuery::One { id, .. }) if jobs.is_empty() && self.checkpoint.is_retired(&id) => {
+                        Routed::Gone(self.past_retention(&id))
                     }
                     _ => Routed::Here(jobs),
                 }
@@ -141,8 +144,8 @@ impl NodeCore {
         }
     }
 
-    /// What this node shows of itself in `/status`.
-    pub fn status(&self, now_ms: u64) -> CoreStatus {
+    /// What this node shows of itself in `/status`, with its `jobs_limit` newest jobs.
+    pub fn status(&self, now_ms: u64, jobs_limit: usize) -> CoreStatus {
         let leadership = self.election.leadership();
         let role = match leadership {
             Leadership::Leading { .. } => "coordinator",
@@ -150,7 +153,7 @@ impl NodeCore {
             Leadership::Unknown => "candidate",
         };
         let jobs = self.role.coordinator().map_or_else(Vec::new, |c| {
-            let mut jobs: Vec<JobInfo> = c.scheduler.progress().iter().map(|p| JobInfo::new(p, None)).collect();
+            let mut jobs: Vec<JobInfo> = c.scheduler.latest(jobs_limit, None).iter().map(|p| JobInfo::new(p, None)).collect();
             for j in jobs.iter_mut() {
                 if c.results.contains_key(&j.id) {
                     j.state = "done".into();
@@ -174,6 +177,7 @@ impl NodeCore {
             checkpoint_version: self.checkpoint_version,
             taking_over: self.taking_over(),
             jobs,
+            job_counts: self.role.coordinator().map(|c| c.scheduler.counts()),
             leadership_log: self.leadership_log.iter().cloned().collect(),
         }
     }

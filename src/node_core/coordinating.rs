@@ -2,7 +2,7 @@
 //! peers hold, handing the scheduler's work out, and results to decimal.
 
 use super::role::{Coordinator, Role, RESULT_BYTES_MAX};
-use super::{Answer, Effect, NodeCore, Routed};
+use super::{Answer, Effect, JobsQuery, NodeCore, Routed};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::Fact;
 use crate::coordinator::{Action, JobId, OpRef, Plan, Scheduler, Timing};
@@ -151,6 +151,8 @@ impl NodeCore {
                 // A job under way here that a peer says finished: its root is on that peer's
                 // disk, not in hand; computing it again costs work but loses nothing.
                 Fact::Dispatched { .. } | Fact::Finished { .. } => {}
+                // Its jobs left the checkpoint and the scheduler as it was recorded.
+                Fact::Retired { .. } => {}
             }
         }
         actions.extend(c.scheduler.learn(products, now_ms));
@@ -180,6 +182,7 @@ impl NodeCore {
                         if let Some(&accepted_ms) = c.accepted_ms.get(&job) {
                             c.product_ms.insert(job.clone(), now_ms.saturating_sub(accepted_ms));
                         }
+                        c.finished_ms.insert(job.clone(), now_ms);
                     }
                     self.convert_to_decimal(job, n, Some(result));
                 }
@@ -215,8 +218,13 @@ impl NodeCore {
         // Without checkpoints the digits are the only copy of the result: kept.
         let max_bytes = if self.settings.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
         let Some(c) = self.role.coordinator_mut() else { return };
+        if c.scheduler.job_progress(&job).is_none() {
+            // Retired while it was being converted.
+            c.converting.remove(&job);
+            return;
+        }
         c.keep_result(job.clone(), decimal, max_bytes);
-        let answer = c.jobs(Some(&job));
+        let answer = c.jobs(&JobsQuery::One { id: job.clone(), wait: false });
         for waiter in c.waiters.remove(&job).unwrap_or_default() {
             self.reply(waiter, Answer::Jobs(Routed::Here(answer.clone())));
         }

@@ -132,9 +132,11 @@ impl NodeCore {
         self.election.set_checkpoint_version(self.checkpoint_version);
         let mut written = new.clone();
         written.extend(finished.iter().map(|(_, f)| f.clone()));
-        if write.is_some() || !written.is_empty() {
+        let retired = self.checkpoint.take_retired();
+        self.forget_retired(&retired);
+        if write.is_some() || !written.is_empty() || !retired.is_empty() {
             let checkpoint_version = self.checkpoint_version;
-            self.emit(Effect::Write { write, facts: new, finished, checkpoint_version });
+            self.emit(Effect::Write { write, facts: new, finished, retired, checkpoint_version });
         }
         written
     }
@@ -327,7 +329,8 @@ impl NodeCore {
         if !finished.is_empty() {
             self.checkpoint_version += finished.len() as u64;
             let checkpoint_version = self.checkpoint_version;
-            self.emit(Effect::Write { write: None, facts: Vec::new(), finished, checkpoint_version });
+            let retired = Vec::new();
+            self.emit(Effect::Write { write: None, facts: Vec::new(), finished, retired, checkpoint_version });
         }
         jobs
     }

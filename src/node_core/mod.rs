@@ -26,6 +26,7 @@
 mod clients;
 mod coordinating;
 mod durability;
+mod retention;
 mod role;
 pub mod validate;
 pub mod worker;
@@ -60,6 +61,9 @@ pub struct Settings {
     pub delay_ms: u64,
     pub queue_jobs_max: u64,
     pub queue_ops_max: u64,
+    /// Finished jobs kept (the newest), and for how long at most (see `retention`).
+    pub retain_jobs: usize,
+    pub retain_for_ms: Option<u64>,
     /// Deliberate bugs, for showing that the simulator catches them; always off in `facto node`.
     pub bugs: Bugs,
 }
@@ -75,6 +79,8 @@ impl Settings {
             delay_ms: cfg.delay_ms,
             queue_jobs_max: cfg.queue_jobs_max,
             queue_ops_max: cfg.queue_ops_max,
+            retain_jobs: cfg.retain_jobs,
+            retain_for_ms: cfg.retain_for_ms,
             bugs: Bugs::default(),
         }
     }
@@ -111,9 +117,8 @@ pub enum Input {
     PeerEpoch { from: NodeId, epoch: Epoch },
     /// A client submits n! (`request`: its idempotency key).
     Submit { n: u64, request: Option<String>, reply: ReplyId },
-    /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
-    /// job's result.
-    Jobs { id: Option<String>, wait: bool, reply: ReplyId },
+    /// A client asks for a job, or a page of the newest jobs.
+    Jobs { query: JobsQuery, reply: ReplyId },
     /// The client behind `reply` stopped waiting.
     ClientGone { reply: ReplyId },
     /// The coordinator at `epoch` asks for this node's checkpoint, leaving out `skip`.
@@ -171,9 +176,15 @@ pub enum Effect {
     SaveHardState(HardState),
     /// Send an election message.
     Send { to: NodeId, msg: AnyMsg },
-    /// Write checkpoint facts (`finished`: root products, kept on disk only); report
-    /// [`Input::Written`] when `write` names it.
-    Write { write: Option<WriteId>, facts: Vec<Fact>, finished: Vec<(JobId, Fact)>, checkpoint_version: u64 },
+    /// Write checkpoint facts (`finished`: root products, kept on disk only; `retired`: jobs
+    /// whose records all go); report [`Input::Written`] when `write` names it.
+    Write {
+        write: Option<WriteId>,
+        facts: Vec<Fact>,
+        finished: Vec<(JobId, Fact)>,
+        retired: Vec<JobId>,
+        checkpoint_version: u64,
+    },
     /// Make facts durable on one peer; report [`Input::Replicated`] when `token` names it.
     Replicate { token: Option<u64>, epoch: Epoch, facts: Vec<Fact> },
     /// Ask the peers (`only` one of them) for their checkpoints, leaving out `finished` jobs;
@@ -227,6 +238,15 @@ pub struct Refusal {
     pub known_epoch: Epoch,
 }
 
+/// What a client asks of the jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobsQuery {
+    /// One job; with `wait`, the answer waits for its result.
+    One { id: String, wait: bool },
+    /// The `limit` newest jobs submitted before job `before` (or of all), oldest first.
+    Latest { limit: usize, before: Option<String> },
+}
+
 /// Where a client request is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Routed<T> {
@@ -238,6 +258,8 @@ pub enum Routed<T> {
     NoLeader,
     /// The coordinator could not do it (e.g. could not make a job durable); try again.
     Failed(String),
+    /// What was asked for is past retention: the cluster forgot it on purpose.
+    Gone(String),
     /// The request contradicts what the cluster holds; trying again will not help.
     Refused(String),
     /// The coordinator's queue is full; try again later.
@@ -247,6 +269,7 @@ pub enum Routed<T> {
 /// What the core shows of itself in `/status`.
 #[derive(Clone, Debug)]
 pub struct CoreStatus {
+    pub job_counts: Option<crate::coordinator::JobCounts>,
     pub role: &'static str,
     pub leader: Option<NodeId>,
     pub epoch: Epoch,
@@ -361,7 +384,7 @@ impl NodeCore {
             Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),
             Input::PeerEpoch { from, epoch } => self.on_peer_epoch(from, epoch),
             Input::Submit { n, request, reply } => self.submit(n, request, reply),
-            Input::Jobs { id, wait, reply } => self.on_jobs_query(id, wait, reply),
+            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
             Input::ClientGone { reply } => self.on_client_gone(reply),
             Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
             Input::CheckpointQuery { from, epoch, skip, reply } => self.on_checkpoint_query(from, epoch, &skip, reply),
@@ -422,6 +445,7 @@ impl NodeCore {
         }
         self.replicate_again();
         self.pull_again();
+        self.retire_past_retention();
     }
 
     fn on_election_message(&mut self, from: NodeId, msg: AnyMsg) {

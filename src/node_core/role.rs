@@ -3,7 +3,7 @@
 
 use super::{
     durability::{Round, RoundJoin},
-    Input, ReplyId,
+    Input, JobsQuery, ReplyId,
 };
 use crate::api::JobInfo;
 use crate::coordinator::{JobId, Scheduler};
@@ -75,6 +75,10 @@ pub(super) struct Coordinator {
     pub unpulled: BTreeSet<NodeId>,
     pub pulling: BTreeSet<NodeId>,
     pub last_pull_ms: u64,
+    /// When each finished job was first seen finished here (for `--retain-for`), and when
+    /// retention is next looked at.
+    pub finished_ms: BTreeMap<JobId, u64>,
+    pub next_retention_check_ms: u64,
 }
 
 impl Coordinator {
@@ -94,6 +98,25 @@ impl Coordinator {
             unpulled: BTreeSet::new(),
             pulling: BTreeSet::new(),
             last_pull_ms: 0,
+            finished_ms: BTreeMap::new(),
+            next_retention_check_ms: 0,
+        }
+    }
+
+    /// Forgets jobs past retention: their progress, digits and times.
+    pub(super) fn forget(&mut self, retired: &[JobId]) {
+        for id in retired {
+            self.scheduler.retire(id);
+            if let Some(digits) = self.results.remove(id) {
+                self.results_bytes -= digits.len();
+            }
+            self.accepted_ms.remove(id);
+            self.product_ms.remove(id);
+            self.finished_ms.remove(id);
+        }
+        if !retired.is_empty() {
+            let gone: BTreeSet<&JobId> = retired.iter().collect();
+            self.results_oldest_first.retain(|id| !gone.contains(id));
         }
     }
 
@@ -114,17 +137,22 @@ impl Coordinator {
         }
     }
 
-    /// Jobs as clients see them: every job, or the one named `id`.
-    pub(super) fn jobs(&self, id: Option<&str>) -> Vec<JobInfo> {
-        let progress = match id {
-            Some(id) => self.scheduler.job_progress(id).into_iter().collect(),
-            None => self.scheduler.progress(),
+    /// Jobs as clients see them: the one asked for, with its digits, or a page of the
+    /// newest without them (a page of big results would be gigabytes).
+    pub(super) fn jobs(&self, query: &JobsQuery) -> Vec<JobInfo> {
+        let (progress, with_digits) = match query {
+            JobsQuery::One { id, .. } => (self.scheduler.job_progress(id).into_iter().collect(), true),
+            JobsQuery::Latest { limit, before } => (self.scheduler.latest(*limit, before.as_deref()), false),
         };
         progress
             .iter()
-            .map(|p| JobInfo {
-                product_ms: self.product_ms.get(&p.id).copied(),
-                ..JobInfo::new(p, self.results.get(&p.id).cloned())
+            .map(|p| {
+                let digits = self.results.get(&p.id);
+                let mut job = JobInfo::new(p, digits.filter(|_| with_digits).cloned());
+                if digits.is_some() {
+                    job.state = "done".into();
+                }
+                JobInfo { product_ms: self.product_ms.get(&p.id).copied(), ..job }
             })
             .collect()
     }

@@ -75,6 +75,10 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
         match fact {
             Fact::Job { .. } => {}
             Fact::Finished { job } => return Err(format!("a finished mark for job {job} in a write")),
+            Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 == u64::MAX => {
+                return Err(format!("a retirement horizon {up_to:?} that names no job"))
+            }
+            Fact::Retired { .. } => {}
             Fact::Dispatched { job, op } | Fact::Product { job, op, .. } => {
                 let n =
                     ns.get(job.as_str()).copied().or_else(|| n_of(job)).ok_or_else(|| format!("unknown job {job}"))?;

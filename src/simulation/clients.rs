@@ -3,7 +3,7 @@
 
 use super::{Ev, Sim};
 use crate::bignum::Big;
-use crate::node_core::{Answer, Input, ReplyId, Routed};
+use crate::node_core::{Answer, Input, JobsQuery, ReplyId, Routed};
 use facto_elections::sim::{MAX_DELAY_MS, MIN_DELAY_MS};
 
 /// How long a client waits for a submission's answer (the HTTP edge's bound while a node
@@ -88,7 +88,7 @@ impl Sim<'_> {
         self.clients[client].waiting_at = Some((node, self.nodes[node].life, reply));
         let c = &self.clients[client];
         let input = match &c.acked {
-            Some(id) => Input::Jobs { id: Some(id.clone()), wait: false, reply },
+            Some(id) => Input::Jobs { query: JobsQuery::One { id: id.clone(), wait: false }, reply },
             None => Input::Submit { n: c.n, request: Some(c.key.clone()), reply },
         };
         self.step(node, input);
@@ -122,6 +122,7 @@ impl Sim<'_> {
                 }
                 self.client_wake(client, 1);
             }
+            Answer::Jobs(Routed::Gone(why)) => self.client_finds_gone(client, &why),
             Answer::Jobs(Routed::Here(jobs)) => {
                 let acked = self.clients[client].acked.clone();
                 match jobs.into_iter().find(|j| Some(&j.id) == acked.as_ref()).and_then(|j| j.result) {
@@ -134,6 +135,18 @@ impl Sim<'_> {
                 self.client_wake(client, wait);
             }
         }
+    }
+
+    /// A job past retention may be forgotten before its client reads it, but only a job
+    /// that finished: some node's disk must hold (or have held) its root.
+    fn client_finds_gone(&mut self, client: usize, why: &str) {
+        let key = self.clients[client].key.clone();
+        let Some(id) = self.clients[client].acked.clone() else { return };
+        if !self.nodes.iter().any(|node| node.disk.roots.contains_key(&id)) {
+            self.violation(format!("client {key}: job {id} is gone but never finished: {why}"));
+        }
+        self.note(|| format!("client {key}: job {id} retired before it was read"));
+        self.clients[client].done = true;
     }
 
     /// The result must be n!, computed independently (malachite's own factorial).

@@ -222,7 +222,8 @@ impl Sim<'_> {
                 }
             }
             Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
-            Effect::Write { write, facts, finished, checkpoint_version } => {
+            // Retired jobs go from the simulated disk as it applies the `Retired` fact.
+            Effect::Write { write, facts, finished, checkpoint_version, .. } => {
                 self.write(i, Write { write, hard_state: None, facts, finished, version: checkpoint_version })
             }
             Effect::Replicate { token, epoch, facts } => self.replicate(i, token, epoch, facts),

@@ -57,6 +57,9 @@ pub const CLIENTS: usize = 3;
 /// The largest n a simulated client asks for (small plans keep a run fast; they still have
 /// several stages of tasks).
 pub const N_MAX: u64 = 20_000;
+/// Finished jobs a simulated coordinator keeps: one, so that every run with two finished
+/// jobs retires one, and a client may find its job gone before it reads it.
+const RETAIN_JOBS: usize = 1;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -239,6 +242,8 @@ impl<'a> Sim<'a> {
             delay_ms: 0,
             queue_jobs_max: 64,
             queue_ops_max: 16_000_000,
+            retain_jobs: RETAIN_JOBS,
+            retain_for_ms: None,
             bugs: self.config.bugs,
         }
     }

@@ -1,0 +1,77 @@
+//! Retention: finished jobs leave the coordinator's memory, every node's checkpoint and
+//! disk, and status answers once they are past `--retain-jobs` (the newest N finished jobs
+//! stay) or `--retain-for` (finished longer ago than that). A month of small jobs then costs
+//! what its last N jobs cost, and a takeover loads only those.
+//!
+//! The coordinator records a horizon ([`Fact::Retired`]): every finished job up to it in
+//! submission order is forgotten. It replicates it like any fact; a replica that misses it
+//! is covered by the next, since horizons only move forward. An unfinished job below the
+//! horizon stays until it finishes (the next horizon takes it). A client asking for a
+//! forgotten job hears 410 with the reason, not a 404 that would say it never existed.
+
+use super::{Effect, NodeCore};
+use crate::checkpoint::{job_order, Fact};
+use crate::coordinator::JobId;
+
+/// How often a coordinator looks for jobs past retention (the driver's clock).
+const RETENTION_CHECK_MS: u64 = 1_000;
+
+impl NodeCore {
+    /// Retires the finished jobs past retention, if any, at most once per
+    /// [`RETENTION_CHECK_MS`].
+    pub(super) fn retire_past_retention(&mut self) {
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        if now_ms < c.next_retention_check_ms {
+            return;
+        }
+        c.next_retention_check_ms = now_ms + RETENTION_CHECK_MS;
+        let epoch = c.epoch;
+        let Some(up_to) = self.retirement_horizon(now_ms) else { return };
+        log::debug!("jobs up to {up_to} are past retention");
+        let facts = self.record(vec![Fact::Retired { up_to }], None);
+        if !facts.is_empty() {
+            self.emit(Effect::Replicate { token: None, epoch, facts });
+        }
+    }
+
+    /// The newest finished job past retention: beyond the newest `retain_jobs` finished
+    /// ones, or finished `retain_for_ms` ago or longer (a job finished under an earlier
+    /// coordinator counts from when this one first saw it finished).
+    fn retirement_horizon(&mut self, now_ms: u64) -> Option<JobId> {
+        let (retain_jobs, retain_for_ms) = (self.settings.retain_jobs, self.settings.retain_for_ms);
+        let c = self.role.coordinator_mut()?;
+        let mut finished: Vec<((u64, u64, String), &JobId)> =
+            self.checkpoint.jobs.iter().filter(|(_, j)| j.finished).map(|(id, _)| (job_order(id), id)).collect();
+        finished.sort_unstable();
+        let by_count = finished.len().checked_sub(retain_jobs.saturating_add(1));
+        let by_age = retain_for_ms.and_then(|keep_ms| {
+            finished.iter().rposition(|(_, id)| {
+                let at = *c.finished_ms.entry((*id).clone()).or_insert(now_ms);
+                now_ms.saturating_sub(at) >= keep_ms
+            })
+        });
+        let newest = by_count.max(by_age)?;
+        Some(finished[newest].1.clone())
+    }
+
+    /// Drops retired jobs from the coordinator's state (the checkpoint dropped them already).
+    pub(super) fn forget_retired(&mut self, retired: &[JobId]) {
+        if let Some(c) = self.role.coordinator_mut() {
+            c.forget(retired);
+        }
+    }
+
+    /// Why a job is gone: a client's 410.
+    pub(super) fn past_retention(&self, id: &str) -> String {
+        let mut why = format!(
+            "job {id} is past retention: it finished and was forgotten (this cluster keeps the newest {} finished jobs",
+            self.settings.retain_jobs
+        );
+        if let Some(ms) = self.settings.retain_for_ms {
+            why.push_str(&format!(", for at most {} s", ms / 1000));
+        }
+        why.push(')');
+        why
+    }
+}
