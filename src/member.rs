@@ -6,10 +6,9 @@ use crate::api::NodeStatus;
 use crate::config::{NodeConfig, SharedSettings};
 use crate::coordinator::Fingerprint;
 use crate::error::{Error, Result};
-use crate::node::{faults, runtime, Event, Handle};
+use crate::node::{faults, runtime, Handle};
 use crate::store::Store;
 use crate::transport::{self, Client};
-use async_std::channel::{self, Receiver, Sender};
 use std::sync::Arc;
 
 /// A seed no peer can predict: the operating system's randomness (the clock and process id
@@ -128,12 +127,12 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     let reset = config.reset_data && reset_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let (hard_state, checkpoint, checkpoint_version) = store.load(&config.data_dir)?;
-    let (tx, rx): (Sender<Event>, Receiver<Event>) = channel::unbounded();
+    let (inbox, inboxes) = crate::node::Inbox::new();
     let gate = Arc::new(transport::Gate::default());
     let settings = format!("{};node={}", crate::config::SharedSettings::of(&config).text(), config.id);
     let client = Client::behind(cluster_key.clone(), gate.clone(), settings);
     let fingerprint = Fingerprint::new(random_seed());
-    let handle = Handle::new(tx, config, faults, (client, gate), store.clone(), fingerprint);
+    let handle = Handle::new(inbox, config, faults, (client, gate), store.clone(), fingerprint);
     let hard_state = if reset {
         let taken = hard_state_from_peers(&handle).await;
         store.save_hard_state_now(&taken)?;
@@ -157,5 +156,5 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     );
     let app = crate::http::app(handle.clone(), cluster_key);
     async_std::task::spawn(crate::http::serve(listener, app));
-    runtime.run(rx).await
+    runtime.run(inboxes).await
 }

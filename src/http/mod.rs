@@ -7,6 +7,7 @@
 
 mod connections;
 mod request_head;
+mod slots;
 mod view;
 
 use crate::api::{
@@ -51,8 +52,9 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     app.at("/view.js").get(view::script);
     app.at("/view.css").get(view::style);
     app.at("/cluster").get(view::cluster);
-    app.at("/jobs").post(submit).get(list_jobs);
-    app.at("/jobs/:id").get(get_job);
+    let limit = ClientLimit::default();
+    app.at("/jobs").with(limit.clone()).post(submit).get(list_jobs);
+    app.at("/jobs/:id").with(limit).get(get_job);
 
     let mut admin = tide::with_state(handle.clone());
     admin.with(KeyGuard { key: cluster_key.clone(), required: true });
@@ -141,6 +143,37 @@ async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: co
             Err(e) => return log::debug!("connection closed with an error: {e}"),
         }
     }
+}
+
+/// Client requests (`/jobs...`) a member serves at once; beyond, 429 with `Retry-After`.
+/// Long-polls count: each holds a place until its answer leaves.
+const CLIENT_REQUESTS_MAX: usize = 8_192;
+
+/// Bounds the client work in flight on this member.
+#[derive(Clone)]
+struct ClientLimit(slots::Slots);
+
+impl Default for ClientLimit {
+    fn default() -> ClientLimit {
+        ClientLimit(slots::Slots::new(CLIENT_REQUESTS_MAX))
+    }
+}
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for ClientLimit {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let Some(_slot) = self.0.take() else {
+            return Ok(busy("too many client requests on this member; retry in 1 s"));
+        };
+        Ok(next.run(req).await)
+    }
+}
+
+/// 429 with `Retry-After: 1`: come back shortly, nothing is wrong.
+fn busy(why: &str) -> Response {
+    let mut res = error(StatusCode::TooManyRequests, why);
+    res.insert_header("Retry-After", "1");
+    res
 }
 
 /// The single check in front of every internal and admin endpoint. Endpoints that
@@ -515,11 +548,7 @@ async fn submit(mut req: Request<Handle>) -> tide::Result {
         }
         Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
         Some(Routed::Refused(why)) => error(StatusCode::Conflict, &why),
-        Some(Routed::Busy(why)) => {
-            let mut res = error(StatusCode::TooManyRequests, &why);
-            res.insert_header("Retry-After", "1");
-            res
-        }
+        Some(Routed::Busy(why)) => busy(&why),
         _ => unavailable(),
     })
 }

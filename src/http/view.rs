@@ -7,6 +7,7 @@
 
 use super::{json, unavailable, Handle};
 use crate::api::NodeStatus;
+use super::slots::Slots;
 use serde::Serialize;
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};
@@ -14,32 +15,11 @@ use tide::{Request, Response, StatusCode};
 /// How long `/cluster` waits for each member's status.
 const MEMBER_STATUS_TIMEOUT_MS: u64 = 400;
 /// The most `/cluster` requests a member serves at once (each asks every member): beyond,
-/// 503 with `Retry-After`, so open pages can never pile up work on a member.
+/// 429 with `Retry-After`, so open pages can never pile up work on a member.
 const CLUSTER_VIEWS_MAX: usize = 64;
 
 /// `/cluster` requests being served right now.
-static CLUSTER_VIEWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// One `/cluster` request being served; counted until dropped.
-struct ViewSlot;
-
-impl ViewSlot {
-    fn take() -> Option<ViewSlot> {
-        use std::sync::atomic::Ordering;
-        let before = CLUSTER_VIEWS.fetch_add(1, Ordering::AcqRel);
-        if before >= CLUSTER_VIEWS_MAX {
-            CLUSTER_VIEWS.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ViewSlot)
-    }
-}
-
-impl Drop for ViewSlot {
-    fn drop(&mut self) {
-        CLUSTER_VIEWS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
+static CLUSTER_VIEWS: std::sync::LazyLock<Slots> = std::sync::LazyLock::new(|| Slots::new(CLUSTER_VIEWS_MAX));
 
 const PAGE: &str = include_str!("view/index.html");
 const SCRIPT: &str = include_str!("view/view.js");
@@ -87,8 +67,8 @@ struct ClusterView {
 /// `GET /cluster`: every member's `/status` (asked in parallel, each within
 /// [`MEMBER_STATUS_TIMEOUT_MS`]; `up: false` when it did not answer). Read-only, no key.
 pub(super) async fn cluster(req: Request<Handle>) -> tide::Result {
-    let Some(_slot) = ViewSlot::take() else {
-        return Ok(super::retry_later("too many views are open on this member; retry in 1 s"));
+    let Some(_slot) = CLUSTER_VIEWS.take() else {
+        return Ok(super::busy("too many views are open on this member; retry in 1 s"));
     };
     let handle = req.state().clone();
     let Some(own) = handle.status(super::STATUS_JOBS_DEFAULT).await else { return Ok(unavailable()) };

@@ -98,10 +98,53 @@ pub enum WorkRefused {
     Failed(String),
 }
 
+impl Event {
+    /// Control traffic: ticks, election messages, peers' reachability and epochs, the hard
+    /// state reaching the disk. It has a queue of its own that the runtime empties first, so
+    /// a heartbeat never waits behind client requests, work or checkpoint traffic.
+    fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Event::Input(
+                Input::Tick | Input::Election { .. } | Input::PeerReachable { .. } | Input::PeerEpoch { .. }
+            ) | Event::HardStateDurable
+        )
+    }
+}
+
+/// The runtime's two queues: control traffic, and everything else.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    control: Sender<Event>,
+    other: Sender<Event>,
+}
+
+/// The receiving ends of an [`Inbox`], for the runtime.
+pub(crate) struct Inboxes {
+    pub control: channel::Receiver<Event>,
+    pub other: channel::Receiver<Event>,
+}
+
+impl Inbox {
+    pub(crate) fn new() -> (Inbox, Inboxes) {
+        let (control, control_rx) = channel::unbounded();
+        let (other, other_rx) = channel::unbounded();
+        (Inbox { control, other }, Inboxes { control: control_rx, other: other_rx })
+    }
+
+    fn queue_of(&self, event: &Event) -> &Sender<Event> {
+        if event.is_control() {
+            &self.control
+        } else {
+            &self.other
+        }
+    }
+}
+
 /// The HTTP edge's way into the runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
-    inbox: Sender<Event>,
+    inbox: Inbox,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) faults: Arc<faults::Faults>,
     pub(crate) config: Arc<NodeConfig>,
@@ -131,7 +174,7 @@ pub struct Handle {
 
 impl Handle {
     pub(crate) fn new(
-        inbox: Sender<Event>,
+        inbox: Inbox,
         config: NodeConfig,
         faults: faults::Faults,
         (client, gate): (Client, Arc<transport::Gate>),
@@ -158,7 +201,7 @@ impl Handle {
 
     pub(crate) fn send(&self, event: Event) {
         // The runtime only stops when the process does; a closed inbox loses nothing.
-        let _ = self.inbox.try_send(event);
+        let _ = self.inbox.queue_of(&event).try_send(event);
     }
 
     /// A peer that refused a call of this node's named the epoch it knows: the core hears it.
@@ -170,7 +213,8 @@ impl Handle {
 
     async fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Event) -> Option<T> {
         let (tx, rx) = channel::bounded(1);
-        self.inbox.send(make(tx)).await.ok()?;
+        let event = make(tx);
+        self.inbox.queue_of(&event).send(event).await.ok()?;
         rx.recv().await.ok()
     }
 

@@ -6,7 +6,7 @@
 use super::links::Links;
 use super::replication::{find_root, gather, replicate, verify};
 use super::{compute, converter};
-use super::{Event, Handle, Routed, WorkRefused};
+use super::{Event, Handle, Inboxes, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::node_core::worker;
 use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
 use crate::store::{Durable, FactsWrite, Store, Writer};
-use async_std::channel::{Receiver, Sender};
+use async_std::channel::Sender;
 use facto_elections::{AnyMsg, Epoch, HardState, Leadership, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,10 +91,19 @@ impl Runtime {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Handles events until the process ends.
-    pub async fn run(mut self, inbox: Receiver<Event>) -> Result<()> {
+    /// Handles events until the process ends, control traffic first.
+    pub async fn run(mut self, inboxes: Inboxes) -> Result<()> {
+        use futures::FutureExt;
         self.start_ticker();
-        while let Ok(event) = inbox.recv().await {
+        loop {
+            let next = match inboxes.control.try_recv() {
+                Ok(event) => Ok(event),
+                Err(_) => futures::select_biased! {
+                    event = inboxes.control.recv().fuse() => event,
+                    event = inboxes.other.recv().fuse() => event,
+                },
+            };
+            let Ok(event) = next else { break };
             let started = Instant::now();
             let kind = event.kind();
             self.handle_event(event);
