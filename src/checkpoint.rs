@@ -255,8 +255,12 @@ impl Checkpoint {
             return false;
         }
         let horizon = job_order(&up_to);
-        let retired: Vec<String> =
-            self.jobs.iter().filter(|(id, j)| j.finished && job_order(id) <= horizon).map(|(id, _)| id.clone()).collect();
+        let retired: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(id, j)| j.finished && job_order(id) <= horizon)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in &retired {
             self.jobs.remove(id);
         }

@@ -648,7 +648,12 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300_000, request: None }];
         facts.extend((0..64).map(leaf));
-        assert!(async_std::task::block_on(store.start_writer(|_| ()).write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 65 }).wait()));
+        assert!(async_std::task::block_on(
+            store
+                .start_writer(|_| ())
+                .write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 65 })
+                .wait()
+        ));
         assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
         // A database from before records: one fact per key.
         store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(64)).unwrap()).unwrap();
@@ -680,7 +685,17 @@ mod tests {
         let facts: Vec<Fact> = std::iter::once(job).chain((0..8).map(|i| large_product("1-1", i))).collect();
         {
             let store = Store::open(&dir).unwrap();
-            assert!(async_std::task::block_on(store.start_writer(|_| ()).write(FactsWrite { facts: facts.clone(), finished: vec![], retired: vec![], checkpoint_version: 9 }).wait()));
+            assert!(async_std::task::block_on(
+                store
+                    .start_writer(|_| ())
+                    .write(FactsWrite {
+                        facts: facts.clone(),
+                        finished: vec![],
+                        retired: vec![],
+                        checkpoint_version: 9
+                    })
+                    .wait()
+            ));
             assert_eq!(files_in(&dir).len(), 1, "one record, in a file");
         }
         // A file written just before a crash, its pointer never saved: gone at the next start.
@@ -695,7 +710,12 @@ mod tests {
             op: Plan::new(300_000).root().unwrap(),
             product: Big::factorial(20_000),
         };
-        let written = store.start_writer(|_| ()).write(FactsWrite { facts: vec![], finished: vec![("1-1".into(), root.clone())], retired: vec![], checkpoint_version: 10 });
+        let written = store.start_writer(|_| ()).write(FactsWrite {
+            facts: vec![],
+            finished: vec![("1-1".into(), root.clone())],
+            retired: vec![],
+            checkpoint_version: 10,
+        });
         assert!(async_std::task::block_on(written.wait()));
         assert_eq!(files_in(&dir).len(), 1, "only the root's file is left");
         assert_eq!(store.root_fact("1-1").unwrap(), Some(root));
@@ -727,7 +747,12 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let facts = vec![Fact::Job { id: "1-1".into(), n: 20_000, request: None }, leaf(0), leaf(1)];
-            let durable = store.start_writer(|_| ()).write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 3 });
+            let durable = store.start_writer(|_| ()).write(FactsWrite {
+                facts,
+                finished: vec![],
+                retired: vec![],
+                checkpoint_version: 3,
+            });
             assert!(async_std::task::block_on(durable.wait()));
         }
         let store = reopen(&dir);
@@ -736,7 +761,12 @@ mod tests {
         assert_eq!(checkpoint.jobs["1-1"].products.len(), 2);
         let root = Plan::new(20_000).root().unwrap();
         let root_fact = Fact::Product { job: "1-1".into(), op: root, product: Big::from(99) };
-        let durable = store.start_writer(|_| ()).write(FactsWrite { facts: vec![], finished: vec![("1-1".into(), root_fact.clone())], retired: vec![], checkpoint_version: 4 });
+        let durable = store.start_writer(|_| ()).write(FactsWrite {
+            facts: vec![],
+            finished: vec![("1-1".into(), root_fact.clone())],
+            retired: vec![],
+            checkpoint_version: 4,
+        });
         assert!(async_std::task::block_on(durable.wait()));
         let (checkpoint, _) = store.checkpoint().unwrap();
         assert!(checkpoint.jobs["1-1"].finished);

@@ -5,9 +5,9 @@
 //! move to another member; an event stream would need the same fallback anyway. Measured cost
 //! in docs/BENCHMARKS.md ("Web view").
 
+use super::slots::Slots;
 use super::{json, unavailable, Handle};
 use crate::api::NodeStatus;
-use super::slots::Slots;
 use serde::Serialize;
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};

@@ -32,36 +32,19 @@ pub(crate) enum Event {
     Input(Input),
     /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
     /// work was refused.
-    Work {
-        from: NodeId,
-        epoch: Epoch,
-        tasks: Vec<(OpRef, worker::Task)>,
-        reply: Sender<Result<Vec<u8>, WorkRefused>>,
-    },
+    Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, worker::Task)>, reply: Sender<Result<Vec<u8>, WorkRefused>> },
     /// A client submits n!.
-    Submit {
-        n: u64,
-        request: Option<String>,
-        reply: Sender<Routed<JobInfo>>,
-    },
+    Submit { n: u64, request: Option<String>, reply: Sender<Routed<JobInfo>> },
     /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
     /// job's result.
-    Jobs {
-        query: JobsQuery,
-        reply: Sender<Routed<Vec<JobInfo>>>,
-    },
+    Jobs { query: JobsQuery, reply: Sender<Routed<Vec<JobInfo>>> },
     Status {
         /// How many of the newest jobs to list.
         jobs_limit: usize,
         reply: Sender<NodeStatus>,
     },
     /// The coordinator at `epoch` sends checkpoint facts to keep.
-    ApplyFacts {
-        from: NodeId,
-        epoch: Epoch,
-        facts: Vec<Fact>,
-        reply: Sender<Result<(), Refusal>>,
-    },
+    ApplyFacts { from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: Sender<Result<(), Refusal>> },
     /// A new coordinator at `epoch` asks for this node's checkpoint.
     CheckpointQuery {
         from: NodeId,
@@ -105,9 +88,8 @@ impl Event {
     fn is_control(&self) -> bool {
         matches!(
             self,
-            Event::Input(
-                Input::Tick | Input::Election { .. } | Input::PeerReachable { .. } | Input::PeerEpoch { .. }
-            ) | Event::HardStateDurable
+            Event::Input(Input::Tick | Input::Election { .. } | Input::PeerReachable { .. } | Input::PeerEpoch { .. })
+                | Event::HardStateDurable
         )
     }
 }

@@ -153,7 +153,8 @@ impl NodeCore {
             Leadership::Unknown => "candidate",
         };
         let jobs = self.role.coordinator().map_or_else(Vec::new, |c| {
-            let mut jobs: Vec<JobInfo> = c.scheduler.latest(jobs_limit, None).iter().map(|p| JobInfo::new(p, None)).collect();
+            let mut jobs: Vec<JobInfo> =
+                c.scheduler.latest(jobs_limit, None).iter().map(|p| JobInfo::new(p, None)).collect();
             for j in jobs.iter_mut() {
                 if c.results.contains_key(&j.id) {
                     j.state = "done".into();
