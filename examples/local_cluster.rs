@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reset_data: false,
             queue_jobs_max: 64,
             queue_ops_max: 16_000_000,
+            retain_jobs: 10_000,
+            retain_for_ms: None,
             // In-process: this example is not the `facto` program.
             converter: None,
         };

@@ -5,6 +5,7 @@
 //! node's [`Gate`](crate::transport::Gate) first, so that a partition or stall ordered by `facto chaos`
 //! cuts the node off while the campaign can still heal it.
 
+mod answers;
 mod connections;
 mod request_head;
 mod slots;
@@ -610,7 +611,7 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         Some(Routed::Here(mut jobs)) => match id {
             None => json_off_runtime(jobs).await,
             Some(id) => match jobs.pop() {
-                Some(job) => json_off_runtime(job).await,
+                Some(job) => shared_json(job).await,
                 None => error(StatusCode::NotFound, &format!("no job {id}")),
             },
         },
@@ -626,6 +627,20 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         }
         _ => unavailable(),
     })
+}
+
+/// A job's answer, encoded on the blocking pool; a large result's encoding is shared by every
+/// client that asks for it (see [`answers`]), and no response copies it.
+async fn shared_json(job: JobInfo) -> Response {
+    static ANSWERS: std::sync::LazyLock<answers::Answers> = std::sync::LazyLock::new(Default::default);
+    let Some(encoded) = ANSWERS.encoded(job).await else {
+        return error(StatusCode::InternalServerError, "the answer could not be encoded");
+    };
+    let mut res = Response::new(StatusCode::Ok);
+    let len = encoded.len();
+    res.set_body(tide::Body::from_reader(futures::io::Cursor::new(encoded), Some(len)));
+    res.set_content_type(tide::http::mime::JSON);
+    res
 }
 
 /// [`json`], encoded on the blocking pool.
