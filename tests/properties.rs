@@ -64,7 +64,7 @@ proptest! {
     #[test]
     fn hostile_facts_are_checked_and_merged_without_panic(facts in proptest::collection::vec(fact(), 0..12), max_n in small_n()) {
         let mut checkpoint = Checkpoint::default();
-        let _ = validate::replicated_facts(&facts, max_n, |job| checkpoint.jobs.get(job).map(|j| j.n));
+        let _ = validate::replicated_facts(1, &facts, max_n, |job| checkpoint.jobs.get(job).map(|j| j.n));
         for fact in facts {
             let before = checkpoint.clone();
             if !checkpoint.apply(fact) {

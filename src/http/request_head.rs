@@ -4,14 +4,16 @@
 //! memory. Here a request line over the limit gets 414 and a head over it 431, then the
 //! connection closes; HTTP/1.0 is served as HTTP/1.1 with `Connection: close`, and a missing
 //! `Host` becomes the node's own address. Once a response says `Connection: close` the
-//! connection reads nothing more, so an oversized body is not drained.
+//! connection reads at most [`DRAIN_BYTES_MAX`] more, so an oversized body is not drained:
+//! enough for a client that sent a modest body whole to read its answer (closing a socket
+//! with unread bytes resets it, and the client may lose the answer), never 10 GB.
 
 use async_std::io::{Read, Write};
 use async_std::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{IoSlice, Result};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +23,10 @@ use std::time::Duration;
 pub const HEAD_BYTES_MAX: usize = 8 * 1024 - 1;
 /// Most header lines in one head (async-h1's limit).
 const HEADERS_MAX: usize = 128;
+/// What a connection still reads, and throws away, once it stops reading.
+const DRAIN_BYTES_MAX: u64 = 1 << 20;
+/// `Connection::left` while the connection reads on.
+const UNBOUNDED: u64 = u64::MAX;
 
 /// What reading the next request head found.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,18 +45,23 @@ pub enum Head {
 pub struct Connection {
     ahead: Arc<Mutex<VecDeque<u8>>>,
     stream: TcpStream,
-    stopped: Arc<AtomicBool>,
+    /// Bytes the connection still reads from the socket ([`UNBOUNDED`] until it stops).
+    left: Arc<AtomicU64>,
 }
 
 impl Connection {
     pub fn new(stream: TcpStream) -> Connection {
-        Connection { ahead: Arc::default(), stream, stopped: Arc::default() }
+        Connection { ahead: Arc::default(), stream, left: Arc::new(AtomicU64::new(UNBOUNDED)) }
     }
 
-    /// From now on reads end the stream: the rest of a request this node will not serve
-    /// (an oversized body) is not read.
+    /// From now on reads end the stream after [`DRAIN_BYTES_MAX`] more bytes: the rest of a
+    /// request this node will not serve (an oversized body) is not read.
     pub fn stop_reading(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
+        self.left.fetch_min(DRAIN_BYTES_MAX, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.left.load(Ordering::Relaxed) != UNBOUNDED
     }
 
     /// Reads the next request head into the read-ahead buffer and mends it, waiting at most
@@ -102,7 +113,7 @@ impl Connection {
                 return Ok(verdict);
             }
             let n = self.stream.read(&mut buf).await?;
-            if n == 0 || self.stopped.load(Ordering::Relaxed) {
+            if n == 0 || self.stopped() {
                 return Ok(Head::Closed);
             }
             bytes.extend_from_slice(&buf[..n]);
@@ -165,10 +176,16 @@ impl Read for Connection {
                 return Poll::Ready(Ok(n));
             }
         }
-        if this.stopped.load(Ordering::Relaxed) {
+        let left = this.left.load(Ordering::Relaxed);
+        if left == 0 {
             return Poll::Ready(Ok(0));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let len = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let read = Pin::new(&mut this.stream).poll_read(cx, &mut buf[..len]);
+        if let (Poll::Ready(Ok(n)), true) = (&read, left != UNBOUNDED) {
+            this.left.fetch_sub((*n as u64).min(left), Ordering::Relaxed);
+        }
+        read
     }
 }
 

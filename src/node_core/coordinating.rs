@@ -24,7 +24,7 @@ impl NodeCore {
         }
         // Roots this node wrote when it coordinated before and no peer took: finished here.
         let own_roots: Vec<Fact> = std::mem::take(&mut self.unreplicated_roots).into_values().collect();
-        self.record(facts, None);
+        self.record(super::validate::without_horizons_beyond(epoch, facts), None);
         if !own_roots.is_empty() {
             let roots = self.record(own_roots, None);
             let roots = self.with_jobs(roots);
@@ -121,7 +121,7 @@ impl NodeCore {
         c.pulling.remove(&peer);
         let Some(facts) = facts else { return };
         c.unpulled.remove(&peer);
-        let new = self.record(facts, None);
+        let new = self.record(super::validate::without_horizons_beyond(epoch, facts), None);
         self.learn(new);
     }
 

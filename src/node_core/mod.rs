@@ -566,7 +566,7 @@ impl NodeCore {
     fn admit_facts(&self, from: NodeId, epoch: Epoch, facts: &[Fact]) -> std::result::Result<(), String> {
         use crate::node_core::validate;
         validate::checkpoint_writer(self.election.leadership(), self.known_epoch(), from, epoch)?;
-        validate::replicated_facts(facts, self.settings.max_n, |job| self.checkpoint.jobs.get(job).map(|j| j.n))
+        validate::replicated_facts(epoch, facts, self.settings.max_n, |job| self.checkpoint.jobs.get(job).map(|j| j.n))
     }
 
     fn step_election(&mut self, input: facto_elections::Input<AnyMsg>) {

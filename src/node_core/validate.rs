@@ -61,7 +61,12 @@ pub fn checkpoint_writer(leadership: Leadership, known: Epoch, from: NodeId, epo
 /// job's plan, products of a size their integers allow, and no `finished` marker (those only
 /// come from a gathering). `n_of` gives the n of jobs this node knows; a job of the same
 /// write counts too.
-pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Option<u64>) -> Result<(), String> {
+pub fn replicated_facts(
+    epoch: Epoch,
+    facts: &[Fact],
+    max_n: u64,
+    n_of: impl Fn(&str) -> Option<u64>,
+) -> Result<(), String> {
     let mut ns: HashMap<&str, u64> = HashMap::new();
     for fact in facts {
         if let Fact::Job { id, n, .. } = fact {
@@ -75,8 +80,10 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
         match fact {
             Fact::Job { .. } => {}
             Fact::Finished { job } => return Err(format!("a finished mark for job {job} in a write")),
-            Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 == u64::MAX => {
-                return Err(format!("a retirement horizon {up_to:?} that names no job"))
+            // Job ids begin with the epoch of the coordinator that took them: a horizon past
+            // the writer's own epoch would make this node forget jobs nobody has finished.
+            Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 > epoch => {
+                return Err(format!("a retirement horizon {up_to:?} beyond the writer's epoch {epoch}"))
             }
             Fact::Retired { .. } => {}
             Fact::Dispatched { job, op } | Fact::Product { job, op, .. } => {
@@ -99,6 +106,19 @@ pub fn replicated_facts(facts: &[Fact], max_n: u64, n_of: impl Fn(&str) -> Optio
         }
     }
     Ok(())
+}
+
+/// Gathered facts without retirement horizons beyond `epoch` (the gatherer's): no job of a
+/// later epoch can exist, so such a horizon could only make it forget finished results.
+pub fn without_horizons_beyond(epoch: Epoch, mut facts: Vec<Fact>) -> Vec<Fact> {
+    facts.retain(|fact| match fact {
+        Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 > epoch => {
+            log::warn!("a gathered retirement horizon {up_to:?} is beyond epoch {epoch}: ignored");
+            false
+        }
+        _ => true,
+    });
+    facts
 }
 
 /// A peer's request carries its cluster settings (`theirs`, as [`SharedSettings::text`],
@@ -152,15 +172,19 @@ mod tests {
         let n_of = |job: &str| (job == "1-1").then_some(300_000);
         let root = Plan::new(300_000).root().unwrap();
         let forged = Fact::Product { job: "1-1".into(), op: root, product: Big::from(7) };
-        assert!(replicated_facts(&[forged], 1_000_000, n_of).unwrap_err().contains("bits"));
+        assert!(replicated_facts(5, &[forged], 1_000_000, n_of).unwrap_err().contains("bits"));
         let outside = Fact::Product { job: "1-1".into(), op: OpId { level: 9, index: 0 }, product: Big::from(7) };
-        assert!(replicated_facts(&[outside], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(5, &[outside], 1_000_000, n_of).is_err());
         let huge = Fact::Job { id: "1-2".into(), n: u64::MAX, request: None };
-        assert!(replicated_facts(&[huge], 1_000_000, n_of).is_err());
-        assert!(replicated_facts(&[Fact::Finished { job: "1-1".into() }], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(5, &[huge], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(5, &[Fact::Finished { job: "1-1".into() }], 1_000_000, n_of).is_err());
         let unknown = Fact::Dispatched { job: "9-9".into(), op: root };
-        assert!(replicated_facts(&[unknown], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(5, &[unknown], 1_000_000, n_of).is_err());
         let real = Fact::Product { job: "1-1".into(), op: root, product: Big::factorial(300_000) };
-        assert!(replicated_facts(&[real], 1_000_000, n_of).is_ok());
+        assert!(replicated_facts(5, &[real], 1_000_000, n_of).is_ok());
+        let ahead = Fact::Retired { up_to: "6-1".into() };
+        assert!(replicated_facts(5, &[ahead], 1_000_000, n_of).unwrap_err().contains("beyond"));
+        assert!(replicated_facts(5, &[Fact::Retired { up_to: "junk".into() }], 1_000_000, n_of).is_err());
+        assert!(replicated_facts(5, &[Fact::Retired { up_to: "5-9".into() }], 1_000_000, n_of).is_ok());
     }
 }
