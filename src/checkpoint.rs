@@ -41,9 +41,10 @@ pub enum Fact {
     /// The job's root product is known and durable (on the nodes that wrote it); what a
     /// replica tells a new coordinator instead of sending megabytes of finished results.
     Finished { job: String },
-    /// Every finished job up to `up_to` in submission order is past retention: forgotten,
-    /// result and all. Horizons only move forward (the newest wins), so this fact stays
-    /// grow-only: a replica that missed one is covered by the next.
+    /// Every job up to `up_to` in submission order finished and is past retention: forgotten,
+    /// result and all, and a later copy of one is ignored. Horizons only move forward (the
+    /// newest wins), so this fact stays grow-only: a replica that missed one is covered by
+    /// the next.
     Retired { up_to: String },
 }
 
@@ -190,7 +191,8 @@ impl Checkpoint {
     pub fn apply(&mut self, fact: Fact) -> bool {
         match fact {
             Fact::Job { id, n, request } => {
-                if self.jobs.contains_key(&id) {
+                // A job at or below the horizon finished and was forgotten: a stale copy.
+                if self.jobs.contains_key(&id) || self.is_retired(&id) {
                     return false;
                 }
                 self.jobs.insert(id.clone(), JobFacts { n, request, ..JobFacts::default() });
@@ -248,22 +250,19 @@ impl Checkpoint {
         true
     }
 
-    /// Moves the retirement horizon to `up_to` if that is newer, forgetting every finished job
-    /// at or below it (an unfinished one stays: it is still owed to its client).
+    /// Moves the retirement horizon to `up_to` if that is newer, forgetting every job at or
+    /// below it: the coordinator that set it had seen every one of them finished (a copy here
+    /// that looks unfinished missed its `Finished`).
     fn retire_up_to(&mut self, up_to: String) -> bool {
         if self.retired_up_to.as_deref().is_some_and(|h| job_order(h) >= job_order(&up_to)) {
             return false;
         }
         let horizon = job_order(&up_to);
-        let retired: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(id, j)| j.finished && job_order(id) <= horizon)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let retired: Vec<String> = self.jobs.keys().filter(|id| job_order(id) <= horizon).cloned().collect();
         for id in &retired {
             self.jobs.remove(id);
         }
+        self.orphans.retain(|(job, ..), _| job_order(job) > horizon);
         self.retired_now.extend(retired);
         self.retired_up_to = Some(up_to);
         true
@@ -328,10 +327,13 @@ impl Checkpoint {
         self.facts_except(&BTreeSet::new())
     }
 
-    /// Every fact but those of the jobs in `skip` (jobs the asker has finished already).
+    /// Every fact but those of the jobs in `skip` (jobs the asker has finished already); the
+    /// horizon first, so a receiver ignores stale jobs below it.
     pub fn facts_except(&self, skip: &BTreeSet<String>) -> Vec<Fact> {
         let jobs = || self.jobs.iter().filter(|(id, _)| !skip.contains(*id));
-        let mut out: Vec<Fact> = jobs().map(|(id, j)| j.job_fact(id)).collect();
+        let mut out: Vec<Fact> =
+            self.retired_up_to.iter().map(|up_to| Fact::Retired { up_to: up_to.clone() }).collect();
+        out.extend(jobs().map(|(id, j)| j.job_fact(id)));
         for (id, j) in jobs() {
             out.extend(j.dispatched.iter().map(|&op| Fact::Dispatched { job: id.clone(), op }));
             out.extend(j.products.iter().map(|(&op, p)| Fact::Product { job: id.clone(), op, product: p.clone() }));
@@ -340,7 +342,6 @@ impl Checkpoint {
             }
         }
         out.extend(self.orphans.values().cloned());
-        out.extend(self.retired_up_to.iter().map(|up_to| Fact::Retired { up_to: up_to.clone() }));
         out
     }
 

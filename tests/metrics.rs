@@ -18,7 +18,8 @@ fn scrape(addr: &str) -> Option<BTreeMap<String, f64>> {
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed sample: {line}"));
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("malformed value: {line}"));
-        assert!(name.starts_with("facto_"), "{name} lacks the facto_ prefix");
+        // The process collector's standard names (CPU, memory) are the one exception.
+        assert!(name.starts_with("facto_") || name.starts_with("process_"), "{name} lacks the facto_ prefix");
         samples.insert(name.to_string(), value);
     }
     Some(samples)

@@ -102,7 +102,11 @@ impl NodeCore {
     pub(super) fn record(&mut self, facts: Vec<Fact>, write: Option<WriteId>) -> Vec<Fact> {
         let mut new = Vec::new();
         let mut finished = Vec::new();
-        for fact in facts {
+        // Horizons first (facts gathered from several peers come in any order): a stale copy
+        // of a job below one is then ignored rather than taken up again.
+        let (horizons, others): (Vec<Fact>, Vec<Fact>) =
+            facts.into_iter().partition(|f| matches!(f, Fact::Retired { .. }));
+        for fact in horizons.into_iter().chain(others) {
             if matches!(fact, Fact::Dispatched { .. } | Fact::Product { .. })
                 && self.unreplicated_roots.contains_key(fact.job())
             {

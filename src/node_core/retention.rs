@@ -3,11 +3,13 @@
 //! stay) or `--retain-for` (finished longer ago than that). A month of small jobs then costs
 //! what its last N jobs cost, and a takeover loads only those.
 //!
-//! The coordinator records a horizon ([`Fact::Retired`]): every finished job up to it in
-//! submission order is forgotten. It replicates it like any fact; a replica that misses it
-//! is covered by the next, since horizons only move forward. An unfinished job below the
-//! horizon stays until it finishes (the next horizon takes it). A client asking for a
-//! forgotten job hears 410 with the reason, not a 404 that would say it never existed.
+//! The coordinator records a horizon ([`Fact::Retired`]): every job up to it in submission
+//! order is forgotten, and a later copy of one ignored. It replicates it like any fact; a
+//! replica that misses it is covered by the next, since horizons only move forward. The
+//! horizon never passes an unfinished job (one long job holds back the retirement of those
+//! after it), and moves only while this coordinator holds every peer's checkpoint. A client
+//! asking for a forgotten job hears 410 with the reason, not a 404 that would say it never
+//! existed.
 
 use super::{Effect, NodeCore};
 use crate::checkpoint::{job_order, Fact};
@@ -35,24 +37,29 @@ impl NodeCore {
         }
     }
 
-    /// The newest finished job past retention: beyond the newest `retain_jobs` finished
-    /// ones, or finished `retain_for_ms` ago or longer (a job finished under an earlier
-    /// coordinator counts from when this one first saw it finished).
+    /// The newest job past retention: beyond the newest `retain_jobs` finished ones, or
+    /// finished `retain_for_ms` ago or longer (a job finished under an earlier coordinator
+    /// counts from when this one first saw it finished), and never past an unfinished job.
+    /// Only once this coordinator has every peer's checkpoint: it then knows every job any
+    /// member holds, so everything below the horizon finished.
     fn retirement_horizon(&mut self, now_ms: u64) -> Option<JobId> {
         let (retain_jobs, retain_for_ms) = (self.settings.retain_jobs, self.settings.retain_for_ms);
-        let c = self.role.coordinator_mut()?;
-        let mut finished: Vec<((u64, u64, String), &JobId)> =
-            self.checkpoint.jobs.iter().filter(|(_, j)| j.finished).map(|(id, _)| (job_order(id), id)).collect();
-        finished.sort_unstable();
-        let by_count = finished.len().checked_sub(retain_jobs.saturating_add(1));
+        let c = self.role.coordinator_mut().filter(|c| c.unpulled.is_empty() && c.pulling.is_empty())?;
+        let mut jobs: Vec<((u64, u64, String), &JobId, bool)> =
+            self.checkpoint.jobs.iter().map(|(id, j)| (job_order(id), id, j.finished)).collect();
+        jobs.sort_unstable();
+        let finished = jobs.iter().filter(|(.., done)| *done).count();
+        // Jobs before the oldest unfinished one: all finished.
+        let done_prefix = jobs.iter().position(|(.., done)| !done).unwrap_or(jobs.len());
+        let by_count = (finished.saturating_sub(retain_jobs)).min(done_prefix).checked_sub(1);
         let by_age = retain_for_ms.and_then(|keep_ms| {
-            finished.iter().rposition(|(_, id)| {
+            jobs[..done_prefix].iter().rposition(|(_, id, _)| {
                 let at = *c.finished_ms.entry((*id).clone()).or_insert(now_ms);
                 now_ms.saturating_sub(at) >= keep_ms
             })
         });
         let newest = by_count.max(by_age)?;
-        Some(finished[newest].1.clone())
+        Some(jobs[newest].1.clone())
     }
 
     /// Drops retired jobs from the coordinator's state (the checkpoint dropped them already).
