@@ -1,0 +1,34 @@
+//! The control thread: one thread per node, at the main thread's priority, with an executor
+//! of its own, that carries election traffic both ways: the messages this node sends
+//! ([`crate::node::links`]) and the connections on which peers send theirs. Client
+//! connections, forwarding and checkpoint traffic run on async-std's executor, whose threads
+//! rank below it ([`crate::node::compute::start_serving_threads_below_the_runtime`]): a flood of
+//! clients queues behind itself, never in front of a heartbeat.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+static CONTROL: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
+
+/// Starts the control thread (once; later calls do nothing). Call from a thread at the
+/// priority control traffic should have: the new thread inherits it.
+pub fn start() {
+    executor();
+}
+
+fn executor() -> &'static Arc<async_executor::Executor<'static>> {
+    CONTROL.get_or_init(|| {
+        let executor = Arc::new(async_executor::Executor::new());
+        let running = executor.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || async_std::task::block_on(running.run(std::future::pending::<()>())))
+            .expect("a thread can be started");
+        executor
+    })
+}
+
+/// Runs `task` on the control thread.
+pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    executor().spawn(task).detach();
+}
