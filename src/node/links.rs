@@ -31,10 +31,9 @@ impl Links {
             let (tx, rx) = channel::bounded::<AnyMsg>(QUEUE_LEN_MAX);
             let (handle, refusing) = (handle.clone(), refusing.clone());
             let addr = addr.clone();
-            // Heartbeats and votes have their own connections (never behind a big product)
-            // and their own thread (never behind client requests).
+            // Heartbeats and votes have their own connections: never behind a big product.
             let client = handle.client.control();
-            crate::transport::control::spawn(async move {
+            async_std::task::spawn(async move {
                 let mut reachable = true;
                 while let Ok(msg) = rx.recv().await {
                     let envelope = ElectionEnvelope { from: me, msg };
