@@ -150,7 +150,6 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
     .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
     tune_the_allocator();
     crate::transport::control::start();
-    crate::node::compute::start_serving_threads_below_the_runtime();
     async_std::task::block_on(crate::member::run(config, args.cluster_key, faults))
 }
 

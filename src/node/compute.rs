@@ -52,35 +52,11 @@ async fn low_priority_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send 
 
 /// On Linux, niceness is per thread: threads this one starts inherit it.
 fn lower_this_threads_priority() {
-    set_this_threads_nice(COMPUTE_NICE);
-}
-
-fn set_this_threads_nice(nice: i32) {
     // SAFETY: plain system calls on the calling thread; failure only leaves the priority as is.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+        libc::setpriority(libc::PRIO_PROCESS, tid, COMPUTE_NICE);
     }
-}
-
-/// Niceness of the threads that serve requests (async-std's executor and I/O reactor): the
-/// node's decision loop, on the main thread at 0, outranks them, so a flood of client
-/// connections cannot hold back its heartbeats and votes; multiplications (at
-/// [`COMPUTE_NICE`]) rank below both.
-const SERVING_NICE: i32 = 3;
-
-/// Starts async-std's executor and reactor threads from a thread at [`SERVING_NICE`], so they
-/// inherit it. Call before anything else uses async-std.
-pub fn start_serving_threads_below_the_runtime() {
-    let started = std::thread::spawn(|| {
-        set_this_threads_nice(SERVING_NICE);
-        // The first spawn starts the executor's threads, the first timer the reactor's.
-        async_std::task::block_on(async {
-            async_std::task::spawn(async {}).await;
-            async_std::task::sleep(std::time::Duration::from_millis(1)).await;
-        });
-    });
-    let _ = started.join();
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! The control thread: one thread per node, at the main thread's priority, with an executor
 //! of its own, that serves the connections on which peers send election messages. Client
-//! connections, forwarding and checkpoint traffic run on async-std's executor, whose threads
-//! rank below it ([`crate::node::compute::start_serving_threads_below_the_runtime`]): a flood of
-//! clients queues behind itself, never in front of a peer's heartbeat. (This node's own
+//! connections, forwarding and checkpoint traffic run on async-std's executor: a flood of
+//! clients queues there, never in front of a peer's heartbeat. (This node's own
 //! election messages go out from async-std's executor: carried on this one thread too, a
 //! hundred members on two cores no longer agreed within two minutes.)
 
