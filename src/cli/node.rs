@@ -149,7 +149,6 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
     )
     .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
     tune_the_allocator();
-    crate::transport::control::start();
     async_std::task::block_on(crate::member::run(config, args.cluster_key, faults))
 }
 

@@ -104,18 +104,13 @@ const OVER_LIMIT_HEAD_TIMEOUT_MS: u64 = 1_000;
 /// How long an idle keep-alive connection stays open between requests.
 const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
 
-/// The route of peers' election messages: a connection that carries one is served on the
-/// control thread from then on ([`crate::transport::control`]).
-const CONTROL_ROUTE: &str = "/internal/election";
-
 /// Serves one connection request by request; each head is read (and its limits answered)
-/// before async-h1 decodes it. A connection that carries election messages moves to the
-/// control thread.
+/// before async-h1 decodes it.
 async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: connections::Place) {
     let local_addr = stream.local_addr().ok().map(|a| a.to_string());
     let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
     let host = local_addr.clone().unwrap_or_default();
-    let connection = request_head::Connection::new(stream);
+    let mut connection = request_head::Connection::new(stream);
     let answer = connection.clone();
     let mut server = async_h1::server::Server::new(connection.clone(), move |mut req| {
         let (app, answer) = (app.clone(), answer.clone());
@@ -129,69 +124,24 @@ async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: co
             Ok(res)
         }
     });
-    let timeout_ms = if place.over_limit { OVER_LIMIT_HEAD_TIMEOUT_MS } else { FIRST_HEAD_TIMEOUT_MS };
-    let serving = Serving { connection, host, place, head_ready: false };
-    if let Some(control) = serve_requests(serving, &mut server, timeout_ms, false).await {
-        crate::transport::control::spawn(async move {
-            let mut server = server;
-            serve_requests(control, &mut server, KEEP_ALIVE_IDLE_MS, true).await;
-        });
-    }
-}
-
-/// A connection being served: its head read ahead, if `head_ready`, is served next.
-struct Serving {
-    connection: request_head::Connection,
-    host: String,
-    place: connections::Place,
-    head_ready: bool,
-}
-
-/// Serves requests until the connection closes; or, off the control thread, until one is an
-/// election message: then returns the connection (its head read) for the control thread.
-async fn serve_requests<F, Fut>(
-    mut serving: Serving,
-    server: &mut async_h1::server::Server<request_head::Connection, F, Fut>,
-    mut timeout_ms: u64,
-    on_control_thread: bool,
-) -> Option<Serving>
-where
-    F: Fn(tide::http::Request) -> Fut,
-    Fut: std::future::Future<Output = tide::http::Result<tide::http::Response>>,
-{
-    let connection = &mut serving.connection;
+    let mut timeout_ms = if place.over_limit { OVER_LIMIT_HEAD_TIMEOUT_MS } else { FIRST_HEAD_TIMEOUT_MS };
     loop {
-        let head = if std::mem::take(&mut serving.head_ready) {
-            request_head::Head::Ready
-        } else {
-            connection.next_head(&serving.host, timeout_ms).await
-        };
-        match head {
+        match connection.next_head(&host, timeout_ms).await {
             request_head::Head::Ready => {}
-            request_head::Head::Closed => return None,
+            request_head::Head::Closed => return,
             request_head::Head::TooLarge(status, reason) => {
                 let why = format!("request head over {} bytes", request_head::HEAD_BYTES_MAX);
-                connection.refuse(status, reason, &why, None).await;
-                return None;
+                return connection.refuse(status, reason, &why, None).await;
             }
         }
-        let target = connection.target().unwrap_or_default();
-        if serving.place.over_limit && !target.starts_with("/internal/") {
+        if place.over_limit && !connection.target().is_some_and(|t| t.starts_with("/internal/")) {
             let why = "too many open connections on this member: retry in 1 s";
-            connection.refuse(429, "Too Many Requests", why, Some(1)).await;
-            return None;
-        }
-        if target.starts_with(CONTROL_ROUTE) && !on_control_thread {
-            serving.head_ready = true;
-            return Some(serving);
+            return connection.refuse(429, "Too Many Requests", why, Some(1)).await;
         }
         match server.accept_one().await {
             Ok(async_h1::server::ConnectionStatus::KeepAlive) => timeout_ms = KEEP_ALIVE_IDLE_MS,
-            Ok(_) => return None,
-            Err(e) => {
-                log::debug!("connection closed with an error: {e}");
-                return None;
-            }
+            Ok(_) => return,
+            Err(e) => return log::debug!("connection closed with an error: {e}"),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! Only this module names surf; [`crate::http`] serves the node with tide.
 
 pub mod client;
-pub mod control;
 pub mod gate;
 
 pub use client::{CallError, Client};
