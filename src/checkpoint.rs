@@ -190,9 +190,11 @@ impl Checkpoint {
     /// memory (the caller has it written to disk).
     pub fn apply(&mut self, fact: Fact) -> bool {
         match fact {
+            Fact::Retired { up_to } => self.retire_up_to(up_to),
+            // A job at or below the horizon finished and was forgotten: a stale copy.
+            ref stale if self.is_retired(stale.job()) => false,
             Fact::Job { id, n, request } => {
-                // A job at or below the horizon finished and was forgotten: a stale copy.
-                if self.jobs.contains_key(&id) || self.is_retired(&id) {
+                if self.jobs.contains_key(&id) {
                     return false;
                 }
                 self.jobs.insert(id.clone(), JobFacts { n, request, ..JobFacts::default() });
@@ -208,17 +210,10 @@ impl Checkpoint {
                 None => self.keep_orphan(fact),
                 Some(j) => !j.finished && j.dispatched.insert(op),
             },
-            Fact::Finished { ref job } if self.is_retired(job) => self.retire_job(job),
             Fact::Finished { ref job } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
                 Some(j) => !j.finished && Self::finish(j),
             },
-            Fact::Retired { up_to } => self.retire_up_to(up_to),
-            Fact::Product { ref job, op, .. }
-                if self.is_retired(job) && self.jobs.get(job).and_then(|j| Plan::new(j.n).root()) == Some(op) =>
-            {
-                self.retire_job(job)
-            }
             Fact::Product { ref job, op, ref product } => match self.jobs.get_mut(job) {
                 None => self.keep_orphan(fact),
                 Some(j) => {
@@ -271,15 +266,6 @@ impl Checkpoint {
     /// Whether a job is at or below the retirement horizon.
     pub fn is_retired(&self, job: &str) -> bool {
         self.retired_up_to.as_deref().is_some_and(|h| job_order(job) <= job_order(h))
-    }
-
-    /// Forgets a job that finished below the horizon. Not new: its retirement was.
-    fn retire_job(&mut self, job: &str) -> bool {
-        if self.jobs.remove(job).is_some() {
-            self.retired_now.push(job.to_string());
-        }
-        self.orphans.retain(|(j, ..), _| j != job);
-        false
     }
 
     /// Jobs retired since the last call (their records go from disk).

@@ -4,30 +4,21 @@
 //! answered 429 with `Retry-After` and closed, but a peer's request (`/internal/...`) on such a
 //! connection is still served: control traffic never waits for clients to leave.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use super::slots::{Slot, Slots};
 
 /// Descriptors kept for peers, the store and outgoing calls, at least.
 const RESERVED_DESCRIPTORS_MIN: usize = 256;
 
 /// Open connections, counted against the limit.
 #[derive(Clone)]
-pub struct Connections {
-    open: Arc<AtomicUsize>,
-    limit: usize,
-}
+pub struct Connections(Slots);
 
 /// One open connection; dropping it gives its place back.
 pub struct Place {
-    open: Arc<AtomicUsize>,
-    /// Whether the connection came past the limit (only peers are served on it).
+    _slot: Option<Slot>,
+    /// Whether the connection came past the limit (only peers are served on it; it holds no
+    /// place, and is closed within a second unless a peer's request comes).
     pub over_limit: bool,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Connections {
@@ -36,12 +27,12 @@ impl Connections {
     pub fn new() -> Connections {
         let descriptors = raise_descriptor_limit();
         let reserved = (descriptors / 10).max(RESERVED_DESCRIPTORS_MIN);
-        Connections { open: Arc::default(), limit: descriptors.saturating_sub(reserved).max(1) }
+        Connections(Slots::new(descriptors.saturating_sub(reserved).max(1)))
     }
 
     pub fn open(&self) -> Place {
-        let before = self.open.fetch_add(1, Ordering::Relaxed);
-        Place { open: self.open.clone(), over_limit: before >= self.limit }
+        let slot = self.0.take();
+        Place { over_limit: slot.is_none(), _slot: slot }
     }
 }
 
@@ -66,13 +57,11 @@ fn raise_descriptor_limit() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::Connections;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
+    use super::{Connections, Slots};
 
     #[test]
     fn places_past_the_limit_are_marked_and_given_back() {
-        let connections = Connections { open: Arc::new(AtomicUsize::new(0)), limit: 2 };
+        let connections = Connections(Slots::new(2));
         let (a, b) = (connections.open(), connections.open());
         assert!(!a.over_limit && !b.over_limit);
         assert!(connections.open().over_limit, "the third is past the limit (and is given back)");

@@ -80,9 +80,7 @@ pub fn replicated_facts(
         match fact {
             Fact::Job { .. } => {}
             Fact::Finished { job } => return Err(format!("a finished mark for job {job} in a write")),
-            // Job ids begin with the epoch of the coordinator that took them: a horizon past
-            // the writer's own epoch would make this node forget jobs nobody has finished.
-            Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 > epoch => {
+            Fact::Retired { up_to } if horizon_beyond(up_to, epoch) => {
                 return Err(format!("a retirement horizon {up_to:?} beyond the writer's epoch {epoch}"))
             }
             Fact::Retired { .. } => {}
@@ -110,9 +108,16 @@ pub fn replicated_facts(
 
 /// Gathered facts without retirement horizons beyond `epoch` (the gatherer's): no job of a
 /// later epoch can exist, so such a horizon could only make it forget finished results.
+/// Whether a retirement horizon names a job of a later epoch than `epoch` (or no job). Job
+/// ids begin with the epoch of the coordinator that took them: such a horizon would make a
+/// node forget jobs nobody has finished.
+fn horizon_beyond(up_to: &str, epoch: Epoch) -> bool {
+    crate::checkpoint::job_order(up_to).0 > epoch
+}
+
 pub fn without_horizons_beyond(epoch: Epoch, mut facts: Vec<Fact>) -> Vec<Fact> {
     facts.retain(|fact| match fact {
-        Fact::Retired { up_to } if crate::checkpoint::job_order(up_to).0 > epoch => {
+        Fact::Retired { up_to } if horizon_beyond(up_to, epoch) => {
             log::warn!("a gathered retirement horizon {up_to:?} is beyond epoch {epoch}: ignored");
             false
         }
