@@ -156,5 +156,25 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     );
     let app = crate::http::app(handle.clone(), cluster_key);
     async_std::task::spawn(crate::http::serve(listener, app));
+    give_memory_back();
     runtime.run(inboxes).await
+}
+
+/// How often freed memory goes back to the system.
+const MEMORY_TRIM_MS: u64 = 10_000;
+
+/// Hands freed heap memory back to the system now and then. glibc keeps what a burst freed
+/// (thousands of connections, megabyte answers) in its per-thread arenas; after one such
+/// burst a member's resident memory stayed at 1.6x its idle value without this.
+fn give_memory_back() {
+    #[cfg(target_env = "gnu")]
+    let spawned = std::thread::Builder::new().name("facto-trim".into()).spawn(|| loop {
+        std::thread::sleep(std::time::Duration::from_millis(MEMORY_TRIM_MS));
+        // SAFETY: malloc_trim only returns free pages of the allocator's own arenas.
+        unsafe { libc::malloc_trim(0) };
+    });
+    #[cfg(target_env = "gnu")]
+    if let Err(e) = spawned {
+        log::warn!("no thread to give memory back: {e}");
+    }
 }

@@ -7,6 +7,7 @@
 
 mod answers;
 mod connections;
+mod forwards;
 mod request_head;
 mod slots;
 mod view;
@@ -619,9 +620,10 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         // One hop only: two nodes that each think the other leads must not bounce it. The
         // answer is passed on as it came, without decoding it.
         Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
+            static FORWARDS: std::sync::LazyLock<forwards::Forwards> = std::sync::LazyLock::new(Default::default);
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
-            match handle.client.get_bytes_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await {
-                Ok(bytes) => bytes_response(bytes, tide::http::mime::JSON),
+            match FORWARDS.get(&handle.client, &addr, id.as_deref(), &path, timeout).await {
+                Ok(answer) => shared_response(answer).await,
                 Err(e) => relay::<()>(StatusCode::Ok, Err(e)),
             }
         }
@@ -633,12 +635,16 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
 /// client that asks for it (see [`answers`]), and no response copies it.
 async fn shared_json(job: JobInfo) -> Response {
     static ANSWERS: std::sync::LazyLock<answers::Answers> = std::sync::LazyLock::new(Default::default);
-    let Some(encoded) = ANSWERS.encoded(job).await else {
-        return error(StatusCode::InternalServerError, "the answer could not be encoded");
-    };
+    match ANSWERS.encoded(job).await {
+        Some(encoded) => shared_response(encoded).await,
+        None => error(StatusCode::InternalServerError, "the answer could not be encoded"),
+    }
+}
+
+/// A 200 JSON answer whose body is shared bytes, sent without a copy.
+async fn shared_response(answer: answers::Shared) -> Response {
     let mut res = Response::new(StatusCode::Ok);
-    let len = encoded.len();
-    res.set_body(tide::Body::from_reader(futures::io::Cursor::new(encoded), Some(len)));
+    res.set_body(answers::body(answer).await);
     res.set_content_type(tide::http::mime::JSON);
     res
 }
