@@ -52,7 +52,7 @@ impl Forwards {
             }
         }
         let (answer, finished) = result?;
-        if let Some(id) = id.filter(|_| finished && answer.len() >= SHARED_DIGITS_MIN) {
+        if let Some(id) = id.filter(|_| finished) {
             self.keep(id, &answer);
         }
         Ok(answer)
@@ -82,6 +82,10 @@ fn forward(client: &Client, addr: &str, path: &str, timeout: Duration) -> Forwar
     let (client, addr, path) = (client.clone(), addr.to_string(), path.to_string());
     async move {
         let bytes = client.get_bytes_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await?;
+        if bytes.len() < SHARED_DIGITS_MIN {
+            // Never kept, so not read: most answers are small, and a hand-off would cost more.
+            return Ok((Shared::from(bytes), false));
+        }
         Ok(async_std::task::spawn_blocking(move || {
             let finished = is_finished(&bytes);
             (Shared::from(bytes), finished)
