@@ -106,8 +106,6 @@ pub fn replicated_facts(
     Ok(())
 }
 
-/// Gathered facts without retirement horizons beyond `epoch` (the gatherer's): no job of a
-/// later epoch can exist, so such a horizon could only make it forget finished results.
 /// Whether a retirement horizon names a job of a later epoch than `epoch` (or no job). Job
 /// ids begin with the epoch of the coordinator that took them: such a horizon would make a
 /// node forget jobs nobody has finished.
@@ -115,6 +113,8 @@ fn horizon_beyond(up_to: &str, epoch: Epoch) -> bool {
     crate::checkpoint::job_order(up_to).0 > epoch
 }
 
+/// Gathered facts without retirement horizons beyond `epoch` (the gatherer's): no job of a
+/// later epoch can exist, so such a horizon could only make it forget finished results.
 pub fn without_horizons_beyond(epoch: Epoch, mut facts: Vec<Fact>) -> Vec<Fact> {
     facts.retain(|fact| match fact {
         Fact::Retired { up_to } if horizon_beyond(up_to, epoch) => {
