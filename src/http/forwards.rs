@@ -23,7 +23,9 @@ type Forward = futures::future::Shared<BoxFuture<'static, Result<(Shared, bool),
 pub struct Forwards {
     /// Forwards under way, by coordinator and path (the query string included).
     in_flight: Mutex<HashMap<String, Forward>>,
-    /// Finished jobs' large answers, by job id, with when they arrived.
+    /// Finished jobs' large answers, by coordinator and job id, with when they arrived. Only
+    /// the coordinator that answered is spared the question: after a failover the new one is
+    /// asked, and checks the result it holds.
     kept: Mutex<VecDeque<(String, Instant, Shared)>>,
 }
 
@@ -38,7 +40,8 @@ impl Forwards {
         path: &str,
         timeout: Duration,
     ) -> Result<Shared, CallError> {
-        if let Some(kept) = id.and_then(|id| self.kept(id)) {
+        let kept_key = id.map(|id| format!("{addr} {id}"));
+        if let Some(kept) = kept_key.as_deref().and_then(|k| self.kept(k)) {
             return Ok(kept);
         }
         let key = format!("{addr}{path}");
@@ -52,8 +55,8 @@ impl Forwards {
             }
         }
         let (answer, finished) = result?;
-        if let Some(id) = id.filter(|_| finished) {
-            self.keep(id, &answer);
+        if let Some(k) = kept_key.filter(|_| finished) {
+            self.keep(&k, &answer);
         }
         Ok(answer)
     }
