@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             converter: None,
         };
         async_std::task::spawn(async move {
-            if let Err(e) = facto::member::run(config, None, Faults::none()).await {
+            if let Err(e) = facto::member::run(config, None, None, Faults::none()).await {
                 eprintln!("node stopped: {e}");
             }
         });

@@ -116,7 +116,13 @@ fn differences(handle: &Handle, id: u32, status: &NodeStatus) -> Option<String> 
 }
 
 /// Runs a node until the process ends or a fatal error (its database fails).
-pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults::Faults) -> Result<()> {
+/// Over `tls` (the member's certificates), it serves and calls its peers with mutual TLS.
+pub async fn run(
+    config: NodeConfig,
+    cluster_key: Option<String>,
+    tls: Option<transport::tls::MemberTls>,
+    faults: faults::Faults,
+) -> Result<()> {
     config.validate()?;
     // An empty key (FACTO_CLUSTER_KEY= in a compose file) means no key, not a key anyone
     // can present.
@@ -130,7 +136,7 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
     let (inbox, inboxes) = crate::node::Inbox::new();
     let gate = Arc::new(transport::Gate::default());
     let settings = format!("{};node={}", crate::config::SharedSettings::of(&config).text(), config.id);
-    let client = Client::behind(cluster_key.clone(), gate.clone(), settings);
+    let client = Client::behind(cluster_key.clone(), tls.as_ref().map(|t| t.client.clone()), gate.clone(), settings);
     let fingerprint = Fingerprint::new(random_seed());
     let handle = Handle::new(inbox, config, faults, (client, gate), store.clone(), fingerprint);
     let hard_state = if reset {
@@ -148,14 +154,15 @@ pub async fn run(config: NodeConfig, cluster_key: Option<String>, faults: faults
         );
     }
     log::info!(
-        "node {} listening on {} ({} members, election {})",
+        "node {} listening on {} over {} ({} members, election {})",
         handle.config.id,
         handle.config.listen,
+        if tls.is_some() { "mutual TLS" } else { "plain HTTP" },
         handle.config.members.0.len(),
         handle.config.algorithm
     );
-    let app = crate::http::app(handle.clone(), cluster_key);
-    async_std::task::spawn(crate::http::serve(listener, app));
+    let app = crate::http::app(handle.clone(), cluster_key, tls.is_some());
+    async_std::task::spawn(crate::http::serve(listener, app, tls.map(|t| t.server)));
     give_memory_back();
     runtime.run(inboxes).await
 }

@@ -69,6 +69,13 @@ pub struct BenchArgs {
     /// With --load: a running cluster (HOST:PORT,...) instead of a local one.
     #[structopt(long)]
     pub(super) cluster: Option<String>,
+    /// Also time each n on a second local cluster whose members talk mutual TLS, run for
+    /// run with the plain one, and give the ratio; with --load, load a TLS cluster.
+    #[structopt(long)]
+    pub(super) tls: bool,
+    /// With --load --cluster: how to reach a TLS cluster.
+    #[structopt(flatten)]
+    pub(super) client_tls: super::TlsArgs,
 }
 
 /// Polls `GET /cluster` every 500 ms on member `addr` while `open`: one open web view.
@@ -108,6 +115,7 @@ struct Run {
     builtin_ms: f64,
     operations: u64,
     bytes_moved: u64,
+    tls_digits_ms: Option<f64>,
 }
 
 /// What `--json` prints per n (documented in docs/BENCHMARKS.md).
@@ -123,6 +131,11 @@ struct NReport {
     product_to_tree: Spread,
     operations_per_s: Spread,
     bytes_moved: Spread,
+    /// With `--tls`: the same job on the TLS cluster, and its time over the plain one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_digits_ms: Option<Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_to_plain: Option<Spread>,
     leadership_changes: u64,
     http_503: u64,
     peak_rss_bytes: u64,
@@ -148,8 +161,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let ns = parse_ns(args.n.as_deref().unwrap_or("1000000"), args.max_n)?;
     check_args(&args)?;
-    let mut cluster = LocalCluster::start(&args)?;
+    let mut cluster = LocalCluster::start(&args, false)?;
     let client = Client::new(None);
+    let mut secure = match args.tls {
+        true => {
+            let tls = LocalCluster::start(&args, true)?;
+            let client = tls.client(None)?;
+            Some((tls, client))
+        }
+        false => None,
+    };
     let progress = Progress { on: std::io::stderr().is_terminal() };
     progress.say("starting the cluster");
     let mut report = Report {
@@ -165,6 +186,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         cluster.settle(&client).await?;
         // A first job opens the connections between members; it is not measured.
         measure_job(&client, &cluster.addrs, 20, &mut 0).await?;
+        if let Some((tls, tls_client)) = &secure {
+            tls.settle(tls_client).await?;
+            measure_job(tls_client, &tls.addrs, 20, &mut 0).await?;
+        }
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let pages: Vec<_> = (0..args.pages as usize)
             .map(|i| {
@@ -173,7 +198,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             })
             .collect();
         for &n in &ns {
-            report.results.push(bench_n(&args, &cluster, &client, n, &progress).await?);
+            let secure = secure.as_ref().map(|(c, client)| (c, client));
+            report.results.push(bench_n(&args, (&cluster, &client), secure, n, &progress).await?);
         }
         open.store(false, std::sync::atomic::Ordering::Relaxed);
         futures::future::join_all(pages).await;
@@ -182,6 +208,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     progress.done();
     if let Err(e) = ran {
         // The members' logs explain a failed run: kept for the user.
+        if let Some((tls, _)) = &mut secure {
+            tls.keep_dir();
+        }
         let dir = cluster.keep_dir();
         return Err(Error::Remote(format!("{e} (the members' logs are kept in {})", dir.display())));
     }
@@ -231,10 +260,12 @@ pub(super) fn parse_ns(text: &str, max_n: u64) -> Result<Vec<u64>> {
     Ok(ns)
 }
 
+/// Times n! `args.runs` times on `plain` and in this process, and on `secure` (a TLS cluster)
+/// right after each run on `plain` when given.
 async fn bench_n(
     args: &BenchArgs,
-    cluster: &LocalCluster,
-    client: &Client,
+    (cluster, client): (&LocalCluster, &Client),
+    secure: Option<(&LocalCluster, &Client)>,
     n: u64,
     progress: &Progress,
 ) -> Result<NReport> {
@@ -253,6 +284,14 @@ async fn bench_n(
         let digits_ms = ms(started.elapsed());
         let bytes_moved = cluster.peer_bytes(client).await.saturating_sub(bytes_before);
         correct &= job.result.as_deref() == Some(reference.as_str());
+        let mut tls_digits_ms = None;
+        if let Some((tls, tls_client)) = secure {
+            progress.say(&format!("{n}!: run {run}/{}: on the TLS cluster", args.runs));
+            let started = Instant::now();
+            let job = measure_job(tls_client, &tls.addrs, n, &mut http_503).await?;
+            tls_digits_ms = Some(ms(started.elapsed()));
+            correct &= job.result.as_deref() == Some(reference.as_str());
+        }
         progress.say(&format!("{n}!: run {run}/{}: in this process", args.runs));
         let (tree_ms, builtin_ms) = in_process(n, &reference)?;
         runs.push(Run {
@@ -262,6 +301,7 @@ async fn bench_n(
             builtin_ms,
             operations: job.operations_total,
             bytes_moved,
+            tls_digits_ms,
         });
     }
     let leadership_changes = cluster.max_epoch(client).await.saturating_sub(epoch_before);
@@ -277,6 +317,8 @@ async fn bench_n(
         product_to_tree: spread(&|r| r.product_ms / r.tree_ms),
         operations_per_s: spread(&|r| r.operations as f64 / (r.product_ms.max(0.001) / 1000.0)),
         bytes_moved: spread(&|r| r.bytes_moved as f64),
+        tls_digits_ms: secure.map(|_| spread(&|r| r.tls_digits_ms.unwrap_or(f64::NAN))),
+        tls_to_plain: secure.map(|_| spread(&|r| r.tls_digits_ms.unwrap_or(f64::NAN) / r.digits_ms)),
         leadership_changes,
         http_503,
         peak_rss_bytes: watch.stop(),
@@ -355,14 +397,18 @@ pub(super) struct LocalCluster {
     dir: PathBuf,
     /// Whether the directory stays when the bench ends (it failed).
     keep: bool,
+    /// Where the certificates of a TLS cluster are.
+    tls: Option<PathBuf>,
 }
 
 impl LocalCluster {
-    pub(super) fn start(args: &BenchArgs) -> Result<LocalCluster> {
+    /// Starts `args.nodes` members on loopback, talking mutual TLS when `tls`.
+    pub(super) fn start(args: &BenchArgs, tls: bool) -> Result<LocalCluster> {
         let dir = std::env::temp_dir().join(format!("facto-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
+        let tls = tls.then(|| dir.join("tls"));
         let mut cluster =
-            LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir, keep: false };
+            LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir, keep: false, tls };
         let peers: Vec<String> = cluster.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let peers = peers.join(",");
         let extra = [
@@ -370,12 +416,27 @@ impl LocalCluster {
             ["--checkpoint", &args.checkpoint],
             ["--max-n", &args.max_n.to_string()],
         ];
+        if let Some(tls) = &cluster.tls {
+            super::local_certificates(tls, args.nodes)?;
+        }
         for id in 1..=args.nodes {
             let log = cluster.dir.join(format!("node-{id}.log"));
             let data = cluster.dir.join(format!("node-{id}"));
-            cluster.children.push(node_command(id, &peers, &args.election, &data, &log, &extra)?.spawn()?);
+            let mut node = node_command(id, &peers, &args.election, &data, &log, &extra)?;
+            if let Some(tls) = &cluster.tls {
+                node.env("FACTO_TLS_DIR", tls);
+            }
+            cluster.children.push(node.spawn()?);
         }
         Ok(cluster)
+    }
+
+    /// A client of this cluster (over TLS with the admin certificate, for a TLS one).
+    pub(super) fn client(&self, cluster_key: Option<String>) -> Result<Client> {
+        match &self.tls {
+            Some(dir) => super::TlsArgs::local(dir).client(cluster_key),
+            None => Ok(Client::new(cluster_key)),
+        }
     }
 
     /// Keeps the directory (with the members' logs) when the bench ends; returns it.
@@ -556,6 +617,10 @@ fn print_table(report: &Report) {
         row("product / in-process tree", r.product_to_tree, "x");
         row("operations per second", r.operations_per_s, "");
         row("bytes moved between nodes", r.bytes_moved, "B");
+        if let (Some(tls), Some(ratio)) = (r.tls_digits_ms, r.tls_to_plain) {
+            row("digits at client, mutual TLS", tls, "ms");
+            row("mutual TLS / plain (digits)", ratio, "x");
+        }
         println!("  {:<34} {:>12}", "leadership changes", r.leadership_changes);
         println!("  {:<34} {:>12}", "HTTP 503 answers seen", r.http_503);
         println!("  {:<34} {:>12.1} MiB", "peak RSS of any node", r.peak_rss_bytes as f64 / 1_048_576.0);

@@ -38,6 +38,8 @@ pub struct ChaosArgs {
     /// The cluster key (the admin endpoints refuse requests without it).
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
+    #[structopt(flatten)]
+    tls: super::TlsArgs,
     /// Probability, per member and interval, of a crash.
     #[structopt(long = "kill-prob", value_name = "P", default_value = "0.1")]
     crash_prob: f64,
@@ -551,7 +553,8 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
-    let report = async_std::task::block_on(run_campaign(campaign.clone(), args.cluster_key, stop));
+    let report =
+        async_std::task::block_on(run_campaign(campaign.clone(), args.tls.client(args.cluster_key.clone())?, stop));
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
@@ -564,8 +567,7 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     }
 }
 
-async fn run_campaign(campaign: Arc<Campaign>, cluster_key: Option<String>, interrupted: Arc<AtomicBool>) -> Report {
-    let client = Client::new(cluster_key);
+async fn run_campaign(campaign: Arc<Campaign>, client: Client, interrupted: Arc<AtomicBool>) -> Report {
     let started = Instant::now();
     let seen = Arc::new(Mutex::new(Observations::new(started)));
     let attack_until = started + Duration::from_millis(campaign.duration_ms);

@@ -50,6 +50,10 @@ pub struct ClusterArgs {
     /// Shared secret for internal endpoints, handed to every node (never logged).
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
+    /// Members talk mutual TLS, with a CA, their certificates and an admin client's made in
+    /// DATA_DIR/tls (kept across restarts).
+    #[structopt(long)]
+    tls: bool,
 }
 
 struct Member {
@@ -72,6 +76,9 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     super::node::probability(args.crash_prob, "--fail-prob")?;
     super::node::probability(args.slow_prob, "--slow-prob")?;
     std::fs::create_dir_all(&args.data_dir)?;
+    if args.tls {
+        super::local_certificates(&tls_dir(&args), args.nodes)?;
+    }
     let peers =
         (1..=args.nodes).map(|i| format!("{i}=127.0.0.1:{}", args.base_port + i - 1)).collect::<Vec<_>>().join(",");
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,6 +108,16 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         args.base_port + args.nodes - 1,
         args.data_dir.display()
     );
+    if args.tls {
+        let dir = tls_dir(&args);
+        let files = super::TlsArgs::local(&dir);
+        println!(
+            "facto cluster: mutual TLS; clients use --ca {} (and --cert {} --key {} for the admin API)",
+            dir.join("ca.pem").display(),
+            files.cert.unwrap_or_default().display(),
+            files.key.unwrap_or_default().display()
+        );
+    }
     while !stop.load(Ordering::SeqCst) {
         for m in &mut members {
             supervise(m, &args, &peers)?;
@@ -167,7 +184,14 @@ fn spawn(args: &ClusterArgs, peers: &str, id: u16, restarts: u64) -> Result<Chil
     if let Some(key) = &args.cluster_key {
         cmd.env("FACTO_CLUSTER_KEY", key);
     }
+    if args.tls {
+        cmd.env("FACTO_TLS_DIR", tls_dir(args));
+    }
     Ok(cmd.spawn()?)
+}
+
+fn tls_dir(args: &ClusterArgs) -> PathBuf {
+    args.data_dir.join("tls")
 }
 
 /// `facto node` as a child of this process, with its output appended to `log_path`.

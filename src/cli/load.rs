@@ -106,16 +106,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let expected: Arc<BTreeMap<u64, String>> =
         Arc::new(ns.iter().map(|&n| (n, Big::factorial(n).to_decimal())).collect());
     let mut local = None;
-    let addrs = match &args.cluster {
-        Some(list) => super::cluster_addrs(Some(list))?,
+    let key = std::env::var("FACTO_CLUSTER_KEY").ok();
+    let (addrs, client) = match &args.cluster {
+        Some(list) => (super::cluster_addrs(Some(list))?, args.client_tls.client(key)?),
         None => {
-            let cluster = LocalCluster::start(args)?;
-            let addrs = cluster.addrs.clone();
+            let cluster = LocalCluster::start(args, args.tls)?;
+            let found = (cluster.addrs.clone(), cluster.client(key)?);
             local = Some(cluster);
-            addrs
+            found
         }
     };
-    let client = Client::new(std::env::var("FACTO_CLUSTER_KEY").ok());
     let report = async_std::task::block_on(async {
         settle(&client, &addrs).await?;
         let members = pick_members(&client, &addrs, target).await?;

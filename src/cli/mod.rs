@@ -1,6 +1,7 @@
 //! The command line (structopt). Each subcommand is a small function over the library.
 
 mod bench;
+mod certs;
 mod chaos;
 mod cluster;
 mod load;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Start a local cluster, time factorials on it, and compare with one thread in-process.
     #[structopt(setting = structopt::clap::AppSettings::AllowNegativeNumbers)]
     Bench(bench::BenchArgs),
+    /// Issue the certificates of a mutual-TLS cluster: a CA, members, clients.
+    Certs(certs::CertsArgs),
     /// Internal: a node's decimal conversion in a child process (bytes on stdin, digits on
     /// stdout).
     #[structopt(setting = structopt::clap::AppSettings::Hidden)]
@@ -78,6 +81,7 @@ pub fn main() -> i32 {
         Command::Cluster(args) => cluster::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::ToDecimal => crate::node::converter::serve_child().map_err(Error::from),
     };
     match result {
@@ -123,4 +127,69 @@ fn cluster_addrs(arg: Option<&str>) -> Result<Vec<String>> {
         crate::config::check_addr(a).map_err(|why| Error::Usage(format!("bad --cluster address '{a}': {why}")))?;
     }
     Ok(addrs)
+}
+
+/// How a client reaches a TLS cluster: the CA it trusts and, for routes that need one, the
+/// certificate it presents.
+#[derive(StructOpt, Debug, Default, Clone)]
+pub struct TlsArgs {
+    /// Call the cluster over TLS, trusting this CA certificate (the cluster's ca.pem).
+    #[structopt(long, env = "FACTO_CA", parse(from_os_str))]
+    ca: Option<std::path::PathBuf>,
+    /// Present this client certificate (with --key): `facto chaos` needs an admin one.
+    #[structopt(long, env = "FACTO_CERT", parse(from_os_str))]
+    cert: Option<std::path::PathBuf>,
+    /// The key of --cert.
+    #[structopt(long, env = "FACTO_KEY", parse(from_os_str))]
+    key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// A client over TLS when --ca is given (else plain HTTP) that sends `cluster_key`.
+    fn client(&self, cluster_key: Option<String>) -> Result<crate::transport::Client> {
+        let cert_key = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err(Error::Usage("give --cert and --key together".into())),
+        };
+        let tls = match &self.ca {
+            Some(ca) => Some(crate::transport::tls::client(ca, cert_key).map_err(Error::Usage)?),
+            None if cert_key.is_some() => {
+                return Err(Error::Usage("--cert needs --ca (the cluster's CA certificate)".into()))
+            }
+            None => None,
+        };
+        Ok(crate::transport::Client::connecting(cluster_key, tls))
+    }
+
+    /// The files `facto cluster --tls` and `facto bench --tls` make in `dir`, as a client
+    /// with the admin certificate uses them.
+    fn local(dir: &std::path::Path) -> TlsArgs {
+        let (cert, key) = crate::transport::tls::client_files(dir, LOCAL_ADMIN);
+        TlsArgs { ca: Some(crate::transport::tls::ca_file(dir)), cert: Some(cert), key: Some(key) }
+    }
+}
+
+/// The admin client a local TLS cluster issues for its user.
+const LOCAL_ADMIN: &str = "admin";
+
+/// Certificates for a local cluster of `nodes` members on loopback in `dir`: a CA, each
+/// member's, and an admin client's. What is there already is kept (a restarted cluster
+/// keeps its CA).
+fn local_certificates(dir: &std::path::Path, nodes: u16) -> Result<()> {
+    use crate::transport::{certs, tls};
+    let year = certs::Validity { days: 365 };
+    if !tls::ca_file(dir).exists() {
+        certs::init(dir).map_err(Error::Usage)?;
+    }
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    for id in 1..=u32::from(nodes) {
+        if !tls::member_files(dir, id).0.exists() {
+            certs::member(dir, id, &hosts, year).map_err(Error::Usage)?;
+        }
+    }
+    if !tls::client_files(dir, LOCAL_ADMIN).0.exists() {
+        certs::client(dir, LOCAL_ADMIN, true, year).map_err(Error::Usage)?;
+    }
+    Ok(())
 }

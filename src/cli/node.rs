@@ -74,6 +74,10 @@ pub struct NodeArgs {
     /// Shared secret required on internal endpoints (never logged).
     #[structopt(long, env = "FACTO_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
+    /// Serve and call peers over mutual TLS with the cluster CA's `ca.pem` and this member's
+    /// `node-ID.pem` and `node-ID.key` from this directory (made by `facto certs`).
+    #[structopt(long, env = "FACTO_TLS_DIR", parse(from_os_str))]
+    tls_dir: Option<PathBuf>,
 }
 
 /// The election tick for a cluster of `members`: 10 ms up to 10 members, then one
@@ -148,8 +152,14 @@ pub fn run(mut args: NodeArgs) -> Result<()> {
         seconds_to_ms(args.slow, "--slow")?,
     )
     .corrupting(probability(args.corrupt_prob, "--corrupt-prob")?);
+    let tls = match &args.tls_dir {
+        Some(dir) => {
+            Some(crate::transport::tls::member(dir, id).map_err(|why| Error::Usage(format!("--tls-dir: {why}")))?)
+        }
+        None => None,
+    };
     tune_the_allocator();
-    async_std::task::block_on(crate::member::run(config, args.cluster_key, faults))
+    async_std::task::block_on(crate::member::run(config, args.cluster_key, tls, faults))
 }
 
 /// This very program, for child processes: `/proc/self/exe` on Linux stays valid even when

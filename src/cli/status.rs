@@ -20,6 +20,8 @@ pub struct StatusArgs {
     /// Redraw the tables every second until Ctrl-C.
     #[structopt(long, conflicts_with = "json")]
     watch: bool,
+    #[structopt(flatten)]
+    tls: super::TlsArgs,
 }
 
 /// How often `--watch` redraws.
@@ -27,7 +29,7 @@ const WATCH_EVERY_MS: u64 = 1_000;
 
 pub fn run(args: StatusArgs) -> Result<()> {
     let addrs = cluster_addrs(args.cluster.as_deref())?;
-    let client = Client::new(None);
+    let client = args.tls.client(None)?;
     loop {
         let answers = ask_all(&client, &addrs);
         let nobody = answers.iter().all(|(_, s)| s.is_none());

@@ -34,6 +34,8 @@ pub struct SubmitArgs {
     /// Give up after this many seconds when no member answers at all.
     #[structopt(long, default_value = "30")]
     connect_timeout: f64,
+    #[structopt(flatten)]
+    tls: super::TlsArgs,
 }
 
 pub fn run(args: SubmitArgs) -> Result<()> {
@@ -43,8 +45,8 @@ pub fn run(args: SubmitArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
     let connect_ms = super::node::seconds_to_ms(args.connect_timeout, "--connect-timeout")?;
     let deadline = Deadlines { all: deadline, connect: Instant::now() + Duration::from_millis(connect_ms) };
+    let client = args.tls.client(None)?;
     async_std::task::block_on(async {
-        let client = Client::new(None);
         let mut jobs = Vec::new();
         for n in ns {
             let job = submit_one(&client, &addrs, n, deadline).await?;

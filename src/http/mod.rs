@@ -21,8 +21,11 @@ use crate::node::{Event, Handle, Input, JobsQuery, Refusal, Routed, WorkRefused}
 use crate::node_core::{validate, worker};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
+use crate::transport::stream::Stream;
+use crate::transport::tls::{identity_of, Identity};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
+use facto_elections::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};
@@ -42,8 +45,9 @@ const WAIT_MS_MAX: u64 = 2_000;
 
 type App = tide::Server<Handle>;
 
-/// The node's HTTP application.
-pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
+/// The node's HTTP application. Over `tls`, certificates decide who may call what: the
+/// internal routes need a member's, the admin routes an admin client's.
+pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     let mut app = tide::with_state(handle.clone());
     app.with(EchoRequestId);
     app.with(CountRequests);
@@ -59,7 +63,11 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     app.at("/jobs/:id").with(limit).get(get_job);
 
     let mut admin = tide::with_state(handle.clone());
-    admin.with(KeyGuard { key: cluster_key.clone(), required: true });
+    if tls {
+        admin.with(CertificateGuard::Admin);
+    } else {
+        admin.with(KeyGuard { key: cluster_key.clone(), required: true });
+    }
     admin.at("/crash").post(crash);
     admin.at("/stall").post(stall);
     admin.at("/partition").post(partition);
@@ -67,6 +75,9 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
     app.at("/admin").nest(admin);
 
     let mut internal = tide::with_state(handle);
+    if tls {
+        internal.with(CertificateGuard::Member);
+    }
     internal.with(KeyGuard { key: cluster_key, required: false });
     internal.with(SettingsGuard);
     internal.at("/election").post(election);
@@ -79,8 +90,10 @@ pub fn app(handle: Handle, cluster_key: Option<String>) -> App {
 }
 
 /// Accepts connections with TCP_NODELAY set (tide's own listener leaves Nagle on, which
-/// costs ~40-88 ms per small request on loopback) and serves each with the tide app.
-pub async fn serve(listener: TcpListener, app: App) {
+/// costs ~40-88 ms per small request on loopback) and serves each with the tide app, over
+/// TLS when the node has a `tls` configuration.
+pub async fn serve(listener: TcpListener, app: App, tls: Option<std::sync::Arc<rustls::ServerConfig>>) {
+    let acceptor = tls.map(futures_rustls::TlsAcceptor::from);
     let connections = connections::Connections::new();
     loop {
         let stream = match listener.accept().await {
@@ -94,8 +107,55 @@ pub async fn serve(listener: TcpListener, app: App) {
         };
         let _ = stream.set_nodelay(true);
         let place = connections.open();
-        async_std::task::spawn(serve_connection(stream, app.clone(), place));
+        let (app, acceptor) = (app.clone(), acceptor.clone());
+        async_std::task::spawn(async move {
+            if let Some((stream, identity)) = handshake(stream, acceptor, &app).await {
+                serve_connection(stream, identity, app, place).await;
+            }
+        });
     }
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Whether a new connection's first byte opens a TLS handshake (a plain HTTP request there
+/// gets a 400 in words instead of a closed connection).
+async fn starts_tls(tcp: &async_std::net::TcpStream) -> bool {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    let peeked = async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), tcp.peek(&mut first)).await;
+    matches!(peeked, Ok(Ok(1))) && first[0] == TLS_HANDSHAKE_RECORD
+}
+
+/// The connection as served, and who its certificate names (none over plain HTTP, or for a
+/// TLS client that presented none). A failed handshake (no certificate of the cluster's CA,
+/// an expired one, not TLS at all) is counted and closes the connection.
+async fn handshake(
+    tcp: async_std::net::TcpStream,
+    acceptor: Option<futures_rustls::TlsAcceptor>,
+    app: &App,
+) -> Option<(Stream, Option<Identity>)> {
+    let Some(acceptor) = acceptor else { return Some((Stream::Plain(tcp), None)) };
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    if !starts_tls(&tcp).await {
+        app.state().metrics.tls_refused();
+        let why = "this member speaks only HTTPS (mutual TLS): call https:// with the cluster's CA";
+        let _ = request_head::Connection::new(Stream::Plain(tcp)).refuse(400, "Bad Request", why, None).await;
+        return None;
+    }
+    let accepted = async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), acceptor.accept(tcp)).await;
+    let tls = match accepted {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            app.state().metrics.tls_refused();
+            log::debug!("TLS handshake with {peer} failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let identity = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|c| identity_of(c));
+    Some((Stream::tls(tls), identity))
 }
 
 /// How long a client may take to send its first request head.
@@ -107,9 +167,10 @@ const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
 
 /// Serves one connection request by request; each head is read (and its limits answered)
 /// before async-h1 decodes it.
-async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: connections::Place) {
-    let local_addr = stream.local_addr().ok().map(|a| a.to_string());
-    let peer_addr = stream.peer_addr().ok().map(|a| a.to_string());
+async fn serve_connection(stream: Stream, identity: Option<Identity>, app: App, place: connections::Place) {
+    let tcp = stream.tcp();
+    let local_addr = tcp.local_addr().ok().map(|a| a.to_string());
+    let peer_addr = tcp.peer_addr().ok().map(|a| a.to_string());
     let host = local_addr.clone().unwrap_or_default();
     let mut connection = request_head::Connection::new(stream);
     let answer = connection.clone();
@@ -117,6 +178,9 @@ async fn serve_connection(stream: async_std::net::TcpStream, app: App, place: co
         let (app, answer) = (app.clone(), answer.clone());
         req.set_local_addr(local_addr.clone());
         req.set_peer_addr(peer_addr.clone());
+        if let Some(identity) = &identity {
+            req.ext_mut().insert(identity.clone());
+        }
         async move {
             let res: tide::http::Response = app.respond(req).await?;
             if res.header("Connection").is_some_and(|c| c.as_str().eq_ignore_ascii_case("close")) {
@@ -200,6 +264,73 @@ impl tide::Middleware<Handle> for KeyGuard {
     }
 }
 
+/// Over TLS, who may call a group of routes: its caller's certificate must name a member
+/// (and the member its request says it comes from), or an admin client.
+enum CertificateGuard {
+    Member,
+    Admin,
+}
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for CertificateGuard {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let identity = req.ext::<Identity>();
+        let refusal = match (self, identity) {
+            (CertificateGuard::Admin, Some(Identity::Client { admin: true, .. })) => None,
+            (CertificateGuard::Admin, _) => {
+                Some(("not_admin", "the admin API needs an admin client certificate".into()))
+            }
+            (CertificateGuard::Member, Some(Identity::Member(id))) => {
+                let said = req.header(SETTINGS_HEADER).and_then(|v| validate::sender_in_settings(v.as_str()));
+                match said {
+                    Some(from) if from != *id => {
+                        Some(("impersonation", format!("member {id}'s certificate cannot speak for member {from}")))
+                    }
+                    _ => None,
+                }
+            }
+            (CertificateGuard::Member, other) => {
+                let presented = other.map_or("none".to_string(), |i| format!("the certificate of {i}"));
+                Some((
+                    "no_member_certificate",
+                    format!("internal routes need a member certificate; the caller presented {presented}"),
+                ))
+            }
+        };
+        match refusal {
+            None => Ok(next.run(req).await),
+            Some((reason, why)) => Ok(identity_refused(&req, reason, &why)),
+        }
+    }
+}
+
+/// 403 for a caller whose certificate does not allow the request; counted, and logged once
+/// in a while under the member the certificate names.
+fn identity_refused(req: &Request<Handle>, reason: &'static str, why: &str) -> Response {
+    let handle = req.state();
+    handle.metrics.identity_refused(reason);
+    if let Some(Identity::Member(id)) = req.ext::<Identity>() {
+        handle.refusals.note(*id, "a request", why);
+    } else {
+        log::debug!("refused {}: {why}", req.url().path());
+    }
+    error(StatusCode::Forbidden, why)
+}
+
+/// A peer message's sender is another member, and over TLS the one its certificate names.
+fn check_sender(req: &Request<Handle>, from: NodeId) -> Result<(), Response> {
+    let handle = req.state();
+    validate::sender(&handle.config.members, handle.config.id, from)
+        .map_err(|why| error(StatusCode::BadRequest, &why))?;
+    match req.ext::<Identity>() {
+        Some(Identity::Member(id)) if *id != from => {
+            let why = format!("member {id}'s certificate cannot speak for member {from}");
+            Err(identity_refused(req, "impersonation", &why))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Refuses (409) a peer's request that does not carry this node's cluster settings: a member
 /// started with another algorithm, `--max-n` or member list, or of another protocol, can
 /// neither vote, nor gather, nor hand out work here.
@@ -215,7 +346,7 @@ impl tide::Middleware<Handle> for SettingsGuard {
             Err(why) => {
                 // Logged under the sender's id only if that is a member: ids in a refused
                 // header are not to be trusted with a log entry each.
-                let sender = theirs.and_then(|t| t.split(';').find_map(|p| p.strip_prefix("node=")?.parse().ok()));
+                let sender = theirs.and_then(validate::sender_in_settings);
                 let sender = sender.filter(|&id| handle.config.members.addr(id).is_some()).unwrap_or(0);
                 handle.refusals.note(sender, "a request", &why);
                 Ok(error(StatusCode::Conflict, &why))
@@ -663,8 +794,8 @@ async fn election(mut req: Request<Handle>) -> tide::Result {
         Err(res) => return Ok(res),
     };
     let handle = req.state();
-    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, envelope.from) {
-        return Ok(error(StatusCode::BadRequest, &why));
+    if let Err(res) = check_sender(&req, envelope.from) {
+        return Ok(res);
     }
     let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
     if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {
@@ -693,8 +824,8 @@ async fn work(mut req: Request<Handle>) -> tide::Result {
         Ok(d) => d,
         Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
     };
-    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, from) {
-        return Ok(error(StatusCode::BadRequest, &why));
+    if let Err(res) = check_sender(&req, from) {
+        return Ok(res);
     }
     Ok(match handle.work(from, epoch, tasks).await {
         Ok(answer) => frame_response(answer),
@@ -763,8 +894,8 @@ async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
         Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
     };
     let handle = req.state();
-    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, write.from) {
-        return Ok(error(StatusCode::BadRequest, &why));
+    if let Err(res) = check_sender(&req, write.from) {
+        return Ok(res);
     }
     Ok(match handle.apply_facts(write.from, write.epoch, facts).await {
         Ok(()) => Response::new(StatusCode::NoContent),
@@ -782,8 +913,8 @@ async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
         Err(res) => return Ok(res),
     };
     let handle = req.state();
-    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, query.from) {
-        return Ok(error(StatusCode::BadRequest, &why));
+    if let Err(res) = check_sender(&req, query.from) {
+        return Ok(res);
     }
     let facts = match handle.checkpoint(query.from, query.epoch, query.finished).await {
         Some(Ok(facts)) => facts,

@@ -8,8 +8,8 @@
 //! enough for a client that sent a modest body whole to read its answer (closing a socket
 //! with unread bytes resets it, and the client may lose the answer), never 10 GB.
 
+use crate::transport::stream::Stream;
 use async_std::io::{Read, Write};
-use async_std::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{IoSlice, Result};
 use std::pin::Pin;
@@ -44,13 +44,13 @@ pub enum Head {
 #[derive(Clone)]
 pub struct Connection {
     ahead: Arc<Mutex<VecDeque<u8>>>,
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes the connection still reads from the socket ([`UNBOUNDED`] until it stops).
     left: Arc<AtomicU64>,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream) -> Connection {
+    pub fn new(stream: Stream) -> Connection {
         Connection { ahead: Arc::default(), stream, left: Arc::new(AtomicU64::new(UNBOUNDED)) }
     }
 
@@ -97,7 +97,8 @@ impl Connection {
             body.len()
         );
         let _ = self.stream.write_all(response.as_bytes()).await;
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        // Closing the write side (after a TLS close_notify, over TLS).
+        let _ = futures::AsyncWriteExt::close(&mut self.stream).await;
     }
 
     fn take_ahead(&self) -> Vec<u8> {

@@ -37,6 +37,8 @@ pub struct Metrics {
     checkpoint_fsync_seconds: Histogram,
     replication_round_trip_seconds: Family<Labels, Histogram>,
     http_requests: Family<Labels, Counter>,
+    tls_handshakes_refused: Counter,
+    identity_refusals: Family<Labels, Counter>,
     /// What the scrape before saw of counters kept elsewhere (worker stats, the
     /// coordinator's re-execution count): the counters move by the difference.
     seen_operations_computed: AtomicU64,
@@ -79,6 +81,8 @@ impl Metrics {
             checkpoint_fsync_seconds: seconds_histogram(),
             replication_round_trip_seconds: family_of_histograms(),
             http_requests: Family::default(),
+            tls_handshakes_refused: Counter::default(),
+            identity_refusals: Family::default(),
             seen_operations_computed: AtomicU64::new(0),
             seen_operations_reexecuted: AtomicU64::new(0),
             seen_leadership: Mutex::new(None),
@@ -147,6 +151,25 @@ impl Metrics {
             self.replication_round_trip_seconds.clone(),
         );
         r.register("http_requests", "HTTP requests served, by route and status", self.http_requests.clone());
+        r.register(
+            "tls_handshakes_refused",
+            "TLS handshakes this node refused (no certificate of the cluster's CA, expired, not TLS)",
+            self.tls_handshakes_refused.clone(),
+        );
+        r.register(
+            "identity_refusals",
+            "Requests refused (403) for the caller's certificate, by reason: no_member_certificate, \
+             impersonation, not_admin",
+            self.identity_refusals.clone(),
+        );
+    }
+
+    pub fn tls_refused(&self) {
+        self.tls_handshakes_refused.inc();
+    }
+
+    pub fn identity_refused(&self, reason: &'static str) {
+        self.identity_refusals.get_or_create(&vec![("reason", reason.to_string())]).inc();
     }
 
     pub fn message_sent(&self, kind: &'static str) {

@@ -126,6 +126,11 @@ pub fn without_horizons_beyond(epoch: Epoch, mut facts: Vec<Fact>) -> Vec<Fact> 
     facts
 }
 
+/// The sender a peer's settings header names (its `node=ID`).
+pub fn sender_in_settings(theirs: &str) -> Option<NodeId> {
+    theirs.split(';').find_map(|p| p.strip_prefix("node=")?.parse().ok())
+}
+
 /// A peer's request carries its cluster settings (`theirs`, as [`SharedSettings::text`],
 /// with the sender's `node=ID`): one that did not say (an older build) or whose settings
 /// differ is refused, naming each setting with both values. Members that disagree on the

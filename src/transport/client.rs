@@ -3,12 +3,12 @@
 //! every election timeout meaningless.
 
 use super::gate::{Gate, Passage};
+use super::resolver::Resolver;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a call to a member failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +49,8 @@ pub const FORWARDED_HEADER: &str = "x-facto-forwarded";
 pub struct Client {
     http: surf::Client,
     control_http: surf::Client,
+    /// Calls go over TLS, to `https://` with the member's own name (its certificate names it).
+    tls: bool,
     cluster_key: Option<String>,
     /// A node's client: its [`SETTINGS_HEADER`].
     settings: Option<String>,
@@ -60,56 +62,28 @@ pub struct Client {
     bytes_moved: Arc<AtomicU64>,
 }
 
-/// How long a looked-up address (or a failed lookup) is reused.
-const RESOLVED_TTL_MS: u64 = 1_000;
-
-/// Looks up members' host names off the runtime's threads. surf's h1 client resolves a
-/// name with the blocking system resolver on the task that sends: with a member whose name
-/// no longer resolves (a container cut off from the network), each lookup held one of the
-/// two runtime threads for seconds, heartbeats stopped, and the other members elected a
-/// new coordinator every few seconds. Calls are handed an address surf need not look up.
-/// When a name was looked up, and to what (or why not).
-type Resolved = (Instant, Result<SocketAddr, String>);
-
-#[derive(Default)]
-struct Resolver {
-    cache: Mutex<HashMap<String, Resolved>>,
-}
-
-impl Resolver {
-    async fn resolve(&self, addr: &str) -> Result<SocketAddr, String> {
-        if let Ok(ip) = addr.parse::<SocketAddr>() {
-            return Ok(ip);
-        }
-        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(addr).cloned();
-        if let Some((at, resolved)) = cached {
-            if at.elapsed() < Duration::from_millis(RESOLVED_TTL_MS) {
-                return resolved;
-            }
-        }
-        // async-std runs the system resolver on its blocking pool.
-        let resolved = async_std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .await
-            .map_err(|e| format!("cannot resolve {addr}: {e}"))
-            .and_then(|mut addrs| addrs.next().ok_or_else(|| format!("{addr} resolves to no address")));
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr.to_string(), (Instant::now(), resolved.clone()));
-        resolved
-    }
-}
-
 impl Client {
     /// A client that sends `cluster_key` (if any) with every request.
     pub fn new(cluster_key: Option<String>) -> Client {
+        Client::connecting(cluster_key, None)
+    }
+
+    /// A client that calls over TLS with `tls` (trusting the cluster's CA, and presenting a
+    /// certificate if it has one) when given, else plain HTTP.
+    pub fn connecting(cluster_key: Option<String>, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
+        let resolver = Arc::<Resolver>::default();
+        let (http, control_http) = match &tls {
+            None => (pool(16), pool(4)),
+            Some(config) => (tls_pool(config, 16, &resolver), tls_pool(config, 4, &resolver)),
+        };
         Client {
-            http: pool(16),
-            control_http: pool(4),
+            http,
+            control_http,
+            tls: tls.is_some(),
             cluster_key,
             settings: None,
             gate: None,
-            resolver: Arc::default(),
+            resolver,
             bytes_moved: Arc::default(),
         }
     }
@@ -126,8 +100,13 @@ impl Client {
 
     /// A node's client: like [`Client::new`], every call passes the node's `gate` and says
     /// its cluster `settings`.
-    pub fn behind(cluster_key: Option<String>, gate: Arc<Gate>, settings: String) -> Client {
-        Client { gate: Some(gate), settings: Some(settings), ..Client::new(cluster_key) }
+    pub fn behind(
+        cluster_key: Option<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        gate: Arc<Gate>,
+        settings: String,
+    ) -> Client {
+        Client { gate: Some(gate), settings: Some(settings), ..Client::connecting(cluster_key, tls) }
     }
 
     /// `POST http://{addr}{path}` with a JSON body; decodes a JSON answer.
@@ -144,8 +123,7 @@ impl Client {
         self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut body = surf::Body::from_bytes(bytes);
         body.set_mime(surf::http::mime::JSON);
-        let target = self.resolve(addr, timeout).await?;
-        let mut req = self.http.post(format!("http://{target}{path}")).body(body);
+        let mut req = self.http.post(self.url(addr, path, timeout).await?).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -162,10 +140,9 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
         self.bytes_moved.fetch_add(body.len() as u64, Ordering::Relaxed);
-        let target = self.resolve(addr, timeout).await?;
         let mut body = surf::Body::from_bytes(body);
         body.set_mime(crate::frame::FRAME_CONTENT_TYPE);
-        let req = self.http.post(format!("http://{target}{path}")).body(body);
+        let req = self.http.post(self.url(addr, path, timeout).await?).body(body);
         self.exchange(addr, req, timeout).await
     }
 
@@ -194,12 +171,21 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<Vec<u8>, CallError> {
-        let target = self.resolve(addr, timeout).await?;
-        let mut req = self.http.get(format!("http://{target}{path}"));
+        let mut req = self.http.get(self.url(addr, path, timeout).await?);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         self.exchange(addr, req, timeout).await
+    }
+
+    /// The URL of `path` on `addr`. Over TLS it names the member as configured, since its
+    /// certificate is checked against that name (the TLS layer looks it up); plain calls go
+    /// to an address looked up here.
+    async fn url(&self, addr: &str, path: &str, timeout: Duration) -> Result<String, CallError> {
+        if self.tls {
+            return Ok(format!("https://{addr}{path}"));
+        }
+        Ok(format!("http://{}{path}", self.resolve(addr, timeout).await?))
     }
 
     async fn resolve(&self, addr: &str, timeout: Duration) -> Result<SocketAddr, CallError> {
@@ -303,6 +289,15 @@ fn pool(connections_per_host: usize) -> surf::Client {
         .set_timeout(None)
         .try_into()
         .expect("the h1 client accepts this configuration")
+}
+
+/// [`pool`] over TLS.
+fn tls_pool(config: &Arc<rustls::ClientConfig>, connections_per_host: usize, resolver: &Arc<Resolver>) -> surf::Client {
+    surf::Config::new()
+        .set_http_client(super::https::Https::new(config.clone(), connections_per_host, resolver.clone()))
+        .set_timeout(None)
+        .try_into()
+        .expect("a client with its own connection layer accepts this configuration")
 }
 
 #[cfg(test)]

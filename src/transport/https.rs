@@ -1,0 +1,105 @@
+//! surf's connection layer for HTTPS with the cluster's CA: TLS over TCP_NODELAY
+//! connections, kept alive per host. A connection goes back to the pool only after an answer
+//! was read whole, so no request ever reads another's answer.
+
+use super::resolver::Resolver;
+use super::stream::Stream;
+use futures_rustls::TlsConnector;
+use http_client::{Config, Error, HttpClient, Request, Response};
+use rustls::ClientConfig;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a connection may sit idle before it is not reused (members close theirs after
+/// a minute).
+const IDLE_MS_MAX: u64 = 30_000;
+
+pub struct Https {
+    connector: TlsConnector,
+    idle: Mutex<HashMap<String, Vec<(Instant, Stream)>>>,
+    idle_per_host_max: usize,
+    resolver: Arc<Resolver>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Https")
+    }
+}
+
+impl Https {
+    pub fn new(config: Arc<ClientConfig>, idle_per_host_max: usize, resolver: Arc<Resolver>) -> Https {
+        Https {
+            connector: TlsConnector::from(config),
+            idle: Mutex::default(),
+            idle_per_host_max,
+            resolver,
+            config: Config::new(),
+        }
+    }
+
+    fn take_idle(&self, host: &str) -> Option<Stream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.get_mut(host)?;
+        while let Some((since, stream)) = streams.pop() {
+            if since.elapsed() < Duration::from_millis(IDLE_MS_MAX) && stream.idle_and_open() {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, host: String, stream: Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.entry(host).or_default();
+        if streams.len() < self.idle_per_host_max {
+            streams.push((Instant::now(), stream));
+        }
+    }
+
+    async fn dial(&self, host: &str, port: u16) -> Result<Stream, Error> {
+        let addr = self.resolver.resolve(&format!("{host}:{port}")).await.map_err(unavailable)?;
+        let tcp = async_std::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = super::tls::server_name(host).map_err(unavailable)?;
+        let tls = self.connector.connect(name, tcp).await?;
+        Ok(Stream::tls(tls))
+    }
+}
+
+fn unavailable(why: String) -> Error {
+    Error::from_str(http_client::http_types::StatusCode::ServiceUnavailable, why)
+}
+
+#[http_client::async_trait]
+impl HttpClient for Https {
+    async fn send(&self, req: Request) -> Result<Response, Error> {
+        let url = req.url();
+        let host = url.host_str().ok_or_else(|| unavailable(format!("no host in {url}")))?.to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let key = format!("{host}:{port}");
+        let stream = match self.take_idle(&key) {
+            Some(stream) => stream,
+            None => self.dial(&host, port).await?,
+        };
+        let mut res = async_h1::client::connect(stream.clone(), req).await?;
+        let body = res.body_bytes().await?;
+        let closing = res.header("connection").is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"));
+        if !closing {
+            self.put_idle(key, stream);
+        }
+        res.set_body(body);
+        Ok(res)
+    }
+
+    fn set_config(&mut self, config: Config) -> http_client::http_types::Result<()> {
+        self.config = config;
+        Ok(())
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+}
