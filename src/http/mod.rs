@@ -141,7 +141,11 @@ async fn handshake(
     if !starts_tls(&tcp).await {
         app.state().metrics.tls_refused();
         let why = "this member speaks only HTTPS (mutual TLS): call https:// with the cluster's CA";
-        let _ = request_head::Connection::new(Stream::Plain(tcp)).refuse(400, "Bad Request", why, None).await;
+        // The head is read first: a socket closed with unread bytes resets, and the client
+        // would lose the answer.
+        let mut plain = request_head::Connection::new(Stream::Plain(tcp));
+        let _ = plain.next_head("", OVER_LIMIT_HEAD_TIMEOUT_MS).await;
+        plain.refuse(400, "Bad Request", why, None).await;
         return None;
     }
     let accepted = async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), acceptor.accept(tcp)).await;

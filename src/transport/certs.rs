@@ -159,7 +159,8 @@ mod tests {
 
     fn der(path: &Path) -> Vec<u8> {
         let pem = std::fs::read(path).unwrap();
-        rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap().to_vec()
+        let first = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap().to_vec();
+        first
     }
 
     #[test]

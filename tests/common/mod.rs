@@ -47,27 +47,58 @@ pub struct Cluster {
     /// Nodes held by SIGSTOP: running, but not expected to answer.
     stopped: std::collections::BTreeSet<u32>,
     extra_args: Vec<String>,
+    /// Where a TLS cluster's certificates are (`Cluster::start_tls`); the harness calls it
+    /// with the admin client certificate `client-test`.
+    pub tls: Option<PathBuf>,
 }
 
+/// The admin client certificate a TLS test cluster issues for the harness.
+pub const TEST_ADMIN: &str = "test";
+
 impl Cluster {
+    /// [`Cluster::start`] over mutual TLS: a CA and every member's certificate made with
+    /// `facto certs` in the cluster's directory, and an admin client certificate for the
+    /// harness's own calls.
+    pub fn start_tls(n: usize, election: &str, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(n, election, extra_args);
+        let tls = cluster.dir.join("tls");
+        let dir = tls.to_str().unwrap();
+        certs(&["init", "--dir", dir]);
+        for id in cluster.ids() {
+            certs(&["member", "--id", &id.to_string(), "--host", "127.0.0.1", "--host", "localhost", "--dir", dir]);
+        }
+        certs(&["client", "--name", TEST_ADMIN, "--admin", "--dir", dir]);
+        cluster.extra_args.extend(["--tls-dir".to_string(), dir.to_string()]);
+        cluster.tls = Some(tls);
+        for id in cluster.ids() {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
     /// Starts `n` nodes (ids 1..=n) with the given election and extra `facto node` arguments.
     pub fn start(n: usize, election: &str, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(n, election, extra_args);
+        for id in 1..=n as u32 {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn prepare(n: usize, election: &str, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(n);
         let dir = std::env::temp_dir().join(format!("facto-test-{}-{}", std::process::id(), ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             ports,
             election: election.to_string(),
             dir,
             children: (0..n).map(|_| None).collect(),
             stopped: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n as u32 {
-            cluster.start_node(id);
+            tls: None,
         }
-        cluster
     }
 
     pub fn peers(&self) -> String {
@@ -140,7 +171,16 @@ impl Cluster {
     }
 
     pub fn status(&self, id: u32) -> Option<Value> {
-        http_get(&self.addr(id), "/status")
+        self.get(id, "/status")
+    }
+
+    /// `GET path` on member `id` (over TLS with the admin certificate on a TLS cluster): its
+    /// JSON when the answer is 200.
+    pub fn get(&self, id: u32, path: &str) -> Option<Value> {
+        let Some(tls) = &self.tls else { return http_get(&self.addr(id), path) };
+        let identity = Some(client_files(tls, TEST_ADMIN));
+        let (status, body) = https(&self.addr(id), "GET", path, None, &[], tls, identity).ok()?;
+        (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
     }
 
     /// Every running node's status (None for nodes that do not answer).
@@ -195,10 +235,7 @@ impl Cluster {
 
     /// The job as any answering member reports it.
     pub fn job(&self, id: &str) -> Option<Value> {
-        self.ids()
-            .into_iter()
-            .filter(|&i| self.answering(i))
-            .find_map(|i| http_get(&self.addr(i), &format!("/jobs/{id}")))
+        self.ids().into_iter().filter(|&i| self.answering(i)).find_map(|i| self.get(i, &format!("/jobs/{id}")))
     }
 
     /// Waits for the job to be done; returns it.
@@ -211,7 +248,13 @@ impl Cluster {
     pub fn facto(&self, args: &[&str]) -> Output {
         let answering: Vec<String> =
             self.ids().into_iter().filter(|&id| self.answering(id)).map(|id| self.addr(id)).collect();
-        Command::new(BIN).args(args).env("FACTO_CLUSTER", answering.join(",")).output().unwrap()
+        let mut command = Command::new(BIN);
+        command.args(args).env("FACTO_CLUSTER", answering.join(","));
+        if let Some(tls) = &self.tls {
+            let (cert, key) = client_files(tls, TEST_ADMIN);
+            command.env("FACTO_CA", tls.join("ca.pem")).env("FACTO_CERT", cert).env("FACTO_KEY", key);
+        }
+        command.output().unwrap()
     }
 
     /// The tail of every node's log, for failure messages.
@@ -237,6 +280,67 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs `facto certs ARGS`, which must succeed.
+pub fn certs(args: &[&str]) {
+    let out = Command::new(BIN).arg("certs").args(args).output().unwrap();
+    assert!(out.status.success(), "facto certs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A client certificate and its key, as `facto certs client` names them in `dir`.
+pub fn client_files(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("client-{name}.pem")), dir.join(format!("client-{name}.key")))
+}
+
+/// One HTTPS request with `Connection: close`, trusting `dir/ca.pem` and presenting
+/// `identity` (a certificate and key) if given. Err: the TLS handshake or the connection
+/// failed (its reason).
+pub fn https(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    dir: &std::path::Path,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> Result<(u16, Vec<u8>), String> {
+    use std::io::{Read, Write};
+    let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let config = facto::transport::tls::client(&dir.join("ca.pem"), identity)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let connection = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        body.len(),
+        headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>()
+    );
+    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream.write_all(body).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A peer that closes without close_notify after a whole answer.
+            Err(_) if !raw.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no answer head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    let mut payload = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload);
+    }
+    Ok((status, payload))
 }
 
 /// Polls `f` every 20 ms until it returns Some or `timeout` passes.
