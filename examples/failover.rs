@@ -2,8 +2,9 @@
 //! measure, per kill, the time until every live node agrees on a new coordinator and the time
 //! until the new coordinator completes its first operation.
 //!
-//! `cargo build --release && cargo run --release --example failover -- [ALGORITHM] [KILLS]`
-//! (defaults: raft 30). Runs real `target/release/facto node` processes on loopback.
+//! `cargo build --release && cargo run --release --example failover -- [ALGORITHM] [KILLS] [tls]`
+//! (defaults: raft 30, plain HTTP; `tls`: members talk mutual TLS). Runs real
+//! `target/release/facto node` processes on loopback.
 
 use facto::api::{JobInfo, NodeStatus, SubmitRequest};
 use facto::transport::Client;
@@ -36,6 +37,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let algorithm = args.next().unwrap_or_else(|| "raft".into());
     let kills: usize = args.next().and_then(|k| k.parse().ok()).unwrap_or(30);
+    let tls = args.next().as_deref() == Some("tls");
     let bin = std::env::current_dir().unwrap().join("target/release/facto");
     assert!(bin.exists(), "build first: cargo build --release");
     let ports: Vec<u16> = (0..NODES)
@@ -46,6 +48,10 @@ fn main() {
         .collect();
     let peers: String = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p},", i + 1)).collect();
     let data = std::env::temp_dir().join(format!("facto-failover-{}", std::process::id()));
+    let certs = data.join("tls");
+    if tls {
+        make_certificates(&certs);
+    }
     let mut nodes: Vec<Node> =
         (1..=NODES).map(|id| Node { id, addr: format!("127.0.0.1:{}", ports[id as usize - 1]), child: None }).collect();
     let start = |node: &mut Node| {
@@ -53,6 +59,7 @@ fn main() {
             .args(["node", "--id", &node.id.to_string(), "--peers", &peers, "--election", &algorithm])
             .arg("--data-dir")
             .arg(data.join(format!("node-{}", node.id)))
+            .args(if tls { vec!["--tls-dir".into(), certs.clone()] } else { vec![] })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -63,7 +70,10 @@ fn main() {
     for node in nodes.iter_mut() {
         start(node);
     }
-    let client = Client::new(None);
+    let client = match tls {
+        true => Client::connecting(None, Some(facto::transport::tls::client(&certs.join("ca.pem"), None).unwrap())),
+        false => Client::new(None),
+    };
     let mut agree_ms = Vec::new();
     let mut progress_ms = Vec::new();
     async_std::task::block_on(async {
@@ -98,8 +108,9 @@ fn main() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&data);
     println!(
-        "{algorithm}, {NODES} nodes, {kills} coordinator kills: agreement p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
+        "{algorithm}{}, {NODES} nodes, {kills} coordinator kills: agreement p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
          first operation p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        if tls { " over mutual TLS" } else { "" },
         percentile(&agree_ms, 50.0),
         percentile(&agree_ms, 99.0),
         percentile(&agree_ms, 100.0),
@@ -107,6 +118,15 @@ fn main() {
         percentile(&progress_ms, 99.0),
         percentile(&progress_ms, 100.0),
     );
+}
+
+/// A CA and a certificate for each member, valid on loopback.
+fn make_certificates(dir: &std::path::Path) {
+    use facto::transport::certs;
+    certs::init(dir).unwrap();
+    for id in 1..=NODES {
+        certs::member(dir, id, &["127.0.0.1".to_string()], certs::Validity { days: 1 }).unwrap();
+    }
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {

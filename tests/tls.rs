@@ -147,6 +147,42 @@ fn callers_without_the_right_certificate_are_refused_and_results_stay_exact() {
     submit_exactly(&cluster, 300);
 }
 
+/// Sends `GET path` over TLS and hangs up without reading the answer.
+fn ask_and_hang_up(addr: &str, path: &str, dir: &Path) {
+    use std::io::Write;
+    let config = facto::transport::tls::client(&dir.join("ca.pem"), None).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes());
+    let _ = stream.flush();
+}
+
+/// Found by the failover benchmark over TLS: rustls writes with `writev`, which (unlike the
+/// standard library's `send`) raises SIGPIPE on a socket the peer closed, and members died
+/// of it whenever a peer or client hung up during an answer.
+#[test]
+fn members_survive_clients_that_hang_up_during_an_answer() {
+    let _alone = common::one_cluster_at_a_time();
+    let mut cluster = Cluster::start_tls(3, "raft", &[]);
+    let leader = cluster.wait_for_agreement(AGREE_TIMEOUT);
+    let id = cluster.submit_no_wait(20_000);
+    cluster.wait_for_job(&id, AGREE_TIMEOUT);
+    let tls = cluster.tls.clone().unwrap();
+    for _ in 0..40 {
+        for member in cluster.ids() {
+            ask_and_hang_up(&cluster.addr(member), &format!("/jobs/{id}"), &tls);
+        }
+    }
+    for member in cluster.ids() {
+        assert_eq!(cluster.wait_for_exit(member, Duration::from_millis(500)), None, "member {member} died");
+    }
+    assert_eq!(cluster.wait_for_agreement(AGREE_TIMEOUT), leader);
+    submit_exactly(&cluster, 150);
+}
+
 #[test]
 fn a_tls_cluster_fails_over_after_sigkill_and_a_restarted_member_rejoins() {
     let _alone = common::one_cluster_at_a_time();

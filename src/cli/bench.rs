@@ -600,7 +600,9 @@ fn print_table(report: &Report) {
         report.pages
     );
     let row = |name: &str, s: Spread, unit: &str| {
-        println!("  {name:<34} {:>12.1} {unit:<4} [{:.1}-{:.1}]", s.median, s.min, s.max);
+        // Ratios near 1 need two decimals to be read.
+        let places = if unit == "x" { 2 } else { 1 };
+        println!("  {name:<34} {:>12.places$} {unit:<4} [{:.places$}-{:.places$}]", s.median, s.min, s.max);
     };
     for r in &report.results {
         println!(

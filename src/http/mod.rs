@@ -21,7 +21,7 @@ use crate::node::{Event, Handle, Input, JobsQuery, Refusal, Routed, WorkRefused}
 use crate::node_core::{validate, worker};
 use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
-use crate::transport::stream::Stream;
+use crate::transport::stream::{Stream, Tcp};
 use crate::transport::tls::{identity_of, Identity};
 use async_std::io::ReadExt;
 use async_std::net::TcpListener;
@@ -136,19 +136,20 @@ async fn handshake(
     acceptor: Option<futures_rustls::TlsAcceptor>,
     app: &App,
 ) -> Option<(Stream, Option<Identity>)> {
-    let Some(acceptor) = acceptor else { return Some((Stream::Plain(tcp), None)) };
+    let Some(acceptor) = acceptor else { return Some((Stream::plain(tcp), None)) };
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     if !starts_tls(&tcp).await {
         app.state().metrics.tls_refused();
         let why = "this member speaks only HTTPS (mutual TLS): call https:// with the cluster's CA";
         // The head is read first: a socket closed with unread bytes resets, and the client
         // would lose the answer.
-        let mut plain = request_head::Connection::new(Stream::Plain(tcp));
+        let mut plain = request_head::Connection::new(Stream::plain(tcp));
         let _ = plain.next_head("", OVER_LIMIT_HEAD_TIMEOUT_MS).await;
         plain.refuse(400, "Bad Request", why, None).await;
         return None;
     }
-    let accepted = async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), acceptor.accept(tcp)).await;
+    let accepted =
+        async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), acceptor.accept(Tcp(tcp))).await;
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

@@ -64,7 +64,7 @@ impl Https {
         let tcp = async_std::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name = super::tls::server_name(host).map_err(unavailable)?;
-        let tls = self.connector.connect(name, tcp).await?;
+        let tls = self.connector.connect(name, super::stream::Tcp(tcp)).await?;
         Ok(Stream::tls(tls))
     }
 }

@@ -1,6 +1,11 @@
 //! A connection that is plain TCP or TLS over TCP. Clones share it, as async-h1 needs (it
 //! reads and writes through clones); a TLS session is shared behind a lock held only for one
 //! poll, never across an await.
+//!
+//! Writes never use `writev`: the standard library sends with `MSG_NOSIGNAL`, but `writev`
+//! has no such flag, and a vectored write (rustls writes its records that way) to a socket
+//! its peer had closed raised SIGPIPE, which killed the process (`facto` keeps SIGPIPE's
+//! default so that `facto status | head` ends quietly).
 
 use async_std::io::{Read, Write};
 use async_std::net::TcpStream;
@@ -12,20 +17,28 @@ use std::task::{Context, Poll};
 
 #[derive(Clone)]
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Arc<Mutex<TlsStream<TcpStream>>>),
+    Plain(Tcp),
+    Tls(Arc<Mutex<TlsStream<Tcp>>>),
 }
 
+/// A TCP connection whose vectored writes are plain writes of their first buffer.
+#[derive(Clone)]
+pub struct Tcp(pub TcpStream);
+
 impl Stream {
-    pub fn tls(stream: impl Into<TlsStream<TcpStream>>) -> Stream {
+    pub fn plain(tcp: TcpStream) -> Stream {
+        Stream::Plain(Tcp(tcp))
+    }
+
+    pub fn tls(stream: impl Into<TlsStream<Tcp>>) -> Stream {
         Stream::Tls(Arc::new(Mutex::new(stream.into())))
     }
 
     /// The TCP connection underneath.
     pub fn tcp(&self) -> TcpStream {
         match self {
-            Stream::Plain(s) => s.clone(),
-            Stream::Tls(s) => lock(s).get_ref().0.clone(),
+            Stream::Plain(s) => s.0.clone(),
+            Stream::Tls(s) => lock(s).get_ref().0 .0.clone(),
         }
     }
 
@@ -37,6 +50,28 @@ impl Stream {
         let mut byte = [0u8; 1];
         // Nothing to read yet is the healthy case.
         tcp.peek(&mut byte).now_or_never().is_none()
+    }
+}
+
+impl Read for Tcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+/// Only `poll_write`: the trait's own `poll_write_vectored` writes the first non-empty
+/// buffer through it.
+impl Write for Tcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
     }
 }
 
