@@ -151,13 +151,17 @@ def wait_until(what, timeout_s, f, interval_s=0.2):
 
 
 class Cluster:
-    def __init__(self, algorithm):
+    def __init__(self, algorithm, tls_files=None):
         self.algorithm = algorithm
-        self.project = f"factotest{os.getpid()}{algorithm}"
+        self.project = f"factotest{os.getpid()}{algorithm}{'tls' if tls_files else ''}"
         self.port = free_port()
         self.compose = compose_command() + ["-p", self.project, "-f", os.path.join(ROOT, "docker-compose.yml")]
         self.env = dict(os.environ, FACTO_ELECTION=algorithm, FACTO_DELAY=DELAY_S,
                         FACTO_CLUSTER_KEY=KEY, FACTO_PORT=str(self.port))
+        self.tls_files = tls_files
+        if tls_files:
+            self.compose += ["-f", os.path.join(ROOT, "docker-compose.tls.yml")]
+            self.env["FACTO_TLS_FILES"] = tls_files
 
     def up(self):
         run(self.compose + ["up", "-d", "--no-build"], env=self.env, timeout=300)
@@ -220,7 +224,10 @@ class Cluster:
         return wait_until(f"agreement among {list(nodes)}", timeout_s, agreed)
 
     def facto(self, *args, timeout=300):
-        return run([BINARY] + list(args), env=dict(os.environ, FACTO_CLUSTER=f"127.0.0.1:{self.port}"), timeout=timeout)
+        env = dict(os.environ, FACTO_CLUSTER=f"127.0.0.1:{self.port}")
+        if self.tls_files:
+            env["FACTO_CA"] = os.path.join(self.tls_files, "ca.pem")
+        return run([BINARY] + list(args), env=env, timeout=timeout)
 
     def submit(self, n):
         res = self.facto("submit", "--json", "--no-wait", str(n))
@@ -362,6 +369,43 @@ def test_pause_coordinator(c):
     log(f"{c.algorithm}: node {leader} woke, was fenced and stepped down; coordinator now {final} at {final_epoch}")
 
 
+def make_certificates(directory):
+    """A CA and every member's certificate, as the README's "Mutual TLS" section issues them."""
+    run([BINARY, "certs", "init", "--dir", directory])
+    for n in range(1, 7):
+        run([BINARY, "certs", "member", "--id", str(n), "--host", f"node{n}", "--host", "127.0.0.1",
+             "--dir", directory])
+
+
+def node1_status(c):
+    """node1's status over TLS through the host's port, or None."""
+    res = run([BINARY, "status", "--json"], env=dict(os.environ, FACTO_CLUSTER=f"127.0.0.1:{c.port}",
+              FACTO_CA=os.path.join(c.tls_files, "ca.pem")), check=False)
+    try:
+        nodes = json.loads(res.stdout)["nodes"]
+    except (ValueError, KeyError):
+        return None
+    return nodes[0] if nodes and nodes[0].get("leader") else None
+
+
+def test_tls(c):
+    """docker-compose.tls.yml: members elect and compute over mutual TLS, plain HTTP gets a
+    400, and after the coordinator's container is killed a new one is elected."""
+    first = wait_until("node1 to follow a coordinator over TLS", 60, lambda: node1_status(c))
+    res = c.facto("submit", "--json", "100")
+    assert json.loads(res.stdout)["result"] == str(math.factorial(100)), "100! over TLS is wrong"
+    code, _ = http(f"127.0.0.1:{c.port}")
+    assert code == 400, f"plain HTTP to a TLS member answered {code}"
+    victim = first["leader"] if first["leader"] != 1 else 2
+    run(["docker", "kill", c.container(victim)])
+    wait_until(f"a coordinator other than node {victim}", 60,
+               lambda: (lambda s: s if s and s["leader"] != victim and s["epoch"] > first["epoch"] else None)(
+                   node1_status(c)))
+    res = c.facto("submit", "--json", "200")
+    assert json.loads(res.stdout)["result"] == str(math.factorial(200)), "200! over TLS after a kill is wrong"
+    log(f"tls: 6 members over mutual TLS computed 100! and 200!, refused plain HTTP, replaced node {victim}")
+
+
 TESTS = [test_up_and_compute, test_coordinator_crash, test_crash_kinds, test_network_disconnect, test_pause_coordinator]
 
 
@@ -386,11 +430,34 @@ def test(algorithms):
                     pass
         finally:
             c.down()
+    failures += run_tls_test()
     if failures:
         log("container tests FAILED:\n  " + "\n  ".join(failures))
         return 1
     log(f"container tests passed for {', '.join(algorithms)}")
     return 0
+
+
+def run_tls_test():
+    """The TLS variant, once (raft): its failures, as `test` lists them."""
+    directory = tempfile.mkdtemp(prefix="facto-tls-")
+    c = Cluster("raft", tls_files=directory)
+    try:
+        make_certificates(directory)
+        c.up()
+        test_tls(c)
+        return []
+    except Exception as e:
+        log(f"FAILED tls: {type(e).__name__}: {e}")
+        for n in range(1, 7):
+            try:
+                print(f"--- node{n}\n" + "\n".join(c.logs(n).splitlines()[-20:]), flush=True)
+            except Exception:
+                pass
+        return [f"tls: {type(e).__name__}: {e}"]
+    finally:
+        c.down()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main(argv):

@@ -43,7 +43,7 @@ pub fn identity_of(der: &[u8]) -> Option<Identity> {
     let name = subject.iter_common_name().next()?.as_str().ok()?;
     let unit = subject.iter_organizational_unit().next()?.as_str().ok()?;
     match unit {
-        MEMBER_UNIT => name.strip_prefix("node-")?.parse().ok().filter(|&id| id > 0).map(Identity::Member),
+        MEMBER_UNIT => name.strip_prefix("node-")?.parse().ok().map(Identity::Member),
         CLIENT_UNIT | ADMIN_UNIT => {
             Some(Identity::Client { name: name.strip_prefix("client-")?.to_string(), admin: unit == ADMIN_UNIT })
         }
