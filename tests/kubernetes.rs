@@ -6,7 +6,12 @@
 use serde_yaml::Value;
 
 fn manifests() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/facto.yaml")).unwrap();
+    manifests_of("facto.yaml")
+}
+
+fn manifests_of(file: &str) -> Vec<Value> {
+    let path = format!("{}/deploy/kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
     serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).expect("valid YAML")).collect()
 }
 
@@ -52,4 +57,25 @@ fn the_kubernetes_manifests_have_the_shape_facto_needs() {
     let client = of_kind(&docs, "Service", "facto-client");
     assert_eq!(client["spec"]["selector"], spec["selector"]["matchLabels"]);
     assert_eq!(client["spec"]["ports"][0]["targetPort"].as_u64(), Some(7000));
+}
+
+/// facto-tls.yaml is facto.yaml with TLS: the same objects, and the members' certificates
+/// mounted from a Secret where --tls-dir points, probes over HTTPS.
+#[test]
+fn the_tls_manifests_are_the_plain_ones_with_certificates_mounted() {
+    let (plain, tls) = (manifests(), manifests_of("facto-tls.yaml"));
+    assert_eq!(plain.len(), tls.len());
+    let set = &of_kind(&tls, "StatefulSet", "facto")["spec"]["template"]["spec"];
+    let container = &set["containers"][0];
+    let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    let tls_dir = args[args.iter().position(|a| *a == "--tls-dir").expect("--tls-dir") + 1];
+    let mount = container["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"].as_str() == Some(tls_dir));
+    let volume = mount.expect("the TLS directory is mounted")["name"].as_str().unwrap();
+    let source = set["volumes"].as_sequence().unwrap().iter().find(|v| v["name"].as_str() == Some(volume)).unwrap();
+    assert_eq!(source["secret"]["secretName"].as_str(), Some("facto-tls"));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"].as_str(), Some("HTTPS"), "{probe}");
+    }
+    let plain_env = &of_kind(&plain, "StatefulSet", "facto")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(&container["env"], plain_env, "the same members and settings");
 }
