@@ -145,3 +145,22 @@ fn old_hostless_and_short_requests_are_answered() {
     let short = raw(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"n\":");
     assert!(short.starts_with("HTTP/1.1 408"), "{short}");
 }
+
+/// A client of another protocol version gets a 400 that names both; one that says none (curl,
+/// a browser) and one of this version are served.
+#[test]
+fn a_client_of_another_protocol_version_gets_400_naming_both() {
+    let cluster = Cluster::start(2, "raft", &[]);
+    cluster.wait_for_agreement(Duration::from_secs(30));
+    let ask = |version: Option<&str>| {
+        let headers: Vec<(&str, &str)> = version.map(|v| ("x-facto-protocol", v)).into_iter().collect();
+        common::http_with(&cluster.addr(1), "GET", "/status", None, &headers).expect("an answer")
+    };
+    let (status, body) = ask(Some("999"));
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{said}");
+    let ours = facto::config::PROTOCOL_VERSION.to_string();
+    assert!(said.contains(&format!("speaks {ours}, the caller 999")), "{said}");
+    assert_eq!(ask(None).0, 200);
+    assert_eq!(ask(Some(&ours)).0, 200);
+}

@@ -69,7 +69,8 @@ fn the_tls_manifests_are_the_plain_ones_with_certificates_mounted() {
     let container = &set["containers"][0];
     let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
     let tls_dir = args[args.iter().position(|a| *a == "--tls-dir").expect("--tls-dir") + 1];
-    let mount = container["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"].as_str() == Some(tls_dir));
+    let mount =
+        container["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"].as_str() == Some(tls_dir));
     let volume = mount.expect("the TLS directory is mounted")["name"].as_str().unwrap();
     let source = set["volumes"].as_sequence().unwrap().iter().find(|v| v["name"].as_str() == Some(volume)).unwrap();
     assert_eq!(source["secret"]["secretName"].as_str(), Some("facto-tls"));

@@ -19,7 +19,9 @@ use crate::api::{
 use crate::checkpoint::{decode_facts, encode_facts};
 use crate::node::{Event, Handle, Input, JobsQuery, Refusal, Routed, WorkRefused};
 use crate::node_core::{validate, worker};
-use crate::transport::client::{CallError, FORWARDED_HEADER, KEY_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER};
+use crate::transport::client::{
+    CallError, FORWARDED_HEADER, KEY_HEADER, PROTOCOL_HEADER, REQUEST_ID_HEADER, SETTINGS_HEADER,
+};
 use crate::transport::gate::{Gate, Passage, DISRUPTION_MS_MAX};
 use crate::transport::stream::{Stream, Tcp};
 use crate::transport::tls::{identity_of, Identity};
@@ -52,6 +54,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     app.with(EchoRequestId);
     app.with(CountRequests);
     app.with(GateGuard);
+    app.with(ProtocolGuard);
     app.at("/status").get(status);
     app.at("/metrics").get(metrics);
     app.at("/").get(view::page);
@@ -265,6 +268,29 @@ impl tide::Middleware<Handle> for KeyGuard {
             Ok(next.run(req).await)
         } else {
             Ok(error(StatusCode::Unauthorized, "missing or wrong cluster key"))
+        }
+    }
+}
+
+/// Refuses (400, naming both versions) a request from a facto build of another protocol.
+/// Requests that say none (curl, a browser) are served; peers' settings are checked as a
+/// whole by [`SettingsGuard`].
+struct ProtocolGuard;
+
+#[tide::utils::async_trait]
+impl tide::Middleware<Handle> for ProtocolGuard {
+    async fn handle(&self, req: Request<Handle>, next: tide::Next<'_, Handle>) -> tide::Result {
+        let theirs = req.header(PROTOCOL_HEADER).map(|v| v.as_str().trim().to_string());
+        match theirs.filter(|_| !req.url().path().starts_with("/internal/")) {
+            Some(theirs) if theirs != crate::config::PROTOCOL_VERSION.to_string() => {
+                let why = format!(
+                    "protocol versions differ: this member speaks {}, the caller {theirs}; use a facto build of protocol {}",
+                    crate::config::PROTOCOL_VERSION,
+                    crate::config::PROTOCOL_VERSION
+                );
+                Ok(error(StatusCode::BadRequest, &why))
+            }
+            _ => Ok(next.run(req).await),
         }
     }
 }

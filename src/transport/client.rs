@@ -37,6 +37,10 @@ const DRAIN_MS: u64 = 10 * 60 * 1000;
 /// Ids for [`REQUEST_ID_HEADER`], unique within this process.
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// A header that carries the caller's protocol version ([`crate::config::PROTOCOL_VERSION`]): a
+/// member of another refuses the request (400) naming both.
+pub const PROTOCOL_HEADER: &str = "x-facto-protocol";
+
 /// A header that marks a client request already forwarded by a follower (no second hop).
 pub const FORWARDED_HEADER: &str = "x-facto-forwarded";
 
@@ -223,6 +227,7 @@ impl Client {
         let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
         let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed).to_string();
         req = req.header(REQUEST_ID_HEADER, request_id.as_str());
+        req = req.header(PROTOCOL_HEADER, crate::config::PROTOCOL_VERSION.to_string().as_str());
         let gate = self.gate.clone();
         let exchange = async move {
             if let Some(gate) = &gate {
