@@ -241,6 +241,11 @@ fn check_args(args: &BenchArgs) -> Result<()> {
         return Err(Error::Usage(format!("--checkpoint must be on or off, got '{}'", args.checkpoint)));
     }
     super::node::seconds_to_ms(args.delay, "--delay")?;
+    if args.tls && args.cluster.is_some() {
+        return Err(Error::Usage(
+            "--tls starts local TLS clusters; with --cluster give --ca (and --cert --key)".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -433,10 +438,12 @@ impl LocalCluster {
 
     /// A client of this cluster (over TLS with the admin certificate, for a TLS one).
     pub(super) fn client(&self, cluster_key: Option<String>) -> Result<Client> {
-        match &self.tls {
-            Some(dir) => super::TlsArgs::local(dir).client(cluster_key),
-            None => Ok(Client::new(cluster_key)),
-        }
+        self.tls_args().client(cluster_key)
+    }
+
+    /// How a client reaches this cluster.
+    pub(super) fn tls_args(&self) -> super::TlsArgs {
+        self.tls.as_deref().map(super::TlsArgs::local).unwrap_or_default()
     }
 
     /// Keeps the directory (with the members' logs) when the bench ends; returns it.

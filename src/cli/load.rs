@@ -7,6 +7,7 @@ use super::bench::{BenchArgs, LocalCluster};
 use crate::api::{JobInfo, NodeStatus};
 use crate::bignum::Big;
 use crate::error::{Error, Result};
+use crate::transport::stream::{Stream, Tcp};
 use crate::transport::Client;
 use async_std::io::{BufReader, ReadExt, WriteExt};
 use async_std::net::TcpStream;
@@ -107,15 +108,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Arc::new(ns.iter().map(|&n| (n, Big::factorial(n).to_decimal())).collect());
     let mut local = None;
     let key = std::env::var("FACTO_CLUSTER_KEY").ok();
-    let (addrs, client) = match &args.cluster {
-        Some(list) => (super::cluster_addrs(Some(list))?, args.client_tls.client(key)?),
+    let (addrs, tls) = match &args.cluster {
+        Some(list) => (super::cluster_addrs(Some(list))?, args.client_tls.clone()),
         None => {
             let cluster = LocalCluster::start(args, args.tls)?;
-            let found = (cluster.addrs.clone(), cluster.client(key)?);
+            let found = (cluster.addrs.clone(), cluster.tls_args());
             local = Some(cluster);
             found
         }
     };
+    let (client, tls) = (tls.client(key)?, tls.config()?);
     let report = async_std::task::block_on(async {
         settle(&client, &addrs).await?;
         let members = pick_members(&client, &addrs, target).await?;
@@ -126,8 +128,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|i| {
                 let addr = members[i % members.len()].clone();
                 let ns = ns.clone();
-                let expected = expected.clone();
-                async_std::task::spawn(closed_loop(addr, ns, i, expected, deadline))
+                let (expected, tls) = (expected.clone(), tls.clone());
+                async_std::task::spawn(closed_loop(Member { addr, tls }, ns, i, expected, deadline))
             })
             .collect();
         let tallies = futures::future::join_all(tasks).await;
@@ -299,7 +301,7 @@ fn print_report(r: &LoadReport) {
 
 /// One client: submit, wait for the digits, check them, again, until `deadline`.
 async fn closed_loop(
-    addr: String,
+    member: Member,
     ns: Vec<u64>,
     index: usize,
     expected: Arc<BTreeMap<u64, String>>,
@@ -312,7 +314,7 @@ async fn closed_loop(
         let n = ns[turn % ns.len()];
         turn += 1;
         let started = Instant::now();
-        match one_job(&mut conn, &addr, n, &mut tally).await {
+        match one_job(&mut conn, &member, n, &mut tally).await {
             Ok(Some(job)) => {
                 if job.result.as_deref() != expected.get(&n).map(String::as_str) {
                     tally.wrong += 1;
@@ -332,9 +334,14 @@ async fn closed_loop(
 
 /// Submits n! and waits for it; `None` when the member said to retry later (and the client
 /// waited as told).
-async fn one_job(conn: &mut Option<Conn>, addr: &str, n: u64, tally: &mut Tally) -> std::io::Result<Option<JobInfo>> {
+async fn one_job(
+    conn: &mut Option<Conn>,
+    member: &Member,
+    n: u64,
+    tally: &mut Tally,
+) -> std::io::Result<Option<JobInfo>> {
     let body = format!("{{\"n\":{n}}}");
-    let answer = request(conn, addr, "POST", "/jobs", body.as_bytes(), tally).await?;
+    let answer = request(conn, member, "POST", "/jobs", body.as_bytes(), tally).await?;
     if answer.status != 202 {
         wait_as_told(&answer).await;
         return Ok(None);
@@ -342,7 +349,7 @@ async fn one_job(conn: &mut Option<Conn>, addr: &str, n: u64, tally: &mut Tally)
     let mut job: JobInfo = decode(&answer.body)?;
     while job.state != "done" {
         let path = format!("/jobs/{}?wait_ms={WAIT_MS}", job.id);
-        let answer = request(conn, addr, "GET", &path, b"", tally).await?;
+        let answer = request(conn, member, "GET", &path, b"", tally).await?;
         if answer.status != 200 {
             wait_as_told(&answer).await;
             continue;
@@ -363,10 +370,34 @@ async fn wait_as_told(answer: &Answer) {
     async_std::task::sleep(Duration::from_millis(ms)).await;
 }
 
+/// The member a client talks to, and over TLS with what.
+struct Member {
+    addr: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// One keep-alive connection.
 struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Stream>,
+    writer: Stream,
+}
+
+impl Conn {
+    async fn open(member: &Member) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect(&member.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &member.tls {
+            None => Stream::plain(tcp),
+            Some(config) => {
+                let host = member.addr.rsplit_once(':').map_or(member.addr.as_str(), |(h, _)| h);
+                let name = crate::transport::tls::server_name(host)
+                    .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+                let connector = futures_rustls::TlsConnector::from(config.clone());
+                Stream::tls(connector.connect(name, Tcp(tcp)).await?)
+            }
+        };
+        Ok(Conn { reader: BufReader::new(stream.clone()), writer: stream })
+    }
 }
 
 struct Answer {
@@ -379,17 +410,16 @@ struct Answer {
 /// answer; the status is tallied.
 async fn request(
     conn: &mut Option<Conn>,
-    addr: &str,
+    member: &Member,
     method: &str,
     path: &str,
     body: &[u8],
     tally: &mut Tally,
 ) -> std::io::Result<Answer> {
     if conn.is_none() {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        *conn = Some(Conn { reader: BufReader::new(stream.clone()), writer: stream });
+        *conn = Some(Conn::open(member).await?);
     }
+    let addr = &member.addr;
     let c = conn.as_mut().expect("just opened");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
     if !body.is_empty() {
@@ -422,7 +452,7 @@ async fn request(
 }
 
 /// Reads one answer (a `Content-Length` or chunked body); also whether the server closes.
-async fn read_answer(reader: &mut BufReader<TcpStream>) -> std::io::Result<(Answer, bool)> {
+async fn read_answer(reader: &mut BufReader<Stream>) -> std::io::Result<(Answer, bool)> {
     use async_std::io::prelude::BufReadExt;
     let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let mut line = String::new();
@@ -453,7 +483,7 @@ async fn read_answer(reader: &mut BufReader<TcpStream>) -> std::io::Result<(Answ
     Ok((Answer { status, retry_after_s, body }, close))
 }
 
-async fn read_exactly(reader: &mut BufReader<TcpStream>, len: usize) -> std::io::Result<Vec<u8>> {
+async fn read_exactly(reader: &mut BufReader<Stream>, len: usize) -> std::io::Result<Vec<u8>> {
     if len > ANSWER_BYTES_MAX {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "answer too large"));
     }
@@ -462,7 +492,7 @@ async fn read_exactly(reader: &mut BufReader<TcpStream>, len: usize) -> std::io:
     Ok(body)
 }
 
-async fn read_chunks(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+async fn read_chunks(reader: &mut BufReader<Stream>) -> std::io::Result<Vec<u8>> {
     use async_std::io::prelude::BufReadExt;
     let mut body = Vec::new();
     let mut line = String::new();

@@ -147,19 +147,21 @@ pub struct TlsArgs {
 impl TlsArgs {
     /// A client over TLS when --ca is given (else plain HTTP) that sends `cluster_key`.
     fn client(&self, cluster_key: Option<String>) -> Result<crate::transport::Client> {
+        Ok(crate::transport::Client::connecting(cluster_key, self.config()?))
+    }
+
+    /// The TLS configuration these flags give (`None`: plain HTTP).
+    fn config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
         let cert_key = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             (None, None) => None,
             _ => return Err(Error::Usage("give --cert and --key together".into())),
         };
-        let tls = match &self.ca {
-            Some(ca) => Some(crate::transport::tls::client(ca, cert_key).map_err(Error::Usage)?),
-            None if cert_key.is_some() => {
-                return Err(Error::Usage("--cert needs --ca (the cluster's CA certificate)".into()))
-            }
-            None => None,
-        };
-        Ok(crate::transport::Client::connecting(cluster_key, tls))
+        match &self.ca {
+            Some(ca) => Ok(Some(crate::transport::tls::client(ca, cert_key).map_err(Error::Usage)?)),
+            None if cert_key.is_some() => Err(Error::Usage("--cert needs --ca (the cluster's CA certificate)".into())),
+            None => Ok(None),
+        }
     }
 
     /// The files `facto cluster --tls` and `facto bench --tls` make in `dir`, as a client

@@ -120,8 +120,17 @@ fn subject(common_name: &str, unit: &str) -> rcgen::DistinguishedName {
 }
 
 fn san(host: &str) -> Result<SanType, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+    };
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => Ok(SanType::IpAddress(ip)),
+        Err(_) if host.len() > 253 || !host.split('.').all(label_ok) => {
+            Err(format!("--host '{host}' is neither an address nor a host name (letters, digits, '-' and dots)"))
+        }
         Err(_) => host
             .to_string()
             .try_into()
@@ -172,6 +181,8 @@ mod tests {
         client(&dir, "app", false, year).unwrap();
         assert!(client(&dir, "../x", false, year).is_err());
         assert!(member(&dir, 1, &[], year).is_err(), "a member is reached somewhere");
+        assert!(member(&dir, 1, &["bad host!".into()], year).is_err());
+        assert!(member(&dir, 1, &["a..b".into()], year).is_err());
         let (cert, _) = tls::member_files(&dir, 3);
         assert_eq!(identity_of(&der(&cert)), Some(Identity::Member(3)));
         let (admin, _) = tls::client_files(&dir, "ops");

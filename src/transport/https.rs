@@ -1,6 +1,7 @@
 //! surf's connection layer for HTTPS with the cluster's CA: TLS over TCP_NODELAY
-//! connections, kept alive per host. A connection goes back to the pool only after an answer
-//! was read whole, so no request ever reads another's answer.
+//! connections, at most `connections_per_host` at once and kept alive per host, as surf's own
+//! pool does over plain HTTP. A connection goes back to the pool only after an answer was
+//! read whole, so no request ever reads another's answer.
 
 use super::resolver::Resolver;
 use super::stream::Stream;
@@ -18,7 +19,9 @@ const IDLE_MS_MAX: u64 = 30_000;
 pub struct Https {
     connector: TlsConnector,
     idle: Mutex<HashMap<String, Vec<(Instant, Stream)>>>,
-    idle_per_host_max: usize,
+    /// Connections in use per host, bounded.
+    in_use: Mutex<HashMap<String, Arc<async_lock::Semaphore>>>,
+    connections_per_host: usize,
     resolver: Arc<Resolver>,
     config: Config,
 }
@@ -30,11 +33,12 @@ impl std::fmt::Debug for Https {
 }
 
 impl Https {
-    pub fn new(config: Arc<ClientConfig>, idle_per_host_max: usize, resolver: Arc<Resolver>) -> Https {
+    pub fn new(config: Arc<ClientConfig>, connections_per_host: usize, resolver: Arc<Resolver>) -> Https {
         Https {
             connector: TlsConnector::from(config),
             idle: Mutex::default(),
-            idle_per_host_max,
+            in_use: Mutex::default(),
+            connections_per_host,
             resolver,
             config: Config::new(),
         }
@@ -54,9 +58,15 @@ impl Https {
     fn put_idle(&self, host: String, stream: Stream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let streams = idle.entry(host).or_default();
-        if streams.len() < self.idle_per_host_max {
+        if streams.len() < self.connections_per_host {
             streams.push((Instant::now(), stream));
         }
+    }
+
+    fn limit(&self, host: &str) -> Arc<async_lock::Semaphore> {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = in_use.entry(host.to_string());
+        limit.or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.connections_per_host))).clone()
     }
 
     async fn dial(&self, host: &str, port: u16) -> Result<Stream, Error> {
@@ -80,6 +90,7 @@ impl HttpClient for Https {
         let host = url.host_str().ok_or_else(|| unavailable(format!("no host in {url}")))?.to_string();
         let port = url.port_or_known_default().unwrap_or(443);
         let key = format!("{host}:{port}");
+        let _turn = self.limit(&key).acquire_arc().await;
         let stream = match self.take_idle(&key) {
             Some(stream) => stream,
             None => self.dial(&host, port).await?,
