@@ -423,11 +423,7 @@ def test(algorithms):
         except Exception as e:  # report, tear down, go on with the next algorithm
             failures.append(f"{algorithm}: {type(e).__name__}: {e}")
             log(f"FAILED {failures[-1]}")
-            for n in range(1, 7):
-                try:
-                    print(f"--- node{n}\n" + "\n".join(c.logs(n).splitlines()[-20:]), flush=True)
-                except Exception:
-                    pass
+            print_logs(c)
         finally:
             c.down()
     failures += run_tls_test()
@@ -436,6 +432,15 @@ def test(algorithms):
         return 1
     log(f"container tests passed for {', '.join(algorithms)}")
     return 0
+
+
+def print_logs(c):
+    """The last lines of every member's log, for a failure."""
+    for n in range(1, 7):
+        try:
+            print(f"--- node{n}\n" + "\n".join(c.logs(n).splitlines()[-20:]), flush=True)
+        except Exception:
+            pass
 
 
 def run_tls_test():
@@ -449,11 +454,7 @@ def run_tls_test():
         return []
     except Exception as e:
         log(f"FAILED tls: {type(e).__name__}: {e}")
-        for n in range(1, 7):
-            try:
-                print(f"--- node{n}\n" + "\n".join(c.logs(n).splitlines()[-20:]), flush=True)
-            except Exception:
-                pass
+        print_logs(c)
         return [f"tls: {type(e).__name__}: {e}"]
     finally:
         c.down()
