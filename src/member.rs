@@ -136,7 +136,13 @@ pub async fn run(
     let (inbox, inboxes) = crate::node::Inbox::new();
     let gate = Arc::new(transport::Gate::default());
     let settings = format!("{};node={}", crate::config::SharedSettings::of(&config).text(), config.id);
-    let client = Client::behind(cluster_key.clone(), tls.as_ref().map(|t| t.client.clone()), gate.clone(), settings);
+    let client = Client::behind(
+        cluster_key.clone(),
+        tls.as_ref().map(|t| t.client.clone()),
+        &config.members,
+        gate.clone(),
+        settings,
+    );
     let fingerprint = Fingerprint::new(random_seed());
     let handle = Handle::new(inbox, config, faults, (client, gate), store.clone(), fingerprint);
     let hard_state = if reset {

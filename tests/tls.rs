@@ -105,7 +105,25 @@ fn callers_without_the_right_certificate_are_refused_and_results_stay_exact() {
     let as_leader = Some(member_files(&tls, other));
     assert_eq!(election_as(&cluster, to, leader, leader, &tls, as_leader.clone()), Ok(403));
     assert_eq!(election_as(&cluster, to, other, leader, &tls, as_leader), Ok(403));
-    assert!(counted(&cluster, to, "impersonation") >= 2);
+    // A request that does not say who sends it.
+    let settings = cluster.status(to).unwrap()["settings"].as_str().unwrap().to_string();
+    let envelope = ElectionEnvelope { from: other, msg: AnyMsg::Raft(raft::Msg::Heartbeat { term: 0 }) };
+    let body = serde_json::to_vec(&envelope).unwrap();
+    let unnamed = https(
+        &cluster.addr(to),
+        "POST",
+        "/internal/election",
+        Some(&body),
+        &[("x-facto-settings", &settings)],
+        &tls,
+        Some(member_files(&tls, other)),
+    );
+    assert_eq!(unnamed.map(|(status, _)| status), Ok(403));
+    assert!(counted(&cluster, to, "impersonation") >= 3);
+    // A member certificate of the CA for an id that is not in this cluster.
+    certs(&["member", "--id", "9", "--host", "127.0.0.1", "--dir", tls.to_str().unwrap()]);
+    assert_eq!(election_as(&cluster, to, 9, 9, &tls, Some(member_files(&tls, 9))), Ok(403));
+    assert!(counted(&cluster, to, "not_a_peer") >= 1);
     assert!(counted(&cluster, to, "no_member_certificate") >= 3);
 
     // A certificate from another CA, and an expired one from this CA: no handshake.
@@ -181,6 +199,46 @@ fn members_survive_clients_that_hang_up_during_an_answer() {
     }
     assert_eq!(cluster.wait_for_agreement(AGREE_TIMEOUT), leader);
     submit_exactly(&cluster, 150);
+}
+
+/// A member that serves with another member's certificate is not taken for the member at
+/// its address: its peers refuse its answers (and it, calling as the other, is refused).
+#[test]
+fn a_member_with_another_members_certificate_is_shut_out() {
+    let _alone = common::one_cluster_at_a_time();
+    let mut cluster = Cluster::start_tls(3, "raft", &[]);
+    cluster.wait_for_agreement(AGREE_TIMEOUT);
+    let tls = cluster.tls.clone().unwrap();
+    cluster.signal(3, libc::SIGKILL);
+    for (from, to) in
+        [(member_files(&tls, 2).0, member_files(&tls, 3).0), (member_files(&tls, 2).1, member_files(&tls, 3).1)]
+    {
+        std::fs::copy(from, to).unwrap();
+    }
+    cluster.start_node(3);
+    let shut_out = wait_until(AGREE_TIMEOUT, || {
+        let refused: u64 = [1, 2].iter().map(|&id| counted(&cluster, id, "impersonation")).sum();
+        (refused > 0).then_some(refused)
+    });
+    assert!(shut_out.is_some(), "member 3 with member 2's certificate was not refused\n{}", cluster.logs());
+    // Members 1 and 2 keep a coordinator between them, and results stay exact.
+    let agreed = wait_until(AGREE_TIMEOUT, || {
+        let (a, b) = (cluster.status(1)?, cluster.status(2)?);
+        (a["leader"].as_u64().is_some_and(|l| l != 3) && a["leader"] == b["leader"]).then_some(())
+    });
+    assert!(agreed.is_some(), "{}", cluster.logs());
+    // And its answers are not taken for member 3's: the callers say why.
+    let told = wait_until(AGREE_TIMEOUT, || {
+        let callers = ["node-1.log", "node-2.log"].map(|f| std::fs::read_to_string(cluster.dir.join(f)).unwrap());
+        callers.concat().contains("its certificate names member 2").then_some(())
+    });
+    assert!(told.is_some(), "{}", cluster.logs());
+    let logs = std::fs::read_to_string(cluster.dir.join("node-3.log")).unwrap();
+    let out =
+        cluster.facto(&["submit", "--json", "--cluster", &format!("{},{}", cluster.addr(1), cluster.addr(2)), "120"]);
+    assert!(out.status.success(), "{}\n{logs}", String::from_utf8_lossy(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["result"].as_str(), Some(factorial_decimal(120).as_str()));
 }
 
 #[test]

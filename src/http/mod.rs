@@ -112,7 +112,7 @@ pub async fn serve(listener: TcpListener, app: App, tls: Option<std::sync::Arc<r
         let place = connections.open();
         let (app, acceptor) = (app.clone(), acceptor.clone());
         async_std::task::spawn(async move {
-            if let Some((stream, identity)) = handshake(stream, acceptor, &app).await {
+            if let Some((stream, identity)) = handshake(stream, acceptor, &app, place.over_limit).await {
                 serve_connection(stream, identity, app, place).await;
             }
         });
@@ -124,24 +124,27 @@ const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// Whether a new connection's first byte opens a TLS handshake (a plain HTTP request there
 /// gets a 400 in words instead of a closed connection).
-async fn starts_tls(tcp: &async_std::net::TcpStream) -> bool {
+async fn starts_tls(tcp: &async_std::net::TcpStream, timeout_ms: u64) -> bool {
     const TLS_HANDSHAKE_RECORD: u8 = 0x16;
     let mut first = [0u8; 1];
-    let peeked = async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), tcp.peek(&mut first)).await;
+    let peeked = async_std::future::timeout(Duration::from_millis(timeout_ms), tcp.peek(&mut first)).await;
     matches!(peeked, Ok(Ok(1))) && first[0] == TLS_HANDSHAKE_RECORD
 }
 
 /// The connection as served, and who its certificate names (none over plain HTTP, or for a
-/// TLS client that presented none). A failed handshake (no certificate of the cluster's CA,
+/// TLS client that presented none). A connection past the limit gets the shorter time a
+/// connection there gets to show it is a peer's. A failed handshake (no certificate of the cluster's CA,
 /// an expired one, not TLS at all) is counted and closes the connection.
 async fn handshake(
     tcp: async_std::net::TcpStream,
     acceptor: Option<futures_rustls::TlsAcceptor>,
     app: &App,
+    over_limit: bool,
 ) -> Option<(Stream, Option<Identity>)> {
+    let timeout_ms = if over_limit { OVER_LIMIT_HEAD_TIMEOUT_MS } else { HANDSHAKE_TIMEOUT_MS };
     let Some(acceptor) = acceptor else { return Some((Stream::plain(tcp), None)) };
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    if !starts_tls(&tcp).await {
+    if !starts_tls(&tcp, timeout_ms).await {
         app.state().metrics.tls_refused();
         let why = "this member speaks only HTTPS (mutual TLS): call https:// with the cluster's CA";
         // The head is read first: a socket closed with unread bytes resets, and the client
@@ -151,8 +154,7 @@ async fn handshake(
         plain.refuse(400, "Bad Request", why, None).await;
         return None;
     }
-    let accepted =
-        async_std::future::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), acceptor.accept(Tcp(tcp))).await;
+    let accepted = async_std::future::timeout(Duration::from_millis(timeout_ms), acceptor.accept(Tcp(tcp))).await;
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -177,6 +179,10 @@ const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
 /// before async-h1 decodes it.
 async fn serve_connection(stream: Stream, identity: Option<Identity>, app: App, place: connections::Place) {
     let tcp = stream.tcp();
+    // Past the connection limit only peers are served: over TLS, callers whose certificate
+    // names a member (a request target is the caller's to choose).
+    let peer_certified = matches!(identity, Some(Identity::Member(_)));
+    let over_tls = matches!(stream, Stream::Tls(_));
     let local_addr = tcp.local_addr().ok().map(|a| a.to_string());
     let peer_addr = tcp.peer_addr().ok().map(|a| a.to_string());
     let host = local_addr.clone().unwrap_or_default();
@@ -207,7 +213,9 @@ async fn serve_connection(stream: Stream, identity: Option<Identity>, app: App, 
                 return connection.refuse(status, reason, &why, None).await;
             }
         }
-        if place.over_limit && !connection.target().is_some_and(|t| t.starts_with("/internal/")) {
+        let peer =
+            if over_tls { peer_certified } else { connection.target().is_some_and(|t| t.starts_with("/internal/")) };
+        if place.over_limit && !peer {
             let why = "too many open connections on this member: retry in 1 s";
             return connection.refuse(429, "Too Many Requests", why, Some(1)).await;
         }
@@ -311,15 +319,7 @@ impl tide::Middleware<Handle> for CertificateGuard {
             (CertificateGuard::Admin, _) => {
                 Some(("not_admin", "the admin API needs an admin client certificate".into()))
             }
-            (CertificateGuard::Member, Some(Identity::Member(id))) => {
-                let said = req.header(SETTINGS_HEADER).and_then(|v| validate::sender_in_settings(v.as_str()));
-                match said {
-                    Some(from) if from != *id => {
-                        Some(("impersonation", format!("member {id}'s certificate cannot speak for member {from}")))
-                    }
-                    _ => None,
-                }
-            }
+            (CertificateGuard::Member, Some(Identity::Member(id))) => certified_member(&req, *id),
             (CertificateGuard::Member, other) => {
                 let presented = other.map_or("none".to_string(), |i| format!("the certificate of {i}"));
                 Some((
@@ -332,6 +332,21 @@ impl tide::Middleware<Handle> for CertificateGuard {
             None => Ok(next.run(req).await),
             Some((reason, why)) => Ok(identity_refused(&req, reason, &why)),
         }
+    }
+}
+
+/// Whether member `id` (as its certificate names it) may send this request: it is a peer of
+/// this node, and the request says it comes from `id`.
+fn certified_member(req: &Request<Handle>, id: NodeId) -> Option<(&'static str, String)> {
+    let handle = req.state();
+    if let Err(why) = validate::sender(&handle.config.members, handle.config.id, id) {
+        return Some(("not_a_peer", format!("the certificate of member {id}: {why}")));
+    }
+    let said = req.header(SETTINGS_HEADER).and_then(|v| validate::sender_in_settings(v.as_str()));
+    match said {
+        Some(from) if from == id => None,
+        Some(from) => Some(("impersonation", format!("member {id}'s certificate cannot speak for member {from}"))),
+        None => Some(("impersonation", format!("member {id}'s request does not say it comes from member {id}"))),
     }
 }
 

@@ -159,7 +159,7 @@ impl Metrics {
         r.register(
             "identity_refusals",
             "Requests refused (403) for the caller's certificate, by reason: no_member_certificate, \
-             impersonation, not_admin",
+             not_a_peer, impersonation, not_admin",
             self.identity_refusals.clone(),
         );
     }

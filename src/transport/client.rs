@@ -4,7 +4,9 @@
 
 use super::gate::{Gate, Passage};
 use super::resolver::Resolver;
+use facto_elections::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,10 +77,22 @@ impl Client {
     /// A client that calls over TLS with `tls` (trusting the cluster's CA, and presenting a
     /// certificate if it has one) when given, else plain HTTP.
     pub fn connecting(cluster_key: Option<String>, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
+        Client::trusting(cluster_key, tls, &HashMap::new())
+    }
+
+    /// [`Client::connecting`], and over TLS the server at each address of `members` must
+    /// hold that member's certificate.
+    fn trusting(
+        cluster_key: Option<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        members: &HashMap<String, NodeId>,
+    ) -> Client {
         let resolver = Arc::<Resolver>::default();
         let (http, control_http) = match &tls {
             None => (pool(16), pool(4)),
-            Some(config) => (tls_pool(config, 16, &resolver), tls_pool(config, 4, &resolver)),
+            Some(config) => {
+                (tls_pool(config, 16, &resolver, members.clone()), tls_pool(config, 4, &resolver, members.clone()))
+            }
         };
         Client {
             http,
@@ -102,15 +116,18 @@ impl Client {
         Client { http: self.control_http.clone(), ..self.clone() }
     }
 
-    /// A node's client: like [`Client::new`], every call passes the node's `gate` and says
-    /// its cluster `settings`.
+    /// A node's client: like [`Client::connecting`], every call passes the node's `gate` and
+    /// says its cluster `settings`; over TLS each of the `members` must answer with its own
+    /// certificate.
     pub fn behind(
         cluster_key: Option<String>,
         tls: Option<Arc<rustls::ClientConfig>>,
+        members: &crate::config::Members,
         gate: Arc<Gate>,
         settings: String,
     ) -> Client {
-        Client { gate: Some(gate), settings: Some(settings), ..Client::connecting(cluster_key, tls) }
+        let members = members.0.iter().map(|(id, addr)| (addr.clone(), *id)).collect();
+        Client { gate: Some(gate), settings: Some(settings), ..Client::trusting(cluster_key, tls, &members) }
     }
 
     /// `POST http://{addr}{path}` with a JSON body; decodes a JSON answer.
@@ -297,9 +314,15 @@ fn pool(connections_per_host: usize) -> surf::Client {
 }
 
 /// [`pool`] over TLS.
-fn tls_pool(config: &Arc<rustls::ClientConfig>, connections_per_host: usize, resolver: &Arc<Resolver>) -> surf::Client {
+fn tls_pool(
+    config: &Arc<rustls::ClientConfig>,
+    connections_per_host: usize,
+    resolver: &Arc<Resolver>,
+    members: HashMap<String, NodeId>,
+) -> surf::Client {
+    let https = super::https::Https::new(config.clone(), connections_per_host, resolver.clone(), members);
     surf::Config::new()
-        .set_http_client(super::https::Https::new(config.clone(), connections_per_host, resolver.clone()))
+        .set_http_client(https)
         .set_timeout(None)
         .try_into()
         .expect("a client with its own connection layer accepts this configuration")

@@ -5,6 +5,8 @@
 
 use super::resolver::Resolver;
 use super::stream::Stream;
+use super::tls::{identity_of, Identity};
+use facto_elections::NodeId;
 use futures_rustls::TlsConnector;
 use http_client::{Config, Error, HttpClient, Request, Response};
 use rustls::ClientConfig;
@@ -12,6 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long opening a connection (TCP and the TLS handshake) may take.
+const DIAL_TIMEOUT_MS: u64 = 5_000;
 /// How long a connection may sit idle before it is not reused (members close theirs after
 /// a minute).
 const IDLE_MS_MAX: u64 = 30_000;
@@ -23,8 +27,16 @@ pub struct Https {
     in_use: Mutex<HashMap<String, Arc<async_lock::Semaphore>>>,
     connections_per_host: usize,
     resolver: Arc<Resolver>,
+    /// The member at each address (`HOST:PORT`): a server there must hold that member's
+    /// certificate, not just any of the cluster's.
+    members: HashMap<String, NodeId>,
+    /// When a wrong certificate at an address was last logged (once a minute at most).
+    warned: Mutex<HashMap<String, Instant>>,
     config: Config,
 }
+
+/// How often a wrong certificate at one address is logged.
+const WARN_EVERY_MS: u64 = 60_000;
 
 impl std::fmt::Debug for Https {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,13 +45,20 @@ impl std::fmt::Debug for Https {
 }
 
 impl Https {
-    pub fn new(config: Arc<ClientConfig>, connections_per_host: usize, resolver: Arc<Resolver>) -> Https {
+    pub fn new(
+        config: Arc<ClientConfig>,
+        connections_per_host: usize,
+        resolver: Arc<Resolver>,
+        members: HashMap<String, NodeId>,
+    ) -> Https {
         Https {
             connector: TlsConnector::from(config),
             idle: Mutex::default(),
             in_use: Mutex::default(),
             connections_per_host,
             resolver,
+            members,
+            warned: Mutex::default(),
             config: Config::new(),
         }
     }
@@ -63,6 +82,16 @@ impl Https {
         }
     }
 
+    /// A misconfiguration an operator must hear of, without a line per call.
+    fn warn(&self, key: &str, why: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let due = warned.get(key).is_none_or(|at| at.elapsed() >= Duration::from_millis(WARN_EVERY_MS));
+        if due {
+            warned.insert(key.to_string(), Instant::now());
+            log::warn!("refusing the server at {why}");
+        }
+    }
+
     fn limit(&self, host: &str) -> Arc<async_lock::Semaphore> {
         let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
         let limit = in_use.entry(host.to_string());
@@ -70,11 +99,22 @@ impl Https {
     }
 
     async fn dial(&self, host: &str, port: u16) -> Result<Stream, Error> {
-        let addr = self.resolver.resolve(&format!("{host}:{port}")).await.map_err(unavailable)?;
+        let key = format!("{host}:{port}");
+        let addr = self.resolver.resolve(&key).await.map_err(unavailable)?;
         let tcp = async_std::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name = super::tls::server_name(host).map_err(unavailable)?;
         let tls = self.connector.connect(name, super::stream::Tcp(tcp)).await?;
+        if let Some(&id) = self.members.get(&key) {
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let identity = cert.and_then(|c| identity_of(c));
+            if identity != Some(Identity::Member(id)) {
+                let who = identity.map_or("no member".to_string(), |i| i.to_string());
+                let why = format!("{key} is member {id}'s address, but its certificate names {who}");
+                self.warn(&key, &why);
+                return Err(unavailable(why));
+            }
+        }
         Ok(Stream::tls(tls))
     }
 }
@@ -93,7 +133,9 @@ impl HttpClient for Https {
         let _turn = self.limit(&key).acquire_arc().await;
         let stream = match self.take_idle(&key) {
             Some(stream) => stream,
-            None => self.dial(&host, port).await?,
+            None => async_std::future::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), self.dial(&host, port))
+                .await
+                .map_err(|_| unavailable(format!("no TLS connection to {key} within {DIAL_TIMEOUT_MS} ms")))??,
         };
         let mut res = async_h1::client::connect(stream.clone(), req).await?;
         let body = res.body_bytes().await?;
