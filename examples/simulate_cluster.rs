@@ -5,8 +5,9 @@
 //! `cargo run --release --example simulate_cluster -- --algorithm raft --nodes 5 --seeds 10000 [--first-seed S]`
 //! prints a summary and, last, `violations: K`; it exits non-zero when K > 0. A failing seed
 //! is printed with its trace; `--seeds 1 --first-seed S --trace` replays it exactly.
-//! `--bug ack-before-durable`, `done-before-replicated` or `coordinate-before-epoch-durable`
-//! runs a deliberately broken core, to show that the simulator catches the bug.
+//! `--bug ack-before-durable`, `done-before-replicated`, `coordinate-before-epoch-durable`,
+//! `fence-apart-from-election` or `promise-in-memory` runs a deliberately broken core, to
+//! show that the simulator catches the bug.
 
 use facto::node_core::Bugs;
 use facto::simulation::{self, RunReport, SimConfig};
@@ -26,13 +27,19 @@ struct Args {
     seeds: u64,
     #[structopt(long, default_value = "0")]
     first_seed: u64,
-    /// ack-before-durable, done-before-replicated or coordinate-before-epoch-durable: a
-    /// deliberately broken node core.
+    /// ack-before-durable, done-before-replicated, coordinate-before-epoch-durable,
+    /// fence-apart-from-election or promise-in-memory: a deliberately broken node core.
     #[structopt(long)]
     bug: Option<String>,
     /// Print the trace of every run (use with one seed).
     #[structopt(long)]
     trace: bool,
+    /// Also fail when a finished result had to be computed again (no reachable member held
+    /// it) in a crashes or promise run (one member down at a time). Rogue and storm runs are
+    /// counted, not bounded: a member lost for good, or several down at once, can take both
+    /// copies out of reach before a takeover copies them.
+    #[structopt(long)]
+    check_results_kept: bool,
 }
 
 /// Failing seeds whose traces are printed.
@@ -46,10 +53,11 @@ fn main() {
         Some("done-before-replicated") => Bugs { done_before_replicated: true, ..Bugs::default() },
         Some("coordinate-before-epoch-durable") => Bugs { coordinate_before_epoch_durable: true, ..Bugs::default() },
         Some("fence-apart-from-election") => Bugs { fence_apart_from_election: true, ..Bugs::default() },
+        Some("promise-in-memory") => Bugs { promise_in_memory: true, ..Bugs::default() },
         Some(other) => {
             eprintln!(
                 "error: unknown --bug '{other}' (ack-before-durable, done-before-replicated, \
-                 coordinate-before-epoch-durable or fence-apart-from-election)"
+                 coordinate-before-epoch-durable, fence-apart-from-election or promise-in-memory)"
             );
             std::process::exit(2);
         }
@@ -60,7 +68,7 @@ fn main() {
     }
     let config = SimConfig { algorithm: args.algorithm, nodes: args.nodes, bugs, trace: args.trace };
     let started = std::time::Instant::now();
-    let failures = run_seeds(&config, args.first_seed, args.seeds);
+    let (failures, lost, lost_seeds) = run_seeds(&config, args.first_seed, args.seeds);
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} seeds of {} with {} nodes in {secs:.1} s ({:.0} seeds/s)",
@@ -85,17 +93,40 @@ fn main() {
             }
         }
     }
+    let results_kept = !args.check_results_kept || results_kept(&lost, &lost_seeds);
     println!("violations: {}", failures.len());
-    if !failures.is_empty() {
+    if !failures.is_empty() || !results_kept {
         std::process::exit(1);
     }
 }
 
-/// Runs every seed on all cores; returns the failing runs, by seed.
-fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
+/// Whether the runs kept finished results within `--check-results-kept`'s bounds (`lost`:
+/// per kind of run: crashes, rogue, promise, storm; `lost_seeds`: the runs that computed one
+/// again).
+fn results_kept(lost: &[u64; 4], lost_seeds: &[u64]) -> bool {
+    let calm = lost[0] + lost[2];
+    let kept = calm == 0;
+    println!(
+        "results kept: {} ({calm} finished results computed again in crashes and promise runs, at most 0; {} in \
+         rogue runs and {} in storms, not bounded)",
+        if kept { "yes" } else { "NO" },
+        lost[1],
+        lost[3]
+    );
+    if !kept {
+        let shown: Vec<String> = lost_seeds.iter().take(10).map(u64::to_string).collect();
+        println!("seeds that computed a finished result again: {}", shown.join(", "));
+    }
+    kept
+}
+
+/// Runs every seed on all cores; returns the failing runs, by seed, and the finished results
+/// computed again per kind of run (crashes, rogue, promise, storm) and the seeds that did.
+fn run_seeds(config: &SimConfig, first: u64, count: u64) -> (Vec<RunReport>, [u64; 4], Vec<u64>) {
+    let lost_seeds = Mutex::new(Vec::new());
     let next = AtomicU64::new(first);
     let failures = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 3], 0u64));
+    let totals = Mutex::new((0u64, 0u64, 0u64, [0u64; 4], [0u64; 4]));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -112,12 +143,17 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
                 t.0 += report.events;
                 t.1 += report.tasks_computed;
                 t.2 += report.tasks_recomputed;
-                t.3[match report.kind {
+                let kind = match report.kind {
                     "crashes" => 0,
                     "rogue" => 1,
-                    _ => 2,
-                }] += 1;
-                t.4 += report.results_lost;
+                    "promise" => 2,
+                    _ => 3,
+                };
+                t.3[kind] += 1;
+                t.4[kind] += report.results_lost;
+                if report.results_lost > 0 {
+                    lost_seeds.lock().unwrap().push(report.seed);
+                }
                 drop(t);
                 if !report.violations.is_empty() {
                     failures.lock().unwrap().push(report);
@@ -127,13 +163,16 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> Vec<RunReport> {
     });
     let (events, computed, recomputed, kinds, lost) = *totals.lock().unwrap();
     println!(
-        "{} crash runs, {} rogue runs, {} storm runs; {events} events; {computed} tasks computed, {recomputed} of \
-         them again; {lost} finished results recomputed (no reachable copy)",
-        kinds[0], kinds[1], kinds[2]
+        "{} crash runs, {} rogue runs, {} promise runs, {} storm runs; {events} events; {computed} tasks computed, \
+         {recomputed} of them again; finished results recomputed (no reachable copy): {} in crash runs, {} in rogue \
+         runs, {} in promise runs, {} in storm runs",
+        kinds[0], kinds[1], kinds[2], kinds[3], lost[0], lost[1], lost[2], lost[3]
     );
     let mut failures = failures.into_inner().unwrap();
     failures.sort_by_key(|r| r.seed);
-    failures
+    let mut lost_seeds = lost_seeds.into_inner().unwrap();
+    lost_seeds.sort_unstable();
+    (failures, lost, lost_seeds)
 }
 
 /// One seed; a panic is a violation too.

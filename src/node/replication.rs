@@ -148,15 +148,16 @@ pub async fn gather(
 /// 10,000,000!).
 const ROOT_TIMEOUT_MS: u64 = 10_000;
 
-/// The root product of finished job `job` (n!): from this node's disk, or else from the
-/// first peer that has it (a job's root lies on the coordinator that finished it and on one
-/// replica; memory keeps neither). Whichever copy is found must pass its check.
-pub async fn find_root(handle: &Handle, job: &str, n: u64) -> Option<Big> {
+/// The root product of finished job `job` (n!), and whether it came from this node's disk:
+/// from this node's disk, or else from the first peer that has it (a job's root lies on the
+/// coordinator that finished it and on one replica; memory keeps neither). Whichever copy is
+/// found must pass its check.
+pub async fn find_root(handle: &Handle, job: &str, n: u64) -> Option<(Big, bool)> {
     let store = handle.store.clone();
     let id = job.to_string();
     match async_std::task::spawn_blocking(move || store.root_fact(&id)).await {
         Ok(Some(Fact::Product { product, .. })) => match is_root(handle, n, product).await {
-            Some(root) => return Some(root),
+            Some(root) => return Some((root, true)),
             None => log::error!("job {job}: the result on this node's disk is not {n}!"),
         },
         Ok(_) => {}
@@ -166,7 +167,7 @@ pub async fn find_root(handle: &Handle, job: &str, n: u64) -> Option<Big> {
     if root.is_none() {
         log::error!("job {job}: the result a peer sent is not {n}!");
     }
-    root
+    root.map(|root| (root, false))
 }
 
 /// `product` if it is n! (checked off the runtime).

@@ -270,6 +270,7 @@ impl Runtime {
                 _ => log::debug!("work {reply}: its coordinator stopped waiting"),
             },
             Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
+            Effect::FetchRoot { job, n } => self.fetch_root(job, n),
             Effect::Reply { to, answer } => self.answer(to, answer),
         }
     }
@@ -361,7 +362,7 @@ impl Runtime {
         async_std::task::spawn(async move {
             let product = match product {
                 Some(p) => Some(p),
-                None => find_root(&handle, &job, n).await,
+                None => find_root(&handle, &job, n).await.map(|(root, _)| root),
             };
             let Some(product) = product else {
                 log::error!("job {job}: no member that answered holds its result");
@@ -378,6 +379,16 @@ impl Runtime {
                 }
                 Err(why) => log::error!("job {job}: no decimal result: {why}"),
             }
+        });
+    }
+
+    fn fetch_root(&self, job: JobId, n: u64) {
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            let found = find_root(&handle, &job, n).await;
+            let on_this_disk = found.as_ref().is_some_and(|(_, here)| *here);
+            let root = found.map(|(root, _)| root);
+            handle.send(Event::Input(Input::RootFetched { job, root, on_this_disk }));
         });
     }
 

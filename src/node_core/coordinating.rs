@@ -52,6 +52,8 @@ impl NodeCore {
         coordinator.last_pull_ms = now_ms;
         let parked = self.step_down(Role::Coordinating(Box::new(coordinator)));
         self.carry_out(actions);
+        let finished = self.checkpoint.finished_jobs();
+        self.copy_roots(finished);
         self.replay(parked);
     }
 
@@ -133,13 +135,17 @@ impl NodeCore {
         let Some(c) = self.role.coordinator_mut() else { return };
         let mut actions = Vec::new();
         let mut products = Vec::new();
+        let mut finished = Vec::new();
         for fact in new {
             match fact {
                 Fact::Job { id, n, .. } if n > max_n => {
                     log::error!("job {id} asks for {n}!, beyond --max-n: not resumed");
                 }
                 Fact::Job { id, .. } => match self.checkpoint.jobs.get(&id) {
-                    Some(job) if job.finished => c.scheduler.restore_finished_job(id, job.n),
+                    Some(job) if job.finished => {
+                        c.scheduler.restore_finished_job(id.clone(), job.n);
+                        finished.push(id);
+                    }
                     Some(job) => {
                         log::info!("job {id} learned from a peer's checkpoint; resuming it");
                         let (products, dispatched) = (job.products.clone(), job.dispatched.clone());
@@ -157,6 +163,7 @@ impl NodeCore {
         }
         actions.extend(c.scheduler.learn(products, now_ms));
         self.carry_out(actions);
+        self.copy_roots(finished);
     }
 
     /// Carries out the scheduler's actions: batches go to the driver as dispatches (their

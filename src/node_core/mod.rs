@@ -18,7 +18,8 @@
 //! - A [`Effect::Write`] with a `write` id is reported back as [`Input::Written`], a
 //!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
 //!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
-//!   decimal conversion as [`Input::Decimal`] or [`Input::NoDecimal`]. Writes become durable in
+//!   decimal conversion as [`Input::Decimal`] or [`Input::NoDecimal`], a root read as
+//!   [`Input::RootFetched`]. Writes become durable in
 //!   the order they were asked for.
 //! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
 //!   stops waiting is reported as [`Input::ClientGone`].
@@ -28,6 +29,7 @@ mod coordinating;
 mod durability;
 mod retention;
 mod role;
+mod root_copies;
 pub mod validate;
 pub mod worker;
 
@@ -100,6 +102,10 @@ pub struct Bugs {
     /// Fence with a higher epoch seen in peers' requests and refusals without telling the
     /// election: workers then refuse a coordinator whose election never moves past it.
     pub fence_apart_from_election: bool,
+    /// Keep a gathering's promise (refuse writes and work from below its epoch) in memory
+    /// only, apart from the election's durable epoch: a peer that restarts after its answer
+    /// forgets it and may take a deposed coordinator's write the new one never hears of.
+    pub promise_in_memory: bool,
 }
 
 /// Everything that can happen to a node.
@@ -142,6 +148,9 @@ pub enum Input {
     Decimal { job: JobId, n: u64, decimal: Arc<str> },
     /// No member that answered holds a right copy of a finished job's result.
     NoDecimal { job: JobId },
+    /// A finished job's root product read for copying (`None`: no reachable member holds a
+    /// right copy), and whether it came from this node's disk.
+    RootFetched { job: JobId, root: Option<Big>, on_this_disk: bool },
 }
 
 impl Input {
@@ -165,6 +174,7 @@ impl Input {
             Input::Replicated { .. } => "replicated",
             Input::Decimal { .. } => "decimal result",
             Input::NoDecimal { .. } => "result not found",
+            Input::RootFetched { .. } => "result read for copying",
         }
     }
 }
@@ -200,6 +210,9 @@ pub enum Effect {
     /// Convert a finished job's root product to decimal (`None`: read it from this node's
     /// disk or a peer's first); report [`Input::Decimal`] or [`Input::NoDecimal`].
     ToDecimal { job: JobId, n: u64, product: Option<Big> },
+    /// Read a finished job's root product (n!) from this node's disk, or else from a peer's,
+    /// checked; report [`Input::RootFetched`].
+    FetchRoot { job: JobId, n: u64 },
     /// Answer a waiting request.
     Reply { to: ReplyId, answer: Answer },
 }
@@ -211,7 +224,10 @@ impl Effect {
     /// computation for its coordinator, or a conversion to decimal. A worker held there could
     /// even compute after it became the coordinator, which never multiplies.
     pub fn waits_for_hard_state(&self) -> bool {
-        !matches!(self, Effect::Write { .. } | Effect::Compute { .. } | Effect::ToDecimal { .. })
+        !matches!(
+            self,
+            Effect::Write { .. } | Effect::Compute { .. } | Effect::ToDecimal { .. } | Effect::FetchRoot { .. }
+        )
     }
 }
 
@@ -301,9 +317,9 @@ pub struct NodeCore {
     /// mark whose only root dies with this node would make the next coordinator drop the
     /// job's products and compute it all again.
     unreplicated_roots: BTreeMap<JobId, Fact>,
-    /// Only with [`Bugs::fence_apart_from_election`]: the higher epoch seen outside the
-    /// election, which then fences apart from it.
-    fenced_apart_epoch: Epoch,
+    /// Only with [`Bugs::fence_apart_from_election`] or [`Bugs::promise_in_memory`]: a higher
+    /// epoch seen outside the election, which then fences apart from it, in memory only.
+    epoch_apart_from_election: Epoch,
     /// The driver's clock as of the input being handled.
     now_ms: u64,
     /// The next write id or replication token.
@@ -346,7 +362,7 @@ impl NodeCore {
             acks: BTreeMap::new(),
             ack_replication: Default::default(),
             unreplicated_roots: BTreeMap::new(),
-            fenced_apart_epoch: 0,
+            epoch_apart_from_election: 0,
             now_ms: 0,
             next_token: 1,
             after_write: BTreeMap::new(),
@@ -400,6 +416,7 @@ impl NodeCore {
             Input::Replicated { token, ok } => self.on_replicated(token, ok),
             Input::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
             Input::NoDecimal { job } => self.on_no_decimal(job),
+            Input::RootFetched { job, root, on_this_disk } => self.on_root_fetched(job, root, on_this_disk),
         }
     }
 
@@ -522,7 +539,7 @@ impl NodeCore {
             return;
         }
         if self.settings.bugs.fence_apart_from_election {
-            self.fenced_apart_epoch = epoch;
+            self.epoch_apart_from_election = epoch;
             return;
         }
         self.cause = "higher epoch seen";
@@ -543,7 +560,11 @@ impl NodeCore {
         if epoch > self.known_epoch() {
             log::debug!("node {from} gathers at epoch {epoch}: writes from lower epochs refused from now on");
         }
-        self.see_epoch(epoch);
+        if self.settings.bugs.promise_in_memory {
+            self.epoch_apart_from_election = self.epoch_apart_from_election.max(epoch);
+        } else {
+            self.see_epoch(epoch);
+        }
         let facts = self.checkpoint_facts_except(skip);
         self.reply(reply, Answer::Checkpoint(Ok(facts)));
     }
@@ -556,6 +577,9 @@ impl NodeCore {
             return;
         }
         self.see_epoch(epoch);
+        // Before the write that answers: the disk takes writes in order.
+        let copies = self.root_copies(&facts);
+        self.write_root_copies(copies);
         let write = self.token();
         self.after_write.insert(write, durability::AfterWrite::Reply(reply, Answer::Applied(Ok(()))));
         let new = self.record(facts, Some(write));
@@ -658,7 +682,7 @@ impl NodeCore {
     /// every higher epoch a peer shows moves up, see [`NodeCore::see_epoch`]).
     pub fn known_epoch(&self) -> Epoch {
         let election = self.election.hard_state().epoch.max(self.election.leadership().epoch().unwrap_or(0));
-        election.max(self.fenced_apart_epoch)
+        election.max(self.epoch_apart_from_election)
     }
 
     /// Whether this node is taking over (client requests wait meanwhile).

@@ -79,6 +79,10 @@ pub(super) struct Coordinator {
     /// retention is next looked at.
     pub finished_ms: BTreeMap<JobId, u64>,
     pub next_retention_check_ms: u64,
+    /// Finished jobs whose roots wait to be brought up to two disks, and how many are being
+    /// read (see `root_copies`).
+    pub roots_to_copy: VecDeque<JobId>,
+    pub roots_copying: usize,
 }
 
 impl Coordinator {
@@ -100,6 +104,8 @@ impl Coordinator {
             last_pull_ms: 0,
             finished_ms: BTreeMap::new(),
             next_retention_check_ms: 0,
+            roots_to_copy: VecDeque::new(),
+            roots_copying: 0,
         }
     }
 

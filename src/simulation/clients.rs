@@ -41,6 +41,11 @@ impl Client {
         Client { key: format!("key-{index}"), n, target: 0, generation: 0, acked: None, done: false, waiting_at: None }
     }
 
+    /// The client, sending its first request to node `target`.
+    pub fn aimed_at(self, target: usize) -> Client {
+        Client { target, ..self }
+    }
+
     pub fn describe(&self) -> String {
         match &self.acked {
             Some(job) => format!("{} ({}!) acknowledged as job {job}, no result", self.key, self.n),

@@ -233,6 +233,7 @@ impl Sim<'_> {
             }
             Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
             Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
+            Effect::FetchRoot { job, .. } => self.fetch_root(i, job),
             Effect::Reply { to, answer } => self.answer(i, to, answer),
         }
     }
@@ -303,6 +304,9 @@ impl Sim<'_> {
     /// Sends `msg` from node `i` to member `to`, `extra_ms` later than the network alone.
     pub(super) fn send(&mut self, i: usize, to: NodeId, msg: Msg, extra_ms: u64) {
         let j = self.index(to);
+        if self.promise_drops(i, j, &msg) {
+            return self.note(|| format!("lost by the promise run: node {} -> node {to}", i + 1));
+        }
         // An unreachable peer (partitioned, like the admin API's partitions, or down)
         // refuses at once; a lost message is only noticed by a request's timeout.
         let delays = match self.net.route(&mut self.rng, i, j) {
@@ -505,7 +509,11 @@ impl Sim<'_> {
             }
             (Some(ReplyTo::Query { to, rpc }), Answer::Checkpoint(facts)) => {
                 let known_epoch = facts.as_ref().err().map(|r| r.known_epoch);
-                self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok(), known_epoch }, 0)
+                let answered = facts.is_ok();
+                self.send(i, to, Msg::QueryAnswer { rpc, facts: facts.ok(), known_epoch }, 0);
+                if answered {
+                    self.promise_answered_gathering(i);
+                }
             }
             (Some(_), answer) => {
                 self.violation(format!("node {} answers {answer:?} to a request of another kind", i + 1))
@@ -599,10 +607,7 @@ impl Sim<'_> {
     /// A result to decimal; a root not in hand is read from this node's disk or an
     /// up and reachable peer's.
     fn convert_to_decimal(&mut self, i: usize, job: JobId, n: u64, product: Option<Big>) {
-        let product = product.or_else(|| {
-            let holders = (0..self.nodes.len()).filter(|&j| j == i || (self.up(j) && self.connected(i, j)));
-            holders.into_iter().find_map(|j| self.nodes[j].disk.roots.get(&job).cloned())
-        });
+        let product = product.or_else(|| self.find_root(i, &job).map(|(root, _)| root));
         let life = self.nodes[i].life;
         if product.is_none() {
             // Its only copies are down or were lost: the job is computed again, a failure
@@ -623,6 +628,25 @@ impl Sim<'_> {
         let after = self.rng.range(1, 5);
         self.schedule(after, Ev::Input { node: i, life, input });
     }
+
+    /// A finished job's root from this node's disk, or else an up and reachable peer's, and
+    /// whether it came from this node's disk.
+    fn find_root(&self, i: usize, job: &str) -> Option<(Big, bool)> {
+        if let Some(root) = self.nodes[i].disk.roots.get(job) {
+            return Some((root.clone(), true));
+        }
+        let holders = (0..self.nodes.len()).filter(|&j| j != i && self.up(j) && self.connected(i, j));
+        holders.into_iter().find_map(|j| self.nodes[j].disk.roots.get(job).map(|root| (root.clone(), false)))
+    }
+
+    fn fetch_root(&mut self, i: usize, job: JobId) {
+        let (root, on_this_disk) = match self.find_root(i, &job) {
+            Some((root, here)) => (Some(root), here),
+            None => (None, false),
+        };
+        let (after, life) = (self.rng.range(1, 5), self.nodes[i].life);
+        self.schedule(after, Ev::Input { node: i, life, input: Input::RootFetched { job, root, on_this_disk } });
+    }
 }
 
 /// The effects of one step, briefly (for traces).
@@ -640,6 +664,7 @@ fn describe(effects: &[Effect]) -> String {
         }
         Effect::Compute { tasks, .. } => format!("compute {} tasks", tasks.len()),
         Effect::ToDecimal { job, .. } => format!("decimal {job}"),
+        Effect::FetchRoot { job, .. } => format!("read root {job}"),
         Effect::Reply { answer, .. } => format!("reply {}", format!("{answer:?}").chars().take(60).collect::<String>()),
     };
     effects.iter().map(one).collect::<Vec<_>>().join(", ")

@@ -8,7 +8,7 @@
 //! and retry. One seed derives the whole run, so a failing seed replays exactly; with
 //! [`SimConfig::trace`] the run keeps a readable trace.
 //!
-//! Each seed is one of three kinds of run:
+//! Each seed is one of four kinds of run:
 //! - **crashes**: the failure model facto promises to survive — at most one member down at a
 //!   time, a reliable network with random delays — where, beyond the invariants below, every
 //!   task computed twice must have been in flight when its coordinator crashed or stepped down,
@@ -18,6 +18,9 @@
 //!   every peer) or as a worker (refusing a batch as if it knew that epoch) — and then falls
 //!   silent for good, as a misconfigured member, a stale build or a key holder might; the
 //!   others must still elect a coordinator and finish every job;
+//! - **promise** (one seed in six): a scripted run in which a peer restarts between its
+//!   answer to a new coordinator's gathering and a deposed coordinator's write (see
+//!   [`promise`]);
 //! - **storm**: several members down at once, partitions, lost and duplicated messages.
 //!
 //! Checked in every run (see [`checks`]):
@@ -36,6 +39,7 @@
 mod checks;
 mod clients;
 mod driver;
+mod promise;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Members;
@@ -76,7 +80,7 @@ pub struct SimConfig {
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub seed: u64,
-    /// "crashes", "rogue" or "storm".
+    /// "crashes", "rogue", "promise" or "storm".
     pub kind: &'static str,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
@@ -146,6 +150,8 @@ enum Ev {
     Partition,
     Heal,
     Client(clients::ClientEv),
+    /// A step of the promise run's script.
+    Promise(promise::Step),
 }
 
 /// A member as the simulator holds it.
@@ -179,6 +185,8 @@ struct Sim<'a> {
     net: Network,
     storm: bool,
     rogue: bool,
+    /// The promise run's script, where it stands (`None`: another kind of run).
+    promise: Option<promise::Stage>,
     /// The rogue member, down for good once it fell silent.
     silenced: Option<usize>,
     healed: bool,
@@ -193,6 +201,7 @@ impl<'a> Sim<'a> {
         let mut rng = Rng::new(seed);
         let storm = seed % 2 == 1;
         let rogue = seed % 6 == 2;
+        let promise = (seed % 6 == 4).then_some(promise::Stage::Armed);
         let nodes = (1..=config.nodes as NodeId)
             .map(|id| SimNode {
                 id,
@@ -221,6 +230,7 @@ impl<'a> Sim<'a> {
             net,
             storm,
             rogue,
+            promise,
             silenced: None,
             healed: false,
             clients: Vec::new(),
@@ -260,7 +270,12 @@ impl<'a> Sim<'a> {
             self.clients.push(clients::Client::new(c, n));
             self.schedule(start_ms, Ev::Client(clients::ClientEv::Wake { client: c, generation: 0 }));
         }
-        self.plan_faults();
+        if self.promise.is_some() {
+            let at_ms = self.rng.range(300, 700);
+            self.schedule(at_ms, Ev::Promise(promise::Step::Isolate));
+        } else {
+            self.plan_faults();
+        }
         if self.rogue {
             let at_ms = self.rng.range(200, FAULTS_MS - 300);
             self.schedule(at_ms, Ev::Rogue);
@@ -355,6 +370,7 @@ impl<'a> Sim<'a> {
             Ev::Partition => self.partition(),
             Ev::Heal => self.heal(),
             Ev::Client(ev) => self.client_event(ev),
+            Ev::Promise(step) => self.promise_step(step),
         }
     }
 
@@ -498,10 +514,11 @@ impl<'a> Sim<'a> {
     fn report(self) -> RunReport {
         RunReport {
             seed: self.seed,
-            kind: match (self.storm, self.rogue) {
-                (true, _) => "storm",
-                (false, true) => "rogue",
-                (false, false) => "crashes",
+            kind: match (self.storm, self.rogue, self.promise.is_some()) {
+                (true, ..) => "storm",
+                (false, true, _) => "rogue",
+                (false, false, true) => "promise",
+                (false, false, false) => "crashes",
             },
             violations: self.checks.violations.clone(),
             trace: self.trace,
