@@ -19,6 +19,21 @@ fn first_violation(config: &SimConfig, seeds: u64) -> Option<(u64, String)> {
     })
 }
 
+/// Traced healthy runs of every sixth seed from `first` below 600 (one kind of run), each
+/// checked to be of `kind` and free of violations.
+fn healthy_runs(algorithm: Algorithm, first: u64, kind: &str) -> Vec<facto::simulation::RunReport> {
+    let traced = SimConfig { trace: true, ..config(algorithm, Bugs::default()) };
+    (first..600)
+        .step_by(6)
+        .map(|seed| {
+            let report = run(&traced, seed);
+            assert_eq!(report.kind, kind, "{algorithm} seed {seed}");
+            assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
+            report
+        })
+        .collect()
+}
+
 #[test]
 fn one_seed_replays_exactly() {
     for algorithm in ALGORITHMS {
@@ -52,11 +67,8 @@ fn a_rogue_epoch_is_moved_past_in_every_rogue_run() {
     // The rogue member's higher epoch reaches the others, who elect above it once it is silent.
     for algorithm in ALGORITHMS {
         let mut shown_runs = 0;
-        for seed in (2..600).step_by(6) {
-            let traced = SimConfig { trace: true, ..config(algorithm, Bugs::default()) };
-            let report = run(&traced, seed);
-            assert_eq!(report.kind, "rogue");
-            assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
+        for report in healthy_runs(algorithm, 2, "rogue") {
+            let seed = report.seed;
             let rogue = report.trace.iter().find(|l| l.contains("GOES ROGUE")).expect("a rogue");
             let shown = rogue.contains("coordinates") || report.trace.iter().any(|l| l.contains("SHOWS its rogue"));
             if !shown {
@@ -123,14 +135,10 @@ fn coordinating_at_an_epoch_before_it_is_durable_is_caught() {
 fn the_promise_run_restarts_a_peer_between_its_answer_and_the_old_coordinators_write() {
     // Healthy cores: the script reaches its moment in most promise runs, and nothing is lost.
     for algorithm in ALGORITHMS {
-        let mut reached = 0;
-        for seed in (4..600).step_by(6) {
-            let traced = SimConfig { trace: true, ..config(algorithm, Bugs::default()) };
-            let report = run(&traced, seed);
-            assert_eq!(report.kind, "promise");
-            assert_eq!(report.violations, Vec::<String>::new(), "{algorithm} seed {seed}");
-            reached += usize::from(report.trace.iter().any(|l| l.contains("answered a gathering; it crashes")));
-        }
+        let reached = healthy_runs(algorithm, 4, "promise")
+            .iter()
+            .filter(|report| report.trace.iter().any(|l| l.contains("answered a gathering; it crashes")))
+            .count();
         assert!(reached >= 80, "{algorithm}: the peer restarted after its answer in only {reached} of 100 runs");
     }
 }

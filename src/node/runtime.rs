@@ -385,9 +385,8 @@ impl Runtime {
     fn fetch_root(&self, job: JobId, n: u64) {
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
-            let found = find_root(&handle, &job, n).await;
-            let on_this_disk = found.as_ref().is_some_and(|(_, here)| *here);
-            let root = found.map(|(root, _)| root);
+            let (root, on_this_disk) =
+                find_root(&handle, &job, n).await.map_or((None, false), |(root, here)| (Some(root), here));
             handle.send(Event::Input(Input::RootFetched { job, root, on_this_disk }));
         });
     }

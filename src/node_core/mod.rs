@@ -19,8 +19,7 @@
 //!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
 //!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
 //!   decimal conversion as [`Input::Decimal`] or [`Input::NoDecimal`], a root read as
-//!   [`Input::RootFetched`]. Writes become durable in
-//!   the order they were asked for.
+//!   [`Input::RootFetched`]. Writes become durable in the order they were asked for.
 //! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
 //!   stops waiting is reported as [`Input::ClientGone`].
 

@@ -640,10 +640,7 @@ impl Sim<'_> {
     }
 
     fn fetch_root(&mut self, i: usize, job: JobId) {
-        let (root, on_this_disk) = match self.find_root(i, &job) {
-            Some((root, here)) => (Some(root), here),
-            None => (None, false),
-        };
+        let (root, on_this_disk) = self.find_root(i, &job).map_or((None, false), |(root, here)| (Some(root), here));
         let (after, life) = (self.rng.range(1, 5), self.nodes[i].life);
         self.schedule(after, Ev::Input { node: i, life, input: Input::RootFetched { job, root, on_this_disk } });
     }
