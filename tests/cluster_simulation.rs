@@ -163,8 +163,10 @@ fn keeping_the_gather_promise_in_memory_is_caught() {
 #[test]
 fn finished_results_stay_within_reach() {
     // A new coordinator brings every finished result it can reach up to two disks, so one
-    // member down at a time never leaves a result out of reach, and storms rarely do. Without
-    // that, these 1,000 seeds computed 9 (bully), 5 (ring) and 1 (raft) results again.
+    // member down at a time never leaves a result out of reach; and one out of reach is read
+    // again for a few seconds before it is computed again, so a storm's faults pass first.
+    // Without either, these 1,000 seeds computed 9 (bully), 5 (ring) and 1 (raft) results
+    // again; without the second, up to 1 per algorithm in storms.
     for algorithm in ALGORITHMS {
         let (mut calm, mut storm) = (0, 0);
         for seed in 0..1_000 {
@@ -175,6 +177,6 @@ fn finished_results_stay_within_reach() {
             }
         }
         assert_eq!(calm, 0, "{algorithm}: finished results computed again outside storms");
-        assert!(storm <= 1, "{algorithm}: {storm} finished results computed again in storms");
+        assert_eq!(storm, 0, "{algorithm}: finished results computed again in storms");
     }
 }

@@ -1,7 +1,7 @@
 //! Taking over and coordinating: resuming jobs from the gathered checkpoints, learning what
 //! peers hold, handing the scheduler's work out, and results to decimal.
 
-use super::role::{Coordinator, Role, RESULT_BYTES_MAX};
+use super::role::{Coordinator, Reread, Role, RESULT_BYTES_MAX};
 use super::{Answer, Effect, JobsQuery, NodeCore, Routed};
 use crate::bignum::{abbreviate, Big};
 use crate::checkpoint::Fact;
@@ -13,6 +13,11 @@ use std::sync::Arc;
 const BATCH_TIMEOUT_MS: u64 = 5_000;
 /// How often a coordinator asks again for a checkpoint a peer has not sent yet.
 const PULL_AGAIN_MS: u64 = 500;
+/// A result no reachable member holds is read this many times more, waiting 250 ms, 500 ms,
+/// 1 s, 2 s and 2 s before each (about 6 s in all), before it is computed again.
+const RESULT_REREADS: u32 = 5;
+const RESULT_REREAD_FIRST_MS: u64 = 250;
+const RESULT_REREAD_MAX_MS: u64 = 2_000;
 
 impl NodeCore {
     /// Takes over at `epoch` once the peers' checkpoints are in: merges them into this
@@ -230,6 +235,7 @@ impl NodeCore {
             c.converting.remove(&job);
             return;
         }
+        c.rereads.remove(&job);
         c.keep_result(job.clone(), decimal, max_bytes);
         let answer = c.jobs(&JobsQuery::One { id: job.clone(), wait: false });
         for waiter in c.waiters.remove(&job).unwrap_or_default() {
@@ -238,13 +244,120 @@ impl NodeCore {
     }
 
     /// No member that answered holds a right copy of the result (a forged or damaged record,
-    /// or both holders gone): computed again, never answered wrong.
+    /// or both holders down or cut off): read again a few times, backing off, and only then
+    /// computed again, never answered wrong. A storm of faults keeps a result's holders away
+    /// for a while more often than it destroys them, and a big job costs far more than the
+    /// few seconds its waiting clients lose.
     pub(super) fn on_no_decimal(&mut self, job: JobId) {
+        let now_ms = self.now_ms;
         let Some(c) = self.role.coordinator_mut() else { return };
+        let failures = c.rereads.get(&job).map_or(0, |r| r.failures) + 1;
+        if failures <= RESULT_REREADS {
+            let wait_ms = (RESULT_REREAD_FIRST_MS << (failures - 1)).min(RESULT_REREAD_MAX_MS);
+            log::warn!("job {job}: no member that answered holds its result; reading it again in {wait_ms} ms");
+            c.rereads.insert(job, Reread { failures, at_ms: Some(now_ms + wait_ms) });
+            return;
+        }
+        c.rereads.remove(&job);
         c.converting.remove(&job);
         log::warn!("job {job}: computing its result again");
+        self.results_computed_again += 1;
         self.checkpoint.restart(&job);
         let actions = c.scheduler.restart_finished_job(&job);
         self.carry_out(actions);
+    }
+
+    /// Reads again the results whose wait is over (on a tick).
+    pub(super) fn reread_results(&mut self) {
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_mut() else { return };
+        let due: Vec<JobId> =
+            c.rereads.iter().filter(|(_, r)| r.at_ms.is_some_and(|at| at <= now_ms)).map(|(j, _)| j.clone()).collect();
+        for job in due {
+            let Some(c) = self.role.coordinator_mut() else { return };
+            match self.checkpoint.jobs.get(&job).filter(|j| j.finished).map(|j| j.n) {
+                Some(n) => {
+                    if let Some(r) = c.rereads.get_mut(&job) {
+                        r.at_ms = None;
+                    }
+                    self.emit(Effect::ToDecimal { job, n, product: None });
+                }
+                None => {
+                    c.rereads.remove(&job);
+                    c.converting.remove(&job);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::config::Members;
+    use crate::node_core::{Bugs, Input, Settings};
+    use facto_elections::{Algorithm, HardState};
+
+    /// A coordinator at epoch 1 that counts job 1-1 (20!) finished.
+    fn coordinating_with_a_finished_job() -> NodeCore {
+        let settings = Settings {
+            id: 1,
+            members: Members::parse("1=h:1,2=h:2,3=h:3").unwrap(),
+            algorithm: Algorithm::Raft,
+            checkpoint: true,
+            max_n: 1_000,
+            delay_ms: 0,
+            queue_jobs_max: 64,
+            queue_ops_max: 1_000,
+            retain_jobs: 100,
+            retain_for_ms: None,
+            bugs: Bugs::default(),
+        };
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.apply(Fact::Job { id: "1-1".into(), n: 20, request: None });
+        checkpoint.apply(Fact::Finished { job: "1-1".into() });
+        let mut core = NodeCore::new(settings, HardState::default(), checkpoint, 2).unwrap();
+        let timing = Timing { worker_delay_ms: 0, batch_timeout_ms: BATCH_TIMEOUT_MS };
+        let mut scheduler = Scheduler::new("1".into(), timing);
+        core.restore_jobs(&mut scheduler);
+        core.role = Role::Coordinating(Box::new(Coordinator::new(1, scheduler)));
+        core
+    }
+
+    fn reads(effects: &[Effect]) -> usize {
+        effects.iter().filter(|e| matches!(e, Effect::ToDecimal { product: None, .. })).count()
+    }
+
+    #[test]
+    fn a_result_out_of_reach_is_read_again_before_it_is_computed_again() {
+        let mut core = coordinating_with_a_finished_job();
+        core.convert_again_if_dropped("1-1");
+        assert_eq!(reads(&core.effects), 1);
+        core.effects.clear();
+        let mut now_ms = 0;
+        for wait_ms in [250, 500, 1_000, 2_000, 2_000] {
+            assert!(core.step(now_ms, Input::NoDecimal { job: "1-1".into() }).is_empty());
+            assert!(core.checkpoint.jobs["1-1"].finished, "not computed again yet");
+            assert_eq!(reads(&core.step(now_ms + wait_ms - 10, Input::Tick)), 0, "read again only after its wait");
+            core.convert_again_if_dropped("1-1");
+            assert_eq!(reads(&core.effects), 0, "a client's query does not cut the wait short");
+            now_ms += wait_ms;
+            assert_eq!(reads(&core.step(now_ms, Input::Tick)), 1);
+        }
+        core.step(now_ms, Input::NoDecimal { job: "1-1".into() });
+        assert!(!core.checkpoint.jobs["1-1"].finished, "computed again after the last read failed");
+        assert_eq!(core.results_computed_again(), 1);
+    }
+
+    #[test]
+    fn a_result_read_again_is_answered() {
+        let mut core = coordinating_with_a_finished_job();
+        core.convert_again_if_dropped("1-1");
+        core.step(0, Input::NoDecimal { job: "1-1".into() });
+        assert_eq!(reads(&core.step(250, Input::Tick)), 1);
+        core.step(260, Input::Decimal { job: "1-1".into(), n: 20, decimal: Arc::from("2432902008176640000") });
+        assert_eq!(reads(&core.step(10_000, Input::Tick)), 0, "nothing left to read");
+        assert_eq!(core.results_computed_again(), 0);
     }
 }

@@ -319,6 +319,9 @@ pub struct NodeCore {
     /// Only with [`Bugs::fence_apart_from_election`] or [`Bugs::promise_in_memory`]: a higher
     /// epoch seen outside the election, which then fences apart from it, in memory only.
     epoch_apart_from_election: Epoch,
+    /// Finished jobs this node, coordinating, computed again because no reachable member
+    /// held their result (since it started).
+    results_computed_again: u64,
     /// The driver's clock as of the input being handled.
     now_ms: u64,
     /// The next write id or replication token.
@@ -362,6 +365,7 @@ impl NodeCore {
             ack_replication: Default::default(),
             unreplicated_roots: BTreeMap::new(),
             epoch_apart_from_election: 0,
+            results_computed_again: 0,
             now_ms: 0,
             next_token: 1,
             after_write: BTreeMap::new(),
@@ -462,6 +466,7 @@ impl NodeCore {
         self.replicate_again();
         self.pull_again();
         self.retire_past_retention();
+        self.reread_results();
     }
 
     fn on_election_message(&mut self, from: NodeId, msg: AnyMsg) {
@@ -709,5 +714,11 @@ impl NodeCore {
     /// coordinates): what a crash now may make it compute again.
     pub fn tasks_in_flight(&self) -> Vec<OpRef> {
         self.role.coordinator().map_or_else(Vec::new, |c| c.scheduler.tasks_in_flight())
+    }
+
+    /// Finished jobs this node computed again because no reachable member held their
+    /// result, since it started.
+    pub fn results_computed_again(&self) -> u64 {
+        self.results_computed_again
     }
 }

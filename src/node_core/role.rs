@@ -50,6 +50,13 @@ impl Role {
 /// the oldest are dropped, and converted again from the root product if a client asks.
 pub(super) const RESULT_BYTES_MAX: usize = 128 << 20;
 
+/// A finished result that could not be read: how many reads failed, and when it is read
+/// again (`None`: being read now).
+pub(super) struct Reread {
+    pub failures: u32,
+    pub at_ms: Option<u64>,
+}
+
 /// The coordinator's state; exists only while this node leads.
 pub(super) struct Coordinator {
     pub epoch: Epoch,
@@ -58,8 +65,11 @@ pub(super) struct Coordinator {
     pub results: BTreeMap<JobId, Arc<str>>,
     results_oldest_first: VecDeque<JobId>,
     results_bytes: usize,
-    /// Jobs whose decimal conversion is under way.
+    /// Jobs whose decimal conversion is under way (or waits to read the result again).
     pub converting: BTreeSet<JobId>,
+    /// Finished results no reachable member held when read, to be read again before they
+    /// are computed again (see `coordinating::on_no_decimal`).
+    pub rereads: BTreeMap<JobId, Reread>,
     /// When this coordinator received each job it accepted (the driver's clock), and how
     /// long the job took to its root product from there (`facto bench` reports it).
     pub accepted_ms: BTreeMap<JobId, u64>,
@@ -94,6 +104,7 @@ impl Coordinator {
             results_oldest_first: VecDeque::new(),
             results_bytes: 0,
             converting: BTreeSet::new(),
+            rereads: BTreeMap::new(),
             accepted_ms: BTreeMap::new(),
             product_ms: BTreeMap::new(),
             waiters: BTreeMap::new(),
@@ -119,6 +130,8 @@ impl Coordinator {
             self.accepted_ms.remove(id);
             self.product_ms.remove(id);
             self.finished_ms.remove(id);
+            self.converting.remove(id);
+            self.rereads.remove(id);
         }
         if !retired.is_empty() {
             let gone: BTreeSet<&JobId> = retired.iter().collect();

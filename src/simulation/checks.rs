@@ -27,6 +27,12 @@ impl Checks {
         }
     }
 
+    /// Every task of `job` computed so far may be computed once more (the job restarts).
+    pub fn allow_job_again(&mut self, job: &str) {
+        let tasks: Vec<OpRef> = self.computed.keys().filter(|t| t.job == job).cloned().collect();
+        self.allow_again(tasks);
+    }
+
     pub fn tasks_computed(&self) -> u64 {
         self.computed.values().map(|&c| u64::from(c)).sum()
     }

@@ -161,9 +161,18 @@ impl Sim<'_> {
             });
             self.checks.allow_again(on_peer.flatten().collect());
         }
+        let no_decimal = match &input {
+            Input::NoDecimal { job } => Some(job.clone()),
+            _ => None,
+        };
         let Some(core) = self.nodes[i].core.as_mut() else { return };
         let kind = input.kind();
+        let computed_again = core.results_computed_again();
         let effects = core.step(now_ms, input);
+        if let Some(job) = no_decimal.filter(|_| core.results_computed_again() > computed_again) {
+            self.result_computed_again(job);
+        }
+        let Some(core) = self.nodes[i].core.as_ref() else { return };
         let (coordinating, known) = (core.coordinating(), core.known_epoch());
         if let Some((epoch, in_flight)) = before.filter(|(e, _)| coordinating != Some(*e)) {
             self.checks.allow_again(in_flight);
@@ -610,16 +619,9 @@ impl Sim<'_> {
         let product = product.or_else(|| self.find_root(i, &job).map(|(root, _)| root));
         let life = self.nodes[i].life;
         if product.is_none() {
-            // Its only copies are down or were lost: the job is computed again, a failure
-            // every task of it may be redone for (see docs/DESIGN.md, "Known gaps").
             let holders: Vec<NodeId> =
                 self.nodes.iter().filter(|n| n.disk.roots.contains_key(&job)).map(|n| n.id).collect();
             self.note(|| format!("node {}: no reachable root of {job}; held by {holders:?}", i + 1));
-            let plan = crate::coordinator::Plan::new(n);
-            let tasks =
-                plan.stages().iter().flat_map(|&level| plan.tasks_at(level)).map(|op| OpRef { job: job.clone(), op });
-            self.checks.allow_again(tasks.collect());
-            self.checks.results_lost += 1;
         }
         let input = match product {
             Some(p) => Input::Decimal { job, n, decimal: Arc::from(p.to_decimal()) },
@@ -627,6 +629,13 @@ impl Sim<'_> {
         };
         let after = self.rng.range(1, 5);
         self.schedule(after, Ev::Input { node: i, life, input });
+    }
+
+    /// A finished job the core decided to compute again (its result out of reach after every
+    /// read): a failure each of its tasks may be redone for.
+    fn result_computed_again(&mut self, job: JobId) {
+        self.checks.allow_job_again(&job);
+        self.checks.results_lost += 1;
     }
 
     /// A finished job's root from this node's disk, or else an up and reachable peer's, and
