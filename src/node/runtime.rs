@@ -58,8 +58,6 @@ pub(crate) struct Runtime {
     /// The same moment on the wall clock, for `/status` (tells a restart from a long run).
     started_unix_ms: u64,
     tick_pending: Arc<AtomicBool>,
-    /// While a hard-state save is on its way to the disk: the effects waiting behind it.
-    held: Option<Vec<Effect>>,
 }
 
 impl Runtime {
@@ -83,7 +81,6 @@ impl Runtime {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             tick_pending: Arc::new(AtomicBool::new(false)),
-            held: None,
         })
     }
 
@@ -169,10 +166,7 @@ impl Runtime {
             Event::CheckpointQuery { from, epoch, skip, reply } => {
                 Input::CheckpointQuery { from, epoch, skip, reply: self.keep(Waiting::Checkpoint(reply)) }
             }
-            Event::HardStateDurable => {
-                let held = self.held.take().unwrap_or_default();
-                return self.carry_out(held);
-            }
+            Event::HardStateDurable => Input::HardStateSaved,
         };
         self.step(input);
     }
@@ -226,22 +220,16 @@ impl Runtime {
         self.handle.metrics.message_received(kind);
     }
 
-    /// Carries out the core's effects in order. A hard-state save is a barrier: every effect
-    /// after it, of this step and of later ones, that [`Effect::waits_for_hard_state`] is held
-    /// until the save is on disk (this loop goes on meanwhile), and then carried out in order.
+    /// Carries out the core's effects in order.
     fn carry_out(&mut self, effects: Vec<Effect>) {
         for effect in effects {
-            match &mut self.held {
-                Some(held) if effect.waits_for_hard_state() => held.push(effect),
-                _ => self.carry_out_one(effect),
-            }
+            self.carry_out_one(effect);
         }
     }
 
-    /// Saves the hard state and raises the barrier until it is on disk.
+    /// Saves the hard state; the core hears when it is on disk.
     fn save_hard_state(&mut self, hard_state: HardState) {
         let durable = self.writer.write_hard_state(hard_state);
-        self.held = Some(Vec::new());
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
             // False only when the writer is gone: the process is stopping.

@@ -10,11 +10,8 @@
 //!
 //! The contract with a driver:
 //! - Effects are carried out in the order returned, across steps. An
-//!   [`Effect::SaveHardState`] is a barrier: no effect after it (of this step or a later one)
-//!   that [`Effect::waits_for_hard_state`] is carried out before it is durable. A vote is on
-//!   disk before it is sent, and a new coordinator's epoch before it gathers, takes a job or
-//!   sends work: a crash must not let it lead at that epoch again and give the same job id to
-//!   another job.
+//!   [`Effect::SaveHardState`] is reported back as [`Input::HardStateSaved`] once durable;
+//!   until then the core itself holds back what must not leave before it (see `barrier`).
 //! - A [`Effect::Write`] with a `write` id is reported back as [`Input::Written`], a
 //!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
 //!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
@@ -23,6 +20,7 @@
 //! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
 //!   stops waiting is reported as [`Input::ClientGone`].
 
+mod barrier;
 mod clients;
 mod coordinating;
 mod durability;
@@ -94,8 +92,7 @@ pub struct Bugs {
     pub ack_before_durable: bool,
     /// Count a round's products done once on this node's disk, before a peer holds them.
     pub done_before_replicated: bool,
-    /// (Read by the simulator's driver, which stands for the runtime here.) Hold nothing
-    /// behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
+    /// Hold nothing behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
     /// at an epoch that is not yet durable.
     pub coordinate_before_epoch_durable: bool,
     /// Fence with a higher epoch seen in peers' requests and refusals without telling the
@@ -112,6 +109,8 @@ pub struct Bugs {
 pub enum Input {
     /// Time passed (the driver ticks every `--tick-ms`).
     Tick,
+    /// The hard state saved last is durable.
+    HardStateSaved,
     /// An election message from a peer (already validated at the edge).
     Election { from: NodeId, msg: AnyMsg },
     /// A peer stopped or started answering.
@@ -157,6 +156,7 @@ impl Input {
     pub fn kind(&self) -> &'static str {
         match self {
             Input::Tick => "tick",
+            Input::HardStateSaved => "hard state durable",
             Input::Election { .. } => "election message",
             Input::PeerReachable { .. } => "peer reachability",
             Input::Work { .. } => "work",
@@ -181,7 +181,7 @@ impl Input {
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Effect {
-    /// Make the election's state durable (before any later effect that waits for it).
+    /// Make the election's state durable; report [`Input::HardStateSaved`].
     SaveHardState(HardState),
     /// Send an election message.
     Send { to: NodeId, msg: AnyMsg },
@@ -222,7 +222,7 @@ impl Effect {
     /// need not (the disk takes them in order, after the save), nor local work: a worker's
     /// computation for its coordinator, or a conversion to decimal. A worker held there could
     /// even compute after it became the coordinator, which never multiplies.
-    pub fn waits_for_hard_state(&self) -> bool {
+    fn waits_for_hard_state(&self) -> bool {
         !matches!(
             self,
             Effect::Write { .. } | Effect::Compute { .. } | Effect::ToDecimal { .. } | Effect::FetchRoot { .. }
@@ -331,6 +331,8 @@ pub struct NodeCore {
     after_replicate: BTreeMap<u64, durability::AfterReplicate>,
     /// Effects of the input being handled.
     effects: Vec<Effect>,
+    /// Holds back what waits for the hard state saved last.
+    barrier: barrier::Barrier,
     /// Changes of coordinator this node saw (the last [`LEADERSHIP_LOG_LEN`]), why, and when
     /// it lost its last coordinator.
     leadership_log: std::collections::VecDeque<LeadershipChange>,
@@ -354,6 +356,7 @@ impl NodeCore {
         election_cfg.seed = u64::from(settings.id) ^ 0x9e37_79b9_7f4a_7c15;
         let mut election = settings.algorithm.build(election_cfg, hard_state)?;
         election.set_checkpoint_version(checkpoint_version);
+        let barrier = barrier::Barrier::new(settings.bugs.coordinate_before_epoch_durable);
         Ok(NodeCore {
             settings,
             election,
@@ -371,6 +374,7 @@ impl NodeCore {
             after_write: BTreeMap::new(),
             after_replicate: BTreeMap::new(),
             effects: Vec::new(),
+            barrier,
             leadership_log: std::collections::VecDeque::new(),
             lost_coordinator_ms: Some(0),
             cause: "",
@@ -381,7 +385,8 @@ impl NodeCore {
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         self.now_ms = self.now_ms.max(now_ms);
         self.handle(input);
-        std::mem::take(&mut self.effects)
+        let effects = std::mem::take(&mut self.effects);
+        self.barrier.pass(effects)
     }
 
     fn handle(&mut self, input: Input) {
@@ -398,6 +403,10 @@ impl NodeCore {
         };
         match input {
             Input::Tick => self.on_tick(),
+            Input::HardStateSaved => {
+                let held = self.barrier.open();
+                self.effects.extend(held);
+            }
             Input::Election { from, msg } => self.on_election_message(from, msg),
             Input::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable),
             Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),

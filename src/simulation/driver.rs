@@ -134,8 +134,6 @@ pub(super) struct NodeIo {
     replications: HashMap<u64, Replication>,
     gatherings: HashMap<u64, Gathering>,
     unreachable: BTreeSet<NodeId>,
-    /// While a hard-state save is on its way to the disk: the effects waiting behind it.
-    held: Option<Vec<Effect>>,
 }
 
 impl Sim<'_> {
@@ -202,15 +200,10 @@ impl Sim<'_> {
         self.carry_out(i, effects);
     }
 
-    /// Carries out a node's effects in order. As in the real runtime, a hard-state save is a
-    /// barrier: what follows it and [`Effect::waits_for_hard_state`], in this step and later
-    /// ones, waits until it is durable, and is lost with it if the node crashes first.
+    /// Carries out a node's effects in order.
     pub(super) fn carry_out(&mut self, i: usize, effects: Vec<Effect>) {
         for effect in effects {
-            match &mut self.nodes[i].io.held {
-                Some(held) if effect.waits_for_hard_state() => held.push(effect),
-                _ => self.carry_out_one(i, effect),
-            }
+            self.carry_out_one(i, effect);
         }
     }
 
@@ -224,11 +217,8 @@ impl Sim<'_> {
                 let write =
                     Write { write: None, hard_state: Some(hs), facts: Vec::new(), finished: Vec::new(), version: 0 };
                 self.write(i, write);
-                if !self.config.bugs.coordinate_before_epoch_durable {
-                    let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
-                    self.nodes[i].io.held = Some(Vec::new());
-                    self.schedule(at_ms - self.now_ms, Ev::HardStateDurable { node: i, life });
-                }
+                let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
+                self.schedule(at_ms - self.now_ms, Ev::Input { node: i, life, input: Input::HardStateSaved });
             }
             Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
             // Retired jobs go from the simulated disk as it applies the `Retired` fact.
@@ -245,12 +235,6 @@ impl Sim<'_> {
             Effect::FetchRoot { job, .. } => self.fetch_root(i, job),
             Effect::Reply { to, answer } => self.answer(i, to, answer),
         }
-    }
-
-    /// The hard state node `i` saved last is durable: what waited behind it goes now.
-    pub(super) fn release_held(&mut self, i: usize) {
-        let held = self.nodes[i].io.held.take().unwrap_or_default();
-        self.carry_out(i, held);
     }
 
     /// A coordinator acts at an epoch only once its disk holds that epoch: otherwise a crash

@@ -124,11 +124,6 @@ enum Ev {
         node: usize,
         life: u64,
     },
-    /// The hard state a node saved last is durable: the effects held behind it may go.
-    HardStateDurable {
-        node: usize,
-        life: u64,
-    },
     /// An outgoing request of a node's gives up.
     RpcTimeout {
         node: usize,
@@ -357,8 +352,6 @@ impl<'a> Sim<'a> {
             Ev::Input { .. } => {}
             Ev::Durable { node, life } if self.nodes[node].life == life => self.durable(node),
             Ev::Durable { .. } => {}
-            Ev::HardStateDurable { node, life } if self.nodes[node].life == life => self.release_held(node),
-            Ev::HardStateDurable { .. } => {}
             Ev::RpcTimeout { node, life, rpc } if self.nodes[node].life == life => {
                 self.rpc_failed(node, rpc, "timed out")
             }
