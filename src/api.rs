@@ -2,9 +2,8 @@
 //! a contract for scripts: fields may be added, never renamed or dropped.
 
 use crate::bignum::Big;
-use crate::coordinator::{JobProgress, OpId, OpRef, WorkItem};
+use crate::coordinator::{JobProgress, OpId, OpRef, Task, WorkItem};
 use crate::frame;
-use crate::node_core::worker::Task;
 use facto_elections::{AnyMsg, Epoch, NodeId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

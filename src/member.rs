@@ -177,8 +177,8 @@ pub async fn run(
 const MEMORY_TRIM_MS: u64 = 10_000;
 
 /// Hands freed heap memory back to the system now and then. glibc keeps what a burst freed
-/// (thousands of connections, megabyte answers) in its per-thread arenas; after one such
-/// burst a member's resident memory stayed at 1.6x its idle value without this.
+/// (thousands of connections, megabyte answers) in its per-thread arenas: without a trim,
+/// one such burst leaves a member's resident memory at about 1.6 times its idle value.
 fn give_memory_back() {
     #[cfg(target_env = "gnu")]
     let spawned = std::thread::Builder::new().name("facto-trim".into()).spawn(|| loop {

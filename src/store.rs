@@ -16,8 +16,9 @@ const VERSION_KEY: &[u8] = b"checkpoint/version";
 const CREATED_KEY: &[u8] = b"store/created";
 /// Records larger than this live in files of their own under [`RECORDS_DIR`], and sled holds
 /// a pointer (see [`RecordFile`]): sled keeps values inline in its leaf nodes (up to 16 keys
-/// each) and rewrites a whole node every tenth change, so megabyte records were written three
-/// to four times over (measured: 42 MB written per 1,000,000! job for 11.5 MB of products).
+/// each) and rewrites a whole node every tenth change, so a megabyte record kept inline is
+/// written three to four times over: a 1,000,000! job would write about 42 MB to store
+/// 11.5 MB of products.
 const INLINE_BYTES_MAX: usize = 16 << 10;
 const RECORDS_DIR: &str = "records";
 /// A file beside the database saying this directory holds one.
@@ -610,8 +611,8 @@ mod tests {
     use crate::bignum::Big;
 
     /// Opens a store again after the test dropped it. sled lets go of its file lock from a
-    /// background thread a moment after the last handle is dropped (CI once reopened too
-    /// soon: "could not acquire lock"), so wait for that, and only for that.
+    /// background thread a moment after the last handle is dropped, so an immediate reopen
+    /// can fail with "could not acquire lock": wait for that, and only for that.
     fn reopen(dir: &Path) -> Store {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {

@@ -124,7 +124,7 @@ fn a_campaign_whose_faults_are_refused_fails() {
     assert_eq!(cluster.statuses().iter().filter(|(_, s)| s.is_some()).count(), 3);
 }
 
-/// The campaign the issue asks for: a supervised 6-node cluster, 30 s of crashes, stalls and
+/// The full chaos campaign: a supervised 6-node cluster, 30 s of crashes, stalls and
 /// partitions from seed 1, every job checked.
 fn campaign(election: &str) {
     let _alone = common::one_cluster_at_a_time();

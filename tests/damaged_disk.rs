@@ -1,5 +1,5 @@
 //! A damaged data directory stops the node with one line that names it and says what to do;
-//! `--reset-data` moves it aside and starts empty on purpose (issue 10).
+//! `--reset-data` moves it aside and starts empty on purpose.
 
 mod common;
 

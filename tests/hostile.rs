@@ -1,6 +1,6 @@
 //! Messages a compromised or buggy member could send with the right cluster key, and wrong
 //! products from a worker: refused before they touch any state, or caught before a client
-//! sees them (issue 10).
+//! sees them.
 
 mod common;
 
@@ -40,9 +40,10 @@ fn wrong_products_from_workers_never_reach_a_client() {
     assert!(cluster.logs().contains("residue does not match"), "the coordinator says why it refused");
 }
 
-/// The attacks of issue 10's "Why": an absurd term, a write from a member that does not lead,
-/// a forged result, a job beyond --max-n; and a forged result of the right size planted on every
-/// replica, which lies dormant until a failover makes a replica the coordinator.
+/// Attacks by a member that holds the cluster key: an absurd term, a write from a member that
+/// does not lead, a forged result, a job beyond --max-n; and a forged result of the right size
+/// planted on every replica, which lies dormant until a failover makes a replica the
+/// coordinator.
 #[test]
 fn forged_messages_are_refused_and_a_planted_result_is_never_answered() {
     let _alone = common::one_cluster_at_a_time();

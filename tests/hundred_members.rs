@@ -1,6 +1,6 @@
-//! A hundred members on one machine (issue 13): with each algorithm they elect one
-//! coordinator that all of them follow and compute 100,000! exactly. Not a timing test: the
-//! figures (time to agree, messages, CPU, memory) are in docs/BENCHMARKS.md.
+//! A hundred members on one machine: with each algorithm they elect one coordinator that all
+//! of them follow and compute 100,000! exactly. Not a timing test: the figures (time to
+//! agree, messages, CPU, memory) are in docs/BENCHMARKS.md.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Property tests (proptest): arbitrary bytes and arbitrary well-typed but hostile messages
 //! fed to every decoder, to the checks in front of the node's state, to the checkpoint merge
-//! and to the scheduler. Nothing panics, and a refused fact changes nothing (issue 10).
+//! and to the scheduler. Nothing panics, and a refused fact changes nothing.
 
 use facto::bignum::Big;
 use facto::checkpoint::{decode_facts, Checkpoint, Fact};

@@ -241,8 +241,8 @@ impl Bully {
         }
         // Only failures of this election's own messages count: a report from an earlier one
         // may be stale (an overloaded peer that timed out then answers now), and acting on it
-        // made starved members of a 100-member cluster crown themselves over live higher ones,
-        // one after another (an election storm that never settled).
+        // makes starved members of a 100-member cluster crown themselves over live higher ones,
+        // one after another (an election storm that never settles).
         self.down.clear();
         for id in higher {
             out.push((id, Msg::Election { epoch: self.max_seen_epoch }));

@@ -125,8 +125,8 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!("facto cluster: stopping {} nodes", members.len());
-    // Every member is killed first and reaped after: one at a time, a loaded machine took a
-    // third of a second per member (35 s for 100).
+    // Every member is killed first and reaped after: one at a time, each member costs a
+    // loaded machine about a third of a second, over half a minute for a hundred.
     for m in &mut members {
         if let Some(child) = &mut m.child {
             let _ = child.kill();

@@ -176,19 +176,20 @@ const MMAP_THRESHOLD_BYTES: i32 = 16 << 20;
 /// A heap that grows grows by this much more than it needs, and one that shrinks keeps it.
 const TOP_PAD_BYTES: i32 = 16 << 20;
 
-/// Two glibc allocator settings, both measured on 1,000,000! and 10,000,000! jobs.
+/// Two glibc allocator settings for products of hundreds of kilobytes to tens of megabytes
+/// (their effect on memory and CPU is in docs/BENCHMARKS.md).
 ///
 /// glibc raises its mmap threshold to the largest block freed (up to 32 MiB), so after the
-/// first multi-megabyte product every later one came from the heap arenas, which a
-/// multi-threaded process fragments and seldom gives back: members grew by 100-150 MB per
-/// 10,000,000! job. A fixed 16 MiB threshold stops that (measured: peak RSS over three such
-/// jobs 1305 → 700-790 MiB, no slower).
+/// first multi-megabyte product every later one would come from the heap arenas, which a
+/// multi-threaded process fragments and seldom gives back: a member would grow by 100-150 MB
+/// per 10,000,000! job. A fixed 16 MiB threshold keeps large products in maps of their own,
+/// unmapped when freed, at no cost in speed.
 ///
 /// By default a heap grows by what is asked for and gives its free top back at once, so
-/// every product of a few hundred kilobytes to megabytes grew a heap, touched fresh pages
-/// (page faults, which cost far more in a virtual machine than on bare metal) and gave them
-/// back. Five 1,000,000! jobs on six members took 11.5-13.7 s of CPU with checkpoints and
-/// 10.1-10.6 s without; with a 16 MiB pad, 10.4-11.0 s and 9.0-9.6 s (64 MiB was no better).
+/// every product of a few hundred kilobytes to megabytes would grow a heap, touch fresh pages
+/// (page faults, which cost far more in a virtual machine than on bare metal) and give them
+/// back. A 16 MiB pad keeps those pages for the next product, which saves about a tenth of
+/// the members' CPU on 1,000,000! jobs; a larger pad saves no more.
 fn tune_the_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings; called before any thread starts.

@@ -8,7 +8,6 @@
 //! byte, plus one modular multiplication per integer of the leaf tasks.
 
 use crate::bignum::Big;
-use crate::checkpoint::Fact;
 use crate::coordinator::{OpId, OpRef, Plan, TaskInputs, WorkItem};
 
 /// Residues modulo one prime of 62 bits.
@@ -146,20 +145,6 @@ pub fn check_answer(fp: &Fingerprint, items: &[WorkItem], products: &[(OpRef, Bi
         check_product(fp, item, product).map_err(|why| format!("task {op:?} of {}!: {why}", item.n))?;
     }
     Ok(())
-}
-
-/// Splits facts into those to keep and the products that are wrong: not a task of their
-/// job's plan (or of no known job, `n_of` gives each job's n), or not the product of the
-/// integers below them. O(those integers): only for products a coordinator is about to use
-/// (a checkpoint gathered or pulled, its own at takeover).
-pub fn check_facts(fp: &Fingerprint, facts: Vec<Fact>, n_of: impl Fn(&str) -> Option<u64>) -> (Vec<Fact>, Vec<Fact>) {
-    facts.into_iter().partition(|fact| match fact {
-        Fact::Product { job, op, product } => n_of(job).is_some_and(|n| {
-            let plan = Plan::new(n);
-            plan.is_task(*op) && check_subtree(fp, &plan, *op, product)
-        }),
-        _ => true,
-    })
 }
 
 /// Whether `product` is that of every integer below `op`.

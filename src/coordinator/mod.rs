@@ -5,5 +5,5 @@ pub mod plan;
 pub mod scheduler;
 
 pub use fingerprint::Fingerprint;
-pub use plan::{OpId, Plan, TaskInputs, MAX_OPERANDS};
+pub use plan::{OpId, Plan, Task, TaskInputs, MAX_OPERANDS};
 pub use scheduler::{Action, JobCounts, JobId, JobProgress, OpRef, Scheduler, Timing, WorkItem};

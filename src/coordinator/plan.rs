@@ -43,6 +43,15 @@ pub enum TaskInputs {
     Products(Vec<OpId>),
 }
 
+/// One task as a worker receives it: the wire, the coordinator and the worker share it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub n: u64,
+    pub op: OpId,
+    /// The products of the task's inputs (empty for a task that reaches the leaves).
+    pub operands: Vec<crate::bignum::Big>,
+}
+
 /// The operation tree of n!, cut into tasks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {

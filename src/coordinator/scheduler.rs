@@ -675,7 +675,8 @@ fn quarantine_ms(failures: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node_core::worker::{self, Task, WorkerStats};
+    use crate::coordinator::Task;
+    use crate::node_core::worker::{self, WorkerStats};
 
     const TIMING: Timing = Timing { worker_delay_ms: 0, batch_timeout_ms: 1_000 };
 

@@ -49,8 +49,8 @@ pub struct Answers {
 impl Answers {
     /// The job's encoded answer: kept (or being encoded) if it is, else encoded on the
     /// blocking pool and, for a large result, kept. Clients that ask while it is encoded
-    /// wait for that one encoding: hundreds at once each encoding 5.5 MB on its own thread
-    /// once starved a coordinator's heartbeats. `None` if encoding failed.
+    /// wait for that one encoding: hundreds of clients each encoding 5.5 MB on a thread of
+    /// its own would starve a coordinator's heartbeats. `None` if encoding failed.
     pub async fn encoded(&self, job: JobInfo) -> Option<Shared> {
         let Some(digits) = job.result.clone().filter(|d| d.len() >= SHARED_DIGITS_MIN) else {
             return encode(job).await;
@@ -82,12 +82,12 @@ async fn encode(job: JobInfo) -> Option<Shared> {
 /// A large answer gives up its thread after each this many bytes it hands to the socket.
 /// async-std's executor has no budget of its own: a task writing to a client that reads fast
 /// keeps its thread for milliseconds a poll, and hundreds of them (a crowd long-polling one big
-/// result) once kept a coordinator's heartbeats queued past the election timeout.
+/// result) would keep a coordinator's heartbeats queued past the election timeout.
 const YIELD_EVERY_BYTES: usize = 64 * 1024;
 
-/// Large answers a member sends at once; the others wait their turn. Two thousand clients
-/// reading one 1,000,000! job from the coordinator each kept a task runnable, and a heartbeat
-/// queued behind all of them missed the election timeout.
+/// Large answers a member sends at once; the others wait their turn. Without a limit, two
+/// thousand clients reading one 1,000,000! job from the coordinator each keep a task runnable,
+/// and a heartbeat queued behind all of them misses the election timeout.
 const LARGE_SENDS_MAX: usize = 32;
 /// How long a large answer may take to leave: a client that reads slowly (or never) gives its
 /// turn back after this, so a few of them cannot hold every turn.

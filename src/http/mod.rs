@@ -633,7 +633,7 @@ async fn ask_within_takeover<T>(
 
 /// How long a client request that finds no coordinator waits for the election under way
 /// to end before it gets 503: an election takes 0.1-0.3 s, and a follower that merely
-/// missed a few heartbeats (a burst of 500 clients on a slow 2-core VM did that) knows its
+/// missed a few heartbeats (as a burst of hundreds of clients on a small machine can cause) knows its
 /// coordinator again sooner. Asking again is safe: "no coordinator" changed nothing.
 const ELECTION_WAIT_MS: u64 = 1_000;
 const ELECTION_POLL_MS: u64 = 20;

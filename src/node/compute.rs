@@ -12,7 +12,7 @@ const COMPUTE_NICE: i32 = 10;
 /// Runs `work` on a new low-priority thread and waits for its result without blocking the
 /// runtime. At most one piece of work per core runs at a time: niceness shares the CPU by
 /// weight per thread, so a hundred low-priority threads (a new coordinator converting many
-/// results at once, before this limit) would still outweigh the runtime's few. An error only
+/// results at once) would still outweigh the runtime's few. An error only
 /// if the thread could not start or `work` panicked.
 pub async fn low_priority<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     let (release, slot) = slots();

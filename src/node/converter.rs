@@ -1,13 +1,13 @@
 //! Decimal conversion of large products in a child process (`facto to-decimal`).
 //!
 //! Converting 10,000,000! (27 MB in, 65 million digits out) takes seconds and allocates and
-//! frees hundreds of large buffers. On nice-10 threads of the node's own process it still
-//! deposed healthy coordinators: `perf sched` showed every runtime thread of the coordinator
-//! asleep at once for 60-110 ms and woken together, while dozens of preempted nice-10
-//! conversion threads ran. The runtime waited on something it shares with them (the
-//! allocator's locks or the process's memory map), held by a thread the scheduler had
-//! parked. A child process shares neither. It inherits the calling thread's niceness, so it
-//! still only gets the cycles the members' control traffic leaves.
+//! frees hundreds of large buffers. Even on nice-10 threads of the node's own process it
+//! deposes healthy coordinators: every runtime thread of the coordinator falls asleep at
+//! once, for up to a tenth of a second, while dozens of preempted nice-10 conversion threads
+//! run. The runtime waits on something it shares with them (the allocator's locks or the
+//! process's memory map), held by a thread the scheduler has parked (docs/DESIGN.md has the
+//! `perf sched` trace). A child process shares neither. It inherits the calling thread's
+//! niceness, so it still only gets the cycles the members' control traffic leaves.
 
 use crate::bignum::Big;
 use std::io::{Read, Write};

@@ -13,7 +13,7 @@ pub(crate) mod runtime;
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
 use crate::config::{NodeConfig, SharedSettings};
-use crate::coordinator::{Fingerprint, OpRef};
+use crate::coordinator::{Fingerprint, OpRef, Task};
 use crate::error::Result;
 use crate::node_core::worker;
 pub use crate::node_core::{Input, JobsQuery, Refusal, Routed};
@@ -32,7 +32,7 @@ pub(crate) enum Event {
     Input(Input),
     /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
     /// work was refused.
-    Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, worker::Task)>, reply: Sender<Result<Vec<u8>, WorkRefused>> },
+    Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: Sender<Result<Vec<u8>, WorkRefused>> },
     /// A client submits n!.
     Submit { n: u64, request: Option<String>, reply: Sender<Routed<JobInfo>> },
     /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
@@ -225,7 +225,7 @@ impl Handle {
         &self,
         from: NodeId,
         epoch: Epoch,
-        tasks: Vec<(OpRef, worker::Task)>,
+        tasks: Vec<(OpRef, Task)>,
     ) -> std::result::Result<Vec<u8>, WorkRefused> {
         self.ask(|reply| Event::Work { from, epoch, tasks, reply })
             .await

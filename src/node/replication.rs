@@ -5,6 +5,7 @@ use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
 use crate::bignum::Big;
 use crate::checkpoint::{decode_facts, encode_facts, Fact};
 use crate::coordinator::{fingerprint, OpId, Plan};
+use crate::node_core::validate;
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
 use std::collections::BTreeSet;
@@ -223,8 +224,8 @@ pub async fn verify(handle: &Handle, peers: Vec<Fact>, own: Vec<Fact>) -> (Vec<F
             }
         }
         let n_of = |job: &str| ns.get(job).copied();
-        let (peers, wrong_peers) = fingerprint::check_facts(&fp, peers, n_of);
-        let (_, wrong_own) = fingerprint::check_facts(&fp, own, n_of);
+        let (peers, wrong_peers) = validate::check_facts(&fp, peers, n_of);
+        let (_, wrong_own) = validate::check_facts(&fp, own, n_of);
         let mut forget = Vec::new();
         for (fact, whose) in
             wrong_peers.iter().map(|f| (f, "a peer's")).chain(wrong_own.iter().map(|f| (f, "this node's")))

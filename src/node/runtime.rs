@@ -10,7 +10,7 @@ use super::{Event, Handle, Inboxes, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
-use crate::coordinator::{fingerprint, JobId, OpRef, WorkItem};
+use crate::coordinator::{fingerprint, JobId, OpRef, Task, WorkItem};
 use crate::error::Result;
 use crate::node_core::worker;
 use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
@@ -381,7 +381,7 @@ impl Runtime {
 
     /// Computes a coordinator's tasks as a worker, on a compute thread, and answers with the
     /// products' frame after `--delay`. Each task is one chance to crash (`--fail-prob`).
-    fn compute(&self, tasks: Vec<(OpRef, worker::Task)>, reply: Sender<std::result::Result<Vec<u8>, WorkRefused>>) {
+    fn compute(&self, tasks: Vec<(OpRef, Task)>, reply: Sender<std::result::Result<Vec<u8>, WorkRefused>>) {
         for _ in &tasks {
             self.handle.faults.maybe_crash("a task");
         }

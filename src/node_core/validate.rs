@@ -5,7 +5,7 @@
 
 use crate::checkpoint::Fact;
 use crate::config::{Members, SharedSettings};
-use crate::coordinator::fingerprint::plausible_range_bits;
+use crate::coordinator::fingerprint::{self, plausible_range_bits, Fingerprint};
 use crate::coordinator::Plan;
 use facto_elections::{Epoch, Leadership, NodeId};
 use std::collections::HashMap;
@@ -151,6 +151,20 @@ pub fn shared_settings(me: NodeId, ours: &SharedSettings, theirs: Option<&str>) 
             Err(format!("cluster settings differ: {differences}; give every member the same settings"))
         }
     }
+}
+
+/// Splits facts into those to keep and the products that are wrong: not a task of their
+/// job's plan (or of no known job, `n_of` gives each job's n), or not the product of the
+/// integers below them. O(those integers): only for products a coordinator is about to use
+/// (a checkpoint gathered or pulled, its own at takeover).
+pub fn check_facts(fp: &Fingerprint, facts: Vec<Fact>, n_of: impl Fn(&str) -> Option<u64>) -> (Vec<Fact>, Vec<Fact>) {
+    facts.into_iter().partition(|fact| match fact {
+        Fact::Product { job, op, product } => n_of(job).is_some_and(|n| {
+            let plan = Plan::new(n);
+            plan.is_task(*op) && fingerprint::check_subtree(fp, &plan, *op, product)
+        }),
+        _ => true,
+    })
 }
 
 #[cfg(test)]

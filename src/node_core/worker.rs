@@ -5,7 +5,7 @@
 //! task's root product.
 
 use crate::bignum::Big;
-use crate::coordinator::{OpId, Plan, TaskInputs, MAX_OPERANDS};
+use crate::coordinator::{Plan, Task, TaskInputs, MAX_OPERANDS};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What this node computed as a worker (shown in `/status`).
@@ -13,15 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct WorkerStats {
     pub operations_computed: AtomicU64,
     pub max_operands: AtomicU64,
-}
-
-/// One task as the worker receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Task {
-    pub n: u64,
-    pub op: OpId,
-    /// The products of the task's inputs (empty for a task that reaches the leaves).
-    pub operands: Vec<Big>,
 }
 
 /// Checks a task before any work: n is within this cluster's limit, the task belongs to n!'s
@@ -100,6 +91,7 @@ pub fn compute_in_one_thread(n: u64, stats: &WorkerStats) -> Big {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::OpId;
 
     #[test]
     fn tasks_compute_every_operation_of_the_plan_with_at_most_four_values() {

@@ -4,8 +4,9 @@
 use super::{Ev, Sim};
 use crate::bignum::Big;
 use crate::checkpoint::Fact;
+use crate::coordinator::Task;
 use crate::coordinator::{JobId, OpRef, WorkItem};
-use crate::node_core::worker::{self, Task, WorkerStats};
+use crate::node_core::worker::{self, WorkerStats};
 use crate::node_core::{Answer, Effect, Input, ReplyId, WriteId};
 use facto_elections::net::Route;
 use facto_elections::sim::NOTICE_DELAY_MS;

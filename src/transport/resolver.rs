@@ -10,9 +10,9 @@ const RESOLVED_TTL_MS: u64 = 1_000;
 
 /// Looks up members' host names off the runtime's threads. surf's h1 client resolves a
 /// name with the blocking system resolver on the task that sends: with a member whose name
-/// no longer resolves (a container cut off from the network), each lookup held one of the
-/// two runtime threads for seconds, heartbeats stopped, and the other members elected a
-/// new coordinator every few seconds. Calls are handed an address surf need not look up.
+/// no longer resolves (a container cut off from the network), each lookup would hold one of
+/// the two runtime threads for seconds, heartbeats would stop, and the other members would
+/// elect a new coordinator every few seconds. Calls are handed an address surf need not look up.
 /// When a name was looked up, and to what (or why not).
 type Resolved = (Instant, Result<SocketAddr, String>);
 
