@@ -5,144 +5,66 @@ use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
 use crate::bignum::Big;
 use crate::checkpoint::{decode_facts, encode_facts, Fact};
 use crate::coordinator::{fingerprint, OpId, Plan};
-use crate::node_core::validate;
+use crate::node_core::{validate, Sent};
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long one replication request may take (facts of a large factorial are megabytes).
-const REPLICATE_TIMEOUT_MS: u64 = 10_000;
-/// How long a new coordinator waits for its peers' checkpoints before it resumes with what it
-/// has. It goes on as soon as every peer answered or failed: a peer that is down refuses at
-/// once; only a stalled one makes it wait this long.
-pub const GATHER_TIMEOUT_MS: u64 = 2_000;
-
-fn peers(handle: &Handle) -> Vec<(NodeId, String)> {
+/// Sends a checkpoint write to `peer`; reports how it came out. The frame is built off the
+/// runtime's threads: with large products it is megabytes.
+pub async fn send_facts(handle: &Handle, peer: NodeId, epoch: Epoch, facts: Arc<Vec<Fact>>, timeout: Duration) -> Sent {
+    let Some(addr) = handle.config.members.addr(peer).map(str::to_string) else { return Sent::Failed };
     let me = handle.config.id;
-    handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, a)| (id, a.clone())).collect()
-}
-
-/// How long a peer may take to make a checkpoint write durable before the write also goes
-/// to the next peer (a hedged request: a stalled peer costs this long, not a timeout)...
-pub const HEDGE_MS: u64 = 100;
-/// ... plus this long per MiB the write carries (moving and syncing tens of megabytes takes
-/// longer than 100 ms on a healthy peer, and a hedge then only doubles the work).
-const HEDGE_MS_PER_MIB: u64 = 25;
-
-/// Makes `facts` durable on one peer besides this node: sent to the peer that follows this
-/// node in id order, and to the next one too whenever the last one sent to fails or has not
-/// answered within [`HEDGE_MS`] (more for large writes). Returns true once one peer has them on disk, false when none
-/// does. With no peers there is nobody to ask and the local copy is all there is: true.
-///
-/// One copy elsewhere and this node's own survive the crash of any single node. (Writing to
-/// two peers every time, as facto did before, cost a third more checkpoint work on a 2-core
-/// machine for a margin beyond the failure model.)
-pub async fn replicate(handle: &Handle, epoch: Epoch, facts: Vec<Fact>) -> bool {
-    let mut peers = peers(handle);
-    if peers.is_empty() {
-        return true;
-    }
-    // Successors first: (id - me) mod n order spreads replicas when coordinators change.
-    let me = handle.config.id;
-    peers.sort_by_key(|&(id, _)| (id < me, id));
-    // Built once, off the runtime's threads: with large products the frame is megabytes.
-    let frame = async_std::task::spawn_blocking(move || encode_facts(CheckpointWrite { from: me, epoch }, &facts));
+    let frame =
+        async_std::task::spawn_blocking(move || encode_facts(CheckpointWrite { from: me, epoch }, facts.iter()));
     let frame = match frame.await {
-        Ok(f) => Arc::new(f),
+        Ok(f) => f,
         Err(why) => {
             log::error!("cannot encode a checkpoint write: {why}");
-            return false;
+            return Sent::Failed;
         }
     };
-    let hedge_ms = HEDGE_MS + (frame.len() as u64 >> 20) * HEDGE_MS_PER_MIB;
-    let (tx, rx) = channel::unbounded();
-    let mut waiting_for = 0;
-    let mut next_peers = peers.into_iter();
-    let mut send_to_next = |waiting_for: &mut usize| {
-        if let Some(peer) = next_peers.next() {
-            send_write(handle, &frame, peer, tx.clone());
-            *waiting_for += 1;
-        }
-    };
-    send_to_next(&mut waiting_for);
-    while waiting_for > 0 {
-        match async_std::future::timeout(Duration::from_millis(hedge_ms), rx.recv()).await {
-            Ok(Ok(true)) => return true,
-            Ok(Ok(false)) => {
-                waiting_for -= 1;
-                send_to_next(&mut waiting_for);
-            }
-            Ok(Err(_)) => break,
-            Err(_slow) => send_to_next(&mut waiting_for),
-        }
-    }
-    false
-}
-
-/// Sends one checkpoint write; reports whether the peer made it durable.
-fn send_write(handle: &Handle, frame: &Arc<Vec<u8>>, (peer, addr): (NodeId, String), done: channel::Sender<bool>) {
-    let (handle, frame) = (handle.clone(), frame.clone());
-    async_std::task::spawn(async move {
-        let timeout = Duration::from_millis(REPLICATE_TIMEOUT_MS);
-        let started = std::time::Instant::now();
-        let r = handle.client.post_bytes(&addr, "/internal/checkpoint", frame.as_ref().clone(), timeout).await;
-        if r.is_ok() {
+    let started = std::time::Instant::now();
+    match handle.client.post_bytes(&addr, "/internal/checkpoint", frame, timeout).await {
+        Ok(_) => {
             handle.metrics.replicated(peer, started.elapsed().as_secs_f64());
+            Sent::Durable
         }
-        if let Err(e) = &r {
+        Err(e) => {
             log::debug!("checkpoint to {addr} failed: {e}");
-            handle.heard_epoch(peer, e);
+            handle.heard_epoch(peer, &e);
+            Sent::Failed
         }
-        let _ = done.send(r.is_ok()).await;
-    });
+    }
 }
 
-/// The facts of `peers` (all of them when `None`) that arrive within [`GATHER_TIMEOUT_MS`],
-/// leaving out the jobs in `finished`, and the peers that did not answer.
-pub async fn gather(
+/// Asks `peer` for its checkpoint, leaving out the jobs in `finished` (`None`: it refused,
+/// failed or did not answer within `timeout`).
+pub async fn ask_checkpoint(
     handle: &Handle,
-    (epoch, only): (Epoch, Option<NodeId>),
-    finished: BTreeSet<String>,
-) -> (Vec<Fact>, Vec<NodeId>) {
-    let peers: Vec<(NodeId, String)> =
-        peers(handle).into_iter().filter(|(id, _)| only.is_none_or(|o| o == *id)).collect();
-    let mut unanswered: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
-    let query = match serde_json::to_vec(&CheckpointQuery { finished, from: handle.config.id, epoch }) {
-        Ok(q) => q,
-        Err(_) => return (Vec::new(), unanswered.into_iter().collect()),
-    };
-    let (tx, rx) = channel::unbounded();
-    for (id, addr) in peers {
-        let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
-        async_std::task::spawn(async move {
-            let timeout = Duration::from_millis(GATHER_TIMEOUT_MS);
-            let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout).await {
-                Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await,
-                Err(e) => {
-                    handle.heard_epoch(id, &e);
-                    Err(e.to_string())
-                }
-            };
-            if let Err(why) = &facts {
-                log::debug!("no checkpoint from {addr}: {why}");
-            }
-            let _ = tx.send((id, facts.map(|(_, f)| f).ok())).await;
-        });
-    }
-    drop(tx);
-    let mut all = Vec::new();
-    let collect = async {
-        while let Ok((id, facts)) = rx.recv().await {
-            if let Some(facts) = facts {
-                unanswered.remove(&id);
-                all.extend(facts);
-            }
+    (peer, epoch): (NodeId, Epoch),
+    finished: &BTreeSet<String>,
+    timeout: Duration,
+) -> Option<Vec<Fact>> {
+    let addr = handle.config.members.addr(peer)?.to_string();
+    let query =
+        serde_json::to_vec(&CheckpointQuery { finished: finished.clone(), from: handle.config.id, epoch }).ok()?;
+    let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout).await {
+        Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await,
+        Err(e) => {
+            handle.heard_epoch(peer, &e);
+            Err(e.to_string())
         }
     };
-    let _ = async_std::future::timeout(Duration::from_millis(GATHER_TIMEOUT_MS + 100), collect).await;
-    (all, unanswered.into_iter().collect())
+    match facts {
+        Ok(((), facts)) => Some(facts),
+        Err(why) => {
+            log::debug!("no checkpoint from {addr}: {why}");
+            None
+        }
+    }
 }
 
 /// How long a peer may take to send a finished job's root product (tens of megabytes for
@@ -179,6 +101,11 @@ async fn is_root(handle: &Handle, n: u64, product: Big) -> Option<Big> {
         fingerprint::check_subtree(&fp, &plan, plan.root()?, &product).then_some(product)
     })
     .await
+}
+
+fn peers(handle: &Handle) -> Vec<(NodeId, String)> {
+    let me = handle.config.id;
+    handle.config.members.0.iter().filter(|(&id, _)| id != me).map(|(&id, a)| (id, a.clone())).collect()
 }
 
 /// A finished job's root product from the first peer that sends one.
@@ -226,18 +153,22 @@ pub async fn verify(handle: &Handle, peers: Vec<Fact>, own: Vec<Fact>) -> (Vec<F
         let n_of = |job: &str| ns.get(job).copied();
         let (peers, wrong_peers) = validate::check_facts(&fp, peers, n_of);
         let (_, wrong_own) = validate::check_facts(&fp, own, n_of);
-        let mut forget = Vec::new();
-        for (fact, whose) in
-            wrong_peers.iter().map(|f| (f, "a peer's")).chain(wrong_own.iter().map(|f| (f, "this node's")))
-        {
-            if let Fact::Product { job, op, .. } = fact {
-                log::error!("{whose} product for task {op:?} of job {job} is wrong: dropped, to be computed again");
-                if whose == "this node's" {
-                    forget.push((job.clone(), *op));
-                }
-            }
+        for (job, op) in wrong_peers.iter().filter_map(product_of) {
+            log::error!("a peer's product for task {op:?} of job {job} is wrong: dropped, to be computed again");
+        }
+        let forget: Vec<(String, OpId)> = wrong_own.iter().filter_map(product_of).collect();
+        for (job, op) in &forget {
+            log::error!("this node's product for task {op:?} of job {job} is wrong: dropped, to be computed again");
         }
         (peers, forget)
     })
     .await
+}
+
+/// The job and task a product fact is for.
+fn product_of(fact: &Fact) -> Option<(String, OpId)> {
+    match fact {
+        Fact::Product { job, op, .. } => Some((job.clone(), *op)),
+        _ => None,
+    }
 }

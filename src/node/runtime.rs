@@ -4,7 +4,7 @@
 //! All decisions are the core's ([`crate::node_core`]); nothing here decides.
 
 use super::links::Links;
-use super::replication::{find_root, gather, replicate, verify};
+use super::replication::{ask_checkpoint, find_root, send_facts, verify};
 use super::{compute, converter};
 use super::{Event, Handle, Inboxes, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
@@ -17,7 +17,7 @@ use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
 use crate::store::{Durable, FactsWrite, Store, Writer};
 use async_std::channel::Sender;
 use facto_elections::{AnyMsg, Epoch, HardState, Leadership, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,8 +247,15 @@ impl Runtime {
                 let durable = self.writer.write(FactsWrite { facts, finished, retired, checkpoint_version });
                 self.when_durable(durable, write);
             }
-            Effect::Replicate { token, epoch, facts } => self.replicate(token, epoch, facts),
-            Effect::Gather { epoch, only, finished, own } => self.gather(epoch, only, finished, own),
+            Effect::SendFacts { replication, peer, epoch, facts, timeout_ms } => {
+                self.send_facts(replication, (peer, epoch), facts, timeout_ms)
+            }
+            Effect::AskCheckpoint { gathering, peer, epoch, finished, timeout_ms } => {
+                self.ask_checkpoint(gathering, (peer, epoch), finished, timeout_ms)
+            }
+            Effect::CheckGathered { epoch, only, facts, own, unanswered } => {
+                self.check_gathered(epoch, only, (facts, own), unanswered)
+            }
             Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
                 self.handle.metrics.message_sent("work");
                 self.dispatch(epoch, batch, worker, deadline_ms, items)
@@ -292,27 +299,39 @@ impl Runtime {
         }
     }
 
-    fn replicate(&self, token: Option<u64>, epoch: Epoch, facts: Vec<Fact>) {
+    fn send_facts(&self, replication: u64, (peer, epoch): (NodeId, Epoch), facts: Arc<Vec<Fact>>, timeout_ms: u64) {
         self.handle.metrics.message_sent("checkpoint_write");
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
-            let ok = replicate(&handle, epoch, facts).await;
-            if let Some(token) = token {
-                handle.send(Event::Input(Input::Replicated { token, ok }));
-            }
+            let sent = send_facts(&handle, peer, epoch, facts, Duration::from_millis(timeout_ms)).await;
+            handle.send(Event::Input(Input::FactsSent { replication, peer, sent }));
         });
     }
 
-    /// The peers' checkpoints (one peer's with `only`), checked, back to the core.
-    fn gather(&self, epoch: Epoch, only: Option<NodeId>, finished: std::collections::BTreeSet<JobId>, own: Vec<Fact>) {
+    fn ask_checkpoint(&self, gathering: u64, to: (NodeId, Epoch), finished: Arc<BTreeSet<JobId>>, timeout_ms: u64) {
         self.handle.metrics.message_sent("checkpoint_query");
         let handle = self.handle.clone();
         async_std::task::spawn(async move {
-            let (facts, unanswered) = gather(&handle, (epoch, only), finished).await;
+            let facts = ask_checkpoint(&handle, to, &finished, Duration::from_millis(timeout_ms)).await;
+            handle.send(Event::Input(Input::CheckpointAnswered { gathering, peer: to.0, facts }));
+        });
+    }
+
+    /// Gathered checkpoints (one peer's with `only`) and this node's own facts, checked off
+    /// the runtime, back to the core.
+    fn check_gathered(
+        &self,
+        epoch: Epoch,
+        only: Option<NodeId>,
+        (facts, own): (Vec<Fact>, Vec<Fact>),
+        unanswered: Vec<NodeId>,
+    ) {
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
             let (facts, wrong) = verify(&handle, facts, own).await;
             let input = match only {
                 None => Input::Gathered { epoch, facts, wrong, unanswered },
-                Some(peer) => Input::Pulled { epoch, peer, facts: (!unanswered.contains(&peer)).then_some(facts) },
+                Some(peer) => Input::Pulled { epoch, peer, facts: Some(facts) },
             };
             handle.send(Event::Input(input));
         });

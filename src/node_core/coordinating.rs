@@ -33,7 +33,7 @@ impl NodeCore {
         if !own_roots.is_empty() {
             let roots = self.record(own_roots, None);
             let roots = self.with_jobs(roots);
-            self.emit(Effect::Replicate { token: None, epoch, facts: roots });
+            self.replicate(None, epoch, roots);
         }
         let timing = Timing { worker_delay_ms: self.settings.delay_ms, batch_timeout_ms: BATCH_TIMEOUT_MS };
         let mut scheduler = Scheduler::new(epoch.to_string(), timing);
@@ -105,7 +105,7 @@ impl NodeCore {
         let Some(c) = self.role.coordinator_mut() else { return };
         if c.pulling.insert(peer) {
             let (epoch, finished) = (c.epoch, self.checkpoint.finished_jobs());
-            self.emit(Effect::Gather { epoch, only: Some(peer), finished, own: Vec::new() });
+            self.gather(epoch, Some(peer), finished, Vec::new());
         }
     }
 

@@ -221,7 +221,7 @@ impl NodeCore {
         let replication = self.token();
         self.ack_replication.in_flight = Some(replication);
         self.after_replicate.insert(replication, AfterReplicate::Acknowledge(tokens));
-        self.emit(Effect::Replicate { token: Some(replication), epoch, facts });
+        self.replicate(Some(replication), epoch, facts);
     }
 
     fn ack_replicated(&mut self, token: u64, ok: bool) {
@@ -296,7 +296,7 @@ impl NodeCore {
         let new = if new.is_empty() { new } else { self.with_jobs(new) };
         let Some(round) = round else {
             if !new.is_empty() {
-                self.emit(Effect::Replicate { token: None, epoch, facts: new });
+                self.replicate(None, epoch, new);
             }
             return;
         };
@@ -342,7 +342,7 @@ impl NodeCore {
     fn replicate_round(&mut self, epoch: Epoch, round: u64, facts: Vec<Fact>) {
         let token = self.token();
         self.after_replicate.insert(token, AfterReplicate::Round { epoch, round });
-        self.emit(Effect::Replicate { token: Some(token), epoch, facts });
+        self.replicate(Some(token), epoch, facts);
     }
 
     /// Rounds whose facts no peer took are sent again (never counted done on one disk).

@@ -13,10 +13,13 @@
 //!   [`Effect::SaveHardState`] is reported back as [`Input::HardStateSaved`] once durable;
 //!   until then the core itself holds back what must not leave before it (see `barrier`).
 //! - A [`Effect::Write`] with a `write` id is reported back as [`Input::Written`], a
-//!   [`Effect::Replicate`] with a `token` as [`Input::Replicated`], a dispatch as
-//!   [`Input::BatchAnswered`], a gathering as [`Input::Gathered`] or [`Input::Pulled`], a
-//!   decimal conversion as [`Input::Decimal`] or [`Input::NoDecimal`], a root read as
-//!   [`Input::RootFetched`]. Writes become durable in the order they were asked for.
+//!   checkpoint write to a peer as [`Input::FactsSent`], a checkpoint query as
+//!   [`Input::CheckpointAnswered`], a check of gathered facts as [`Input::Gathered`] or
+//!   [`Input::Pulled`], a dispatch as [`Input::BatchAnswered`], a decimal conversion as
+//!   [`Input::Decimal`] or [`Input::NoDecimal`], a root read as [`Input::RootFetched`].
+//!   Writes become durable in the order they were asked for. Which peers are asked, in what
+//!   order and for how long is the core's (see `replication`); a driver sends each request
+//!   it is given, within its `timeout_ms`.
 //! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
 //!   stops waiting is reported as [`Input::ClientGone`].
 
@@ -24,11 +27,14 @@ mod barrier;
 mod clients;
 mod coordinating;
 mod durability;
+mod replication;
 mod retention;
 mod role;
 mod root_copies;
 pub mod validate;
 pub mod worker;
+
+pub use replication::Sent;
 
 use crate::api::{JobInfo, LeadershipChange};
 use crate::bignum::Big;
@@ -128,6 +134,11 @@ pub enum Input {
     CheckpointQuery { from: NodeId, epoch: Epoch, skip: BTreeSet<JobId>, reply: ReplyId },
     /// The coordinator at `epoch` sends checkpoint facts to keep.
     ApplyFacts { from: NodeId, epoch: Epoch, facts: Vec<Fact>, reply: ReplyId },
+    /// A peer's answer to a checkpoint write.
+    FactsSent { replication: u64, peer: NodeId, sent: Sent },
+    /// A peer's checkpoint, asked for by a gathering (`None`: it refused, failed or did not
+    /// answer in time).
+    CheckpointAnswered { gathering: u64, peer: NodeId, facts: Option<Vec<Fact>> },
     /// The peers' checkpoints gathered on becoming coordinator at `epoch` (checked by the
     /// driver), this node's own products that failed their check, and the peers that did
     /// not answer (pulled later).
@@ -139,8 +150,6 @@ pub enum Input {
     BatchAnswered { epoch: Epoch, batch: u64, outcome: std::result::Result<Vec<(OpRef, Big)>, String> },
     /// A write is durable (`ok`), or the disk failed.
     Written { write: WriteId, ok: bool },
-    /// A peer holds the replicated facts (`ok`), or none would take them.
-    Replicated { token: u64, ok: bool },
     /// A finished job's decimal digits.
     Decimal { job: JobId, n: u64, decimal: Arc<str> },
     /// No member that answered holds a right copy of a finished job's result.
@@ -169,7 +178,8 @@ impl Input {
             Input::Pulled { .. } => "pulled checkpoint",
             Input::BatchAnswered { .. } => "batch answer",
             Input::Written { .. } => "write durable",
-            Input::Replicated { .. } => "replicated",
+            Input::FactsSent { .. } => "checkpoint write answered",
+            Input::CheckpointAnswered { .. } => "checkpoint query answered",
             Input::Decimal { .. } => "decimal result",
             Input::NoDecimal { .. } => "result not found",
             Input::RootFetched { .. } => "result read for copying",
@@ -193,12 +203,15 @@ pub enum Effect {
         retired: Vec<JobId>,
         checkpoint_version: u64,
     },
-    /// Make facts durable on one peer; report [`Input::Replicated`] when `token` names it.
-    Replicate { token: Option<u64>, epoch: Epoch, facts: Vec<Fact> },
-    /// Ask the peers (`only` one of them) for their checkpoints, leaving out `finished` jobs;
-    /// check them and this node's `own` facts; report [`Input::Gathered`] (all peers) or
-    /// [`Input::Pulled`] (one).
-    Gather { epoch: Epoch, only: Option<NodeId>, finished: BTreeSet<JobId>, own: Vec<Fact> },
+    /// Send checkpoint facts to `peer` to make durable, giving up after `timeout_ms`; report
+    /// [`Input::FactsSent`].
+    SendFacts { replication: u64, peer: NodeId, epoch: Epoch, facts: Arc<Vec<Fact>>, timeout_ms: u64 },
+    /// Ask `peer` for its checkpoint, leaving out `finished` jobs, giving up after
+    /// `timeout_ms`; report [`Input::CheckpointAnswered`].
+    AskCheckpoint { gathering: u64, peer: NodeId, epoch: Epoch, finished: Arc<BTreeSet<JobId>>, timeout_ms: u64 },
+    /// Check the products among the peers' gathered `facts` and this node's `own`; report
+    /// [`Input::Gathered`] (`only` is `None`: all peers) or [`Input::Pulled`] (one).
+    CheckGathered { epoch: Epoch, only: Option<NodeId>, facts: Vec<Fact>, own: Vec<Fact>, unanswered: Vec<NodeId> },
     /// Send a batch of tasks to `worker`, giving up at `deadline_ms`; report
     /// [`Input::BatchAnswered`].
     Dispatch { epoch: Epoch, batch: u64, worker: NodeId, deadline_ms: u64, items: Vec<WorkItem> },
@@ -224,7 +237,11 @@ impl Effect {
     fn waits_for_hard_state(&self) -> bool {
         !matches!(
             self,
-            Effect::Write { .. } | Effect::Compute { .. } | Effect::ToDecimal { .. } | Effect::FetchRoot { .. }
+            Effect::Write { .. }
+                | Effect::Compute { .. }
+                | Effect::ToDecimal { .. }
+                | Effect::FetchRoot { .. }
+                | Effect::CheckGathered { .. }
         )
     }
 }
@@ -332,6 +349,8 @@ pub struct NodeCore {
     effects: Vec<Effect>,
     /// Holds back what waits for the hard state saved last.
     barrier: barrier::Barrier,
+    /// Checkpoint writes to peers and gatherings under way.
+    copies: replication::Copies,
     /// Changes of coordinator this node saw (the last [`LEADERSHIP_LOG_LEN`]), why, and when
     /// it lost its last coordinator.
     leadership_log: std::collections::VecDeque<LeadershipChange>,
@@ -374,6 +393,7 @@ impl NodeCore {
             after_replicate: BTreeMap::new(),
             effects: Vec::new(),
             barrier,
+            copies: Default::default(),
             leadership_log: std::collections::VecDeque::new(),
             lost_coordinator_ms: Some(0),
             cause: "",
@@ -384,6 +404,7 @@ impl NodeCore {
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         self.now_ms = self.now_ms.max(now_ms);
         self.handle(input);
+        self.replicated_alone();
         let effects = std::mem::take(&mut self.effects);
         self.barrier.pass(effects)
     }
@@ -424,7 +445,8 @@ impl NodeCore {
             Input::Pulled { epoch, peer, facts } => self.on_pulled(epoch, peer, facts),
             Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
             Input::Written { write, ok } => self.on_written(write, ok),
-            Input::Replicated { token, ok } => self.on_replicated(token, ok),
+            Input::FactsSent { replication, peer, sent } => self.on_facts_sent(replication, peer, sent),
+            Input::CheckpointAnswered { gathering, peer, facts } => self.on_checkpoint_answered(gathering, peer, facts),
             Input::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
             Input::NoDecimal { job } => self.on_no_decimal(job),
             Input::RootFetched { job, root, on_this_disk } => self.on_root_fetched(job, root, on_this_disk),
@@ -463,6 +485,7 @@ impl NodeCore {
     /// durable once it is due, replication retried.
     fn on_tick(&mut self) {
         self.step_election(facto_elections::Input::Tick);
+        self.copies_tick();
         let now_ms = self.now_ms;
         let Some(c) = self.role.coordinator_mut() else { return };
         let actions = c.scheduler.tick(now_ms);
@@ -650,7 +673,7 @@ impl NodeCore {
                 }
                 let finished = self.checkpoint.finished_jobs();
                 let own = self.checkpoint.facts_except(&finished);
-                self.emit(Effect::Gather { epoch, only: None, finished, own });
+                self.gather(epoch, None, finished, own);
             }
             Leadership::Following { leader, epoch } => {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");

@@ -11,7 +11,7 @@
 //! asking for a forgotten job hears 410 with the reason, not a 404 that would say it never
 //! existed.
 
-use super::{Effect, NodeCore};
+use super::NodeCore;
 use crate::checkpoint::{job_order, Fact};
 use crate::coordinator::JobId;
 
@@ -33,7 +33,7 @@ impl NodeCore {
         log::debug!("jobs up to {up_to} are past retention");
         let facts = self.record(vec![Fact::Retired { up_to }], None);
         if !facts.is_empty() {
-            self.emit(Effect::Replicate { token: None, epoch, facts });
+            self.replicate(None, epoch, facts);
         }
     }
 

@@ -58,7 +58,7 @@ impl NodeCore {
                 let root = Fact::Product { job: job.clone(), op, product };
                 if on_this_disk {
                     let facts = self.with_jobs(vec![root]);
-                    self.emit(Effect::Replicate { token: None, epoch, facts });
+                    self.replicate(None, epoch, facts);
                 } else {
                     self.write_root_copies(vec![(job, root)]);
                 }

@@ -7,17 +7,13 @@ use crate::checkpoint::Fact;
 use crate::coordinator::Task;
 use crate::coordinator::{JobId, OpRef, WorkItem};
 use crate::node_core::worker::{self, WorkerStats};
-use crate::node_core::{Answer, Effect, Input, ReplyId, WriteId};
+use crate::node_core::{Answer, Effect, Input, ReplyId, Sent, WriteId};
 use facto_elections::net::Route;
 use facto_elections::sim::NOTICE_DELAY_MS;
 use facto_elections::{AnyMsg, Epoch, HardState, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-/// How long a replica may take to answer a checkpoint write before the next one is asked.
-const REPLICATE_TIMEOUT_MS: u64 = 300;
-/// How long a new coordinator waits for its peers' checkpoints (as in production).
-const GATHER_TIMEOUT_MS: u64 = crate::node::replication::GATHER_TIMEOUT_MS;
 /// Longest time a write takes to reach the disk...
 const WRITE_MS_MAX: u64 = 3;
 /// ... except for stalls (a busy disk, a slow fsync): this often, a write takes up to
@@ -104,24 +100,8 @@ enum ReplyTo {
 /// A request this node sent and waits on.
 enum Rpc {
     Batch { epoch: Epoch, batch: u64, worker: NodeId, tasks: Vec<OpRef> },
-    Apply { replication: u64 },
+    Apply { replication: u64, peer: NodeId },
     Query { gathering: u64, peer: NodeId },
-}
-
-struct Replication {
-    token: Option<u64>,
-    epoch: Epoch,
-    facts: Vec<Fact>,
-    next: VecDeque<NodeId>,
-    outstanding: usize,
-}
-
-struct Gathering {
-    epoch: Epoch,
-    only: Option<NodeId>,
-    waiting: usize,
-    facts: Vec<Fact>,
-    unanswered: Vec<NodeId>,
 }
 
 /// One life of a node's driver state (a crash loses all of it).
@@ -132,8 +112,6 @@ pub(super) struct NodeIo {
     replies: HashMap<ReplyId, ReplyTo>,
     next_reply: ReplyId,
     rpcs: HashMap<u64, Rpc>,
-    replications: HashMap<u64, Replication>,
-    gatherings: HashMap<u64, Gathering>,
     unreachable: BTreeSet<NodeId>,
 }
 
@@ -185,7 +163,7 @@ impl Sim<'_> {
             }
         }
         self.nodes[i].known_epoch_max = self.nodes[i].known_epoch_max.max(known);
-        let progress = matches!(kind, "batch answer" | "write durable" | "replicated");
+        let progress = matches!(kind, "batch answer" | "write durable" | "checkpoint write answered");
         if progress
             && !storm
             && coordinating.is_some()
@@ -209,7 +187,8 @@ impl Sim<'_> {
     }
 
     fn carry_out_one(&mut self, i: usize, effect: Effect) {
-        if let Effect::Gather { epoch, .. } | Effect::Dispatch { epoch, .. } | Effect::Replicate { epoch, .. } = &effect
+        if let Effect::AskCheckpoint { epoch, .. } | Effect::Dispatch { epoch, .. } | Effect::SendFacts { epoch, .. } =
+            &effect
         {
             self.check_epoch_durable(i, *epoch);
         }
@@ -226,8 +205,23 @@ impl Sim<'_> {
             Effect::Write { write, facts, finished, checkpoint_version, .. } => {
                 self.write(i, Write { write, hard_state: None, facts, finished, version: checkpoint_version })
             }
-            Effect::Replicate { token, epoch, facts } => self.replicate(i, token, epoch, facts),
-            Effect::Gather { epoch, only, finished, .. } => self.gather(i, epoch, only, finished),
+            Effect::SendFacts { replication, peer, epoch, facts, timeout_ms } => {
+                let rpc = self.new_rpc(i, Rpc::Apply { replication, peer }, timeout_ms);
+                self.send(i, peer, Msg::Apply { rpc, epoch, facts: facts.to_vec() }, 0);
+            }
+            Effect::AskCheckpoint { gathering, peer, epoch, finished, timeout_ms } => {
+                let rpc = self.new_rpc(i, Rpc::Query { gathering, peer }, timeout_ms);
+                self.send(i, peer, Msg::Query { rpc, epoch, finished: finished.as_ref().clone() }, 0);
+            }
+            Effect::CheckGathered { epoch, only, facts, unanswered, .. } => {
+                // Products are not fingerprinted here: nothing to check.
+                let input = match only {
+                    None => Input::Gathered { epoch, facts, wrong: Vec::new(), unanswered },
+                    Some(peer) => Input::Pulled { epoch, peer, facts: Some(facts) },
+                };
+                let life = self.nodes[i].life;
+                self.schedule(0, Ev::Input { node: i, life, input });
+            }
             Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
                 self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
             }
@@ -421,9 +415,12 @@ impl Sim<'_> {
                 }
                 self.step(i, Input::BatchAnswered { epoch, batch, outcome });
             }
-            (Some(Rpc::Apply { replication }), RpcAnswer::Applied(ok)) => self.replication_answered(i, replication, ok),
+            (Some(Rpc::Apply { replication, peer }), RpcAnswer::Applied(ok)) => {
+                let sent = if ok { Sent::Durable } else { Sent::Failed };
+                self.step(i, Input::FactsSent { replication, peer, sent });
+            }
             (Some(Rpc::Query { gathering, peer }), RpcAnswer::Facts(facts)) => {
-                self.gathering_answered(i, gathering, (peer, facts))
+                self.step(i, Input::CheckpointAnswered { gathering, peer, facts })
             }
             _ => {}
         }
@@ -516,88 +513,6 @@ impl Sim<'_> {
         }
     }
 
-    /// Facts to one peer, the successors of this node first; the next peer when one fails.
-    fn replicate(&mut self, i: usize, token: Option<u64>, epoch: Epoch, facts: Vec<Fact>) {
-        let me = self.nodes[i].id;
-        let mut peers: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|&id| id != me).collect();
-        peers.sort_by_key(|&id| (id < me, id));
-        self.next_rpc += 1;
-        let id = self.next_rpc;
-        let replication = Replication { token, epoch, facts, next: peers.into(), outstanding: 0 };
-        self.nodes[i].io.replications.insert(id, replication);
-        self.replicate_next(i, id);
-    }
-
-    fn replicate_next(&mut self, i: usize, id: u64) {
-        let Some(r) = self.nodes[i].io.replications.get_mut(&id) else { return };
-        let Some(peer) = r.next.pop_front() else {
-            if r.outstanding == 0 {
-                let token = r.token;
-                self.nodes[i].io.replications.remove(&id);
-                // No peer at all (a cluster of one) means the local copy is all there is.
-                let ok = self.nodes.len() == 1;
-                if let Some(token) = token {
-                    self.step(i, Input::Replicated { token, ok });
-                }
-            }
-            return;
-        };
-        r.outstanding += 1;
-        let (epoch, facts) = (r.epoch, r.facts.clone());
-        let rpc = self.new_rpc(i, Rpc::Apply { replication: id }, REPLICATE_TIMEOUT_MS);
-        self.send(i, peer, Msg::Apply { rpc, epoch, facts }, 0);
-    }
-
-    fn replication_answered(&mut self, i: usize, id: u64, ok: bool) {
-        let Some(r) = self.nodes[i].io.replications.get_mut(&id) else { return };
-        r.outstanding -= 1;
-        if ok {
-            let token = r.token;
-            self.nodes[i].io.replications.remove(&id);
-            if let Some(token) = token {
-                self.step(i, Input::Replicated { token, ok: true });
-            }
-        } else {
-            self.replicate_next(i, id);
-        }
-    }
-
-    fn gather(&mut self, i: usize, epoch: Epoch, only: Option<NodeId>, finished: BTreeSet<JobId>) {
-        let me = self.nodes[i].id;
-        let peers: Vec<NodeId> =
-            self.nodes.iter().map(|n| n.id).filter(|&id| id != me && only.is_none_or(|o| o == id)).collect();
-        self.next_rpc += 1;
-        let id = self.next_rpc;
-        let gathering = Gathering { epoch, only, waiting: peers.len(), facts: Vec::new(), unanswered: Vec::new() };
-        self.nodes[i].io.gatherings.insert(id, gathering);
-        if peers.is_empty() {
-            return self.gathering_answered(i, id, (me, Some(Vec::new())));
-        }
-        for peer in peers {
-            let rpc = self.new_rpc(i, Rpc::Query { gathering: id, peer }, GATHER_TIMEOUT_MS);
-            self.send(i, peer, Msg::Query { rpc, epoch, finished: finished.clone() }, 0);
-        }
-    }
-
-    /// One peer's answer to a gathering (`None`: it failed).
-    fn gathering_answered(&mut self, i: usize, id: u64, (peer, facts): (NodeId, Option<Vec<Fact>>)) {
-        let Some(g) = self.nodes[i].io.gatherings.get_mut(&id) else { return };
-        match facts {
-            Some(facts) => g.facts.extend(facts),
-            None => g.unanswered.push(peer),
-        }
-        g.waiting = g.waiting.saturating_sub(1);
-        if g.waiting > 0 {
-            return;
-        }
-        let Some(g) = self.nodes[i].io.gatherings.remove(&id) else { return };
-        let input = match g.only {
-            None => Input::Gathered { epoch: g.epoch, facts: g.facts, wrong: Vec::new(), unanswered: g.unanswered },
-            Some(peer) => Input::Pulled { epoch: g.epoch, peer, facts: g.unanswered.is_empty().then_some(g.facts) },
-        };
-        self.step(i, input);
-    }
-
     /// A result to decimal; a root not in hand is read from this node's disk or an
     /// up and reachable peer's.
     fn convert_to_decimal(&mut self, i: usize, job: JobId, n: u64, product: Option<Big>) {
@@ -646,8 +561,9 @@ fn describe(effects: &[Effect]) -> String {
         Effect::SaveHardState(hs) => format!("save epoch {}", hs.epoch),
         Effect::Send { to, .. } => format!("send {to}"),
         Effect::Write { facts, finished, .. } => format!("write {}+{} facts", facts.len(), finished.len()),
-        Effect::Replicate { facts, .. } => format!("replicate {} facts", facts.len()),
-        Effect::Gather { only, .. } => format!("gather {only:?}"),
+        Effect::SendFacts { peer, facts, .. } => format!("send {} facts to {peer}", facts.len()),
+        Effect::AskCheckpoint { peer, .. } => format!("ask {peer} for its checkpoint"),
+        Effect::CheckGathered { only, .. } => format!("check gathered {only:?}"),
         Effect::Dispatch { batch, worker, items, .. } => {
             let ops: Vec<String> =
                 items.iter().map(|i| format!("{}:{}:{}", i.op.job, i.op.op.level, i.op.op.index)).collect();
