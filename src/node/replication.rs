@@ -5,16 +5,27 @@ use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
 use crate::bignum::Big;
 use crate::checkpoint::{decode_facts, encode_facts, Fact};
 use crate::coordinator::{fingerprint, OpId, Plan};
-use crate::node_core::{validate, Sent};
+use crate::node_core::{validate, Input, Sent};
 use async_std::channel;
 use facto_elections::{Epoch, NodeId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Sends a checkpoint write to `peer`; reports how it came out. The frame is built off the
-/// runtime's threads: with large products it is megabytes.
-pub async fn send_facts(handle: &Handle, peer: NodeId, epoch: Epoch, facts: Arc<Vec<Fact>>, timeout: Duration) -> Sent {
+/// Sends a checkpoint write to `peer`; reports how it came out.
+pub async fn send_facts(
+    handle: Handle,
+    replication: u64,
+    (peer, epoch): (NodeId, Epoch),
+    facts: Arc<Vec<Fact>>,
+    timeout_ms: u64,
+) -> Input {
+    let sent = send_write(&handle, (peer, epoch), facts, Duration::from_millis(timeout_ms)).await;
+    Input::FactsSent { replication, peer, sent }
+}
+
+/// The frame is built off the runtime's threads: with large products it is megabytes.
+async fn send_write(handle: &Handle, (peer, epoch): (NodeId, Epoch), facts: Arc<Vec<Fact>>, timeout: Duration) -> Sent {
     let Some(addr) = handle.config.members.addr(peer).map(str::to_string) else { return Sent::Failed };
     let me = handle.config.id;
     let frame =
@@ -40,9 +51,20 @@ pub async fn send_facts(handle: &Handle, peer: NodeId, epoch: Epoch, facts: Arc<
     }
 }
 
-/// Asks `peer` for its checkpoint, leaving out the jobs in `finished` (`None`: it refused,
-/// failed or did not answer within `timeout`).
+/// Asks `peer` for its checkpoint, leaving out the jobs in `finished`.
 pub async fn ask_checkpoint(
+    handle: Handle,
+    gathering: u64,
+    (peer, epoch): (NodeId, Epoch),
+    finished: Arc<BTreeSet<String>>,
+    timeout_ms: u64,
+) -> Input {
+    let facts = query_checkpoint(&handle, (peer, epoch), &finished, Duration::from_millis(timeout_ms)).await;
+    Input::CheckpointAnswered { gathering, peer, facts }
+}
+
+/// A peer's checkpoint (`None`: it refused, failed or did not answer within `timeout`).
+async fn query_checkpoint(
     handle: &Handle,
     (peer, epoch): (NodeId, Epoch),
     finished: &BTreeSet<String>,
@@ -70,6 +92,13 @@ pub async fn ask_checkpoint(
 /// How long a peer may take to send a finished job's root product (tens of megabytes for
 /// 10,000,000!).
 const ROOT_TIMEOUT_MS: u64 = 10_000;
+
+/// A finished job's root read for copying it to a second disk.
+pub async fn fetch_root(handle: Handle, job: String, n: u64) -> Input {
+    let (root, on_this_disk) =
+        find_root(&handle, &job, n).await.map_or((None, false), |(root, here)| (Some(root), here));
+    Input::RootFetched { job, root, on_this_disk }
+}
 
 /// The root product of finished job `job` (n!), and whether it came from this node's disk:
 /// from this node's disk, or else from the first peer that has it (a job's root lies on the
@@ -138,10 +167,24 @@ async fn peer_root(handle: &Handle, job: &str) -> Option<Big> {
     None
 }
 
+/// Gathered checkpoints (one peer's with `only`) and this node's own facts, checked.
+pub async fn check_gathered(
+    handle: Handle,
+    (epoch, only): (Epoch, Option<NodeId>),
+    (facts, own): (Vec<Fact>, Vec<Fact>),
+    unanswered: Vec<NodeId>,
+) -> Input {
+    let (facts, wrong) = verify(&handle, facts, own).await;
+    match only {
+        None => Input::Gathered { epoch, facts, wrong, unanswered },
+        Some(peer) => Input::Pulled { epoch, peer, facts: Some(facts) },
+    }
+}
+
 /// Checks the products a new coordinator is about to use, off the runtime: the peers' facts
 /// come back without the wrong ones, and its own wrong products are named so it forgets them.
 /// A wrong product is never used; its task is computed again.
-pub async fn verify(handle: &Handle, peers: Vec<Fact>, own: Vec<Fact>) -> (Vec<Fact>, Vec<(String, OpId)>) {
+async fn verify(handle: &Handle, peers: Vec<Fact>, own: Vec<Fact>) -> (Vec<Fact>, Vec<(String, OpId)>) {
     let fp = handle.fingerprint;
     async_std::task::spawn_blocking(move || {
         let mut ns = std::collections::HashMap::new();

@@ -4,7 +4,7 @@
 //! All decisions are the core's ([`crate::node_core`]); nothing here decides.
 
 use super::links::Links;
-use super::replication::{ask_checkpoint, find_root, send_facts, verify};
+use super::replication::{ask_checkpoint, check_gathered, fetch_root, find_root, send_facts};
 use super::{compute, converter};
 use super::{Event, Handle, Inboxes, Routed, WorkRefused};
 use crate::api::{self, JobInfo, NodeStatus};
@@ -17,7 +17,7 @@ use crate::node_core::{Answer, Effect, Input, NodeCore, ReplyId, Settings};
 use crate::store::{Durable, FactsWrite, Store, Writer};
 use async_std::channel::Sender;
 use facto_elections::{AnyMsg, Epoch, HardState, Leadership, NodeId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,13 +248,15 @@ impl Runtime {
                 self.when_durable(durable, write);
             }
             Effect::SendFacts { replication, peer, epoch, facts, timeout_ms } => {
-                self.send_facts(replication, (peer, epoch), facts, timeout_ms)
+                self.handle.metrics.message_sent("checkpoint_write");
+                self.spawn_input(send_facts(self.handle.clone(), replication, (peer, epoch), facts, timeout_ms))
             }
             Effect::AskCheckpoint { gathering, peer, epoch, finished, timeout_ms } => {
-                self.ask_checkpoint(gathering, (peer, epoch), finished, timeout_ms)
+                self.handle.metrics.message_sent("checkpoint_query");
+                self.spawn_input(ask_checkpoint(self.handle.clone(), gathering, (peer, epoch), finished, timeout_ms))
             }
             Effect::CheckGathered { epoch, only, facts, own, unanswered } => {
-                self.check_gathered(epoch, only, (facts, own), unanswered)
+                self.spawn_input(check_gathered(self.handle.clone(), (epoch, only), (facts, own), unanswered))
             }
             Effect::Dispatch { epoch, batch, worker, deadline_ms, items } => {
                 self.handle.metrics.message_sent("work");
@@ -265,7 +267,7 @@ impl Runtime {
                 _ => log::debug!("work {reply}: its coordinator stopped waiting"),
             },
             Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
-            Effect::FetchRoot { job, n } => self.fetch_root(job, n),
+            Effect::FetchRoot { job, n } => self.spawn_input(fetch_root(self.handle.clone(), job, n)),
             Effect::Reply { to, answer } => self.answer(to, answer),
         }
     }
@@ -299,42 +301,10 @@ impl Runtime {
         }
     }
 
-    fn send_facts(&self, replication: u64, (peer, epoch): (NodeId, Epoch), facts: Arc<Vec<Fact>>, timeout_ms: u64) {
-        self.handle.metrics.message_sent("checkpoint_write");
+    /// Runs `work` on a task of its own and steps the input it ends with.
+    fn spawn_input(&self, work: impl std::future::Future<Output = Input> + Send + 'static) {
         let handle = self.handle.clone();
-        async_std::task::spawn(async move {
-            let sent = send_facts(&handle, peer, epoch, facts, Duration::from_millis(timeout_ms)).await;
-            handle.send(Event::Input(Input::FactsSent { replication, peer, sent }));
-        });
-    }
-
-    fn ask_checkpoint(&self, gathering: u64, to: (NodeId, Epoch), finished: Arc<BTreeSet<JobId>>, timeout_ms: u64) {
-        self.handle.metrics.message_sent("checkpoint_query");
-        let handle = self.handle.clone();
-        async_std::task::spawn(async move {
-            let facts = ask_checkpoint(&handle, to, &finished, Duration::from_millis(timeout_ms)).await;
-            handle.send(Event::Input(Input::CheckpointAnswered { gathering, peer: to.0, facts }));
-        });
-    }
-
-    /// Gathered checkpoints (one peer's with `only`) and this node's own facts, checked off
-    /// the runtime, back to the core.
-    fn check_gathered(
-        &self,
-        epoch: Epoch,
-        only: Option<NodeId>,
-        (facts, own): (Vec<Fact>, Vec<Fact>),
-        unanswered: Vec<NodeId>,
-    ) {
-        let handle = self.handle.clone();
-        async_std::task::spawn(async move {
-            let (facts, wrong) = verify(&handle, facts, own).await;
-            let input = match only {
-                None => Input::Gathered { epoch, facts, wrong, unanswered },
-                Some(peer) => Input::Pulled { epoch, peer, facts: Some(facts) },
-            };
-            handle.send(Event::Input(input));
-        });
+        async_std::task::spawn(async move { handle.send(Event::Input(work.await)) });
     }
 
     /// Sends a batch to its worker on its own task; the answer comes back as an input.
@@ -386,15 +356,6 @@ impl Runtime {
                 }
                 Err(why) => log::error!("job {job}: no decimal result: {why}"),
             }
-        });
-    }
-
-    fn fetch_root(&self, job: JobId, n: u64) {
-        let handle = self.handle.clone();
-        async_std::task::spawn(async move {
-            let (root, on_this_disk) =
-                find_root(&handle, &job, n).await.map_or((None, false), |(root, here)| (Some(root), here));
-            handle.send(Event::Input(Input::RootFetched { job, root, on_this_disk }));
         });
     }
 
