@@ -19,6 +19,7 @@ pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod node_core;
+#[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod store;
 pub mod transport;

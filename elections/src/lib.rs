@@ -18,11 +18,14 @@ pub mod any;
 mod backoff;
 pub mod bully;
 mod fencing;
+#[cfg(feature = "simulation")]
+pub mod kernel;
+#[cfg(feature = "simulation")]
 pub mod net;
 pub mod raft;
 pub mod ring;
 pub mod rng;
-#[cfg(feature = "sim")]
+#[cfg(feature = "simulation")]
 pub mod sim;
 
 pub use any::{Algorithm, AnyElection, AnyMsg};

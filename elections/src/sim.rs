@@ -15,17 +15,16 @@
 //! 4. **Liveness**: once faults stop, every live node agrees on one leader (all following it
 //!    at one epoch, the leader leading at that epoch) within [`liveness_bound_ticks`].
 
+use crate::kernel::Kernel;
+pub use crate::kernel::TICK_MS;
 use crate::net::{Network, Route};
 use crate::rng::mix;
 pub use crate::rng::Rng;
 use crate::{Actions, Config, Election, Epoch, HardState, Input, Leadership, NodeId};
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// Simulated milliseconds per logical tick (the runtime uses the same 10 ms tick).
-pub const TICK_MS: u64 = 10;
 /// Shortest one-way message delay.
 pub const MIN_DELAY_MS: u64 = 1;
 /// Longest one-way message delay. Random delays in between also reorder messages.
@@ -236,32 +235,6 @@ enum Event<M> {
     },
 }
 
-/// A queued event, ordered by (time, insertion sequence) so that equal times replay in the
-/// order they were scheduled.
-struct Queued<M> {
-    at_ms: u64,
-    seq: u64,
-    event: Event<M>,
-}
-
-impl<M> PartialEq for Queued<M> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_ms, self.seq) == (other.at_ms, other.seq)
-    }
-}
-impl<M> Eq for Queued<M> {}
-impl<M> PartialOrd for Queued<M> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<M> Ord for Queued<M> {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at_ms, other.seq).cmp(&(self.at_ms, self.seq))
-    }
-}
-
 struct Node<E> {
     /// `None` while crashed.
     election: Option<E>,
@@ -282,9 +255,7 @@ struct Sim<'a, E: Election, F> {
     factory: F,
     seed: u64,
     rng: Rng,
-    now_ms: u64,
-    seq: u64,
-    queue: BinaryHeap<Queued<E::Msg>>,
+    kernel: Kernel<Event<E::Msg>>,
     nodes: Vec<Node<E>>,
     members: Vec<NodeId>,
     /// Delays, loss, duplication (during the faults) and partitions.
@@ -325,9 +296,7 @@ where
             factory,
             seed,
             rng: Rng::new(mix(seed)),
-            now_ms: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            kernel: Kernel::default(),
             nodes: Vec::with_capacity(n),
             members: (1..=n as NodeId).collect(),
             net: Network::new(n, MIN_DELAY_MS, MAX_DELAY_MS),
@@ -374,16 +343,15 @@ where
         let mut events: u64 = 0;
         while !self.done {
             events += 1;
-            if events > MAX_EVENTS_PER_RUN || self.queue.len() > MAX_PENDING_EVENTS {
-                let pending = self.queue.len();
+            if events > MAX_EVENTS_PER_RUN || self.kernel.pending() > MAX_PENDING_EVENTS {
+                let pending = self.kernel.pending();
                 self.violation(format!("runaway run: {events} events processed, {pending} pending"));
                 break;
             }
-            let Some(Queued { at_ms, event, .. }) = self.queue.pop() else {
+            let Some(event) = self.kernel.next() else {
                 self.violations.push("the simulation ran out of events".into());
                 break;
             };
-            self.now_ms = at_ms;
             self.handle(event);
             if self.dirty {
                 self.dirty = false;
@@ -425,14 +393,18 @@ where
     }
 
     fn schedule(&mut self, at_ms: u64, event: Event<E::Msg>) {
-        self.seq += 1;
-        self.queue.push(Queued { at_ms, seq: self.seq, event });
+        self.kernel.at(at_ms, event);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.kernel.now_ms()
     }
 
     /// Appends to the trace; the line is only formatted when a trace is being recorded.
     fn note(&mut self, line: impl FnOnce() -> String) {
+        let now_ms = self.now_ms();
         if let Some(trace) = &mut self.trace {
-            trace.push(format!("{:>6}ms {}", self.now_ms, line()));
+            trace.push(format!("{now_ms:>6}ms {}", line()));
         }
     }
 
@@ -461,7 +433,7 @@ where
             Event::Tick { node, incarnation } => {
                 if self.nodes[node].incarnation == incarnation && self.is_up(node) {
                     self.step(node, Input::Tick);
-                    self.schedule(self.now_ms + TICK_MS, Event::Tick { node, incarnation });
+                    self.schedule(self.now_ms() + TICK_MS, Event::Tick { node, incarnation });
                 }
             }
             Event::Deliver { from, to, msg } => {
@@ -567,7 +539,7 @@ where
             let told = from * self.config.nodes + to;
             if self.peer_notices && !self.told_down[told] {
                 self.told_down[told] = true;
-                let at_ms = self.now_ms + NOTICE_DELAY_MS;
+                let at_ms = self.now_ms() + NOTICE_DELAY_MS;
                 self.schedule(at_ms, Event::Notice { to: from, input: Input::PeerDown(to_id) });
             }
             return;
@@ -582,7 +554,7 @@ where
     fn deliver_later(&mut self, from: usize, to: usize, msg: E::Msg, delay_ms: u64, remark: &str) {
         let (from_id, to_id) = (self.id(from), self.id(to));
         self.note(|| format!("{from_id} -> {to_id} in {delay_ms}ms{remark}: {msg:?}"));
-        self.schedule(self.now_ms + delay_ms, Event::Deliver { from, to, msg });
+        self.schedule(self.now_ms() + delay_ms, Event::Deliver { from, to, msg });
     }
 
     /// Builds node `i` from its persisted state and starts its ticks at a random phase.
@@ -607,13 +579,13 @@ where
             self.observe(i, leadership);
         }
         self.dirty = true;
-        let first_tick_ms = self.now_ms + self.rng.range(1, TICK_MS + 1);
+        let first_tick_ms = self.now_ms() + self.rng.range(1, TICK_MS + 1);
         self.schedule(first_tick_ms, Event::Tick { node: i, incarnation });
         if self.peer_notices {
             let n = self.config.nodes;
             for sender in 0..n {
                 if std::mem::take(&mut self.told_down[sender * n + i]) {
-                    let at_ms = self.now_ms + NOTICE_DELAY_MS;
+                    let at_ms = self.now_ms() + NOTICE_DELAY_MS;
                     self.schedule(at_ms, Event::Notice { to: sender, input: Input::PeerUp(id) });
                 }
             }
@@ -639,7 +611,7 @@ where
     }
 
     fn random_fault(&mut self) {
-        if self.now_ms >= self.fault_end_ms {
+        if self.now_ms() >= self.fault_end_ms {
             return;
         }
         let n = self.config.nodes;
@@ -675,7 +647,7 @@ where
             }
             _ => self.heal(),
         }
-        let next_ms = self.now_ms + self.rng.range(20, 400);
+        let next_ms = self.now_ms() + self.rng.range(20, 400);
         self.schedule(next_ms, Event::Fault);
     }
 
@@ -705,13 +677,13 @@ where
 
     fn start_measuring(&mut self) {
         self.phase += 1;
-        self.measuring_since_ms = Some(self.now_ms);
+        self.measuring_since_ms = Some(self.now_ms());
         self.base_elections = self.elections;
         self.base_messages = self.messages;
         self.dirty = true;
         let bound_ms = liveness_bound_ticks(self.config.nodes, self.config.election_ticks) * TICK_MS;
         let phase = self.phase;
-        self.schedule(self.now_ms + bound_ms, Event::Deadline { phase });
+        self.schedule(self.now_ms() + bound_ms, Event::Deadline { phase });
     }
 
     /// Invariant 4: once every live node agrees, the measured phase ends.
@@ -722,13 +694,13 @@ where
         let Some(leader) = self.agreed_leader() else {
             return;
         };
-        let took_ms = self.now_ms - since_ms;
+        let took_ms = self.now_ms() - since_ms;
         self.measuring_since_ms = None;
         let (leader_id, leadership) = (self.id(leader), self.nodes[leader].leadership);
         self.note(|| format!("agreement on leader {leader_id} ({leadership:?}) after {took_ms}ms"));
         if self.config.scenario == Scenario::LeaderCrash && self.phase == 1 {
             // The cold start that precedes the crash is not measured.
-            let at_ms = self.now_ms + STABILISE_TICKS * TICK_MS;
+            let at_ms = self.now_ms() + STABILISE_TICKS * TICK_MS;
             self.schedule(at_ms, Event::CrashLeader { node: leader });
             return;
         }

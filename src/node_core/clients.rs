@@ -43,7 +43,7 @@ impl NodeCore {
         let progress = c.scheduler.job_progress(&id).expect("just submitted");
         log::debug!("job {id}: {n}! accepted");
         let job = JobInfo::new(&progress, None);
-        if self.settings.checkpoint && !self.settings.bugs.ack_before_durable {
+        if self.settings.checkpoint && !self.settings.bugs.ack_before_durable() {
             let write = self.token();
             let facts = self.record(vec![Fact::Job { id, n, request }], Some(write));
             self.acknowledge_when_durable(job, facts, reply, epoch, write);

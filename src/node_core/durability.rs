@@ -401,7 +401,7 @@ impl NodeCore {
     /// One half of a round's durability arrived (`on_disk`: this node's; else a peer's);
     /// with both, its batches' products count as done.
     fn round_part_durable(&mut self, epoch: Epoch, round: u64, on_disk: bool) {
-        let bug = self.settings.bugs.done_before_replicated;
+        let bug = self.settings.bugs.done_before_replicated();
         let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
         let Some(join) = c.durable.get_mut(&round) else { return };
         if on_disk {

@@ -90,23 +90,43 @@ impl Settings {
     }
 }
 
-/// Test-only switches that break a promise on purpose (the simulator must notice).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bugs {
+/// Declares [`Bugs`]: each switch a field under the `simulation` feature, and a method that
+/// reads it there and is `false` for good without it (the compiler then drops what it guards).
+macro_rules! bug_switches {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Test-only switches that break a promise on purpose (the simulator must notice).
+        /// They exist only with the `simulation` feature; `facto` is built without it.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Bugs {
+            $($(#[$doc])* #[cfg(feature = "simulation")] pub $name: bool,)*
+        }
+
+        impl Bugs {
+            $($(#[$doc])* pub fn $name(&self) -> bool {
+                #[cfg(feature = "simulation")]
+                return self.$name;
+                #[cfg(not(feature = "simulation"))]
+                return false;
+            })*
+        }
+    };
+}
+
+bug_switches! {
     /// Acknowledge a job before it is on any disk.
-    pub ack_before_durable: bool,
+    ack_before_durable,
     /// Count a round's products done once on this node's disk, before a peer holds them.
-    pub done_before_replicated: bool,
-    /// Hold nothing behind a hard-state save: a new coordinator gathers, hands out job ids and sends work
-    /// at an epoch that is not yet durable.
-    pub coordinate_before_epoch_durable: bool,
+    done_before_replicated,
+    /// Hold nothing behind a hard-state save: a new coordinator gathers, hands out job ids
+    /// and sends work at an epoch that is not yet durable.
+    coordinate_before_epoch_durable,
     /// Fence with a higher epoch seen in peers' requests and refusals without telling the
     /// election: workers then refuse a coordinator whose election never moves past it.
-    pub fence_apart_from_election: bool,
+    fence_apart_from_election,
     /// Keep a gathering's promise (refuse writes and work from below its epoch) in memory
     /// only, apart from the election's durable epoch: a peer that restarts after its answer
     /// forgets it and may take a deposed coordinator's write the new one never hears of.
-    pub promise_in_memory: bool,
+    promise_in_memory,
 }
 
 /// Everything that can happen to a node.
@@ -374,7 +394,7 @@ impl NodeCore {
         election_cfg.seed = u64::from(settings.id) ^ 0x9e37_79b9_7f4a_7c15;
         let mut election = settings.algorithm.build(election_cfg, hard_state)?;
         election.set_checkpoint_version(checkpoint_version);
-        let barrier = barrier::Barrier::new(settings.bugs.coordinate_before_epoch_durable);
+        let barrier = barrier::Barrier::new(settings.bugs.coordinate_before_epoch_durable());
         Ok(NodeCore {
             settings,
             election,
@@ -573,7 +593,7 @@ impl NodeCore {
         if epoch <= self.known_epoch() {
             return;
         }
-        if self.settings.bugs.fence_apart_from_election {
+        if self.settings.bugs.fence_apart_from_election() {
             self.epoch_apart_from_election = epoch;
             return;
         }
@@ -595,7 +615,7 @@ impl NodeCore {
         if epoch > self.known_epoch() {
             log::debug!("node {from} gathers at epoch {epoch}: writes from lower epochs refused from now on");
         }
-        if self.settings.bugs.promise_in_memory {
+        if self.settings.bugs.promise_in_memory() {
             self.epoch_apart_from_election = self.epoch_apart_from_election.max(epoch);
         } else {
             self.see_epoch(epoch);

@@ -118,7 +118,7 @@ pub(super) struct NodeIo {
 impl Sim<'_> {
     /// Feeds `input` to node `i` (if up) and carries out its effects.
     pub(super) fn step(&mut self, i: usize, input: Input) {
-        let now_ms = self.now_ms;
+        let now_ms = self.now_ms();
         let storm = self.storm;
         if self.nodes[i].core.is_none() {
             return;
@@ -167,7 +167,7 @@ impl Sim<'_> {
         if progress
             && !storm
             && coordinating.is_some()
-            && self.now_ms < super::FAULTS_MS
+            && self.now_ms() < super::FAULTS_MS
             && self.rng.chance(CRASH_AFTER_PROGRESS_CHANCE)
         {
             let after = self.rng.range(0, 10);
@@ -198,7 +198,7 @@ impl Sim<'_> {
                     Write { write: None, hard_state: Some(hs), facts: Vec::new(), finished: Vec::new(), version: 0 };
                 self.write(i, write);
                 let (life, at_ms) = (self.nodes[i].life, self.nodes[i].io.disk_free_at_ms);
-                self.schedule(at_ms - self.now_ms, Ev::Input { node: i, life, input: Input::HardStateSaved });
+                self.schedule(at_ms - self.now_ms(), Ev::Input { node: i, life, input: Input::HardStateSaved });
             }
             Effect::Send { to, msg } => self.send(i, to, Msg::Election(msg), 0),
             // Retired jobs go from the simulated disk as it applies the `Retired` fact.
@@ -248,10 +248,11 @@ impl Sim<'_> {
         } else {
             self.rng.range(0, WRITE_MS_MAX + 1)
         };
+        let now_ms = self.now_ms();
         let io = &mut self.nodes[i].io;
-        io.disk_free_at_ms = io.disk_free_at_ms.max(self.now_ms) + latency;
+        io.disk_free_at_ms = io.disk_free_at_ms.max(now_ms) + latency;
         io.writes.push_back(write);
-        let (after, life) = (io.disk_free_at_ms - self.now_ms, self.nodes[i].life);
+        let (after, life) = (io.disk_free_at_ms - now_ms, self.nodes[i].life);
         self.schedule(after, Ev::Durable { node: i, life });
     }
 
@@ -454,7 +455,7 @@ impl Sim<'_> {
         items: Vec<WorkItem>,
     ) {
         let ops = items.iter().map(|item| item.op.clone()).collect();
-        let timeout_ms = deadline_ms.saturating_sub(self.now_ms).max(1);
+        let timeout_ms = deadline_ms.saturating_sub(self.now_ms()).max(1);
         let rpc = self.new_rpc(i, Rpc::Batch { epoch, batch, worker, tasks: ops }, timeout_ms);
         let tasks = items
             .into_iter()

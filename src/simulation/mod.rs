@@ -44,14 +44,11 @@ mod promise;
 use crate::checkpoint::Checkpoint;
 use crate::config::Members;
 use crate::node_core::{Bugs, NodeCore, Settings};
+use facto_elections::kernel::{Kernel, TICK_MS};
 use facto_elections::net::Network;
 use facto_elections::sim::{Rng, MAX_DELAY_MS, MIN_DELAY_MS};
 use facto_elections::{Algorithm, NodeId};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 
-/// Simulated milliseconds per tick (the production default).
-pub const TICK_MS: u64 = 10;
 /// Faults happen during this first part of a run; then the cluster is healed.
 pub const FAULTS_MS: u64 = 1_500;
 /// Once healed, the cluster must have answered every client within this.
@@ -169,10 +166,7 @@ struct Sim<'a> {
     config: &'a SimConfig,
     seed: u64,
     rng: Rng,
-    now_ms: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Ev>,
-    next_seq: u64,
+    kernel: Kernel<Ev>,
     handled: u64,
     nodes: Vec<SimNode>,
     /// Delays, partitions and (storm runs only) loss and duplication: the model the
@@ -216,10 +210,7 @@ impl<'a> Sim<'a> {
             config,
             seed,
             rng,
-            now_ms: 0,
-            queue: BinaryHeap::new(),
-            events: HashMap::new(),
-            next_seq: 0,
+            kernel: Kernel::default(),
             handled: 0,
             nodes,
             net,
@@ -299,15 +290,16 @@ impl<'a> Sim<'a> {
     }
 
     fn schedule(&mut self, after_ms: u64, ev: Ev) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.queue.push(Reverse((self.now_ms + after_ms, seq)));
-        self.events.insert(seq, ev);
+        self.kernel.after(after_ms, ev);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.kernel.now_ms()
     }
 
     fn note(&mut self, line: impl FnOnce() -> String) {
         if self.config.trace {
-            let line = format!("{:>6} ms  {}", self.now_ms, line());
+            let line = format!("{:>6} ms  {}", self.now_ms(), line());
             self.trace.push(line);
         }
     }
@@ -318,15 +310,13 @@ impl<'a> Sim<'a> {
     }
 
     fn run(&mut self) {
-        while let Some(Reverse((at_ms, seq))) = self.queue.pop() {
-            let Some(ev) = self.events.remove(&seq) else { continue };
-            self.now_ms = at_ms;
+        while let Some(ev) = self.kernel.next() {
             self.handled += 1;
             self.handle(ev);
             if !self.checks.violations.is_empty() || self.finished() {
                 break;
             }
-            if self.healed && self.now_ms > FAULTS_MS + SETTLE_MS_MAX {
+            if self.healed && self.now_ms() > FAULTS_MS + SETTLE_MS_MAX {
                 let open = self.clients.iter().filter(|c| !c.done).map(|c| c.describe()).collect::<Vec<_>>();
                 self.violation(format!("no progress: {} after the cluster healed: {}", SETTLE_MS_MAX, open.join("; ")));
                 break;
@@ -488,7 +478,7 @@ impl<'a> Sim<'a> {
     /// stops loss and duplication.
     fn heal(&mut self) {
         self.net.heal();
-        if self.now_ms >= FAULTS_MS && !self.healed {
+        if self.now_ms() >= FAULTS_MS && !self.healed {
             self.healed = true;
             self.net.set_faults(0.0, 0.0);
             for i in 0..self.nodes.len() {
@@ -514,8 +504,8 @@ impl<'a> Sim<'a> {
                 (false, false, false) => "crashes",
             },
             violations: self.checks.violations.clone(),
+            sim_ms: self.now_ms(),
             trace: self.trace,
-            sim_ms: self.now_ms,
             events: self.handled,
             tasks_computed: self.checks.tasks_computed(),
             tasks_recomputed: self.checks.tasks_recomputed(),

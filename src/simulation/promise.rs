@@ -67,7 +67,7 @@ impl Sim<'_> {
         let old =
             (0..self.nodes.len()).find(|&i| self.nodes[i].core.as_ref().is_some_and(|c| c.coordinating().is_some()));
         let Some(old) = old.filter(|_| all_up) else {
-            if self.now_ms + 50 < FAULTS_MS {
+            if self.now_ms() + 50 < FAULTS_MS {
                 self.schedule(50, Ev::Promise(Step::Isolate));
             } else {
                 self.promise = Some(Stage::Over);
