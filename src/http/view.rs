@@ -5,8 +5,10 @@
 //! move to another member; an event stream would need the same fallback anyway. Measured cost
 //! in docs/BENCHMARKS.md ("Web view").
 
+use super::client_api::unavailable;
+use super::respond::json;
 use super::slots::Slots;
-use super::{json, unavailable, Handle};
+use super::Handle;
 use crate::api::NodeStatus;
 use serde::Serialize;
 use std::time::Duration;
@@ -68,7 +70,7 @@ struct ClusterView {
 /// [`MEMBER_STATUS_TIMEOUT_MS`]; `up: false` when it did not answer). Read-only, no key.
 pub(super) async fn cluster(req: Request<Handle>) -> tide::Result {
     let Some(_slot) = CLUSTER_VIEWS.take() else {
-        return Ok(super::busy("too many views are open on this member; retry in 1 s"));
+        return Ok(super::guards::busy("too many views are open on this member; retry in 1 s"));
     };
     let handle = req.state().clone();
     let Some(own) = handle.status(super::STATUS_JOBS_DEFAULT).await else { return Ok(unavailable()) };

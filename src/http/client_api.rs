@@ -1,0 +1,268 @@
+//! The client API, open to anyone (`/status`, `/metrics`, `/jobs`): a follower forwards a
+//! request once to the coordinator, and a request that finds an election under way waits
+//! for it a little before it gets 503.
+
+use super::guards::busy;
+use super::respond::{bytes_response, error, json, read_json, CLIENT_BODY_BYTES_MAX};
+use super::{answers, forwards};
+use crate::api::{JobInfo, SubmitRequest};
+use crate::node::{Handle, JobsQuery, Routed};
+use crate::transport::client::{CallError, FORWARDED_HEADER};
+use serde::Serialize;
+use std::time::Duration;
+use tide::{Request, Response, StatusCode};
+
+/// Longest idempotency key a client may attach to a submission.
+const REQUEST_KEY_BYTES_MAX: usize = 128;
+/// How long a follower waits for the coordinator when it forwards a client request.
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// The longest a `GET /jobs/<id>?wait_ms=N` waits (well within [`FORWARD_TIMEOUT_MS`]).
+const WAIT_MS_MAX: u64 = 2_000;
+
+/// Jobs `/status` lists unless asked (`?jobs=N`), and the most it lists.
+pub const STATUS_JOBS_DEFAULT: usize = 20;
+const STATUS_JOBS_MAX: usize = 1_000;
+/// Jobs `GET /jobs` lists unless asked (`?limit=N`), and the most it lists.
+const LIST_JOBS_DEFAULT: usize = 100;
+const LIST_JOBS_MAX: usize = 1_000;
+
+/// `GET /status[?jobs=N]`: the node, with the coordinator's N newest jobs and its counts.
+pub(super) async fn status(req: Request<Handle>) -> tide::Result {
+    let jobs = match count_param(&req, "jobs", STATUS_JOBS_DEFAULT, STATUS_JOBS_MAX) {
+        Ok(n) => n,
+        Err(res) => return Ok(res),
+    };
+    Ok(match req.state().status(jobs).await {
+        Some(s) => json(StatusCode::Ok, &s),
+        None => unavailable(),
+    })
+}
+
+/// `GET /metrics`: Prometheus text exposition (OpenMetrics); read-only, no key.
+pub(super) async fn metrics(req: Request<Handle>) -> tide::Result {
+    let handle = req.state();
+    let Some(status) = handle.status(0).await else { return Ok(unavailable()) };
+    let text = handle.metrics.render(&status);
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8".parse::<tide::http::Mime>()?);
+    res.set_body(text);
+    Ok(res)
+}
+
+/// A count in the query string (`name=N`): `default` when absent, at most `max`.
+fn count_param(req: &Request<Handle>, name: &str, default: usize, max: usize) -> Result<usize, Response> {
+    match req.url().query_pairs().find(|(k, _)| k == name) {
+        None => Ok(default),
+        Some((_, v)) => v.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
+            error(StatusCode::BadRequest, &format!("{name} must be a non-negative integer (at most {max} are listed)"))
+        }),
+    }
+}
+
+pub(super) async fn submit(mut req: Request<Handle>) -> tide::Result {
+    let body: SubmitRequest = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state();
+    let max_n = handle.config.max_n;
+    if body.n > max_n {
+        return Ok(error(StatusCode::BadRequest, &format!("n = {} is above this cluster's --max-n {max_n}", body.n)));
+    }
+    if body.request.as_ref().is_some_and(|r| r.len() > REQUEST_KEY_BYTES_MAX) {
+        return Ok(error(StatusCode::BadRequest, &format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes")));
+    }
+    let forwarded = req.header(FORWARDED_HEADER).is_some();
+    let answer = match ask_through_election(handle, || handle.submit(body.n, body.request.clone())).await {
+        Ok(answer) => answer,
+        Err(res) => return Ok(res),
+    };
+    Ok(match answer {
+        Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
+        Some(Routed::Leader(addr)) if !forwarded => {
+            let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
+            let result: Result<JobInfo, _> =
+                handle.client.post(&addr, "/jobs", &body, timeout, &[(FORWARDED_HEADER, "1")]).await;
+            relay(StatusCode::Accepted, result)
+        }
+        Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
+        Some(Routed::Refused(why)) => error(StatusCode::Conflict, &why),
+        Some(Routed::Busy(why)) => busy(&why),
+        _ => unavailable(),
+    })
+}
+
+/// `GET /jobs[?limit=N&before=ID]`: the N newest jobs (submitted before job ID), oldest
+/// first; a page of the history, never all of it.
+pub(super) async fn list_jobs(req: Request<Handle>) -> tide::Result {
+    let limit = match count_param(&req, "limit", LIST_JOBS_DEFAULT, LIST_JOBS_MAX) {
+        Ok(n) => n,
+        Err(res) => return Ok(res),
+    };
+    let before = req.url().query_pairs().find(|(k, _)| k == "before").map(|(_, v)| v.to_string());
+    jobs(req, JobsQuery::Latest { limit, before }, 0).await
+}
+
+/// `GET /jobs/<id>[?wait_ms=N]`: with `wait_ms`, the answer waits up to N ms (at most
+/// [`WAIT_MS_MAX`]) for the job's result, so a client learns of it at once without polling.
+pub(super) async fn get_job(req: Request<Handle>) -> tide::Result {
+    let id = req.param("id")?.to_string();
+    let wait_ms = req.url().query_pairs().find(|(k, _)| k == "wait_ms").map(|(_, v)| v.parse::<u64>());
+    match wait_ms {
+        Some(Err(_)) => Ok(error(StatusCode::BadRequest, "wait_ms must be a non-negative integer")),
+        Some(Ok(ms)) => jobs(req, JobsQuery::One { id, wait: ms > 0 }, ms.min(WAIT_MS_MAX)).await,
+        None => jobs(req, JobsQuery::One { id, wait: false }, 0).await,
+    }
+}
+
+async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Result {
+    let handle = req.state();
+    // Forwarded as it came (the query string included).
+    let path = match req.url().query() {
+        Some(q) => format!("{}?{q}", req.url().path()),
+        None => req.url().path().to_string(),
+    };
+    let id = match &query {
+        JobsQuery::One { id, .. } => Some(id.clone()),
+        JobsQuery::Latest { .. } => None,
+    };
+    let waited = match &id {
+        Some(id) if wait_ms > 0 => {
+            async_std::future::timeout(Duration::from_millis(wait_ms), handle.job_result(id.clone()))
+                .await
+                .ok()
+                .flatten()
+        }
+        _ => None,
+    };
+    // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
+    let answer = match waited {
+        Some(answer) => Some(answer),
+        None => match ask_through_election(handle, || handle.jobs(query.clone())).await {
+            Ok(answer) => answer,
+            Err(res) => return Ok(res),
+        },
+    };
+    Ok(match answer {
+        // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
+        // that carry heartbeats.
+        Some(Routed::Here(mut jobs)) => match id {
+            None => json_off_runtime(jobs).await,
+            Some(id) => match jobs.pop() {
+                Some(job) => shared_json(job).await,
+                None => error(StatusCode::NotFound, &format!("no job {id}")),
+            },
+        },
+        Some(Routed::Gone(why)) => error(StatusCode::Gone, &why),
+        // One hop only: two nodes that each think the other leads must not bounce it. The
+        // answer is passed on as it came, without decoding it.
+        Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
+            static FORWARDS: std::sync::LazyLock<forwards::Forwards> = std::sync::LazyLock::new(Default::default);
+            let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
+            match FORWARDS.get(&handle.client, &addr, id.as_deref(), &path, timeout).await {
+                Ok(answer) => shared_response(answer).await,
+                Err(e) => relay::<()>(StatusCode::Ok, Err(e)),
+            }
+        }
+        _ => unavailable(),
+    })
+}
+
+/// A job's answer, encoded on the blocking pool; a large result's encoding is shared by every
+/// client that asks for it (see [`answers`]), and no response copies it.
+async fn shared_json(job: JobInfo) -> Response {
+    static ANSWERS: std::sync::LazyLock<answers::Answers> = std::sync::LazyLock::new(Default::default);
+    match ANSWERS.encoded(job).await {
+        Some(encoded) => shared_response(encoded).await,
+        None => error(StatusCode::InternalServerError, "the answer could not be encoded"),
+    }
+}
+
+/// A 200 JSON answer whose body is shared bytes, sent without a copy.
+async fn shared_response(answer: answers::Shared) -> Response {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(answers::body(answer).await);
+    res.set_content_type(tide::http::mime::JSON);
+    res
+}
+
+/// [`json`], encoded on the blocking pool.
+async fn json_off_runtime<T: Serialize + Send + 'static>(body: T) -> Response {
+    match async_std::task::spawn_blocking(move || serde_json::to_vec(&body)).await {
+        Ok(bytes) => bytes_response(bytes, tide::http::mime::JSON),
+        Err(e) => error(StatusCode::InternalServerError, &e.to_string()),
+    }
+}
+
+/// 503 while an election is under way (no member is known to lead), with `Retry-After`.
+pub(super) fn unavailable() -> Response {
+    retry_later("no coordinator is known: an election is under way; retry in 1 s")
+}
+
+/// How long a client request may wait for this node to finish taking over: gathering takes
+/// at most 2 s.
+const TAKEOVER_WAIT_MS: u64 = 3_000;
+
+/// 503 with `Retry-After: 1` and the true reason.
+fn retry_later(why: &str) -> Response {
+    let mut res = error(StatusCode::ServiceUnavailable, why);
+    res.insert_header("Retry-After", "1");
+    res
+}
+
+/// Asks the runtime; a request held because this node is taking over waits at most
+/// [`TAKEOVER_WAIT_MS`], then gets 503 saying so.
+async fn ask_within_takeover<T>(
+    handle: &Handle,
+    ask: impl std::future::Future<Output = Option<T>>,
+) -> Result<Option<T>, Response> {
+    futures::pin_mut!(ask);
+    if let Ok(answer) = async_std::future::timeout(Duration::from_millis(TAKEOVER_WAIT_MS), &mut ask).await {
+        return Ok(answer);
+    }
+    // Only a takeover is cut short: any other answer (a job made durable on a slow peer)
+    // comes when it comes.
+    if handle.taking_over.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(retry_later(&format!("node {} is taking over as coordinator; retry in 1 s", handle.config.id)));
+    }
+    Ok(ask.await)
+}
+
+/// How long a client request that finds no coordinator waits for the election under way
+/// to end before it gets 503: an election takes 0.1-0.3 s, and a follower that merely
+/// missed a few heartbeats (as a burst of hundreds of clients on a small machine can cause) knows its
+/// coordinator again sooner. Asking again is safe: "no coordinator" changed nothing.
+const ELECTION_WAIT_MS: u64 = 1_000;
+const ELECTION_POLL_MS: u64 = 20;
+
+/// [`ask_within_takeover`], asked again while no coordinator is known, for at most
+/// [`ELECTION_WAIT_MS`].
+async fn ask_through_election<T, F, Fut>(handle: &Handle, ask: F) -> Result<Option<Routed<T>>, Response>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Routed<T>>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_millis(ELECTION_WAIT_MS);
+    loop {
+        let answer = ask_within_takeover(handle, ask()).await?;
+        if !matches!(answer, Some(Routed::NoLeader)) || std::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        async_std::task::sleep(Duration::from_millis(ELECTION_POLL_MS)).await;
+    }
+}
+
+/// Answers a forwarded call's outcome as this node's own.
+fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
+    match result {
+        Ok(body) => json(ok_status, &body),
+        Err(CallError::Status { status, message, .. }) => {
+            let mut res = error(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), &message);
+            if status == 429 || status == 503 {
+                res.insert_header("Retry-After", "1");
+            }
+            res
+        }
+        Err(e) => error(StatusCode::ServiceUnavailable, &format!("coordinator unreachable: {e}")),
+    }
+}

@@ -1,0 +1,131 @@
+//! The peer routes under `/internal/`, for members only: election messages, work, and
+//! checkpoint writes and reads.
+
+use super::client_api::unavailable;
+use super::guards::check_sender;
+use super::respond::{
+    error, frame_response, read_body, read_json, refused, CLIENT_BODY_BYTES_MAX, INTERNAL_BODY_BYTES_MAX,
+};
+use crate::api::{self, CheckpointQuery, CheckpointWrite, ElectionEnvelope, RootQuery};
+use crate::checkpoint::{decode_facts, encode_facts};
+use crate::node::{Event, Handle, Input, WorkRefused};
+use crate::node_core::{validate, worker};
+use tide::{Request, Response, StatusCode};
+
+pub(super) async fn election(mut req: Request<Handle>) -> tide::Result {
+    let envelope: ElectionEnvelope = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
+        Ok(e) => e,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state();
+    if let Err(res) = check_sender(&req, envelope.from) {
+        return Ok(res);
+    }
+    let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
+    if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {
+        handle.refusals.note(envelope.from, "an election message", &why);
+        return Ok(error(StatusCode::Conflict, &why));
+    }
+    handle.send(Event::Input(Input::Election { from: envelope.from, msg: envelope.msg }));
+    Ok(Response::new(StatusCode::NoContent))
+}
+
+/// `POST /internal/work`: a frame of tasks; answers a frame of their products.
+pub(super) async fn work(mut req: Request<Handle>) -> tide::Result {
+    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state().clone();
+    let max_n = handle.config.max_n;
+    let decoded = async_std::task::spawn_blocking(move || {
+        let (from, epoch, tasks) = api::decode_work(&bytes)?;
+        tasks.iter().try_for_each(|(_, task)| worker::check(task, max_n))?;
+        Ok::<_, String>((from, epoch, tasks))
+    })
+    .await;
+    let (from, epoch, tasks) = match decoded {
+        Ok(d) => d,
+        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
+    };
+    if let Err(res) = check_sender(&req, from) {
+        return Ok(res);
+    }
+    Ok(match handle.work(from, epoch, tasks).await {
+        Ok(answer) => frame_response(answer),
+        Err(WorkRefused::Fenced(refusal)) => {
+            handle.refusals.note(from, "work", &refusal.why);
+            refused(&refusal)
+        }
+        Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
+    })
+}
+
+/// `POST /internal/checkpoint`: a facts frame from the coordinator, acknowledged once the
+/// facts are on this node's disk.
+pub(super) async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
+    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    let decoded = async_std::task::spawn_blocking(move || decode_facts::<CheckpointWrite>(&bytes)).await;
+    let (write, facts) = match decoded {
+        Ok(d) => d,
+        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
+    };
+    let handle = req.state();
+    if let Err(res) = check_sender(&req, write.from) {
+        return Ok(res);
+    }
+    Ok(match handle.apply_facts(write.from, write.epoch, facts).await {
+        Ok(()) => Response::new(StatusCode::NoContent),
+        Err(refusal) => {
+            handle.refusals.note(write.from, "a checkpoint write", &refusal.why);
+            refused(&refusal)
+        }
+    })
+}
+
+/// `POST /internal/checkpoint/query`: this node's facts, as a facts frame.
+pub(super) async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
+    let query: CheckpointQuery = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(q) => q,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state();
+    if let Err(res) = check_sender(&req, query.from) {
+        return Ok(res);
+    }
+    let facts = match handle.checkpoint(query.from, query.epoch, query.finished).await {
+        Some(Ok(facts)) => facts,
+        Some(Err(refusal)) => {
+            handle.refusals.note(query.from, "a checkpoint query", &refusal.why);
+            return Ok(refused(&refusal));
+        }
+        None => return Ok(unavailable()),
+    };
+    Ok(match async_std::task::spawn_blocking(move || encode_facts((), &facts)).await {
+        Ok(frame) => frame_response(frame),
+        Err(why) => error(StatusCode::InternalServerError, &why),
+    })
+}
+
+/// `POST /internal/checkpoint/root`: a finished job's root product from this node's disk.
+pub(super) async fn read_root(mut req: Request<Handle>) -> tide::Result {
+    let query: RootQuery = match read_json(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(q) => q,
+        Err(res) => return Ok(res),
+    };
+    let store = req.state().store.clone();
+    let read = async_std::task::spawn_blocking(move || match store.root_fact(&query.job) {
+        Ok(Some(root)) => encode_facts((), [&root]).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    })
+    .await;
+    Ok(match read {
+        Ok(Some(frame)) => frame_response(frame),
+        Ok(None) => error(StatusCode::NotFound, "this node does not hold that job's result"),
+        Err(why) => error(StatusCode::InternalServerError, &why),
+    })
+}
