@@ -64,7 +64,8 @@ fn finished_jobs_past_retention_are_gone_everywhere() {
     cluster.signal(leader, libc::SIGKILL);
     let successor = cluster.wait_for_agreement(AGREE);
     assert_ne!(successor, leader);
-    let total = counts(&cluster, successor).and_then(|c| c["total"].as_u64());
+    // Counts appear once its takeover ends.
+    let total = wait_until(AGREE, || counts(&cluster, successor).and_then(|c| c["total"].as_u64()));
     assert!(total.is_some_and(|t| t <= 3), "the successor holds {total:?} jobs");
     let newest = cluster.wait_for_job(ids.last().unwrap(), FINISH);
     assert_eq!(newest["result"].as_str(), Some(Big::factorial(27).to_decimal().as_str()));

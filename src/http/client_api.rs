@@ -7,13 +7,12 @@ use super::respond::{bytes_response, error, json, read_json, CLIENT_BODY_BYTES_M
 use super::{answers, forwards};
 use crate::api::{JobInfo, SubmitRequest};
 use crate::node::{Handle, JobsQuery, Routed};
+use crate::node_core::validate;
 use crate::transport::client::{CallError, FORWARDED_HEADER};
 use serde::Serialize;
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};
 
-/// Longest idempotency key a client may attach to a submission.
-const REQUEST_KEY_BYTES_MAX: usize = 128;
 /// How long a follower waits for the coordinator when it forwards a client request.
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// The longest a `GET /jobs/<id>?wait_ms=N` waits (well within [`FORWARD_TIMEOUT_MS`]).
@@ -65,19 +64,11 @@ pub(super) async fn submit(mut req: Request<Handle>) -> tide::Result {
         Err(res) => return Ok(res),
     };
     let handle = req.state();
-    let max_n = handle.config.max_n;
-    if body.n > max_n {
-        return Ok(error(StatusCode::BadRequest, &format!("n = {} is above this cluster's --max-n {max_n}", body.n)));
-    }
-    if body.request.as_ref().is_some_and(|r| r.len() > REQUEST_KEY_BYTES_MAX) {
-        return Ok(error(StatusCode::BadRequest, &format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes")));
+    if let Err(why) = validate::submission(body.n, body.request.as_deref(), handle.config.max_n) {
+        return Ok(error(StatusCode::BadRequest, &why));
     }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
-    let answer = match ask_through_election(handle, || handle.submit(body.n, body.request.clone())).await {
-        Ok(answer) => answer,
-        Err(res) => return Ok(res),
-    };
-    Ok(match answer {
+    Ok(match handle.submit(body.n, body.request.clone()).await {
         Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
         Some(Routed::Leader(addr)) if !forwarded => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
@@ -88,6 +79,7 @@ pub(super) async fn submit(mut req: Request<Handle>) -> tide::Result {
         Some(Routed::Failed(why)) => error(StatusCode::ServiceUnavailable, &why),
         Some(Routed::Refused(why)) => error(StatusCode::Conflict, &why),
         Some(Routed::Busy(why)) => busy(&why),
+        Some(Routed::Unavailable(why)) => retry_later(&why),
         _ => unavailable(),
     })
 }
@@ -138,10 +130,7 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
     // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => match ask_through_election(handle, || handle.jobs(query.clone())).await {
-            Ok(answer) => answer,
-            Err(res) => return Ok(res),
-        },
+        None => handle.jobs(query).await,
     };
     Ok(match answer {
         // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
@@ -154,6 +143,7 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
             },
         },
         Some(Routed::Gone(why)) => error(StatusCode::Gone, &why),
+        Some(Routed::Unavailable(why)) => retry_later(&why),
         // One hop only: two nodes that each think the other leads must not bounce it. The
         // answer is passed on as it came, without decoding it.
         Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
@@ -199,57 +189,11 @@ pub(super) fn unavailable() -> Response {
     retry_later("no coordinator is known: an election is under way; retry in 1 s")
 }
 
-/// How long a client request may wait for this node to finish taking over: gathering takes
-/// at most 2 s.
-const TAKEOVER_WAIT_MS: u64 = 3_000;
-
 /// 503 with `Retry-After: 1` and the true reason.
 fn retry_later(why: &str) -> Response {
     let mut res = error(StatusCode::ServiceUnavailable, why);
     res.insert_header("Retry-After", "1");
     res
-}
-
-/// Asks the runtime; a request held because this node is taking over waits at most
-/// [`TAKEOVER_WAIT_MS`], then gets 503 saying so.
-async fn ask_within_takeover<T>(
-    handle: &Handle,
-    ask: impl std::future::Future<Output = Option<T>>,
-) -> Result<Option<T>, Response> {
-    futures::pin_mut!(ask);
-    if let Ok(answer) = async_std::future::timeout(Duration::from_millis(TAKEOVER_WAIT_MS), &mut ask).await {
-        return Ok(answer);
-    }
-    // Only a takeover is cut short: any other answer (a job made durable on a slow peer)
-    // comes when it comes.
-    if handle.taking_over.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(retry_later(&format!("node {} is taking over as coordinator; retry in 1 s", handle.config.id)));
-    }
-    Ok(ask.await)
-}
-
-/// How long a client request that finds no coordinator waits for the election under way
-/// to end before it gets 503: an election takes 0.1-0.3 s, and a follower that merely
-/// missed a few heartbeats (as a burst of hundreds of clients on a small machine can cause) knows its
-/// coordinator again sooner. Asking again is safe: "no coordinator" changed nothing.
-const ELECTION_WAIT_MS: u64 = 1_000;
-const ELECTION_POLL_MS: u64 = 20;
-
-/// [`ask_within_takeover`], asked again while no coordinator is known, for at most
-/// [`ELECTION_WAIT_MS`].
-async fn ask_through_election<T, F, Fut>(handle: &Handle, ask: F) -> Result<Option<Routed<T>>, Response>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<Routed<T>>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_millis(ELECTION_WAIT_MS);
-    loop {
-        let answer = ask_within_takeover(handle, ask()).await?;
-        if !matches!(answer, Some(Routed::NoLeader)) || std::time::Instant::now() >= deadline {
-            return Ok(answer);
-        }
-        async_std::task::sleep(Duration::from_millis(ELECTION_POLL_MS)).await;
-    }
 }
 
 /// Answers a forwarded call's outcome as this node's own.

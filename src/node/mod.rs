@@ -145,9 +145,6 @@ pub struct Handle {
     /// The highest epoch this node knows (kept by the runtime), which bounds the epochs the
     /// HTTP edge lets in.
     pub(crate) known_epoch: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether this node is taking over (kept by the runtime): only then does the HTTP edge
-    /// cut a client's wait short.
-    pub(crate) taking_over: Arc<std::sync::atomic::AtomicBool>,
     /// What `GET /metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The peak resident set size of the latest decimal conversion's child process.
@@ -175,7 +172,6 @@ impl Handle {
             fingerprint,
             refusals: Arc::default(),
             known_epoch: Arc::default(),
-            taking_over: Arc::default(),
             metrics: Arc::default(),
             converter_peak_rss_bytes: Arc::default(),
         }

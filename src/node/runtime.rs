@@ -194,7 +194,6 @@ impl Runtime {
         let effects = self.core.step(self.now_ms(), input);
         let after = (self.core.leadership(), self.core.known_epoch());
         self.handle.known_epoch.store(after.1, Ordering::Relaxed);
-        self.handle.taking_over.store(self.core.taking_over(), Ordering::Relaxed);
         if after != before {
             let m = &self.handle.metrics;
             m.leadership(after.0.leader(self.handle.config.id), after.0.epoch().unwrap_or(after.1));

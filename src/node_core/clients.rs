@@ -134,13 +134,9 @@ impl NodeCore {
     /// A client stopped waiting: its parked submission is dropped (it will retry, and must
     /// not get a job it never heard of), and it waits for no result.
     pub(super) fn on_client_gone(&mut self, reply: ReplyId) {
-        match &mut self.role {
-            Role::TakingOver { parked, .. } => parked.retain(|input| match input {
-                super::Input::Submit { reply: r, .. } | super::Input::Jobs { reply: r, .. } => *r != reply,
-                _ => true,
-            }),
-            Role::Coordinating(c) => c.waiters.values_mut().for_each(|w| w.retain(|&r| r != reply)),
-            Role::Following { .. } => {}
+        self.waiting_room.leave(reply);
+        if let Role::Coordinating(c) = &mut self.role {
+            c.waiters.values_mut().for_each(|w| w.retain(|&r| r != reply));
         }
     }
 

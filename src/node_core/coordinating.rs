@@ -55,11 +55,10 @@ impl NodeCore {
         // A peer that did not answer may hold the only other copy of an acknowledged job.
         coordinator.unpulled = unanswered.into_iter().collect();
         coordinator.last_pull_ms = now_ms;
-        let parked = self.step_down(Role::Coordinating(Box::new(coordinator)));
+        self.step_down(Role::Coordinating(Box::new(coordinator)));
         self.carry_out(actions);
         let finished = self.checkpoint.finished_jobs();
         self.copy_roots(finished);
-        self.replay(parked);
     }
 
     /// Every job of the checkpoint, into a new coordinator's scheduler. Returns the first
@@ -295,25 +294,12 @@ impl NodeCore {
 mod tests {
     use super::*;
     use crate::checkpoint::Checkpoint;
-    use crate::config::Members;
-    use crate::node_core::{Bugs, Input, Settings};
-    use facto_elections::{Algorithm, HardState};
+    use crate::node_core::Input;
+    use facto_elections::HardState;
 
     /// A coordinator at epoch 1 that counts job 1-1 (20!) finished.
     fn coordinating_with_a_finished_job() -> NodeCore {
-        let settings = Settings {
-            id: 1,
-            members: Members::parse("1=h:1,2=h:2,3=h:3").unwrap(),
-            algorithm: Algorithm::Raft,
-            checkpoint: true,
-            max_n: 1_000,
-            delay_ms: 0,
-            queue_jobs_max: 64,
-            queue_ops_max: 1_000,
-            retain_jobs: 100,
-            retain_for_ms: None,
-            bugs: Bugs::default(),
-        };
+        let settings = crate::node_core::tests::three_members();
         let mut checkpoint = Checkpoint::default();
         checkpoint.apply(Fact::Job { id: "1-1".into(), n: 20, request: None });
         checkpoint.apply(Fact::Finished { job: "1-1".into() });

@@ -32,6 +32,7 @@ mod retention;
 mod role;
 mod root_copies;
 pub mod validate;
+mod waiting_room;
 pub mod worker;
 
 pub use replication::Sent;
@@ -309,6 +310,8 @@ pub enum Routed<T> {
     NoLeader,
     /// The coordinator could not do it (e.g. could not make a job durable); try again.
     Failed(String),
+    /// This node cannot serve it yet (it is taking over as coordinator); try again shortly.
+    Unavailable(String),
     /// What was asked for is past retention: the cluster forgot it on purpose.
     Gone(String),
     /// The request contradicts what the cluster holds; trying again will not help.
@@ -369,6 +372,8 @@ pub struct NodeCore {
     effects: Vec<Effect>,
     /// Holds back what waits for the hard state saved last.
     barrier: barrier::Barrier,
+    /// Client requests waiting for this node to be able to route them.
+    waiting_room: waiting_room::WaitingRoom,
     /// Checkpoint writes to peers and gatherings under way.
     copies: replication::Copies,
     /// Changes of coordinator this node saw (the last [`LEADERSHIP_LOG_LEN`]), why, and when
@@ -413,6 +418,7 @@ impl NodeCore {
             after_replicate: BTreeMap::new(),
             effects: Vec::new(),
             barrier,
+            waiting_room: Default::default(),
             copies: Default::default(),
             leadership_log: std::collections::VecDeque::new(),
             lost_coordinator_ms: Some(0),
@@ -424,6 +430,7 @@ impl NodeCore {
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         self.now_ms = self.now_ms.max(now_ms);
         self.handle(input);
+        self.let_waiting_in();
         self.replicated_alone();
         let effects = std::mem::take(&mut self.effects);
         self.barrier.pass(effects)
@@ -437,10 +444,7 @@ impl NodeCore {
             Input::Gathered { .. } => "takeover finished",
             _ => "new coordinator heard",
         };
-        let input = match self.park(input) {
-            Some(input) => input,
-            None => return,
-        };
+        let Some(input) = self.wait_if_unroutable(input) else { return };
         match input {
             Input::Tick => self.on_tick(),
             Input::HardStateSaved => {
@@ -473,17 +477,6 @@ impl NodeCore {
         }
     }
 
-    /// Client requests wait while this node takes over; returns the input when it need not.
-    fn park(&mut self, input: Input) -> Option<Input> {
-        match (&mut self.role, input) {
-            (Role::TakingOver { parked, .. }, input @ (Input::Submit { .. } | Input::Jobs { .. })) => {
-                parked.push(input);
-                None
-            }
-            (_, input) => Some(input),
-        }
-    }
-
     fn emit(&mut self, effect: Effect) {
         self.effects.push(effect);
     }
@@ -506,6 +499,7 @@ impl NodeCore {
     fn on_tick(&mut self) {
         self.step_election(facto_elections::Input::Tick);
         self.copies_tick();
+        self.turn_away_waited_too_long();
         let now_ms = self.now_ms;
         let Some(c) = self.role.coordinator_mut() else { return };
         let actions = c.scheduler.tick(now_ms);
@@ -535,6 +529,7 @@ impl NodeCore {
         self.step_election(input);
         if reachable {
             self.unreachable.remove(&peer);
+            self.ask_again_if_gathering(peer);
             self.pull_checkpoint(peer);
         } else {
             self.unreachable.insert(peer);
@@ -685,9 +680,7 @@ impl NodeCore {
         match leadership {
             Leadership::Leading { epoch } => {
                 log::info!("node {me} is the coordinator at epoch {epoch}; gathering checkpoints");
-                // Requests parked during an earlier takeover keep waiting for this one.
-                let parked = self.step_down(Role::TakingOver { epoch, parked: Vec::new() });
-                self.role = Role::TakingOver { epoch, parked };
+                self.step_down(Role::TakingOver { epoch });
                 if !self.settings.checkpoint {
                     return self.resume(epoch, Vec::new(), Vec::new());
                 }
@@ -697,8 +690,7 @@ impl NodeCore {
             }
             Leadership::Following { leader, epoch } => {
                 log::info!("node {me} follows coordinator {leader} at epoch {epoch}");
-                let parked = self.step_down(Role::Following { last_contact_ms: Some(self.now_ms) });
-                self.replay(parked);
+                self.step_down(Role::Following { last_contact_ms: Some(self.now_ms) });
             }
             Leadership::Unknown => {
                 log::info!("node {me}: no coordinator known, election under way");
@@ -706,30 +698,16 @@ impl NodeCore {
                     Role::Following { last_contact_ms } => *last_contact_ms,
                     _ => None,
                 };
-                let parked = self.step_down(Role::Following { last_contact_ms });
-                self.replay(parked);
+                self.step_down(Role::Following { last_contact_ms });
             }
         }
     }
 
-    /// Leaves the current role for `next`; returns the client requests parked during a
-    /// takeover, for the caller to answer as the node now stands.
-    fn step_down(&mut self, next: Role) -> Vec<Input> {
-        match std::mem::replace(&mut self.role, next) {
-            Role::Coordinating(c) => {
-                let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
-                log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
-                Vec::new()
-            }
-            Role::TakingOver { parked, .. } => parked,
-            Role::Following { .. } => Vec::new(),
-        }
-    }
-
-    /// Hands the client requests held during a takeover to the node as it now stands.
-    fn replay(&mut self, parked: Vec<Input>) {
-        for input in parked {
-            self.handle(input);
+    /// Leaves the current role for `next`.
+    fn step_down(&mut self, next: Role) {
+        if let Role::Coordinating(c) = std::mem::replace(&mut self.role, next) {
+            let unfinished = c.scheduler.progress().iter().filter(|p| !p.finished).count();
+            log::warn!("node {} stops coordinating epoch {} with {unfinished} unfinished jobs", self.me(), c.epoch);
         }
     }
 
@@ -771,5 +749,27 @@ impl NodeCore {
     /// result, since it started.
     pub fn results_computed_again(&self) -> u64 {
         self.results_computed_again
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Member 1's settings in a Raft-lite cluster of three, checkpoints on.
+    pub(crate) fn three_members() -> Settings {
+        Settings {
+            id: 1,
+            members: Members::parse("1=h:1,2=h:2,3=h:3").unwrap(),
+            algorithm: Algorithm::Raft,
+            checkpoint: true,
+            max_n: 1_000,
+            delay_ms: 0,
+            queue_jobs_max: 64,
+            queue_ops_max: 1_000,
+            retain_jobs: 100,
+            retain_for_ms: None,
+            bugs: Bugs::default(),
+        }
     }
 }

@@ -195,6 +195,28 @@ impl NodeCore {
         }
     }
 
+    /// A peer that failed a gathering under way and is back is asked again: a member that
+    /// restarts while a new coordinator still waits for a stalled one may hold the only
+    /// copy of what finished under the old coordinator.
+    pub(super) fn ask_again_if_gathering(&mut self, peer: NodeId) {
+        let finished = self.checkpoint.finished_jobs();
+        let again: Vec<(u64, Epoch)> = self
+            .copies
+            .gatherings
+            .iter_mut()
+            .filter(|(_, g)| g.asked.contains(&peer) && !g.answered.contains(&peer) && !g.waiting.contains(&peer))
+            .map(|(&id, g)| {
+                g.waiting.insert(peer);
+                (id, g.epoch)
+            })
+            .collect();
+        let finished = Arc::new(finished);
+        for (gathering, epoch) in again {
+            let finished = finished.clone();
+            self.emit(Effect::AskCheckpoint { gathering, peer, epoch, finished, timeout_ms: GATHER_TIMEOUT_MS });
+        }
+    }
+
     /// A peer's checkpoint (`None`: it refused, failed or did not answer in time).
     pub(super) fn on_checkpoint_answered(&mut self, id: u64, peer: NodeId, facts: Option<Vec<Fact>>) {
         let Some(g) = self.copies.gatherings.get_mut(&id) else { return };

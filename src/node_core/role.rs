@@ -3,7 +3,7 @@
 
 use super::{
     durability::{Round, RoundJoin},
-    Input, JobsQuery, ReplyId,
+    JobsQuery, ReplyId,
 };
 use crate::api::JobInfo;
 use crate::coordinator::{JobId, Scheduler};
@@ -16,9 +16,8 @@ pub(super) enum Role {
     /// when the coordinator was last heard from.
     Following { last_contact_ms: Option<u64> },
     /// Leading at `epoch`, gathering the peers' checkpoints before resuming the jobs. Client
-    /// requests that arrive meanwhile are `parked` and handled once it coordinates (or
-    /// routed elsewhere if it stops leading first); the driver bounds their wait.
-    TakingOver { epoch: Epoch, parked: Vec<Input> },
+    /// requests that arrive meanwhile wait (see `waiting_room`).
+    TakingOver { epoch: Epoch },
     /// Leading, with the coordinator's state.
     Coordinating(Box<Coordinator>),
 }

@@ -153,6 +153,20 @@ pub fn shared_settings(me: NodeId, ours: &SharedSettings, theirs: Option<&str>) 
     }
 }
 
+/// Longest idempotency key a client may send with a submission.
+pub const REQUEST_KEY_BYTES_MAX: usize = 128;
+
+/// Checks a client's submission of n! with idempotency key `request`.
+pub fn submission(n: u64, request: Option<&str>, max_n: u64) -> Result<(), String> {
+    if n > max_n {
+        return Err(format!("n = {n} is above this cluster's --max-n {max_n}"));
+    }
+    if request.is_some_and(|r| r.len() > REQUEST_KEY_BYTES_MAX) {
+        return Err(format!("request is longer than {REQUEST_KEY_BYTES_MAX} bytes"));
+    }
+    Ok(())
+}
+
 /// Splits facts into those to keep and the products that are wrong: not a task of their
 /// job's plan (or of no known job, `n_of` gives each job's n), or not the product of the
 /// integers below them. O(those integers): only for products a coordinator is about to use
