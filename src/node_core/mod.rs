@@ -455,26 +455,58 @@ impl NodeCore {
             Input::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable),
             Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),
             Input::PeerEpoch { from, epoch } => self.on_peer_epoch(from, epoch),
-            Input::Submit { n, request, reply } => self.submit(n, request, reply),
-            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
             Input::ClientGone { reply } => self.on_client_gone(reply),
             Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
             Input::CheckpointQuery { from, epoch, skip, reply } => self.on_checkpoint_query(from, epoch, &skip, reply),
-            Input::Gathered { epoch, facts, wrong, unanswered } => {
-                for (job, op) in wrong {
-                    self.checkpoint.forget(&job, op);
-                }
-                self.resume(epoch, facts, unanswered)
-            }
-            Input::Pulled { epoch, peer, facts } => self.on_pulled(epoch, peer, facts),
-            Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
             Input::Written { write, ok } => self.on_written(write, ok),
             Input::FactsSent { replication, peer, sent } => self.on_facts_sent(replication, peer, sent),
             Input::CheckpointAnswered { gathering, peer, facts } => self.on_checkpoint_answered(gathering, peer, facts),
+            Input::Gathered { epoch, facts, wrong, unanswered } => {
+                // This node's own wrong products go whatever it does now.
+                for (job, op) in wrong {
+                    self.checkpoint.forget(&job, op);
+                }
+                match self.role {
+                    Role::TakingOver { .. } => self.resume(epoch, facts, unanswered),
+                    _ => self.stale("gathered checkpoints"),
+                }
+            }
+            input => match self.role {
+                Role::Coordinating(_) => self.step_coordinating(input),
+                Role::TakingOver { .. } | Role::Following { .. } => self.step_following(input),
+            },
+        }
+    }
+
+    /// What a coordinator alone handles: clients' requests, and the completions of its own
+    /// work (dispatches, pulls, conversions, reads of results).
+    fn step_coordinating(&mut self, input: Input) {
+        match input {
+            Input::Submit { n, request, reply } => self.submit(n, request, reply),
+            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
+            Input::Pulled { epoch, peer, facts } => self.on_pulled(epoch, peer, facts),
+            Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
             Input::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
             Input::NoDecimal { job } => self.on_no_decimal(job),
             Input::RootFetched { job, root, on_this_disk } => self.on_root_fetched(job, root, on_this_disk),
+            other => self.stale(other.kind()),
         }
+    }
+
+    /// A member that does not coordinate routes clients' requests to the coordinator it
+    /// knows (the waiting room holds them while it knows none, or takes over), and drops
+    /// the completions of work it started as coordinator: that coordinator state is gone.
+    fn step_following(&mut self, input: Input) {
+        match input {
+            Input::Submit { n, request, reply } => self.submit(n, request, reply),
+            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
+            other => self.stale(other.kind()),
+        }
+    }
+
+    /// The completion of something this node started in a role it has left.
+    fn stale(&self, kind: &str) {
+        log::debug!("node {}: {kind} for a coordinator role it left: dropped", self.me());
     }
 
     fn emit(&mut self, effect: Effect) {
