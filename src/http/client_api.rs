@@ -68,9 +68,10 @@ pub(super) async fn submit(mut req: Request<Handle>) -> tide::Result {
         return Ok(error(StatusCode::BadRequest, &why));
     }
     let forwarded = req.header(FORWARDED_HEADER).is_some();
-    Ok(match handle.submit(body.n, body.request.clone()).await {
+    Ok(match handle.submit(body.n, body.request.clone(), forwarded).await {
         Some(Routed::Here(job)) => json(StatusCode::Accepted, &job),
-        Some(Routed::Leader(addr)) if !forwarded => {
+        // The core passes a request on at most once (see `Effect::Forward`).
+        Some(Routed::Leader(addr)) => {
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
             let result: Result<JobInfo, _> =
                 handle.client.post(&addr, "/jobs", &body, timeout, &[(FORWARDED_HEADER, "1")]).await;
@@ -118,19 +119,18 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         JobsQuery::One { id, .. } => Some(id.clone()),
         JobsQuery::Latest { .. } => None,
     };
+    let forwarded = req.header(FORWARDED_HEADER).is_some();
     let waited = match &id {
         Some(id) if wait_ms > 0 => {
-            async_std::future::timeout(Duration::from_millis(wait_ms), handle.job_result(id.clone()))
-                .await
-                .ok()
-                .flatten()
+            let wait = handle.jobs(JobsQuery::One { id: id.clone(), wait: true }, forwarded);
+            async_std::future::timeout(Duration::from_millis(wait_ms), wait).await.ok().flatten()
         }
         _ => None,
     };
     // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => handle.jobs(query).await,
+        None => handle.jobs(query, forwarded).await,
     };
     Ok(match answer {
         // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
@@ -144,9 +144,9 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         },
         Some(Routed::Gone(why)) => error(StatusCode::Gone, &why),
         Some(Routed::Unavailable(why)) => retry_later(&why),
-        // One hop only: two nodes that each think the other leads must not bounce it. The
-        // answer is passed on as it came, without decoding it.
-        Some(Routed::Leader(addr)) if req.header(FORWARDED_HEADER).is_none() => {
+        // The core passes a request on at most once (see `Effect::Forward`). The answer is
+        // passed on as it came, without decoding it.
+        Some(Routed::Leader(addr)) => {
             static FORWARDS: std::sync::LazyLock<forwards::Forwards> = std::sync::LazyLock::new(Default::default);
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
             match FORWARDS.get(&handle.client, &addr, id.as_deref(), &path, timeout).await {

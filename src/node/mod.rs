@@ -9,6 +9,7 @@ mod links;
 pub mod refusals;
 pub mod replication;
 pub(crate) mod runtime;
+mod status;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
@@ -33,11 +34,12 @@ pub(crate) enum Event {
     /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
     /// work was refused.
     Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: Sender<Result<Vec<u8>, WorkRefused>> },
-    /// A client submits n!.
-    Submit { n: u64, request: Option<String>, reply: Sender<Routed<JobInfo>> },
+    /// A client submits n!; `forwarded` when another member passed it on (it is not passed
+    /// on again).
+    Submit { n: u64, request: Option<String>, forwarded: bool, reply: Sender<Routed<JobInfo>> },
     /// A client asks for a job (`None`: every job); with `wait`, the answer waits for the
     /// job's result.
-    Jobs { query: JobsQuery, reply: Sender<Routed<Vec<JobInfo>>> },
+    Jobs { query: JobsQuery, forwarded: bool, reply: Sender<Routed<Vec<JobInfo>>> },
     Status {
         /// How many of the newest jobs to list.
         jobs_limit: usize,
@@ -201,18 +203,13 @@ impl Handle {
         self.ask(|reply| Event::Status { jobs_limit, reply }).await
     }
 
-    pub async fn submit(&self, n: u64, request: Option<String>) -> Option<Routed<JobInfo>> {
-        self.ask(|reply| Event::Submit { n, request, reply }).await
+    /// Submits n!; `forwarded` when another member passed the request on.
+    pub async fn submit(&self, n: u64, request: Option<String>, forwarded: bool) -> Option<Routed<JobInfo>> {
+        self.ask(|reply| Event::Submit { n, request, forwarded, reply }).await
     }
 
-    pub async fn jobs(&self, query: JobsQuery) -> Option<Routed<Vec<JobInfo>>> {
-        self.ask(|reply| Event::Jobs { query, reply }).await
-    }
-
-    /// The job `id` once it has a result, or `None` when the node could not wait (it
-    /// stopped coordinating); the caller bounds the wait.
-    pub async fn job_result(&self, id: String) -> Option<Routed<Vec<JobInfo>>> {
-        self.ask(|reply| Event::Jobs { query: JobsQuery::One { id, wait: true }, reply }).await
+    pub async fn jobs(&self, query: JobsQuery, forwarded: bool) -> Option<Routed<Vec<JobInfo>>> {
+        self.ask(|reply| Event::Jobs { query, forwarded, reply }).await
     }
 
     /// Hands tasks to the node; resolves with the products' frame once they are computed

@@ -5,9 +5,9 @@
 
 use super::links::Links;
 use super::replication::{ask_checkpoint, check_gathered, fetch_root, find_root, send_facts};
-use super::{compute, converter};
+use super::{compute, converter, status};
 use super::{Event, Handle, Inboxes, Routed, WorkRefused};
-use crate::api::{self, JobInfo, NodeStatus};
+use crate::api::{self, JobInfo};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::coordinator::{fingerprint, JobId, OpRef, Task, WorkItem};
@@ -154,13 +154,19 @@ impl Runtime {
             Event::Work { from, epoch, tasks, reply } => {
                 Input::Work { from, epoch, tasks, reply: self.keep(Waiting::Work(reply)) }
             }
-            Event::Submit { n, request, reply } => Input::Submit { n, request, reply: self.keep(Waiting::Job(reply)) },
-            Event::Jobs { query, reply } => Input::Jobs { query, reply: self.keep(Waiting::Jobs(reply)) },
+            Event::Submit { n, request, forwarded, reply } => {
+                Input::Submit { n, request, reply: self.keep(Waiting::Job(reply)), forwarded }
+            }
+            Event::Jobs { query, forwarded, reply } => {
+                Input::Jobs { query, reply: self.keep(Waiting::Jobs(reply)), forwarded }
+            }
             Event::ApplyFacts { from, epoch, facts, reply } => {
                 Input::ApplyFacts { from, epoch, facts, reply: self.keep(Waiting::Applied(reply)) }
             }
             Event::Status { jobs_limit, reply } => {
-                let _ = reply.try_send(self.status(jobs_limit));
+                let now_ms = self.now_ms();
+                let core = self.core.status(now_ms, jobs_limit);
+                let _ = reply.try_send(status::node_status(&self.handle, core, now_ms, self.started_unix_ms));
                 return;
             }
             Event::CheckpointQuery { from, epoch, skip, reply } => {
@@ -267,6 +273,7 @@ impl Runtime {
             },
             Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
             Effect::FetchRoot { job, n } => self.spawn_input(fetch_root(self.handle.clone(), job, n)),
+            Effect::Forward { to, addr, .. } => self.forward(to, addr),
             Effect::Reply { to, answer } => self.answer(to, answer),
         }
     }
@@ -286,6 +293,16 @@ impl Runtime {
                 handle.send(Event::Input(Input::Written { write, ok }));
             }
         });
+    }
+
+    /// Hands a client request to the HTTP edge that holds it, to carry it to the coordinator.
+    fn forward(&mut self, to: ReplyId, addr: String) {
+        match self.waiting.remove(&to) {
+            Some(Waiting::Job(tx)) => drop(tx.try_send(Routed::Leader(addr))),
+            Some(Waiting::Jobs(tx)) => drop(tx.try_send(Routed::Leader(addr))),
+            Some(_) => log::error!("forward {to} is not a client's request"),
+            None => {}
+        }
     }
 
     fn answer(&mut self, to: ReplyId, answer: Answer) {
@@ -383,36 +400,6 @@ impl Runtime {
             async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
             let _ = reply.send(computed.map_err(WorkRefused::Failed)).await;
         });
-    }
-
-    fn status(&self, jobs_limit: usize) -> NodeStatus {
-        let cfg = &self.handle.config;
-        let core = self.core.status(self.now_ms(), jobs_limit);
-        NodeStatus {
-            id: cfg.id,
-            address: cfg.members.addr(cfg.id).unwrap_or(&cfg.listen).to_string(),
-            role: core.role.into(),
-            leader: core.leader,
-            epoch: core.epoch,
-            election: cfg.algorithm.to_string(),
-            operations_computed: self.handle.stats.operations_computed.load(Ordering::Relaxed),
-            max_operands: self.handle.stats.max_operands.load(Ordering::Relaxed),
-            last_leader_contact_ms: core.last_leader_contact_ms,
-            uptime_ms: self.now_ms(),
-            started_unix_ms: self.started_unix_ms,
-            restarts: cfg.restarts,
-            checkpoint_version: core.checkpoint_version,
-            partitioned: self.handle.gate.partitioned(),
-            peer_bytes: self.handle.client.bytes_moved(),
-            converter_peak_rss_bytes: self.handle.converter_peak_rss_bytes.load(Ordering::Relaxed),
-            refused_messages: self.handle.refusals.count(),
-            taking_over: core.taking_over,
-            jobs: core.jobs,
-            job_counts: core.job_counts,
-            leadership_log: core.leadership_log,
-            member_list: format!("{:016x}", cfg.members.fingerprint()),
-            settings: self.handle.settings.text(),
-        }
     }
 }
 

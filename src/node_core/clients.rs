@@ -2,33 +2,54 @@
 //! (answered now or once the result is known), and the node's status.
 
 use super::role::Role;
-use super::{Answer, CoreStatus, JobsQuery, NodeCore, ReplyId, Routed};
+use super::{Answer, Client, CoreStatus, Effect, JobsQuery, NodeCore, ReplyId, Routed};
 use crate::api::JobInfo;
 use crate::checkpoint::Fact;
 use crate::coordinator::Plan;
-use facto_elections::{Election, Leadership};
+use facto_elections::{Election, Leadership, NodeId};
+
+/// Where a client request is served: here (this node coordinates), by the coordinator this
+/// node follows, or nowhere yet.
+pub(super) enum Route {
+    Here,
+    Leader(NodeId, String),
+    Nowhere,
+}
 
 impl NodeCore {
     /// Where a client request is served.
-    pub(super) fn route(&self) -> Routed<()> {
+    pub(super) fn route(&self) -> Route {
         match self.election.leadership() {
-            Leadership::Leading { .. } if self.role.coordinator().is_some() => Routed::Here(()),
+            Leadership::Leading { .. } if self.role.coordinator().is_some() => Route::Here,
             Leadership::Following { leader, .. } => match self.settings.members.addr(leader) {
-                Some(addr) => Routed::Leader(addr.to_string()),
-                None => Routed::NoLeader,
+                Some(addr) => Route::Leader(leader, addr.to_string()),
+                None => Route::Nowhere,
             },
-            _ => Routed::NoLeader,
+            _ => Route::Nowhere,
         }
+    }
+
+    /// A client request this node cannot serve goes to the coordinator it knows, once: a
+    /// request already forwarded is turned away (two members that each think the other
+    /// leads must not bounce it). Returns whether it went.
+    fn forwarded_elsewhere<T>(&mut self, client: Client, wrap: fn(Routed<T>) -> Answer) -> bool {
+        match self.route() {
+            Route::Here => return false,
+            Route::Leader(leader, addr) if !client.forwarded => {
+                self.emit(Effect::Forward { to: client.reply, leader, addr });
+            }
+            _ => self.reply(client.reply, wrap(Routed::NoLeader)),
+        }
+        true
     }
 
     /// Accepts a job; the client hears 202 only once the job is on this node's disk and on
     /// at least one peer's, so it survives the crash of any single node.
-    pub(super) fn submit(&mut self, n: u64, request: Option<String>, reply: ReplyId) {
-        match self.route() {
-            Routed::Here(()) => {}
-            Routed::Leader(addr) => return self.reply(reply, Answer::Job(Routed::Leader(addr))),
-            _ => return self.reply(reply, Answer::Job(Routed::NoLeader)),
+    pub(super) fn submit(&mut self, n: u64, request: Option<String>, client: Client) {
+        if self.forwarded_elsewhere(client, Answer::Job) {
+            return;
         }
+        let reply = client.reply;
         if let Some(job) = self.resubmitted(request.as_deref()) {
             return self.submitted_again(n, job, reply);
         }
@@ -36,7 +57,7 @@ impl NodeCore {
             return self.reply(reply, Answer::Job(refusal));
         }
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("submit") else { return };
         let epoch = c.epoch;
         let (id, mut actions) = c.scheduler.submit(n);
         c.accepted_ms.insert(id.clone(), now_ms);
@@ -67,7 +88,7 @@ impl NodeCore {
             return self.reply(reply, Answer::Job(Routed::Refused(why)));
         }
         log::debug!("job {}: {n}! submitted again by its client", job.id);
-        let Some(epoch) = self.coordinating() else { return };
+        let Some(epoch) = self.role.coordinator_in("submitted_again").map(|c| c.epoch) else { return };
         let facts = vec![self.checkpoint.jobs[&job.id].job_fact(&job.id)];
         // An empty write is durable once every earlier one is, the job's among them.
         let write = self.token();
@@ -106,27 +127,25 @@ impl NodeCore {
 
     /// `GET /jobs[/<id>]`; with `wait`, held until the job's result is known (the driver
     /// bounds the wait). A job past retention is gone, with the reason.
-    pub(super) fn on_jobs_query(&mut self, query: JobsQuery, reply: ReplyId) {
-        let routed = match self.route() {
-            Routed::Here(()) => {
-                if let JobsQuery::One { id, .. } = &query {
-                    self.convert_again_if_dropped(id);
-                }
-                let mut jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(&query));
-                jobs.iter_mut().for_each(|j| j.coordinator = Some(self.settings.id));
-                match (self.role.coordinator_mut(), query) {
-                    (Some(c), JobsQuery::One { id, wait: true }) if jobs.len() == 1 && jobs[0].result.is_none() => {
-                        c.waiters.entry(id).or_default().push(reply);
-                        return;
-                    }
-                    (_, JobsQuery::One { id, .. }) if jobs.is_empty() && self.checkpoint.is_retired(&id) => {
-                        Routed::Gone(self.past_retention(&id))
-                    }
-                    _ => Routed::Here(jobs),
-                }
+    pub(super) fn on_jobs_query(&mut self, query: JobsQuery, client: Client) {
+        if self.forwarded_elsewhere(client, Answer::Jobs) {
+            return;
+        }
+        let reply = client.reply;
+        if let JobsQuery::One { id, .. } = &query {
+            self.convert_again_if_dropped(id);
+        }
+        let mut jobs = self.role.coordinator().map_or_else(Vec::new, |c| c.jobs(&query));
+        jobs.iter_mut().for_each(|j| j.coordinator = Some(self.settings.id));
+        let routed = match (self.role.coordinator_mut(), query) {
+            (Some(c), JobsQuery::One { id, wait: true }) if jobs.len() == 1 && jobs[0].result.is_none() => {
+                c.waiters.entry(id).or_default().push(reply);
+                return;
             }
-            Routed::Leader(a) => Routed::Leader(a),
-            _ => Routed::NoLeader,
+            (_, JobsQuery::One { id, .. }) if jobs.is_empty() && self.checkpoint.is_retired(&id) => {
+                Routed::Gone(self.past_retention(&id))
+            }
+            _ => Routed::Here(jobs),
         };
         self.reply(reply, Answer::Jobs(routed));
     }

@@ -94,14 +94,16 @@ impl NodeCore {
     /// was down then, and may hold the only other copy of a job): pull them, and again
     /// until it answers.
     pub(super) fn pull_checkpoint(&mut self, peer: NodeId) {
-        let checkpoint = self.settings.checkpoint;
-        let Some(c) = self.role.coordinator_mut().filter(|_| checkpoint) else { return };
+        if !self.settings.checkpoint {
+            return;
+        }
+        let Some(c) = self.role.coordinator_in("pull_checkpoint") else { return };
         c.unpulled.insert(peer);
         self.pull(peer);
     }
 
     fn pull(&mut self, peer: NodeId) {
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("pull") else { return };
         if c.pulling.insert(peer) {
             let (epoch, finished) = (c.epoch, self.checkpoint.finished_jobs());
             self.gather(epoch, Some(peer), finished, Vec::new());
@@ -111,7 +113,7 @@ impl NodeCore {
     /// Peers whose checkpoint is still missing are asked again every [`PULL_AGAIN_MS`].
     pub(super) fn pull_again(&mut self) {
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("pull_again") else { return };
         if c.unpulled.is_empty() || now_ms < c.last_pull_ms + PULL_AGAIN_MS {
             return;
         }
@@ -123,7 +125,7 @@ impl NodeCore {
     }
 
     pub(super) fn on_pulled(&mut self, epoch: Epoch, peer: NodeId, facts: Option<Vec<Fact>>) {
-        let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
+        let Some(c) = self.role.coordinator_at(epoch, "on_pulled") else { return };
         c.pulling.remove(&peer);
         let Some(facts) = facts else { return };
         c.unpulled.remove(&peer);
@@ -136,7 +138,7 @@ impl NodeCore {
     pub(super) fn learn(&mut self, new: Vec<Fact>) {
         let now_ms = self.now_ms;
         let max_n = self.settings.max_n;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("learn") else { return };
         let mut actions = Vec::new();
         let mut products = Vec::new();
         let mut finished = Vec::new();
@@ -173,7 +175,7 @@ impl NodeCore {
     /// Carries out the scheduler's actions: batches go to the driver as dispatches (their
     /// dispatch recorded), finished results to decimal.
     pub(super) fn carry_out(&mut self, actions: Vec<Action>) {
-        let Some(epoch) = self.coordinating() else { return };
+        let Some(epoch) = self.role.coordinator_in("carry_out").map(|c| c.epoch) else { return };
         for action in actions {
             match action {
                 Action::Dispatch { batch, worker, deadline_ms, items } => {
@@ -204,7 +206,7 @@ impl NodeCore {
     /// Asks for a finished job's product in decimal (`None`: the root product is on disk
     /// here or on a peer; the driver reads it first), once per job at a time.
     fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Option<Big>) {
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("convert_to_decimal") else { return };
         if c.converting.insert(job.clone()) {
             self.emit(Effect::ToDecimal { job, n, product });
         }
@@ -213,7 +215,7 @@ impl NodeCore {
     /// A finished job whose digits are not in memory (dropped, or finished under another
     /// coordinator) is converted again from its root product.
     pub(super) fn convert_again_if_dropped(&mut self, id: &str) {
-        let Some(c) = self.role.coordinator() else { return };
+        let Some(c) = self.role.coordinator_in("convert_again_if_dropped") else { return };
         if c.results.contains_key(id) || !c.scheduler.job_progress(id).is_some_and(|p| p.finished) {
             return;
         }
@@ -228,7 +230,7 @@ impl NodeCore {
         log::debug!("{n}! = {}", abbreviate(&decimal));
         // Without checkpoints the digits are the only copy of the result: kept.
         let max_bytes = if self.settings.checkpoint { RESULT_BYTES_MAX } else { usize::MAX };
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("on_decimal") else { return };
         if c.scheduler.job_progress(&job).is_none() {
             // Retired while it was being converted.
             c.converting.remove(&job);
@@ -249,7 +251,7 @@ impl NodeCore {
     /// few seconds its waiting clients lose.
     pub(super) fn on_no_decimal(&mut self, job: JobId) {
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("on_no_decimal") else { return };
         let failures = c.rereads.get(&job).map_or(0, |r| r.failures) + 1;
         if failures <= RESULT_REREADS {
             let wait_ms = (RESULT_REREAD_FIRST_MS << (failures - 1)).min(RESULT_REREAD_MAX_MS);
@@ -269,11 +271,11 @@ impl NodeCore {
     /// Reads again the results whose wait is over (on a tick).
     pub(super) fn reread_results(&mut self) {
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("reread_results") else { return };
         let due: Vec<JobId> =
             c.rereads.iter().filter(|(_, r)| r.at_ms.is_some_and(|at| at <= now_ms)).map(|(j, _)| j.clone()).collect();
         for job in due {
-            let Some(c) = self.role.coordinator_mut() else { return };
+            let Some(c) = self.role.coordinator_in("reread_results") else { return };
             match self.checkpoint.jobs.get(&job).filter(|j| j.finished).map(|j| j.n) {
                 Some(n) => {
                     if let Some(r) = c.rereads.get_mut(&job) {

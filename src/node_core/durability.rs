@@ -162,7 +162,7 @@ impl NodeCore {
         batch: u64,
         outcome: std::result::Result<Vec<(OpRef, Big)>, String>,
     ) {
-        if self.coordinating() != Some(epoch) {
+        if self.role.coordinator_at(epoch, "on_batch_answered").is_none() {
             return;
         }
         let now_ms = self.now_ms;
@@ -170,14 +170,14 @@ impl NodeCore {
         match outcome {
             Ok(products) if self.settings.checkpoint => {
                 self.make_durable(epoch, batch, &products);
-                let Some(c) = self.role.coordinator_mut() else { return };
+                let Some(c) = self.role.coordinator_in("on_batch_answered") else { return };
                 let actions = c.scheduler.batch_answered(batch, products, now_ms);
                 self.carry_out(actions);
             }
             Ok(products) => self.batch_durable(batch, products),
             Err(why) => {
                 log::warn!("batch {batch} failed: {why}");
-                let Some(c) = self.role.coordinator_mut() else { return };
+                let Some(c) = self.role.coordinator_in("on_batch_answered") else { return };
                 let actions = c.scheduler.batch_failed(batch, now_ms);
                 self.carry_out(actions);
             }
@@ -257,7 +257,7 @@ impl NodeCore {
             .collect();
         let (roots, facts): (Vec<Fact>, Vec<Fact>) = facts.into_iter().partition(|f| self.is_new_root(f));
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("make_durable") else { return };
         c.round.add(Some(batch), facts, now_ms);
         c.round.roots.extend(roots);
         self.flush_roots_unless_in_flight(epoch);
@@ -266,7 +266,7 @@ impl NodeCore {
     /// Flushes the round now if it holds roots and no round with roots is on its way: jobs
     /// that finish while one is share the next.
     fn flush_roots_unless_in_flight(&mut self, epoch: Epoch) {
-        let Some(c) = self.role.coordinator().filter(|c| c.epoch == epoch) else { return };
+        let Some(c) = self.role.coordinator_at(epoch, "flush_roots_unless_in_flight") else { return };
         if !c.round.roots.is_empty() && !c.durable.values().any(|j| j.with_roots) {
             self.flush_round(epoch);
         }
@@ -276,7 +276,7 @@ impl NodeCore {
     /// for every batch answered and dispatched since the last round (once it is
     /// [`ROUND_MS`] old, or now for a root), instead of a write and a replication per batch.
     pub(super) fn flush_round(&mut self, epoch: Epoch) {
-        let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
+        let Some(c) = self.role.coordinator_at(epoch, "flush_round") else { return };
         let Round { batches, facts, roots, .. } = std::mem::take(&mut c.round);
         let with_roots = !roots.is_empty();
         debug_assert!(roots.is_empty() || !batches.is_empty(), "a root comes with its batch");
@@ -347,7 +347,7 @@ impl NodeCore {
 
     /// Rounds whose facts no peer took are sent again (never counted done on one disk).
     pub(super) fn replicate_again(&mut self) {
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("replicate_again") else { return };
         let epoch = c.epoch;
         let again: Vec<(u64, Vec<Fact>)> = c
             .durable
@@ -402,7 +402,7 @@ impl NodeCore {
     /// with both, its batches' products count as done.
     fn round_part_durable(&mut self, epoch: Epoch, round: u64, on_disk: bool) {
         let bug = self.settings.bugs.done_before_replicated();
-        let Some(c) = self.role.coordinator_mut().filter(|c| c.epoch == epoch) else { return };
+        let Some(c) = self.role.coordinator_at(epoch, "round_part_durable") else { return };
         let Some(join) = c.durable.get_mut(&round) else { return };
         if on_disk {
             join.on_disk = true;

@@ -20,8 +20,9 @@
 //!   Writes become durable in the order they were asked for. Which peers are asked, in what
 //!   order and for how long is the core's (see `replication`); a driver sends each request
 //!   it is given, within its `timeout_ms`.
-//! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`]; a client that
-//!   stops waiting is reported as [`Input::ClientGone`].
+//! - Every request that names a [`ReplyId`] gets at most one [`Effect::Reply`] or, for a
+//!   client's request another member should serve, [`Effect::Forward`]; a client that stops
+//!   waiting is reported as [`Input::ClientGone`].
 
 mod barrier;
 mod clients;
@@ -145,10 +146,11 @@ pub enum Input {
     Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId },
     /// A peer's answer said it knows `epoch` (it refused a request from a lower one).
     PeerEpoch { from: NodeId, epoch: Epoch },
-    /// A client submits n! (`request`: its idempotency key).
-    Submit { n: u64, request: Option<String>, reply: ReplyId },
+    /// A client submits n! (`request`: its idempotency key; `forwarded`: another member
+    /// forwarded it here).
+    Submit { n: u64, request: Option<String>, reply: ReplyId, forwarded: bool },
     /// A client asks for a job, or a page of the newest jobs.
-    Jobs { query: JobsQuery, reply: ReplyId },
+    Jobs { query: JobsQuery, reply: ReplyId, forwarded: bool },
     /// The client behind `reply` stopped waiting.
     ClientGone { reply: ReplyId },
     /// The coordinator at `epoch` asks for this node's checkpoint, leaving out `skip`.
@@ -245,6 +247,9 @@ pub enum Effect {
     /// Read a finished job's root product (n!) from this node's disk, or else from a peer's,
     /// checked; report [`Input::RootFetched`].
     FetchRoot { job: JobId, n: u64 },
+    /// Carry the client request behind `to` to the coordinator `leader` at `addr`, marked
+    /// forwarded, and answer it with the coordinator's answer.
+    Forward { to: ReplyId, leader: NodeId, addr: String },
     /// Answer a waiting request.
     Reply { to: ReplyId, answer: Answer },
 }
@@ -297,6 +302,13 @@ pub enum JobsQuery {
     One { id: String, wait: bool },
     /// The `limit` newest jobs submitted before job `before` (or of all), oldest first.
     Latest { limit: usize, before: Option<String> },
+}
+
+/// A client request's answer, and whether another member forwarded the request here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Client {
+    pub reply: ReplyId,
+    pub forwarded: bool,
 }
 
 /// Where a client request is served.
@@ -482,8 +494,8 @@ impl NodeCore {
     /// work (dispatches, pulls, conversions, reads of results).
     fn step_coordinating(&mut self, input: Input) {
         match input {
-            Input::Submit { n, request, reply } => self.submit(n, request, reply),
-            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
+            Input::Submit { n, request, reply, forwarded } => self.submit(n, request, Client { reply, forwarded }),
+            Input::Jobs { query, reply, forwarded } => self.on_jobs_query(query, Client { reply, forwarded }),
             Input::Pulled { epoch, peer, facts } => self.on_pulled(epoch, peer, facts),
             Input::BatchAnswered { epoch, batch, outcome } => self.on_batch_answered(epoch, batch, outcome),
             Input::Decimal { job, n, decimal } => self.on_decimal(job, n, decimal),
@@ -498,8 +510,8 @@ impl NodeCore {
     /// the completions of work it started as coordinator: that coordinator state is gone.
     fn step_following(&mut self, input: Input) {
         match input {
-            Input::Submit { n, request, reply } => self.submit(n, request, reply),
-            Input::Jobs { query, reply } => self.on_jobs_query(query, reply),
+            Input::Submit { n, request, reply, forwarded } => self.submit(n, request, Client { reply, forwarded }),
+            Input::Jobs { query, reply, forwarded } => self.on_jobs_query(query, Client { reply, forwarded }),
             other => self.stale(other.kind()),
         }
     }
@@ -526,18 +538,26 @@ impl NodeCore {
         self.settings.id
     }
 
-    /// A tick: the election's clock, the scheduler's deadlines, the coordinator's round made
-    /// durable once it is due, replication retried.
+    /// A tick: the election's clock, requests waiting too long turned away, replication
+    /// retried; and a coordinator's deadlines.
     fn on_tick(&mut self) {
         self.step_election(facto_elections::Input::Tick);
         self.copies_tick();
         self.turn_away_waited_too_long();
+        if self.coordinating().is_some() {
+            self.tick_coordinating();
+        }
+    }
+
+    /// A coordinator's tick: the scheduler's deadlines, the round made durable once it is
+    /// due, rounds and pulls retried, retention, results read again.
+    fn tick_coordinating(&mut self) {
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("tick") else { return };
         let actions = c.scheduler.tick(now_ms);
         let epoch = c.epoch;
         self.carry_out(actions);
-        if self.role.coordinator().is_some_and(|c| c.round.due(now_ms)) {
+        if self.role.coordinator_in("tick").is_some_and(|c| c.round.due(now_ms)) {
             self.flush_round(epoch);
         }
         self.replicate_again();
@@ -562,15 +582,24 @@ impl NodeCore {
         if reachable {
             self.unreachable.remove(&peer);
             self.ask_again_if_gathering(peer);
-            self.pull_checkpoint(peer);
         } else {
             self.unreachable.insert(peer);
         }
-        let now_ms = self.now_ms;
-        if let Some(c) = self.role.coordinator_mut() {
-            let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
-            self.carry_out(actions);
+        if self.coordinating().is_some() {
+            self.peer_reachable_coordinating(peer, reachable);
         }
+    }
+
+    /// A coordinator hands a peer that went away no more work, and pulls the checkpoint of
+    /// one that came back.
+    fn peer_reachable_coordinating(&mut self, peer: NodeId, reachable: bool) {
+        if reachable {
+            self.pull_checkpoint(peer);
+        }
+        let now_ms = self.now_ms;
+        let Some(c) = self.role.coordinator_in("peer reachability") else { return };
+        let actions = c.scheduler.set_reachable(peer, reachable, now_ms);
+        self.carry_out(actions);
     }
 
     /// Work from a coordinator: computed by the driver unless it is fenced off.
@@ -665,7 +694,9 @@ impl NodeCore {
         let write = self.token();
         self.after_write.insert(write, durability::AfterWrite::Reply(reply, Answer::Applied(Ok(()))));
         let new = self.record(facts, Some(write));
-        self.learn(new);
+        if self.coordinating().is_some() {
+            self.learn(new);
+        }
     }
 
     /// A checkpoint write: from the leader of its epoch, with facts that fit their plans.

@@ -23,7 +23,7 @@ impl NodeCore {
     /// [`RETENTION_CHECK_MS`].
     pub(super) fn retire_past_retention(&mut self) {
         let now_ms = self.now_ms;
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("retire_past_retention") else { return };
         if now_ms < c.next_retention_check_ms {
             return;
         }

@@ -37,6 +37,28 @@ impl Role {
         }
     }
 
+    /// The coordinator's state, for a step only a coordinator takes (reached through
+    /// `step_coordinating` or a coordinator's tick). `None` only when the same step left the
+    /// role, and then logged like a stale completion, never in silence.
+    pub(super) fn coordinator_in(&mut self, step: &str) -> Option<&mut Coordinator> {
+        if self.coordinator().is_none() {
+            log::debug!("{step} for a coordinator role left: dropped");
+        }
+        self.coordinator_mut()
+    }
+
+    /// The coordinator's state for the completion of work started at `epoch`; `None`
+    /// (logged) once this node no longer coordinates at that epoch.
+    pub(super) fn coordinator_at(&mut self, epoch: Epoch, step: &str) -> Option<&mut Coordinator> {
+        match self {
+            Role::Coordinating(c) if c.epoch == epoch => Some(c),
+            _ => {
+                log::debug!("{step} for a coordinator role at epoch {epoch}, left: dropped");
+                None
+            }
+        }
+    }
+
     pub(super) fn taking_over(&self) -> Option<Epoch> {
         match self {
             Role::TakingOver { epoch, .. } => Some(*epoch),

@@ -23,15 +23,17 @@ const ROOT_COPIES_IN_FLIGHT: usize = 4;
 impl NodeCore {
     /// Queues finished jobs whose roots this coordinator brings up to two disks.
     pub(super) fn copy_roots(&mut self, jobs: impl IntoIterator<Item = JobId>) {
-        let checkpoint = self.settings.checkpoint;
-        let Some(c) = self.role.coordinator_mut().filter(|_| checkpoint) else { return };
+        if !self.settings.checkpoint {
+            return;
+        }
+        let Some(c) = self.role.coordinator_in("copy_roots") else { return };
         c.roots_to_copy.extend(jobs);
         self.fetch_next_roots();
     }
 
     fn fetch_next_roots(&mut self) {
         loop {
-            let Some(c) = self.role.coordinator_mut() else { return };
+            let Some(c) = self.role.coordinator_in("fetch_next_roots") else { return };
             if c.roots_copying >= ROOT_COPIES_IN_FLIGHT {
                 return;
             }
@@ -49,7 +51,7 @@ impl NodeCore {
     /// A root read for copying (`None`: no reachable member holds a right copy; the job is
     /// computed again if a client asks for it).
     pub(super) fn on_root_fetched(&mut self, job: JobId, root: Option<Big>, on_this_disk: bool) {
-        let Some(c) = self.role.coordinator_mut() else { return };
+        let Some(c) = self.role.coordinator_in("on_root_fetched") else { return };
         c.roots_copying = c.roots_copying.saturating_sub(1);
         let epoch = c.epoch;
         let op = self.checkpoint.jobs.get(&job).filter(|j| j.finished).and_then(|j| Plan::new(j.n).root());

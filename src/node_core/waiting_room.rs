@@ -34,7 +34,7 @@ fn reply_of(input: &Input) -> Option<ReplyId> {
 impl NodeCore {
     /// Whether client requests must wait: this node takes over, or knows no coordinator.
     fn must_wait(&self) -> bool {
-        self.role.taking_over().is_some() || self.route() == Routed::NoLeader
+        self.role.taking_over().is_some() || matches!(self.route(), super::clients::Route::Nowhere)
     }
 
     /// A client request waits if it cannot be routed now; returns the input when it need not.
@@ -104,8 +104,12 @@ mod tests {
     #[test]
     fn a_request_that_finds_no_coordinator_waits_then_is_turned_away() {
         let mut core = NodeCore::new(three_members(), HardState::default(), Checkpoint::default(), 0).unwrap();
-        let query = |reply| Input::Jobs { query: JobsQuery::One { id: "1-1".into(), wait: false }, reply };
-        assert!(answers(&core.step(0, Input::Submit { n: 20, request: None, reply: 1 })).is_empty(), "it waits");
+        let query =
+            |reply| Input::Jobs { query: JobsQuery::One { id: "1-1".into(), wait: false }, reply, forwarded: false };
+        assert!(
+            answers(&core.step(0, Input::Submit { n: 20, request: None, reply: 1, forwarded: false })).is_empty(),
+            "it waits"
+        );
         assert!(answers(&core.step(500, query(2))).is_empty());
         core.step(600, Input::ClientGone { reply: 1 });
         let out = answers(&core.step(1_000, Input::Tick));

@@ -5,6 +5,7 @@ use super::{Ev, Sim};
 use crate::bignum::Big;
 use crate::node_core::{Answer, Input, JobsQuery, ReplyId, Routed};
 use facto_elections::sim::{MAX_DELAY_MS, MIN_DELAY_MS};
+use facto_elections::NodeId;
 
 /// How long a client waits for a submission's answer (the HTTP edge's bound while a node
 /// takes over is 3 s) or a poll's.
@@ -14,8 +15,8 @@ const POLL_TIMEOUT_MS: u64 = 1_000;
 pub(super) enum ClientEv {
     /// Time to send the next request.
     Wake { client: usize, generation: u64 },
-    /// The request reaches a node.
-    Request { client: usize, generation: u64, node: usize },
+    /// The request reaches a node (`forwarded`: carried there by another member).
+    Request { client: usize, generation: u64, node: usize, forwarded: bool },
     /// The node's answer reaches the client.
     Answer { client: usize, generation: u64, answer: Answer },
     /// No answer in time, or the node was down.
@@ -58,8 +59,8 @@ impl Sim<'_> {
     pub(super) fn client_event(&mut self, ev: ClientEv) {
         match ev {
             ClientEv::Wake { client, generation } if self.current(client, generation) => self.client_send(client),
-            ClientEv::Request { client, generation, node } if self.current(client, generation) => {
-                self.client_request(client, generation, node)
+            ClientEv::Request { client, generation, node, forwarded } if self.current(client, generation) => {
+                self.client_request(client, generation, node, forwarded)
             }
             ClientEv::Answer { client, generation, answer } if self.current(client, generation) => {
                 self.clients[client].waiting_at = None;
@@ -81,11 +82,11 @@ impl Sim<'_> {
         let (generation, node) = (c.generation, c.target);
         let timeout_ms = if c.acked.is_some() { POLL_TIMEOUT_MS } else { SUBMIT_TIMEOUT_MS };
         let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
-        self.schedule(delay, Ev::Client(ClientEv::Request { client, generation, node }));
+        self.schedule(delay, Ev::Client(ClientEv::Request { client, generation, node, forwarded: false }));
         self.schedule(timeout_ms, Ev::Client(ClientEv::GiveUp { client, generation }));
     }
 
-    fn client_request(&mut self, client: usize, generation: u64, node: usize) {
+    fn client_request(&mut self, client: usize, generation: u64, node: usize, forwarded: bool) {
         if !self.up(node) {
             return self.schedule(1, Ev::Client(ClientEv::GiveUp { client, generation }));
         }
@@ -93,10 +94,19 @@ impl Sim<'_> {
         self.clients[client].waiting_at = Some((node, self.nodes[node].life, reply));
         let c = &self.clients[client];
         let input = match &c.acked {
-            Some(id) => Input::Jobs { query: JobsQuery::One { id: id.clone(), wait: false }, reply },
-            None => Input::Submit { n: c.n, request: Some(c.key.clone()), reply },
+            Some(id) => Input::Jobs { query: JobsQuery::One { id: id.clone(), wait: false }, reply, forwarded },
+            None => Input::Submit { n: c.n, request: Some(c.key.clone()), reply, forwarded },
         };
         self.step(node, input);
+    }
+
+    /// A member forwards `client`'s request to the coordinator `leader` (over the network);
+    /// the client's later requests go there first.
+    pub(super) fn client_forwarded(&mut self, client: usize, generation: u64, leader: NodeId) {
+        let node = self.index(leader);
+        self.clients[client].target = node;
+        let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
+        self.schedule(delay, Ev::Client(ClientEv::Request { client, generation, node, forwarded: true }));
     }
 
     /// A node answers `client`'s request (over the network).
@@ -118,14 +128,6 @@ impl Sim<'_> {
             }
             Answer::Job(Routed::Refused(why)) | Answer::Jobs(Routed::Refused(why)) => {
                 self.violation(format!("client {}: refused: {why}", self.clients[client].key));
-            }
-            Answer::Job(Routed::Leader(addr)) | Answer::Jobs(Routed::Leader(addr)) => {
-                if let Some(id) =
-                    addr.strip_prefix("sim-").and_then(|a| a.strip_suffix(":1")).and_then(|a| a.parse().ok())
-                {
-                    self.clients[client].target = self.index(id);
-                }
-                self.client_wake(client, 1);
             }
             Answer::Jobs(Routed::Gone(why)) => self.client_finds_gone(client, &why),
             Answer::Jobs(Routed::Here(jobs)) => {

@@ -228,6 +228,7 @@ impl Sim<'_> {
             Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
             Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
             Effect::FetchRoot { job, .. } => self.fetch_root(i, job),
+            Effect::Forward { to, leader, .. } => self.forward(i, to, leader),
             Effect::Reply { to, answer } => self.answer(i, to, answer),
         }
     }
@@ -489,6 +490,15 @@ impl Sim<'_> {
         }
     }
 
+    /// Carries a client's request on to the coordinator, as a member's HTTP edge does.
+    fn forward(&mut self, i: usize, to: ReplyId, leader: NodeId) {
+        match self.nodes[i].io.replies.remove(&to) {
+            Some(ReplyTo::Client { client, generation }) => self.client_forwarded(client, generation, leader),
+            Some(_) => self.violation(format!("node {} forwards a request that is not a client's", i + 1)),
+            None => {}
+        }
+    }
+
     fn answer(&mut self, i: usize, to: ReplyId, answer: Answer) {
         match (self.nodes[i].io.replies.remove(&to), answer) {
             (Some(ReplyTo::Client { client, generation }), answer) => self.client_answer(client, generation, answer),
@@ -573,6 +583,7 @@ fn describe(effects: &[Effect]) -> String {
         Effect::Compute { tasks, .. } => format!("compute {} tasks", tasks.len()),
         Effect::ToDecimal { job, .. } => format!("decimal {job}"),
         Effect::FetchRoot { job, .. } => format!("read root {job}"),
+        Effect::Forward { leader, .. } => format!("forward to {leader}"),
         Effect::Reply { answer, .. } => format!("reply {}", format!("{answer:?}").chars().take(60).collect::<String>()),
     };
     effects.iter().map(one).collect::<Vec<_>>().join(", ")
