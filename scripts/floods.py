@@ -6,7 +6,8 @@ coordinator and no 503.
 
 1. history: 10,000 jobs of 20! through `facto bench --load` (so views carry a full history);
 2. views: 500 concurrent `GET /cluster`, 5 rounds;
-3. long-polls: 2,000 clients long-poll one finished 1,000,000! job, spread over all members;
+3. long-polls: 2,000 clients on one finished 1,000,000! job, spread over all members: half
+   long-poll its JSON, half read its digits (`GET /jobs/<id>/digits`);
 4. idle connections: 20,000 connections opened at once, held, then closed at once;
 5. memory: every member's RSS 30 s after the bursts (3, 4) against its idle value before them.
 
@@ -80,7 +81,8 @@ async def views(addrs, clients, rounds):
 async def long_polls(addrs, job, clients):
     counts = collections.Counter()
     sizes = await asyncio.gather(
-        *(request(addrs[i % len(addrs)], f"/jobs/{job}?wait_ms=30000", counts, 300) for i in range(clients)))
+        *(request(addrs[i % len(addrs)], path, counts, 300) for i, path in enumerate(
+            [f"/jobs/{job}?wait_ms=30000", f"/jobs/{job}/digits"] * (clients // 2))))
     return counts, min(sizes), max(sizes)
 
 

@@ -64,26 +64,41 @@ pub struct JobInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<NodeId>,
     /// Decimal digits of n!, once done (shared: 10,000,000! has 65 million digits, which are
-    /// never copied on a node's event loop).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// never copied on a node's event loop). Left out of the JSON above
+    /// [`RESULT_INLINE_DIGITS_MAX`] digits: fetch them from `digits_url`.
+    #[serde(skip_serializing_if = "not_inline", default)]
     pub result: Option<Arc<str>>,
+    /// How many decimal digits the result has, once done.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub digits: Option<u64>,
+    /// Where the digits stream from once done (`GET /jobs/<id>/digits`, with `?offset=` or
+    /// a `Range` header to resume).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub digits_url: Option<String>,
     /// Milliseconds from the coordinator receiving the submission to the root product, by
     /// its clock; only from the coordinator that accepted the job.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub product_ms: Option<u64>,
 }
 
+/// Above this many digits a job's JSON leaves `result` out and names `digits_url` only: JSON
+/// is read whole, and 10,000,000! has 65 million digits.
+pub const RESULT_INLINE_DIGITS_MAX: usize = 1 << 20;
+
+fn not_inline(result: &Option<Arc<str>>) -> bool {
+    result.as_ref().is_none_or(|digits| digits.len() > RESULT_INLINE_DIGITS_MAX)
+}
+
 impl JobInfo {
+    /// Whether the job has its result (in `result`, or at `digits_url` when it is large).
+    pub fn is_done(&self) -> bool {
+        self.result.is_some() || self.digits_url.is_some()
+    }
+
     /// Describes a job from the scheduler's progress and, once known, its decimal result.
     pub fn new(p: &JobProgress, result: Option<Arc<str>>) -> JobInfo {
-        let state = if result.is_some() {
-            "done"
-        } else if p.ops_done == 0 && !p.finished {
-            "queued"
-        } else {
-            "running"
-        };
-        JobInfo {
+        let state = if p.ops_done == 0 && !p.finished { "queued" } else { "running" };
+        let mut job = JobInfo {
             id: p.id.clone(),
             n: p.n,
             state: state.into(),
@@ -95,9 +110,23 @@ impl JobInfo {
             workers: p.workers.clone(),
             elapsed_ms: None,
             coordinator: None,
-            result,
+            result: None,
+            digits: None,
+            digits_url: None,
             product_ms: None,
+        };
+        if let Some(digits) = &result {
+            job.mark_done(digits.len());
         }
+        JobInfo { result, ..job }
+    }
+
+    /// Marks the job done with a result of `digits` digits (whether or not this answer
+    /// carries them), and names where they stream from.
+    pub fn mark_done(&mut self, digits: usize) {
+        self.state = "done".into();
+        self.digits = Some(digits as u64);
+        self.digits_url = Some(format!("/jobs/{}/digits", self.id));
     }
 }
 

@@ -420,7 +420,10 @@ async fn workload(
             )
             .await
             {
-                Ok(done) => break Ok(done),
+                Ok(done) => match super::digits::with_result(&client, &campaign.addrs, done, deadline).await {
+                    Ok(done) => break Ok(done),
+                    Err(e) => log::warn!("job {}: its digits were not read: {e}", job.id),
+                },
                 Err(unfinished) if Instant::now() >= *end_by.lock().unwrap() => break Err(unfinished),
                 Err(_) => {}
             }

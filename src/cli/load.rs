@@ -356,6 +356,18 @@ async fn one_job(
         }
         job = decode(&answer.body)?;
     }
+    // A large result is not in the JSON: its digits come from their own URL.
+    while job.result.is_none() {
+        let Some(url) = job.digits_url.clone() else { break };
+        let answer = request(conn, member, "GET", &url, b"", tally).await?;
+        if answer.status != 200 {
+            wait_as_told(&answer).await;
+            continue;
+        }
+        let digits =
+            String::from_utf8(answer.body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        job.result = Some(digits.into());
+    }
     Ok(Some(job))
 }
 

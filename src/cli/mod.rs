@@ -4,6 +4,7 @@ mod bench;
 mod certs;
 mod chaos;
 mod cluster;
+mod digits;
 mod load;
 mod node;
 pub use node::id_of_hostname;

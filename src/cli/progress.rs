@@ -60,7 +60,7 @@ impl Progress {
             }
             Progress::Lines { last, started } => {
                 let due = last.get(&job.id).is_none_or(|t| t.elapsed() >= LINE_EVERY);
-                if due && job.result.is_none() {
+                if due && !job.is_done() {
                     last.insert(job.id.clone(), Instant::now());
                     eprintln!(
                         "facto: {}!: {:.0}% ({}/{} operations) after {:.1} s, {coordinator}",

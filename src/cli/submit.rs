@@ -1,8 +1,7 @@
 //! `facto submit`: send jobs to any member, wait for the results, print them.
 
-use super::cluster_addrs;
+use super::{cluster_addrs, digits};
 use crate::api::{JobInfo, SubmitRequest};
-use crate::coordinator::Fingerprint;
 use crate::error::{Error, Result};
 use crate::transport::{CallError, Client};
 use std::time::{Duration, Instant};
@@ -34,6 +33,10 @@ pub struct SubmitArgs {
     /// Give up after this many seconds when no member answers at all.
     #[structopt(long, default_value = "30")]
     connect_timeout: f64,
+    /// Write the digits of n! to FILE as they arrive, checked on the way, instead of printing
+    /// them (one number only). The file is created before anything is submitted.
+    #[structopt(long, parse(from_os_str))]
+    output: Option<std::path::PathBuf>,
     #[structopt(flatten)]
     tls: super::TlsArgs,
 }
@@ -42,6 +45,7 @@ pub fn run(args: SubmitArgs) -> Result<()> {
     let addrs = cluster_addrs(args.cluster.as_deref())?;
     // Every argument is checked before anything is sent: a typo submits nothing.
     let ns = args.ns.iter().map(|s| parse_n(s, args.max_n)).collect::<Result<Vec<u64>>>()?;
+    let output = output_file(args.output.as_deref(), ns.len(), args.no_wait)?;
     let deadline = Instant::now() + Duration::from_millis(super::node::seconds_to_ms(args.timeout, "--timeout")?);
     let connect_ms = super::node::seconds_to_ms(args.connect_timeout, "--connect-timeout")?;
     let deadline = Deadlines { all: deadline, connect: Instant::now() + Duration::from_millis(connect_ms) };
@@ -59,16 +63,50 @@ pub fn run(args: SubmitArgs) -> Result<()> {
             return Ok(());
         }
         let mut progress = super::progress::Progress::new(&jobs, !args.json);
+        let mut output = output;
         for job in jobs {
             let done =
                 wait_for(&client, &addrs, &job.id, deadline.all, &mut |j, addr| progress.update(j, addr)).await?;
             progress.update(&done, "");
+            if let Some((path, file)) = output.take() {
+                let written = digits::write_to_file(&client, &addrs, &done, (&path, file), deadline.all).await?;
+                progress.finish(&done);
+                print_written(&done, &path, written, args.json);
+                continue;
+            }
+            let done = digits::with_result(&client, &addrs, done, deadline.all).await?;
             check_result(&done)?;
             progress.finish(&done);
             print_job(&done, args.json);
         }
         Ok(())
     })
+}
+
+/// The `--output` file, created now: a path that cannot be written is refused before
+/// anything is computed.
+fn output_file(
+    path: Option<&std::path::Path>,
+    numbers: usize,
+    no_wait: bool,
+) -> Result<Option<(std::path::PathBuf, std::fs::File)>> {
+    let Some(path) = path else { return Ok(None) };
+    if numbers != 1 || no_wait {
+        return Err(Error::Usage("--output takes exactly one number, and waits for it (no --no-wait)".into()));
+    }
+    let file =
+        std::fs::File::create(path).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Some((path.to_path_buf(), file)))
+}
+
+fn print_written(job: &JobInfo, path: &std::path::Path, digits: u64, as_json: bool) {
+    if as_json {
+        let out = serde_json::json!({ "n": job.n, "id": job.id, "state": job.state, "digits": digits,
+            "output": path.display().to_string() });
+        println!("{out}");
+    } else {
+        println!("{}! = {digits} digits, written to {}", job.n, path.display());
+    }
 }
 
 /// When `facto submit` gives up: on everything, and when no member has answered at all.
@@ -118,8 +156,7 @@ fn print_job(job: &JobInfo, as_json: bool) {
 /// digits; 10,000,000! takes about 0.1 s).
 fn check_result(job: &JobInfo) -> Result<()> {
     let Some(digits) = &job.result else { return Ok(()) };
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let fp = Fingerprint::new(seed ^ u64::from(std::process::id()));
+    let fp = digits::random_fingerprint();
     if fp.of_decimal(digits) != Some(fp.of_range(2, job.n)) {
         return Err(Error::Remote(format!("the cluster answered a wrong {}! (job {}): refused", job.n, job.id)));
     }
@@ -251,7 +288,7 @@ pub(crate) async fn wait_for(
             Ok(job) if job.id != id => {
                 last = Unfinished { unknown: false, why: format!("{addr} answered with job {} for {id}", job.id) }
             }
-            Ok(job) if job.result.is_some() => return Ok(job),
+            Ok(job) if job.is_done() => return Ok(job),
             Ok(job) => {
                 on_progress(&job, addr);
                 last = Unfinished { unknown: false, why: String::new() };

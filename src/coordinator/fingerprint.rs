@@ -83,23 +83,66 @@ impl Fingerprint {
         result
     }
 
-    /// A decimal number modulo the prime; `None` if `digits` is not one. Eighteen digits
-    /// at a time: 10,000,000! has 65 million.
+    /// A decimal number modulo the prime; `None` if `digits` is not one.
     pub fn of_decimal(&self, digits: &str) -> Option<u64> {
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let mut acc = 0u64;
-        for chunk in digits.as_bytes().chunks(18) {
-            let value: u64 = chunk.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'));
-            let scale = 10u128.pow(chunk.len() as u32);
-            acc = ((acc as u128 * scale + value as u128) % self.prime as u128) as u64;
-        }
-        Some(acc)
+        let mut residue = self.decimal_residue();
+        residue.feed(digits.as_bytes()).then_some(())?;
+        residue.finish()
+    }
+
+    /// The residue of a decimal number read in pieces (a stream of digits that is never
+    /// held whole).
+    pub fn decimal_residue(&self) -> DecimalResidue {
+        DecimalResidue { fp: *self, acc: 0, pending: 0, pending_len: 0, digits: 0 }
     }
 
     fn mul(&self, a: u64, b: u64) -> u64 {
         ((a as u128 * b as u128) % self.prime as u128) as u64
+    }
+}
+
+/// A decimal number modulo a [`Fingerprint`]'s prime, fed piece by piece; eighteen digits
+/// are folded in at a time.
+pub struct DecimalResidue {
+    fp: Fingerprint,
+    acc: u64,
+    pending: u64,
+    pending_len: u32,
+    digits: u64,
+}
+
+impl DecimalResidue {
+    /// Takes the next digits; `false`, taking none, if `bytes` holds anything but digits.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        if !bytes.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        for &d in bytes {
+            self.pending = self.pending * 10 + u64::from(d - b'0');
+            self.pending_len += 1;
+            if self.pending_len == 18 {
+                self.fold();
+            }
+        }
+        self.digits += bytes.len() as u64;
+        true
+    }
+
+    /// How many digits it took.
+    pub fn digits(&self) -> u64 {
+        self.digits
+    }
+
+    /// The number's residue; `None` if no digit came.
+    pub fn finish(mut self) -> Option<u64> {
+        self.fold();
+        (self.digits > 0).then_some(self.acc)
+    }
+
+    fn fold(&mut self) {
+        let scale = 10u128.pow(self.pending_len);
+        self.acc = ((self.acc as u128 * scale + self.pending as u128) % self.fp.prime as u128) as u64;
+        (self.pending, self.pending_len) = (0, 0);
     }
 }
 
@@ -242,6 +285,19 @@ mod tests {
         assert_eq!(f.of_decimal(&Big::factorial(300).to_decimal()), Some(f.of(&x)));
         assert_eq!(f.of_decimal("12a"), None);
         assert_ne!(f.of(&Big::from(7)), f.of(&x), "a forged product");
+    }
+
+    #[test]
+    fn digits_fed_in_pieces_give_the_residue_of_the_whole() {
+        let f = Fingerprint::new(7);
+        let digits = Big::factorial(300).to_decimal();
+        for size in [1, 7, 18, 19, 1000] {
+            let mut residue = f.decimal_residue();
+            assert!(digits.as_bytes().chunks(size).all(|piece| residue.feed(piece)));
+            assert_eq!(residue.digits(), digits.len() as u64);
+            assert_eq!(residue.finish(), Some(f.of(&Big::factorial(300))), "pieces of {size}");
+        }
+        assert_eq!(f.decimal_residue().finish(), None, "no digits are no number");
     }
 
     #[test]

@@ -15,25 +15,50 @@ pub const SHARED_DIGITS_MIN: usize = 64 * 1024;
 /// Encoded answers kept: the jobs clients are most likely still reading.
 const KEPT_MAX: usize = 4;
 
-/// Bytes shared by every response that sends them.
+/// Bytes shared by every response that sends them: an encoded answer, or a range of a
+/// result's digits (sent straight from the coordinator's copy).
 #[derive(Clone)]
-pub struct Shared(Arc<Vec<u8>>);
+pub struct Shared {
+    source: Source,
+    range: std::ops::Range<usize>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Encoded(Arc<Vec<u8>>),
+    Digits(Arc<str>),
+}
 
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        let all = match &self.source {
+            Source::Encoded(bytes) => bytes.as_slice(),
+            Source::Digits(digits) => digits.as_bytes(),
+        };
+        &all[self.range.clone()]
     }
 }
 
 impl From<Vec<u8>> for Shared {
     fn from(bytes: Vec<u8>) -> Shared {
-        Shared(Arc::new(bytes))
+        Shared { range: 0..bytes.len(), source: Source::Encoded(Arc::new(bytes)) }
     }
 }
 
 impl Shared {
+    /// A result's digits, shared rather than copied.
+    pub fn digits(digits: Arc<str>) -> Shared {
+        Shared { range: 0..digits.len(), source: Source::Digits(digits) }
+    }
+
+    /// `range` of these bytes (clamped to them), sharing them.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Shared {
+        let end = (self.range.start + range.end).min(self.range.end);
+        Shared { range: (self.range.start + range.start).min(end)..end, source: self.source.clone() }
+    }
+
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.range.len()
     }
 }
 
@@ -198,9 +223,9 @@ mod tests {
             (0..16).map(|_| answers.encoded(finished("1-1", digits.clone()))),
         ));
         let first = encoded[0].clone().expect("encoded");
-        assert!(encoded.iter().all(|e| e.as_ref().is_some_and(|e| Arc::ptr_eq(&e.0, &first.0))));
+        assert!(encoded.iter().all(|e| e.as_ref().is_some_and(|e| e.as_ref().as_ptr() == first.as_ref().as_ptr())));
         let other = async_std::task::block_on(answers.encoded(finished("1-2", digits))).expect("encoded");
-        assert!(!Arc::ptr_eq(&other.0, &first.0), "another job's answer is its own");
+        assert!(other.as_ref().as_ptr() != first.as_ref().as_ptr(), "another job's answer is its own");
     }
 
     #[test]

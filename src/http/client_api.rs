@@ -14,7 +14,7 @@ use std::time::Duration;
 use tide::{Request, Response, StatusCode};
 
 /// How long a follower waits for the coordinator when it forwards a client request.
-const FORWARD_TIMEOUT_MS: u64 = 5_000;
+pub(super) const FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// The longest a `GET /jobs/<id>?wait_ms=N` waits (well within [`FORWARD_TIMEOUT_MS`]).
 const WAIT_MS_MAX: u64 = 2_000;
 
@@ -190,14 +190,14 @@ pub(super) fn unavailable() -> Response {
 }
 
 /// 503 with `Retry-After: 1` and the true reason.
-fn retry_later(why: &str) -> Response {
+pub(super) fn retry_later(why: &str) -> Response {
     let mut res = error(StatusCode::ServiceUnavailable, why);
     res.insert_header("Retry-After", "1");
     res
 }
 
 /// Answers a forwarded call's outcome as this node's own.
-fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
+pub(super) fn relay<T: Serialize>(ok_status: StatusCode, result: Result<T, CallError>) -> Response {
     match result {
         Ok(body) => json(ok_status, &body),
         Err(CallError::Status { status, message, .. }) => {

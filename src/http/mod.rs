@@ -9,6 +9,7 @@ mod admin;
 mod answers;
 mod client_api;
 mod connections;
+mod digits;
 mod forwards;
 mod guards;
 mod internal;
@@ -47,7 +48,8 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     app.at("/cluster").get(view::cluster);
     let limit = ClientLimit::default();
     app.at("/jobs").with(limit.clone()).post(submit).get(list_jobs);
-    app.at("/jobs/:id").with(limit).get(get_job);
+    app.at("/jobs/:id").with(limit.clone()).get(get_job);
+    app.at("/jobs/:id/digits").with(limit).get(digits::get_digits);
 
     let mut admin = tide::with_state(handle.clone());
     if tls {

@@ -189,8 +189,8 @@ impl Coordinator {
             .map(|p| {
                 let digits = self.results.get(&p.id);
                 let mut job = JobInfo::new(p, digits.filter(|_| with_digits).cloned());
-                if digits.is_some() {
-                    job.state = "done".into();
+                if let Some(digits) = digits {
+                    job.mark_done(digits.len());
                 }
                 JobInfo { product_ms: self.product_ms.get(&p.id).copied(), ..job }
             })

@@ -229,22 +229,9 @@ impl Client {
     }
 
     /// One request: the answer's body once its status is a success.
-    async fn exchange(
-        &self,
-        addr: &str,
-        mut req: surf::RequestBuilder,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, CallError> {
-        if let Some(settings) = &self.settings {
-            req = req.header(SETTINGS_HEADER, settings.as_str());
-        }
-        if let Some(key) = &self.cluster_key {
-            req = req.header(KEY_HEADER, key.as_str());
-        }
+    async fn exchange(&self, addr: &str, req: surf::RequestBuilder, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let (req, request_id) = self.with_headers(req);
         let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
-        let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed).to_string();
-        req = req.header(REQUEST_ID_HEADER, request_id.as_str());
-        req = req.header(PROTOCOL_HEADER, crate::config::PROTOCOL_VERSION.to_string().as_str());
         let gate = self.gate.clone();
         let exchange = async move {
             if let Some(gate) = &gate {
@@ -274,15 +261,56 @@ impl Client {
             return Err(unreachable(format!("the answer belongs to request {echoed:?}, not {request_id}")));
         }
         if !(200..300).contains(&status) {
-            let (message, known_epoch) = match serde_json::from_slice::<crate::api::ErrorBody>(&bytes) {
-                Ok(e) => (e.error, e.known_epoch),
-                Err(_) => (String::from_utf8_lossy(&bytes).chars().take(200).collect(), None),
-            };
-            return Err(CallError::Status { addr: addr.into(), status, message, known_epoch });
+            return Err(status_error(addr, status, &bytes));
         }
         self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
+
+    /// The headers every call carries; returns the request and its id.
+    fn with_headers(&self, mut req: surf::RequestBuilder) -> (surf::RequestBuilder, String) {
+        if let Some(settings) = &self.settings {
+            req = req.header(SETTINGS_HEADER, settings.as_str());
+        }
+        if let Some(key) = &self.cluster_key {
+            req = req.header(KEY_HEADER, key.as_str());
+        }
+        let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed).to_string();
+        req = req.header(REQUEST_ID_HEADER, request_id.as_str());
+        req = req.header(PROTOCOL_HEADER, crate::config::PROTOCOL_VERSION.to_string().as_str());
+        (req, request_id)
+    }
+
+    /// `GET path` whose answer's body is read by the caller as it arrives, not held whole
+    /// (100,000,000! has 757 MB of digits): the response, once its status is a success and
+    /// its headers came within `timeout`. Each read of the body needs a timeout of its own.
+    pub async fn get_stream(&self, addr: &str, path: &str, timeout: Duration) -> Result<surf::Response, CallError> {
+        let (req, request_id) = self.with_headers(self.http.get(self.url(addr, path, timeout).await?));
+        let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
+        let mut res = async_std::future::timeout(timeout, req)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {} ms", timeout.as_millis())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let echoed = res.header(REQUEST_ID_HEADER).map(|v| v.as_str().to_string());
+        if echoed.as_deref() != Some(request_id.as_str()) {
+            return Err(unreachable(format!("the answer belongs to request {echoed:?}, not {request_id}")));
+        }
+        let status = u16::from(res.status());
+        if !(200..300).contains(&status) {
+            let bytes = async_std::future::timeout(timeout, res.body_bytes()).await.ok().and_then(Result::ok);
+            return Err(status_error(addr, status, &bytes.unwrap_or_default()));
+        }
+        Ok(res)
+    }
+}
+
+/// An error status's answer: the member's JSON error, or the start of whatever it sent.
+fn status_error(addr: &str, status: u16, bytes: &[u8]) -> CallError {
+    let (message, known_epoch) = match serde_json::from_slice::<crate::api::ErrorBody>(bytes) {
+        Ok(e) => (e.error, e.known_epoch),
+        Err(_) => (String::from_utf8_lossy(bytes).chars().take(200).collect(), None),
+    };
+    CallError::Status { addr: addr.into(), status, message, known_epoch }
 }
 
 impl CallError {

@@ -119,15 +119,30 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
-function showResult(job) {
+// A large result is not in the job's JSON: its ends are read from the digits stream with a
+// Range, and the download link is the stream itself.
+async function showResult(job) {
   const digits = job.result || '';
   document.getElementById('result').hidden = false;
-  document.getElementById('result-title').textContent = `${job.n}! = (${digits.length} digits)`;
-  document.getElementById('result-digits').textContent = digits.length <= DIGITS_SHOWN ? digits
-    : `${digits.slice(0, 25)}…${digits.slice(-25)}`;
+  document.getElementById('result-title').textContent = `${job.n}! = (${job.digits ?? digits.length} digits)`;
+  const shown = document.getElementById('result-digits');
+  if (job.result) {
+    shown.textContent = digits.length <= DIGITS_SHOWN ? digits : `${digits.slice(0, 25)}…${digits.slice(-25)}`;
+  } else {
+    shown.textContent = `${await digitRange(job, 'bytes=0-24')}…${await digitRange(job, 'bytes=-25')}`;
+  }
   const a = document.getElementById('result-download');
-  a.href = URL.createObjectURL(new Blob([digits + '\n'], { type: 'text/plain' }));
+  a.href = job.digits_url || URL.createObjectURL(new Blob([digits], { type: 'text/plain' }));
   a.download = `${job.n}-factorial.txt`;
+}
+
+async function digitRange(job, range) {
+  try {
+    const r = await fetch(job.digits_url, { headers: { Range: range }, cache: 'no-store' });
+    return r.ok ? await r.text() : '';
+  } catch (e) {
+    return '';
+  }
 }
 
 async function waitForResult(id) {
@@ -136,7 +151,7 @@ async function waitForResult(id) {
       const r = await fetch(`/jobs/${encodeURIComponent(id)}?wait_ms=1000`, { cache: 'no-store' });
       if (r.ok) {
         const job = await r.json();
-        if (job.result) return showResult(job);
+        if (job.state === 'done') return showResult(job);
       }
     } catch (e) { /* the member may be down: the banner says so; try again */ }
     await new Promise(res => setTimeout(res, POLL_MS));
