@@ -179,6 +179,24 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     });
     assert!(done.is_some(), "the job is listed as done");
 
+    // A result too large for the job's JSON: its ends come from the digits stream with a
+    // Range, and the download link is the stream itself.
+    browser.type_into("#n", "300000");
+    browser.click("#submit-form button");
+    let expected = facto::bignum::Big::factorial(300_000).to_decimal();
+    let title = format!("300000! = ({} digits)", expected.len());
+    let shown = wait_until(Duration::from_secs(60), || (browser.text_of("#result-title") == title).then_some(()));
+    assert!(shown.is_some(), "{title}: {}", browser.text_of("#result-title"));
+    let href = browser.read("return document.getElementById('result-download').getAttribute('href');");
+    let href = href.as_str().unwrap_or_default();
+    assert!(href.starts_with("/jobs/") && href.ends_with("/digits"), "the download link is the stream: {href}");
+    let ends = format!("{}…{}", &expected[..25], &expected[expected.len() - 25..]);
+    let shown = wait_until(Duration::from_secs(10), || {
+        let text = browser.text_of("#result-digits");
+        (text == ends).then_some(text)
+    });
+    assert!(shown.is_some(), "the first and last 25 digits: {}", browser.text_of("#result-digits"));
+
     browser.type_into("#n", "-3");
     browser.click("#submit-form button");
     let refused = wait_until(Duration::from_secs(5), || {
@@ -186,7 +204,17 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
         (!text.is_empty()).then_some(text)
     });
     let refused = refused.expect("a bad n is refused with a reason in the page");
-    assert!(refused.contains("-3"), "the API's own reason: {refused}");
+    assert_eq!(
+        refused, "'-3' is not a non-negative integer (digits only, no sign or leading zero)",
+        "facto submit's reason"
+    );
+    browser.type_into("#n", "99999999999");
+    browser.click("#submit-form button");
+    let too_big = wait_until(Duration::from_secs(5), || {
+        let text = browser.text_of("#submit-error");
+        text.contains("above this cluster's --max-n").then_some(text)
+    });
+    assert!(too_big.is_some(), "the cluster's bound, in its words: {:?}", browser.text_of("#submit-error"));
     // Markup in what the page shows stays text.
     browser.type_into("#n", "<b id=injected>x</b>");
     browser.click("#submit-form button");
@@ -194,7 +222,7 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
         let text = browser.text_of("#submit-error");
         text.contains("<b id=injected>").then_some(text)
     });
-    assert!(echoed.is_some(), "the API's reason, with the input as text: {:?}", browser.text_of("#submit-error"));
+    assert!(echoed.is_some(), "the reason, with the input as text: {:?}", browser.text_of("#submit-error"));
     assert_eq!(browser.count("#injected"), 0, "no element was made from the input");
     browser.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view.png"));
 

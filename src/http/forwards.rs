@@ -45,8 +45,11 @@ impl Forwards {
             return Ok(kept);
         }
         let key = format!("{addr}{path}");
-        let forward =
-            lock(&self.in_flight).entry(key.clone()).or_insert_with(|| forward(client, addr, path, timeout)).clone();
+        let keepable = kept_key.is_some();
+        let forward = lock(&self.in_flight)
+            .entry(key.clone())
+            .or_insert_with(|| forward(client, (addr, path), timeout, keepable))
+            .clone();
         let result = forward.clone().await;
         {
             let mut in_flight = lock(&self.in_flight);
@@ -80,12 +83,12 @@ impl Forwards {
 }
 
 /// One forward, with whether its answer is a finished job (read off the runtime's threads:
-/// the answer can be megabytes).
-fn forward(client: &Client, addr: &str, path: &str, timeout: Duration) -> Forward {
+/// the answer can be megabytes), if it may be kept.
+fn forward(client: &Client, (addr, path): (&str, &str), timeout: Duration, keepable: bool) -> Forward {
     let (client, addr, path) = (client.clone(), addr.to_string(), path.to_string());
     async move {
         let bytes = client.get_bytes_with(&addr, &path, timeout, &[(FORWARDED_HEADER, "1")]).await?;
-        if bytes.len() < SHARED_DIGITS_MIN {
+        if !keepable || bytes.len() < SHARED_DIGITS_MIN {
             // Never kept, so not read: most answers are small, and a hand-off would cost more.
             return Ok((Shared::from(bytes), false));
         }

@@ -163,12 +163,17 @@ async function submit(event) {
   const error = document.getElementById('submit-error');
   error.hidden = true;
   const text = document.getElementById('n').value.trim();
-  // The API decides, and its reason is shown: an integer goes as typed (JavaScript numbers
-  // would round a large one), anything else as a string the API refuses.
-  const n = /^-?[0-9]+$/.test(text) ? text : JSON.stringify(text);
+  // Checked as `facto submit` checks it, with the same reason; the bound (--max-n) is the
+  // cluster's, whose reason is shown as it comes. The number goes as typed: JavaScript
+  // numbers would round a large one.
+  if (!/^(0|[1-9][0-9]*)$/.test(text) || BigInt(text) > 18446744073709551615n) {
+    error.textContent = `'${text}' is not a non-negative integer (digits only, no sign or leading zero)`;
+    error.hidden = false;
+    return;
+  }
   try {
     const r = await fetch('/jobs', {
-      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: `{"n": ${n}}`,
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: `{"n": ${text}}`,
     });
     const body = await r.json().catch(() => ({}));
     if (!r.ok) { error.textContent = body.error || `HTTP ${r.status}`; error.hidden = false; return; }
