@@ -131,6 +131,12 @@ impl Big {
         self.to_decimal_on(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// [`Big::to_decimal`] on this thread alone: the one-thread figure `facto bench`
+    /// compares the cluster with.
+    pub fn to_decimal_in_one_thread(&self) -> String {
+        self.0.to_string()
+    }
+
     fn to_decimal_on(&self, threads: usize) -> String {
         use malachite_base::num::arithmetic::traits::{DivRem, Pow};
         let bits = (&self.0).significant_bits();

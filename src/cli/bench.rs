@@ -113,6 +113,8 @@ struct Run {
     digits_ms: f64,
     tree_ms: f64,
     builtin_ms: f64,
+    /// The built-in factorial and its decimal digits, on one thread.
+    one_thread_digits_ms: f64,
     operations: u64,
     bytes_moved: u64,
     tls_digits_ms: Option<f64>,
@@ -128,6 +130,10 @@ struct NReport {
     digits_ms: Spread,
     tree_ms: Spread,
     builtin_ms: Spread,
+    /// One thread in this process: the built-in factorial, then its decimal digits.
+    one_thread_digits_ms: Spread,
+    /// Digits at the client over [`NReport::one_thread_digits_ms`]: below 1, the cluster wins.
+    digits_to_one_thread: Spread,
     product_to_tree: Spread,
     operations_per_s: Spread,
     bytes_moved: Spread,
@@ -139,6 +145,8 @@ struct NReport {
     leadership_changes: u64,
     http_503: u64,
     peak_rss_bytes: u64,
+    /// The peaks of all members added up.
+    peak_rss_bytes_sum: u64,
     correct: bool,
 }
 
@@ -298,18 +306,20 @@ async fn bench_n(
             correct &= job.result.as_deref() == Some(reference.as_str());
         }
         progress.say(&format!("{n}!: run {run}/{}: in this process", args.runs));
-        let (tree_ms, builtin_ms) = in_process(n, &reference)?;
+        let (tree_ms, builtin_ms, one_thread_digits_ms) = in_process(n, &reference)?;
         runs.push(Run {
             product_ms: job.product_ms.map_or(f64::NAN, |p| p as f64),
             digits_ms,
             tree_ms,
             builtin_ms,
+            one_thread_digits_ms,
             operations: job.operations_total,
             bytes_moved,
             tls_digits_ms,
         });
     }
     let leadership_changes = cluster.max_epoch(client).await.saturating_sub(epoch_before);
+    let (peak_rss_bytes, peak_rss_bytes_sum) = watch.stop();
     let spread = |f: &dyn Fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
     Ok(NReport {
         n,
@@ -319,6 +329,8 @@ async fn bench_n(
         digits_ms: spread(&|r| r.digits_ms),
         tree_ms: spread(&|r| r.tree_ms),
         builtin_ms: spread(&|r| r.builtin_ms),
+        one_thread_digits_ms: spread(&|r| r.one_thread_digits_ms),
+        digits_to_one_thread: spread(&|r| r.digits_ms / r.one_thread_digits_ms),
         product_to_tree: spread(&|r| r.product_ms / r.tree_ms),
         operations_per_s: spread(&|r| r.operations as f64 / (r.product_ms.max(0.001) / 1000.0)),
         bytes_moved: spread(&|r| r.bytes_moved as f64),
@@ -326,23 +338,27 @@ async fn bench_n(
         tls_to_plain: secure.map(|_| spread(&|r| r.tls_digits_ms.unwrap_or(f64::NAN) / r.digits_ms)),
         leadership_changes,
         http_503,
-        peak_rss_bytes: watch.stop(),
+        peak_rss_bytes,
+        peak_rss_bytes_sum,
         correct,
     })
 }
 
-/// The same tree in this thread, and the big-integer crate's own factorial; both checked.
-fn in_process(n: u64, reference: &str) -> Result<(f64, f64)> {
+/// The same tree in this thread, the big-integer crate's own factorial, and that factorial
+/// with its decimal digits on one thread; all checked.
+fn in_process(n: u64, reference: &str) -> Result<(f64, f64, f64)> {
     let started = Instant::now();
     let tree = worker::compute_in_one_thread(n, &WorkerStats::default());
     let tree_ms = ms(started.elapsed());
     let started = Instant::now();
     let builtin = Big::factorial(n);
     let builtin_ms = ms(started.elapsed());
-    if tree != builtin || (n <= 1_000 && tree.to_decimal() != reference) {
+    let digits = builtin.to_decimal_in_one_thread();
+    let one_thread_digits_ms = ms(started.elapsed());
+    if tree != builtin || digits != reference {
         return Err(Error::Remote(format!("the in-process tree disagrees with the built-in {n}!")));
     }
-    Ok((tree_ms, builtin_ms))
+    Ok((tree_ms, builtin_ms, one_thread_digits_ms))
 }
 
 /// Submits n! and waits for its digits, counting the 503 answers met on the way.
@@ -541,15 +557,14 @@ impl MemoryWatch {
         }
     }
 
-    /// Stops watching; the largest member's figure.
-    fn stop(mut self) -> u64 {
+    /// Stops watching; the largest member's peak, and all members' peaks added up.
+    fn stop(mut self) -> (u64, u64) {
         use std::sync::atomic::Ordering;
         self.stop_sampling();
         let own = self.pids.iter().map(|&pid| status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
-        own.zip(self.sampled_peaks.iter())
-            .map(|(own, sampled)| own.max(sampled.load(Ordering::Relaxed)))
-            .max()
-            .unwrap_or(0)
+        let peaks: Vec<u64> =
+            own.zip(self.sampled_peaks.iter()).map(|(own, sampled)| own.max(sampled.load(Ordering::Relaxed))).collect();
+        (peaks.iter().copied().max().unwrap_or(0), peaks.iter().sum())
     }
 }
 
@@ -626,6 +641,8 @@ fn print_table(report: &Report) {
         row("submit -> digits at client", r.digits_ms, "ms");
         row("in-process tree (one thread)", r.tree_ms, "ms");
         row("built-in factorial (malachite)", r.builtin_ms, "ms");
+        row("one thread: factorial + digits", r.one_thread_digits_ms, "ms");
+        row("digits at client / one thread", r.digits_to_one_thread, "x");
         row("product / in-process tree", r.product_to_tree, "x");
         row("operations per second", r.operations_per_s, "");
         row("bytes moved between nodes", r.bytes_moved, "B");
@@ -636,6 +653,7 @@ fn print_table(report: &Report) {
         println!("  {:<34} {:>12}", "leadership changes", r.leadership_changes);
         println!("  {:<34} {:>12}", "HTTP 503 answers seen", r.http_503);
         println!("  {:<34} {:>12.1} MiB", "peak RSS of any node", r.peak_rss_bytes as f64 / 1_048_576.0);
+        println!("  {:<34} {:>12.1} MiB", "peak RSS, all nodes", r.peak_rss_bytes_sum as f64 / 1_048_576.0);
     }
 }
 
