@@ -62,6 +62,15 @@ pub enum AnyMsg {
 }
 
 impl AnyMsg {
+    /// The message's kind within its algorithm, for traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyMsg::Bully(m) => m.kind(),
+            AnyMsg::Ring(m) => m.kind(),
+            AnyMsg::Raft(m) => m.kind(),
+        }
+    }
+
     /// The epoch (term) the message speaks for: a receiver bounds it before stepping, since
     /// a forged epoch near `u64::MAX` would leave every member unable to move past it.
     pub fn epoch(&self) -> Epoch {

@@ -33,6 +33,16 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// The message's kind, for traces: `election`, `answer`, `coordinator` or `heartbeat`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Election { .. } => "election",
+            Msg::Answer { .. } => "answer",
+            Msg::Coordinator { .. } => "coordinator",
+            Msg::Heartbeat { .. } => "heartbeat",
+        }
+    }
+
     /// The epoch the message speaks for.
     pub fn epoch(&self) -> Epoch {
         match *self {

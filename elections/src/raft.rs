@@ -40,6 +40,19 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// The message's kind, for traces: `pre_vote_request`, `vote_request`, `vote`,
+    /// `vote_denied`, `heartbeat` or `heartbeat_ack`.
+    pub fn kind(&self) -> &'static str {
+        match *self {
+            Msg::RequestVote { pre_vote: true, .. } => "pre_vote_request",
+            Msg::RequestVote { .. } => "vote_request",
+            Msg::Vote { granted: true, .. } => "vote",
+            Msg::Vote { .. } => "vote_denied",
+            Msg::Heartbeat { .. } => "heartbeat",
+            Msg::HeartbeatAck { .. } => "heartbeat_ack",
+        }
+    }
+
     /// The term the message speaks for.
     pub fn epoch(&self) -> Epoch {
         match *self {

@@ -38,6 +38,17 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// The message's kind, for traces: `election` (the token), `coordinator`, `ack` or
+    /// `heartbeat`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Election { .. } => "election",
+            Msg::Coordinator { .. } => "coordinator",
+            Msg::Ack { .. } => "ack",
+            Msg::Heartbeat { .. } => "heartbeat",
+        }
+    }
+
     /// The epoch the message speaks for.
     pub fn epoch(&self) -> Epoch {
         match *self {

@@ -48,6 +48,22 @@ pub(super) async fn metrics(req: Request<Handle>) -> tide::Result {
     Ok(res)
 }
 
+/// `GET /trace[?since=SEQ&limit=N]`: the protocol messages this member sent and received
+/// after entry SEQ, oldest first (1,000 unless asked, at most the whole trace).
+pub(super) async fn trace(req: Request<Handle>) -> tide::Result {
+    use crate::node::trace::TRACE_LEN;
+    let since = match count_param(&req, "since", 0, usize::MAX) {
+        Ok(n) => n as u64,
+        Err(res) => return Ok(res),
+    };
+    let limit = match count_param(&req, "limit", 1_000, TRACE_LEN) {
+        Ok(n) => n,
+        Err(res) => return Ok(res),
+    };
+    let page = req.state().trace.since(since, limit);
+    Ok(json_off_runtime(page).await)
+}
+
 /// A count in the query string (`name=N`): `default` when absent, at most `max`.
 fn count_param(req: &Request<Handle>, name: &str, default: usize, max: usize) -> Result<usize, Response> {
     match req.url().query_pairs().find(|(k, _)| k == name) {

@@ -202,10 +202,11 @@ impl tide::Middleware<Handle> for CountRequests {
 
 /// The route template a path belongs to.
 fn route_of(path: &str) -> &'static str {
-    const ROUTES: [&str; 16] = [
+    const ROUTES: [&str; 17] = [
         "/",
         "/status",
         "/metrics",
+        "/trace",
         "/cluster",
         "/jobs",
         "/admin/crash",

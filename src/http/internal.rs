@@ -8,8 +8,10 @@ use super::respond::{
 };
 use crate::api::{self, CheckpointQuery, CheckpointWrite, ElectionEnvelope, RootQuery};
 use crate::checkpoint::{decode_facts, encode_facts};
+use crate::node::trace::{election_kind, TRACE_HEADER};
 use crate::node::{Event, Handle, Input, WorkRefused};
 use crate::node_core::{validate, worker};
+use facto_elections::{Epoch, NodeId};
 use tide::{Request, Response, StatusCode};
 
 pub(super) async fn election(mut req: Request<Handle>) -> tide::Result {
@@ -21,6 +23,7 @@ pub(super) async fn election(mut req: Request<Handle>) -> tide::Result {
     if let Err(res) = check_sender(&req, envelope.from) {
         return Ok(res);
     }
+    traced(&req, election_kind(&envelope.msg), envelope.from, envelope.msg.epoch());
     let known = handle.known_epoch.load(std::sync::atomic::Ordering::Relaxed);
     if let Err(why) = validate::epoch_ahead(known, envelope.msg.epoch()) {
         handle.refusals.note(envelope.from, "an election message", &why);
@@ -51,6 +54,7 @@ pub(super) async fn work(mut req: Request<Handle>) -> tide::Result {
     if let Err(res) = check_sender(&req, from) {
         return Ok(res);
     }
+    traced(&req, ("work", "work"), from, epoch);
     Ok(match handle.work(from, epoch, tasks).await {
         Ok(answer) => frame_response(answer),
         Err(WorkRefused::Fenced(refusal)) => {
@@ -77,6 +81,7 @@ pub(super) async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {
     if let Err(res) = check_sender(&req, write.from) {
         return Ok(res);
     }
+    traced(&req, ("replication", "checkpoint_write"), write.from, write.epoch);
     Ok(match handle.apply_facts(write.from, write.epoch, facts).await {
         Ok(()) => Response::new(StatusCode::NoContent),
         Err(refusal) => {
@@ -96,6 +101,7 @@ pub(super) async fn read_checkpoint(mut req: Request<Handle>) -> tide::Result {
     if let Err(res) = check_sender(&req, query.from) {
         return Ok(res);
     }
+    traced(&req, ("gather", "checkpoint_query"), query.from, query.epoch);
     let facts = match handle.checkpoint(query.from, query.epoch, query.finished).await {
         Some(Ok(facts)) => facts,
         Some(Err(refusal)) => {
@@ -128,4 +134,10 @@ pub(super) async fn read_root(mut req: Request<Handle>) -> tide::Result {
         Ok(None) => error(StatusCode::NotFound, "this node does not hold that job's result"),
         Err(why) => error(StatusCode::InternalServerError, &why),
     })
+}
+
+/// Notes a peer's message in this node's trace, with the id its sender gave it.
+fn traced(req: &Request<Handle>, kind: (&str, &str), from: NodeId, epoch: Epoch) {
+    let id = req.header(TRACE_HEADER).map(|v| v.as_str());
+    req.state().trace.received(kind, from, epoch, id);
 }

@@ -42,6 +42,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     app.with(ProtocolGuard);
     app.at("/status").get(status);
     app.at("/metrics").get(metrics);
+    app.at("/trace").get(client_api::trace);
     app.at("/").get(view::page);
     app.at("/view.js").get(view::script);
     app.at("/view.css").get(view::style);

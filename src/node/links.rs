@@ -3,6 +3,7 @@
 //! may be lost (the algorithms expect it), so a full queue drops and a failed send discards the
 //! backlog, which is stale by the time the peer answers again.
 
+use super::trace::{election_kind, TRACE_HEADER};
 use super::{Event, Handle, Input};
 use crate::api::ElectionEnvelope;
 use async_std::channel::{self, Sender};
@@ -36,10 +37,11 @@ impl Links {
             async_std::task::spawn(async move {
                 let mut reachable = true;
                 while let Ok(msg) = rx.recv().await {
+                    let id = handle.trace.sent(election_kind(&msg), peer, msg.epoch());
                     let envelope = ElectionEnvelope { from: me, msg };
-                    let sent: Result<serde_json::Value, _> = client
-                        .post(&addr, "/internal/election", &envelope, Duration::from_millis(SEND_TIMEOUT_MS), &[])
-                        .await;
+                    let timeout = Duration::from_millis(SEND_TIMEOUT_MS);
+                    let sent: Result<serde_json::Value, _> =
+                        client.post(&addr, "/internal/election", &envelope, timeout, &[(TRACE_HEADER, &id)]).await;
                     refusing.heard(&handle, peer, sent.as_ref().err().map(ToString::to_string));
                     let ok = sent.is_ok();
                     if !ok {

@@ -10,6 +10,7 @@ pub mod refusals;
 pub mod replication;
 pub(crate) mod runtime;
 mod status;
+pub mod trace;
 
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
@@ -151,6 +152,8 @@ pub struct Handle {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The peak resident set size of the latest decimal conversion's child process.
     pub(crate) converter_peak_rss_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// The protocol messages this node sent and received lately (`GET /trace`).
+    pub(crate) trace: Arc<trace::Trace>,
 }
 
 impl Handle {
@@ -162,6 +165,7 @@ impl Handle {
         store: Store,
         fingerprint: Fingerprint,
     ) -> Handle {
+        let id = config.id;
         Handle {
             inbox,
             stats: Arc::new(WorkerStats::default()),
@@ -176,6 +180,7 @@ impl Handle {
             known_epoch: Arc::default(),
             metrics: Arc::default(),
             converter_peak_rss_bytes: Arc::default(),
+            trace: Arc::new(trace::Trace::new(id)),
         }
     }
 

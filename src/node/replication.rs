@@ -1,5 +1,6 @@
 //! Sending checkpoint facts to the peers, and gathering theirs when this node takes over.
 
+use super::trace::TRACE_HEADER;
 use super::Handle;
 use crate::api::{CheckpointQuery, CheckpointWrite, RootQuery};
 use crate::bignum::Big;
@@ -38,7 +39,8 @@ async fn send_write(handle: &Handle, (peer, epoch): (NodeId, Epoch), facts: Arc<
         }
     };
     let started = std::time::Instant::now();
-    match handle.client.post_bytes(&addr, "/internal/checkpoint", frame, timeout).await {
+    let id = handle.trace.sent(("replication", "checkpoint_write"), peer, epoch);
+    match handle.client.post_bytes(&addr, "/internal/checkpoint", frame, timeout, &[(TRACE_HEADER, &id)]).await {
         Ok(_) => {
             handle.metrics.replicated(peer, started.elapsed().as_secs_f64());
             Sent::Durable
@@ -73,7 +75,9 @@ async fn query_checkpoint(
     let addr = handle.config.members.addr(peer)?.to_string();
     let query =
         serde_json::to_vec(&CheckpointQuery { finished: finished.clone(), from: handle.config.id, epoch }).ok()?;
-    let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout).await {
+    let id = handle.trace.sent(("gather", "checkpoint_query"), peer, epoch);
+    let headers = [(TRACE_HEADER, id.as_str())];
+    let facts = match handle.client.post_bytes(&addr, "/internal/checkpoint/query", query, timeout, &headers).await {
         Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await,
         Err(e) => {
             handle.heard_epoch(peer, &e);
@@ -145,7 +149,7 @@ async fn peer_root(handle: &Handle, job: &str) -> Option<Big> {
         let (handle, tx, query) = (handle.clone(), tx.clone(), query.clone());
         async_std::task::spawn(async move {
             let timeout = Duration::from_millis(ROOT_TIMEOUT_MS);
-            let root = match handle.client.post_bytes(&addr, "/internal/checkpoint/root", query, timeout).await {
+            let root = match handle.client.post_bytes(&addr, "/internal/checkpoint/root", query, timeout, &[]).await {
                 Ok(frame) => async_std::task::spawn_blocking(move || decode_facts::<()>(&frame)).await.ok(),
                 Err(_) => None,
             };

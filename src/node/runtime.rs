@@ -416,7 +416,9 @@ async fn send_batch(
 ) -> std::result::Result<Vec<(OpRef, Big)>, String> {
     let (body, items) =
         async_std::task::spawn_blocking(move || (api::encode_work(from, epoch, batch, &items), items)).await;
-    let answer = handle.client.post_bytes(addr, "/internal/work", body?, timeout).await.map_err(|e| {
+    let id = handle.trace.sent(("work", "work"), worker, epoch);
+    let headers = [(super::trace::TRACE_HEADER, id.as_str())];
+    let answer = handle.client.post_bytes(addr, "/internal/work", body?, timeout, &headers).await.map_err(|e| {
         handle.heard_epoch(worker, &e);
         e.to_string()
     })?;

@@ -159,11 +159,15 @@ impl Client {
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
+        headers: &[(&str, &str)],
     ) -> Result<Vec<u8>, CallError> {
         self.bytes_moved.fetch_add(body.len() as u64, Ordering::Relaxed);
         let mut body = surf::Body::from_bytes(body);
         body.set_mime(crate::frame::FRAME_CONTENT_TYPE);
-        let req = self.http.post(self.url(addr, path, timeout).await?).body(body);
+        let mut req = self.http.post(self.url(addr, path, timeout).await?).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         self.exchange(addr, req, timeout).await
     }
 
