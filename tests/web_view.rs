@@ -226,6 +226,12 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     assert_eq!(browser.count("#injected"), 0, "no element was made from the input");
     browser.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view.png"));
 
+    // The message diagram: arrows between the lanes, and after a crash the election's.
+    let arrows = wait_until(Duration::from_secs(10), || (browser.count("#diagram line.arrow") > 0).then_some(()));
+    assert!(arrows.is_some(), "the diagram draws the members' messages");
+    assert!(browser.text_of("#diagram-legend").contains("vote_request"), "the legend speaks raft");
+    let epoch = cluster.status(leader).and_then(|s| s["epoch"].as_u64()).expect("the leader's epoch");
+
     cluster.signal(leader, libc::SIGKILL);
     let new = cluster.wait_for_agreement(AGREE);
     let agreed = Instant::now();
@@ -233,6 +239,14 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     let shown = shown.unwrap_or_else(|| panic!("the page never showed node {new}: {:?}", browser.coordinators()));
     let took = shown.duration_since(agreed);
     assert!(took <= Duration::from_secs(2), "the page showed the new coordinator {took:?} after the members agreed");
+    let votes = format!(
+        "return [...document.querySelectorAll('#diagram line.arrow[data-kind=\"vote_request\"]')]
+            .some(a => Number(a.dataset.epoch) > {epoch});"
+    );
+    let election = wait_until(Duration::from_secs(5), || (browser.read(&votes) == json!(true)).then_some(()));
+    assert!(election.is_some(), "the diagram shows vote requests above epoch {epoch}");
+    browser
+        .screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view-election.png"));
 
     // The member the page came from dies: the page says so and offers the others' views.
     cluster.signal(viewer, libc::SIGKILL);

@@ -202,12 +202,14 @@ impl tide::Middleware<Handle> for CountRequests {
 
 /// The route template a path belongs to.
 fn route_of(path: &str) -> &'static str {
-    const ROUTES: [&str; 17] = [
+    const ROUTES: [&str; 19] = [
         "/",
         "/status",
         "/metrics",
         "/trace",
         "/cluster",
+        "/cluster/trace",
+        "/diagram.js",
         "/jobs",
         "/admin/crash",
         "/admin/stall",

@@ -47,6 +47,8 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     app.at("/view.js").get(view::script);
     app.at("/view.css").get(view::style);
     app.at("/cluster").get(view::cluster);
+    app.at("/cluster/trace").get(view::cluster_trace);
+    app.at("/diagram.js").get(view::diagram);
     let limit = ClientLimit::default();
     app.at("/jobs").with(limit.clone()).post(submit).get(list_jobs);
     app.at("/jobs/:id").with(limit.clone()).get(get_job);
