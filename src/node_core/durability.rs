@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 /// What waits for a write to be durable.
 pub(super) enum AfterWrite {
     /// An answer to send.
-    Reply(ReplyId, Answer),
+    Reply(ReplyId, Box<Answer>),
     /// This node's half of a submission's acknowledgement.
     Acknowledge(u64),
     /// This node's half of a round's durability.
@@ -370,7 +370,7 @@ impl NodeCore {
             return;
         }
         match after {
-            AfterWrite::Reply(to, answer) => self.reply(to, answer),
+            AfterWrite::Reply(to, answer) => self.reply(to, *answer),
             AfterWrite::Acknowledge(token) => self.ack_part_durable(token, true),
             AfterWrite::Round { epoch, round } => self.round_part_durable(epoch, round, true),
         }

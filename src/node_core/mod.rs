@@ -692,7 +692,7 @@ impl NodeCore {
         let copies = self.root_copies(&facts);
         self.write_root_copies(copies);
         let write = self.token();
-        self.after_write.insert(write, durability::AfterWrite::Reply(reply, Answer::Applied(Ok(()))));
+        self.after_write.insert(write, durability::AfterWrite::Reply(reply, Box::new(Answer::Applied(Ok(())))));
         let new = self.record(facts, Some(write));
         if self.coordinating().is_some() {
             self.learn(new);

@@ -18,7 +18,7 @@ pub(super) enum ClientEv {
     /// The request reaches a node (`forwarded`: carried there by another member).
     Request { client: usize, generation: u64, node: usize, forwarded: bool },
     /// The node's answer reaches the client.
-    Answer { client: usize, generation: u64, answer: Answer },
+    Answer { client: usize, generation: u64, answer: Box<Answer> },
     /// No answer in time, or the node was down.
     GiveUp { client: usize, generation: u64 },
 }
@@ -64,7 +64,7 @@ impl Sim<'_> {
             }
             ClientEv::Answer { client, generation, answer } if self.current(client, generation) => {
                 self.clients[client].waiting_at = None;
-                self.client_answered(client, answer);
+                self.client_answered(client, *answer);
             }
             ClientEv::GiveUp { client, generation } if self.current(client, generation) => self.client_gives_up(client),
             _ => {}
@@ -112,7 +112,7 @@ impl Sim<'_> {
     /// A node answers `client`'s request (over the network).
     pub(super) fn client_answer(&mut self, client: usize, generation: u64, answer: Answer) {
         let delay = self.rng.range(MIN_DELAY_MS, MAX_DELAY_MS + 1);
-        self.schedule(delay, Ev::Client(ClientEv::Answer { client, generation, answer }));
+        self.schedule(delay, Ev::Client(ClientEv::Answer { client, generation, answer: Box::new(answer) }));
     }
 
     fn client_answered(&mut self, client: usize, answer: Answer) {
