@@ -230,6 +230,16 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     let arrows = wait_until(Duration::from_secs(10), || (browser.count("#diagram line.arrow") > 0).then_some(()));
     assert!(arrows.is_some(), "the diagram draws the members' messages");
     assert!(browser.text_of("#diagram-legend").contains("vote_request"), "the legend speaks raft");
+    browser.click("#diagram-pause");
+    browser.click("#diagram-back");
+    let scroll_max = browser.read("return Number(document.getElementById('diagram-scroll').max);");
+    // Two jobs' batches and rounds make more events than the diagram shows at once.
+    if scroll_max.as_u64() > Some(0) {
+        assert_eq!(browser.text_of("#diagram-position"), "1 step back", "stepping back one event");
+    }
+    browser.click("#diagram-newest");
+    assert_eq!(browser.text_of("#diagram-position"), "newest");
+    browser.click("#diagram-pause");
     let epoch = cluster.status(leader).and_then(|s| s["epoch"].as_u64()).expect("the leader's epoch");
 
     cluster.signal(leader, libc::SIGKILL);

@@ -121,7 +121,11 @@
     const lanes = ids.map(id => ({ id, events: traces.get(id).filter(e => heartbeats || e.class !== 'heartbeat') }));
     const placed = place(lanes);
     const newest = placed.reduce((m, p) => Math.max(m, p.x), 0);
-    back = Math.min(back, Math.max(0, newest - WINDOW));
+    const backMax = Math.max(0, newest - WINDOW);
+    back = Math.min(back, backMax);
+    const slider = document.getElementById('diagram-scroll');
+    slider.max = String(backMax);
+    slider.value = String(backMax - back);
     const start = Math.max(0, newest - back - WINDOW);
     const end = start + WINDOW;
     const width = 900;
@@ -151,7 +155,7 @@
     }
     defs(box);
     document.getElementById('diagram-position').textContent =
-      back === 0 ? 'newest' : `${back} steps back`;
+      back === 0 ? 'newest' : `${back} step${back === 1 ? '' : 's'} back`;
   }
 
   // The epochs as bands: where the highest epoch any event speaks for rises.
@@ -210,6 +214,8 @@
     control('diagram-forward', () => { back = Math.max(0, back - 1); });
     control('diagram-newest', () => { back = 0; });
     document.getElementById('diagram-heartbeats').addEventListener('change', draw);
+    const slider = document.getElementById('diagram-scroll');
+    slider.addEventListener('input', () => { back = Number(slider.max) - Number(slider.value); draw(); });
     poll();
   });
 })();
