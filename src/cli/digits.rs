@@ -83,7 +83,7 @@ pub(crate) async fn write_to_file(
     checked
 }
 
-fn write_error(path: &Path, e: std::io::Error) -> Error {
+pub(crate) fn write_error(path: &Path, e: std::io::Error) -> Error {
     Error::Usage(format!("cannot write {}: {e}", path.display()))
 }
 
@@ -131,10 +131,7 @@ enum Failed {
 /// A member that does not answer, or answers "not now" (its coordinator is gathering
 /// checkpoints, or converting the digits again), may answer later; so may another member.
 fn worth_retrying(e: &CallError) -> bool {
-    match e {
-        CallError::Unreachable { .. } | CallError::Malformed { .. } => true,
-        CallError::Status { status, .. } => matches!(status, 404 | 409 | 429) || *status >= 500,
-    }
+    super::submit::retryable(e) || matches!(e, CallError::Status { status: 404 | 409, .. })
 }
 
 /// Reads one answer of digits from `addr` into `sink`, counting them in `done`.

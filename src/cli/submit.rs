@@ -94,8 +94,7 @@ fn output_file(
     if numbers != 1 || no_wait {
         return Err(Error::Usage("--output takes exactly one number, and waits for it (no --no-wait)".into()));
     }
-    let file =
-        std::fs::File::create(path).map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+    let file = std::fs::File::create(path).map_err(|e| digits::write_error(path, e))?;
     Ok(Some((path.to_path_buf(), file)))
 }
 
@@ -164,7 +163,7 @@ fn check_result(job: &JobInfo) -> Result<()> {
 }
 
 /// Whether trying again (another member, or later) may help.
-fn retryable(e: &CallError) -> bool {
+pub(crate) fn retryable(e: &CallError) -> bool {
     match e {
         CallError::Unreachable { .. } | CallError::Malformed { .. } => true,
         CallError::Status { status, .. } => *status == 429 || *status >= 500,
