@@ -14,6 +14,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod frame;
+pub mod html;
 pub mod http;
 pub mod member;
 pub mod metrics;

@@ -149,14 +149,21 @@ fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<Val
     (status == 200).then(|| answer["value"].clone())
 }
 
-#[test]
-fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
-    let Some(browser) = Browser::start() else {
+/// A browser, or `None` (a skip, said on stderr) when none is installed outside CI.
+fn browser_or_skip() -> Option<Browser> {
+    let browser = Browser::start();
+    if browser.is_none() {
         // CI installs them (.ci/run): there a missing browser is a failure, not a skip.
         assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver");
         eprintln!("SKIPPED: no chromium/chromedriver installed (apt-get install chromium chromium-driver)");
-        return;
-    };
+    }
+    browser
+}
+
+#[test]
+fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
+    let _alone = common::one_cluster_at_a_time();
+    let Some(browser) = browser_or_skip() else { return };
     let mut cluster = Cluster::start(6, "raft", &[]);
     let leader = cluster.wait_for_agreement(AGREE);
     let viewer = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
@@ -267,4 +274,90 @@ fn the_web_view_shows_the_cluster_runs_a_job_and_follows_a_failover() {
     let (text, links) = banner.expect("a banner when the page's member is down");
     assert!(text.contains("not answering"), "{text}");
     assert_eq!(links, 5, "links to the other members' views: {text}");
+}
+
+const KEY: &str = "web-view-test-key";
+
+/// The fault buttons on a member card: `kind` on node `id`.
+fn fault_button(id: u32, kind: &str) -> String {
+    format!(".member[data-id=\"{id}\"] button[data-fault=\"{kind}\"]")
+}
+
+#[test]
+fn the_fault_buttons_crash_the_coordinator_only_with_the_key_and_the_diagram_shows_the_election() {
+    let _alone = common::one_cluster_at_a_time();
+    let Some(browser) = browser_or_skip() else { return };
+    let mut cluster = Cluster::start(5, "bully", &["--cluster-key", KEY]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let epoch = cluster.status(leader).and_then(|s| s["epoch"].as_u64()).expect("the leader's epoch");
+    let viewer = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    let follower = cluster.ids().into_iter().find(|&id| id != leader && id != viewer).unwrap();
+    browser.goto(&format!("http://{}/", cluster.addr(viewer)));
+    let drawn = wait_until(Duration::from_secs(10), || (browser.count(".member .faults button") == 15).then_some(()));
+    assert!(drawn.is_some(), "three fault buttons on each of five cards");
+
+    // Without the key every button is disabled and says why; the relay refuses a call anyway.
+    assert_eq!(browser.count(".member .faults button:disabled"), 15, "no key: every fault button is disabled");
+    let why = browser.read(&format!("return document.querySelector({}).title;", json!(fault_button(leader, "crash"))));
+    assert!(why.as_str().unwrap_or_default().contains("cluster key"), "a disabled button says why: {why}");
+    assert!(browser.text_of("#fault-status").contains("disabled"), "{}", browser.text_of("#fault-status"));
+    browser.click(&fault_button(leader, "crash"));
+    let path = format!("/cluster/faults/members/{leader}/crash");
+    let (status, _) = common::http(&cluster.addr(viewer), "POST", &path, Some(b"{}")).expect("an answer");
+    assert_eq!(status, 401, "the relay without the key");
+    assert!(cluster.status(leader).is_some(), "the coordinator still answers");
+
+    // A wrong key: the member's refusal is shown, and the buttons are disabled again.
+    browser.type_into("#fault-key", "not-the-key");
+    browser.click("#fault-form button[type=submit]");
+    assert_eq!(browser.count(".member .faults button:disabled"), 0, "a key enables every button (all are up)");
+    browser.click(&fault_button(follower, "stall"));
+    let refused = wait_until(Duration::from_secs(5), || {
+        let text = browser.text_of("#fault-status");
+        text.contains("wrong cluster key").then_some(text)
+    });
+    assert!(refused.is_some(), "the refusal, in words: {:?}", browser.text_of("#fault-status"));
+    assert_eq!(browser.count(".member .faults button:disabled"), 15, "a refused key is forgotten");
+    assert_eq!(cluster.wait_for_agreement(AGREE), leader, "nothing happened");
+
+    // The key, then crash on the coordinator's card: a new coordinator, shown within 2 s of
+    // agreement, and the election's messages in the diagram.
+    browser.type_into("#fault-key", KEY);
+    browser.click("#fault-form button[type=submit]");
+    browser.click(&fault_button(leader, "crash"));
+    assert!(cluster.wait_for_exit(leader, Duration::from_secs(10)).is_some(), "the coordinator crashed");
+    let new = cluster.wait_for_agreement(AGREE);
+    let agreed = Instant::now();
+    let shown = wait_until(Duration::from_secs(5), || (browser.coordinators() == [new.to_string()]).then(Instant::now));
+    let shown = shown.unwrap_or_else(|| panic!("the page never showed node {new}: {:?}", browser.coordinators()));
+    assert!(shown.duration_since(agreed) <= Duration::from_secs(2), "shown {:?} after agreement", shown - agreed);
+    let election = format!(
+        "return [...document.querySelectorAll('#diagram line.arrow')]
+            .some(a => ['election', 'coordinator'].includes(a.dataset.kind) && Number(a.dataset.epoch) > {epoch});"
+    );
+    let drawn = wait_until(Duration::from_secs(5), || (browser.read(&election) == json!(true)).then_some(()));
+    assert!(drawn.is_some(), "the diagram shows bully's election above epoch {epoch}");
+    let down = wait_until(Duration::from_secs(5), || {
+        let disabled =
+            browser.read(&format!("return document.querySelector({}).disabled;", json!(fault_button(leader, "crash"))));
+        (disabled == json!(true)).then_some(())
+    });
+    assert!(down.is_some(), "the crashed member's buttons are disabled");
+
+    // Partition a follower through the page, then heal every member from it.
+    browser.click(&fault_button(follower, "partition"));
+    let partitioned = wait_until(Duration::from_secs(5), || {
+        browser.text_of("#fault-status").contains(&format!("node {follower}: partition")).then_some(())
+    });
+    assert!(partitioned.is_some(), "{}", browser.text_of("#fault-status"));
+    browser.click("#heal-all");
+    let healed = wait_until(Duration::from_secs(5), || {
+        let text = browser.text_of("#fault-status");
+        text.contains("healed").then_some(text)
+    });
+    let healed = healed.expect("heal all answers");
+    assert!(healed.contains(&format!("node {leader}")), "the crashed member did not answer: {healed}");
+    assert!(!healed.contains(&format!("node {follower}")), "the partitioned member was healed: {healed}");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts/web-view-faults.png");
+    browser.screenshot(&docs);
 }

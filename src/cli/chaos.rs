@@ -74,6 +74,10 @@ pub struct ChaosArgs {
     /// Print the report as one JSON object.
     #[structopt(long)]
     json: bool,
+    /// Also write the run as a self-contained HTML page: a timeline of faults, leadership
+    /// changes and jobs, and the summary.
+    #[structopt(long, value_name = "FILE.html", parse(from_os_str))]
+    report: Option<std::path::PathBuf>,
 }
 
 /// The campaign's settings, checked.
@@ -135,7 +139,7 @@ fn campaign_of(args: &ChaosArgs) -> Result<Campaign> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum FaultKind {
+pub(super) enum FaultKind {
     Crash,
     Stall,
     Partition,
@@ -154,17 +158,44 @@ impl FaultKind {
 struct Fault {
     kind: FaultKind,
     at: Instant,
+    /// The member's index in the campaign's addresses.
+    member: usize,
+    duration_ms: u64,
+}
+
+/// A fault as the report shows it.
+#[derive(Serialize)]
+pub(super) struct FaultEvent {
+    pub(super) member: usize,
+    pub(super) kind: FaultKind,
+    /// Since the campaign started.
+    pub(super) at_ms: u64,
+    pub(super) duration_ms: u64,
+}
+
+/// A job as the report shows it: from its acknowledgement to its checked answer (or to the
+/// end of the campaign, for one that did not finish).
+#[derive(Clone, Serialize)]
+pub(super) struct JobEvent {
+    pub(super) id: String,
+    pub(super) n: u64,
+    /// The workload lane that ran it.
+    pub(super) lane: usize,
+    pub(super) submitted_at_ms: u64,
+    pub(super) finished_at_ms: u64,
+    /// `correct`, `wrong`, `lost` or `pending`.
+    pub(super) outcome: &'static str,
 }
 
 /// A change of coordinator the watcher saw all members agree on.
 #[derive(Clone, Debug, Serialize)]
-struct Change {
-    leader: NodeId,
-    epoch: Epoch,
+pub(super) struct Change {
+    pub(super) leader: NodeId,
+    pub(super) epoch: Epoch,
     /// Since the campaign started.
-    at_ms: u64,
+    pub(super) at_ms: u64,
     /// From the last fault before agreement was lost to agreement on this coordinator.
-    after_fault_ms: Option<u64>,
+    pub(super) after_fault_ms: Option<u64>,
 }
 
 #[derive(Default, Serialize)]
@@ -197,6 +228,9 @@ struct Observations {
     /// Why the campaign stopped early (a refused admin request, a refused job).
     aborted: Option<String>,
     changes: Vec<Change>,
+    /// The first coordinator all members agreed on (the baseline the changes start from).
+    first_agreed: Option<Change>,
+    job_log: Vec<JobEvent>,
     /// Per member address: its id, when its process started, and how many restarts seen.
     incarnations: HashMap<usize, (NodeId, u64, u64)>,
     jobs: JobCounts,
@@ -216,6 +250,8 @@ impl Observations {
             last_poll: None,
             aborted: None,
             changes: Vec::new(),
+            first_agreed: None,
+            job_log: Vec::new(),
             incarnations: HashMap::new(),
             jobs: JobCounts::default(),
             wrong: Vec::new(),
@@ -269,7 +305,11 @@ impl Observations {
         match self.last_agreed.replace(now_agreed) {
             // The first agreement is the baseline; the same one again is no change (a member
             // that restarted or answered late broke it for a moment).
-            None => {}
+            None => {
+                let at_ms = self.since_start_ms(now);
+                let (leader, epoch) = now_agreed;
+                self.first_agreed = Some(Change { leader, epoch, at_ms, after_fault_ms: None });
+            }
             Some(previous) if previous == now_agreed => {}
             Some(_) => {
                 let cause = self.faults.iter().rev().find(|f| f.at <= lost_at).map(|f| f.at);
@@ -360,7 +400,7 @@ async fn inject(client: &Client, campaign: &Campaign, faults: &[(usize, FaultKin
         match answer {
             Ok(_) => {
                 log::info!("{kind:?} of {addr}");
-                seen.faults.push(Fault { kind, at: now });
+                seen.faults.push(Fault { kind, at: now, member: i, duration_ms });
                 if kind != FaultKind::Crash {
                     seen.disrupted_until.insert(i, now + Duration::from_millis(duration_ms));
                 }
@@ -407,7 +447,11 @@ async fn workload(
                 continue;
             }
         };
-        seen.lock().unwrap().jobs.submitted += 1;
+        let submitted_at_ms = {
+            let mut seen = seen.lock().unwrap();
+            seen.jobs.submitted += 1;
+            seen.since_start_ms(Instant::now())
+        };
         // The deadline moves to the end of the settling phase once the attack stops.
         let outcome = loop {
             let deadline = *end_by.lock().unwrap();
@@ -430,58 +474,74 @@ async fn workload(
         };
         let expected = expected.entry(n).or_insert_with(|| Big::factorial(n).to_decimal());
         let mut seen = seen.lock().unwrap();
-        match outcome {
-            Ok(done) if done.result.as_deref() == Some(expected.as_str()) => seen.jobs.correct += 1,
+        let outcome = match outcome {
+            Ok(done) if done.result.as_deref() == Some(expected.as_str()) => {
+                seen.jobs.correct += 1;
+                "correct"
+            }
             Ok(done) => {
                 log::error!("job {} ({n}!) came back WRONG", done.id);
                 seen.jobs.wrong += 1;
                 seen.wrong.push(done.id);
+                "wrong"
             }
             Err(u) if u.unknown => {
                 log::error!("job {} ({n}!) was acknowledged and then LOST: {}", job.id, u.why);
                 seen.jobs.lost += 1;
+                "lost"
             }
             Err(u) => {
                 log::error!("job {} ({n}!) did not finish: {}", job.id, u.why);
                 seen.jobs.pending += 1;
+                "pending"
             }
-        }
+        };
+        let finished_at_ms = seen.since_start_ms(Instant::now());
+        seen.job_log.push(JobEvent { id: job.id, n, lane, submitted_at_ms, finished_at_ms, outcome });
     }
 }
 
 #[derive(Serialize)]
-struct Failovers {
-    count: usize,
-    p50_ms: Option<u64>,
-    max_ms: Option<u64>,
+pub(super) struct Failovers {
+    pub(super) count: usize,
+    pub(super) p50_ms: Option<u64>,
+    pub(super) max_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
-struct Settled {
-    leader: NodeId,
-    epoch: Epoch,
+pub(super) struct Settled {
+    pub(super) leader: NodeId,
+    pub(super) epoch: Epoch,
 }
 
 #[derive(Serialize)]
-struct Report {
-    seed: u64,
-    members: usize,
-    duration_ms: u64,
+pub(super) struct Report {
+    pub(super) seed: u64,
+    pub(super) members: usize,
+    /// The members' addresses, in the order `fault_log` numbers them.
+    pub(super) addresses: Vec<String>,
+    pub(super) duration_ms: u64,
     faults: BTreeMap<FaultKind, u64>,
     /// Faults drawn for a member that could not take them (down already); the JSON name
     /// predates this one and is kept.
     #[serde(rename = "faults_refused")]
     faults_not_delivered: u64,
-    leadership_changes: Vec<Change>,
-    failovers: Failovers,
+    pub(super) leadership_changes: Vec<Change>,
+    /// The coordinator the members agreed on first, before any change.
+    pub(super) first_agreed: Option<Change>,
+    pub(super) failovers: Failovers,
     jobs: JobCounts,
     wrong_jobs: Vec<String>,
+    /// Every fault delivered, in order.
+    pub(super) fault_log: Vec<FaultEvent>,
+    /// Every acknowledged job, in the order it ended.
+    pub(super) job_log: Vec<JobEvent>,
     /// Member id -> restarts seen (a new process answered).
     restarted: BTreeMap<NodeId, u64>,
-    settled: Option<Settled>,
+    pub(super) settled: Option<Settled>,
     /// Why the campaign stopped early, if it did.
     aborted: Option<String>,
-    passed: bool,
+    pub(super) passed: bool,
 }
 
 fn report(campaign: &Campaign, seen: Observations, attacked_ms: u64, settled: Option<(NodeId, Epoch)>) -> Report {
@@ -496,14 +556,28 @@ fn report(campaign: &Campaign, seen: Observations, attacked_ms: u64, settled: Op
     let restarted = seen.incarnations.values().filter(|(_, _, r)| *r > 0).map(|(id, _, r)| (*id, *r)).collect();
     let j = &seen.jobs;
     let passed = j.wrong == 0 && j.lost == 0 && j.pending == 0 && settled.is_some() && seen.aborted.is_none();
+    let fault_log = seen
+        .faults
+        .iter()
+        .map(|f| FaultEvent {
+            member: f.member,
+            kind: f.kind,
+            at_ms: seen.since_start_ms(f.at),
+            duration_ms: f.duration_ms,
+        })
+        .collect();
     Report {
         seed: campaign.seed,
         members: campaign.addrs.len(),
+        addresses: campaign.addrs.clone(),
         duration_ms: attacked_ms,
         faults,
         faults_not_delivered: seen.faults_not_delivered,
         leadership_changes: seen.changes,
+        first_agreed: seen.first_agreed,
         failovers,
+        fault_log,
+        job_log: seen.job_log,
         jobs: seen.jobs,
         wrong_jobs: seen.wrong,
         restarted,
@@ -513,45 +587,55 @@ fn report(campaign: &Campaign, seen: Observations, attacked_ms: u64, settled: Op
     }
 }
 
-fn print_report(r: &Report) {
+/// The report in words, as printed (and shown in the HTML report).
+pub(super) fn summary(r: &Report) -> String {
+    let mut lines = Vec::new();
     let kinds = [FaultKind::Crash, FaultKind::Stall, FaultKind::Partition];
     let count = |k| r.faults.get(&k).copied().unwrap_or(0);
-    println!("chaos: seed {}, {} members, attacked for {:.1} s", r.seed, r.members, r.duration_ms as f64 / 1000.0);
-    println!(
+    lines.push(format!(
+        "chaos: seed {}, {} members, attacked for {:.1} s",
+        r.seed,
+        r.members,
+        r.duration_ms as f64 / 1000.0
+    ));
+    lines.push(format!(
         "faults injected: {} (crash {}, stall {}, partition {}); {} not delivered",
         kinds.iter().map(|&k| count(k)).sum::<u64>(),
         count(FaultKind::Crash),
         count(FaultKind::Stall),
         count(FaultKind::Partition),
         r.faults_not_delivered
-    );
+    ));
     let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
-    println!(
+    lines.push(format!(
         "leadership changes: {}; failovers after a fault: {}, time to agreement p50 {}, max {}",
         r.leadership_changes.len(),
         r.failovers.count,
         ms(r.failovers.p50_ms),
         ms(r.failovers.max_ms)
-    );
+    ));
     let j = &r.jobs;
-    println!(
+    lines.push(format!(
         "jobs: {} submitted, {} correct, {} wrong, {} lost, {} pending ({} not acknowledged)",
         j.submitted, j.correct, j.wrong, j.lost, j.pending, j.not_acknowledged
-    );
+    ));
     let restarted: Vec<String> = r.restarted.iter().map(|(id, n)| format!("node {id} x{n}")).collect();
-    println!("restarted: {}", if restarted.is_empty() { "none".to_string() } else { restarted.join(", ") });
+    lines.push(format!("restarted: {}", if restarted.is_empty() { "none".to_string() } else { restarted.join(", ") }));
     match &r.settled {
-        Some(s) => println!("settled: node {} coordinates at epoch {}", s.leader, s.epoch),
-        None => println!("settled: NO - the members did not agree on one coordinator after healing"),
+        Some(s) => lines.push(format!("settled: node {} coordinates at epoch {}", s.leader, s.epoch)),
+        None => lines.push("settled: NO - the members did not agree on one coordinator after healing".to_string()),
     }
     if let Some(why) = &r.aborted {
-        println!("aborted: {why}");
+        lines.push(format!("aborted: {why}"));
     }
-    println!("result: {}", if r.passed { "PASS" } else { "FAIL" });
+    lines.push(format!("result: {}", if r.passed { "PASS" } else { "FAIL" }));
+    lines.join("\n") + "\n"
 }
 
 pub fn run(args: ChaosArgs) -> Result<()> {
     let campaign = Arc::new(campaign_of(&args)?);
+    // Created before the campaign: a path that cannot be written is an error before any fault.
+    let report_file = args.report.as_ref().map(|path| create(path)).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -561,13 +645,21 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print_report(&report);
+        print!("{}", summary(&report));
+    }
+    if let (Some(mut file), Some(path)) = (report_file, &args.report) {
+        std::io::Write::write_all(&mut file, super::chaos_report::html(&report).as_bytes())
+            .map_err(|e| super::digits::write_error(path, e))?;
     }
     if report.passed {
         Ok(())
     } else {
         Err(Error::Remote(format!("chaos campaign failed (replay it with --seed {})", report.seed)))
     }
+}
+
+fn create(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).map_err(|e| super::digits::write_error(path, e))
 }
 
 async fn run_campaign(campaign: Arc<Campaign>, client: Client, interrupted: Arc<AtomicBool>) -> Report {

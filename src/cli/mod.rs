@@ -3,6 +3,7 @@
 mod bench;
 mod certs;
 mod chaos;
+mod chaos_report;
 mod cluster;
 mod digits;
 mod load;

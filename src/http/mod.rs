@@ -1,7 +1,8 @@
 //! Incoming HTTP (tide). Handlers only decode, validate and hand the request to the runtime
 //! through the node's [`Handle`]; they never touch node state. Client endpoints (`/jobs`,
 //! `/status`) are open; everything under `/internal/` and `/admin/` passes one guard, the
-//! single place where the cluster key is checked. Every request but the admin API passes the
+//! single place where the cluster key is checked (the web view's fault relay under
+//! `/cluster/faults/` passes it too). Every request but the admin API and its relay passes the
 //! node's [`Gate`](crate::transport::Gate) first, so that a partition or stall ordered by `facto chaos`
 //! cuts the node off while the campaign can still heal it.
 
@@ -10,6 +11,7 @@ mod answers;
 mod client_api;
 mod connections;
 mod digits;
+mod fault_relay;
 mod forwards;
 mod guards;
 mod internal;
@@ -49,6 +51,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     app.at("/cluster").get(view::cluster);
     app.at("/cluster/trace").get(view::cluster_trace);
     app.at("/diagram.js").get(view::diagram);
+    app.at("/cluster/faults").nest(fault_relay::routes(handle.clone(), cluster_key.clone(), tls));
     let limit = ClientLimit::default();
     app.at("/jobs").with(limit.clone()).post(submit).get(list_jobs);
     app.at("/jobs/:id").with(limit.clone()).get(get_job);

@@ -7,6 +7,10 @@ const POLL_MS = 500;
 const DIGITS_SHOWN = 60;
 let last = null;        // the last /cluster answer
 let submitted = null;   // the job submitted from this page: {id, n}
+// The cluster key for the fault buttons: in this variable only (never in storage or the
+// DOM), so it is gone when the page is closed or reloaded.
+let faultKey = null;
+const FAULTS = [['crash', 'crash'], ['stall', 'stall'], ['partition', 'partition']];
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -52,13 +56,99 @@ function drawMembers(view) {
     }
     const dl = el('dl');
     for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
-    card.append(dl);
+    card.append(dl, faultButtons(m));
     return card;
   });
   document.getElementById('members').replaceChildren(...cards);
   const up = view.members.filter(m => m.up).length;
   document.getElementById('summary').textContent =
     `${up} of ${view.members.length} members up · coordinator: ${leader === null || leader === undefined ? 'none (election under way)' : 'node ' + leader} · this page is served by node ${view.node}`;
+}
+
+// Each card's fault buttons are kept across redraws (the cards are redrawn twice a second):
+// a button replaced between press and release would lose the click.
+const faultBoxes = new Map();
+
+function faultButtons(m) {
+  if (!faultBoxes.has(m.id)) {
+    const box = el('div', { class: 'faults' });
+    for (const [kind, label] of FAULTS) {
+      box.append(el('button', { type: 'button', 'data-fault': kind, 'data-id': m.id }, label));
+    }
+    faultBoxes.set(m.id, box);
+  }
+  const box = faultBoxes.get(m.id);
+  const why = !faultKey ? 'enter the cluster key above to use the fault buttons' : (!m.up ? `node ${m.id} is down` : null);
+  for (const b of box.children) {
+    b.disabled = why !== null;
+    b.title = why || `${b.dataset.fault} node ${m.id}`;
+  }
+  return box;
+}
+
+function faultStatus(text, isError) {
+  const p = document.getElementById('fault-status');
+  p.textContent = text;
+  p.className = isError ? 'error' : 'muted';
+}
+
+function keyStatus() {
+  document.getElementById('heal-all').disabled = !faultKey;
+  faultStatus(faultKey
+    ? 'Fault buttons enabled. The key is kept in this page\'s memory only: reloading the page forgets it.'
+    : 'Fault buttons are disabled until you enter the cluster key (kept in this page\'s memory only, never stored).');
+}
+
+// The serving member relays each fault to the target member's admin API (this page may
+// only talk to the member that served it); both check the key.
+async function fault(path, body) {
+  const r = await fetch(`/cluster/faults/${path}`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', 'x-facto-key': faultKey },
+    body: JSON.stringify(body || {}), cache: 'no-store',
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 401) { faultKey = null; document.getElementById('heal-all').disabled = true; if (last) drawMembers(last); }
+  if (!r.ok) throw new Error(answer.error || `HTTP ${r.status}`);
+  return answer;
+}
+
+function faultSeconds() {
+  const text = document.getElementById('fault-seconds').value.trim();
+  if (!/^[1-9][0-9]{0,2}$/.test(text)) throw new Error(`'${text}' is not a number of seconds from 1 to 999`);
+  return Number(text);
+}
+
+async function onFaultClick(event) {
+  const b = event.target.closest('button[data-fault]');
+  if (!b || b.disabled || !faultKey) return;
+  const [kind, id] = [b.dataset.fault, b.dataset.id];
+  try {
+    const body = kind === 'crash' ? {} : { duration_ms: faultSeconds() * 1000 };
+    await fault(`members/${encodeURIComponent(id)}/${kind}`, body);
+    faultStatus(kind === 'crash' ? `node ${id} crashed` : `node ${id}: ${kind} for ${body.duration_ms / 1000} s`);
+  } catch (e) {
+    faultStatus(`node ${id}: ${kind} failed: ${e.message || e}`, true);
+  }
+}
+
+async function onHealAll() {
+  if (!faultKey) return;
+  try {
+    const answers = await fault('heal');
+    const missed = answers.filter(a => !a.healed).map(a => `node ${a.node}`);
+    faultStatus(missed.length ? `healed all but ${missed.join(', ')} (no answer)` : 'every member healed');
+  } catch (e) {
+    faultStatus(`heal failed: ${e.message || e}`, true);
+  }
+}
+
+function onKey(event) {
+  event.preventDefault();
+  const input = document.getElementById('fault-key');
+  faultKey = input.value || null;
+  input.value = '';
+  keyStatus();
+  if (last) drawMembers(last);
 }
 
 function drawJobs(view) {
@@ -186,4 +276,8 @@ async function submit(event) {
 }
 
 document.getElementById('submit-form').addEventListener('submit', submit);
+document.getElementById('fault-form').addEventListener('submit', onKey);
+document.getElementById('members').addEventListener('click', onFaultClick);
+document.getElementById('heal-all').addEventListener('click', onHealAll);
+keyStatus();
 poll();
