@@ -141,9 +141,12 @@ fn campaign(election: &str) {
         .spawn()
         .unwrap();
     let cluster: String = (0..6).map(|i| format!("127.0.0.1:{},", base + i)).collect();
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/artifacts/chaos-{election}.html"));
+    std::fs::create_dir_all(page.parent().unwrap()).unwrap();
     let out = Command::new(common::BIN)
         .args(["chaos", "--kill-prob", "0.1", "--slow-prob", "0.05", "--partition-prob", "0.05"])
-        .args(["--duration", "30s", "--seed", "1", "--json"])
+        .args(["--duration", "30s", "--seed", "1", "--json", "--report"])
+        .arg(&page)
         .env("FACTO_CLUSTER", &cluster)
         .env("FACTO_CLUSTER_KEY", KEY)
         .output()
@@ -163,7 +166,39 @@ fn campaign(election: &str) {
     assert_eq!(jobs["wrong"], 0, "{report}");
     assert_eq!(jobs["lost"], 0, "{report}");
     assert!(report["settled"]["leader"].is_u64(), "{report}");
+    report_matches(&page, &report);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The HTML report parses, and shows each fault, change of coordinator and job of the JSON
+/// report once.
+fn report_matches(page: &std::path::Path, report: &Value) {
+    let text = std::fs::read_to_string(page).expect("the HTML report was written");
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let doc =
+        roxmltree::Document::parse_with_options(&text, options).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+    let count = |class: &str| {
+        doc.descendants().filter(|n| n.attribute("class").is_some_and(|c| c.split(' ').any(|c| c == class))).count()
+    };
+    let len = |key: &str| report[key].as_array().map_or(0, Vec::len);
+    assert!(len("fault_log") > 0, "{report}");
+    assert_eq!(count("fault"), len("fault_log"), "one mark per fault");
+    assert_eq!(count("change"), len("leadership_changes"), "one dot per change of coordinator");
+    assert_eq!(count("job"), len("job_log"), "one bar per job");
+    assert_eq!(len("job_log") as u64, report["jobs"]["submitted"].as_u64().unwrap(), "every acknowledged job");
+    assert!(text.contains("PASS"), "the verdict");
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_refused_before_any_fault() {
+    let out = Command::new(common::BIN)
+        .args(["chaos", "--cluster", "127.0.0.1:9", "--report", "/nonexistent/dir/report.html"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot write /nonexistent/dir/report.html"), "{err}");
 }
 
 #[test]

@@ -12,6 +12,8 @@ const WIDTH: f64 = 1100.0;
 const LABEL_WIDTH: f64 = 170.0;
 const ROW_HEIGHT: f64 = 26.0;
 const AXIS_HEIGHT: f64 = 24.0;
+/// The narrowest coordinator band that gets a written label.
+const LABEL_FITS_WIDTH: f64 = 70.0;
 
 const STYLE: &str = "
 .fault.crash { stroke: var(--bad); stroke-width: 2.5; }
@@ -158,14 +160,23 @@ fn reigns(r: &Report, scale: &Scale, y: f64) -> String {
         let _ = writeln!(
             out,
             "<rect class=\"reign\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"hsl({hue} 55% 55%)\" \
-             opacity=\"0.5\"/><text x=\"{:.1}\" y=\"{:.1}\">node {} · e{}</text>",
+             opacity=\"0.5\"><title>node {} coordinates at epoch {}</title></rect>",
             y + 5.0,
             (x1 - x0).max(1.0),
-            x0 + 3.0,
-            y + 17.0,
             c.leader,
             c.epoch
         );
+        // A label only where it fits; the band's title names it anyway.
+        if x1 - x0 > LABEL_FITS_WIDTH {
+            let _ = writeln!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\">node {} · e{}</text>",
+                x0 + 8.0,
+                y + 17.0,
+                c.leader,
+                c.epoch
+            );
+        }
     }
     for c in &r.leadership_changes {
         let after = c
