@@ -4,7 +4,10 @@
 //!
 //! `cargo run --release --example simulate_cluster -- --algorithm raft --nodes 5 --seeds 10000 [--first-seed S]`
 //! prints a summary and, last, `violations: K`; it exits non-zero when K > 0. A failing seed
-//! is printed with its trace; `--seeds 1 --first-seed S --trace` replays it exactly.
+//! is printed with its trace, and drawn to `target/artifacts/simulate-ALGORITHM-seed-S.html`;
+//! `--seed S --trace` replays it exactly, and `--seed S --trace FILE.html` draws one run: a
+//! lane per member with its role and epoch, an arrow per message, the step where an
+//! invariant broke.
 //! `--bug ack-before-durable`, `done-before-replicated`, `coordinate-before-epoch-durable`,
 //! `fence-apart-from-election` or `promise-in-memory` runs a deliberately broken core, to
 //! show that the simulator catches the bug.
@@ -12,6 +15,7 @@
 use facto::node_core::Bugs;
 use facto::simulation::{self, RunReport, SimConfig};
 use facto_elections::Algorithm;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use structopt::StructOpt;
@@ -27,13 +31,18 @@ struct Args {
     seeds: u64,
     #[structopt(long, default_value = "0")]
     first_seed: u64,
+    /// One seed only: the same as --first-seed S --seeds 1.
+    #[structopt(long, value_name = "S")]
+    seed: Option<u64>,
     /// ack-before-durable, done-before-replicated, coordinate-before-epoch-durable,
     /// fence-apart-from-election or promise-in-memory: a deliberately broken node core.
     #[structopt(long)]
     bug: Option<String>,
-    /// Print the trace of every run (use with one seed).
-    #[structopt(long)]
-    trace: bool,
+    /// Print the trace of every run (use with one seed); with a file name, draw it there as
+    /// a self-contained HTML page instead.
+    #[structopt(long, value_name = "FILE.html")]
+    #[allow(clippy::option_option)]
+    trace: Option<Option<String>>,
     /// Also fail when a finished result had to be computed again (no reachable member held
     /// it after every read) in a crashes or promise run (one member down at a time), or in 10
     /// storms or more per 10,000 seeds. Rogue runs are counted, not bounded: a member silenced
@@ -66,34 +75,48 @@ fn main() {
         eprintln!("error: --nodes must be 2 to 100");
         std::process::exit(2);
     }
-    let config = SimConfig { algorithm: args.algorithm, nodes: args.nodes, bugs, trace: args.trace };
+    let (first_seed, seeds) = args.seed.map_or((args.first_seed, args.seeds), |s| (s, 1));
+    if let Some(Some(path)) = &args.trace {
+        let config = SimConfig { algorithm: args.algorithm, nodes: args.nodes, bugs, trace: true };
+        let report = run_one(&config, first_seed);
+        draw(&config, &report, Path::new(path));
+        println!("seed {first_seed} ({}): drawn to {path}", report.kind);
+        println!("violations: {}", usize::from(!report.violations.is_empty()));
+        std::process::exit(i32::from(!report.violations.is_empty()));
+    }
+    let config = SimConfig { algorithm: args.algorithm, nodes: args.nodes, bugs, trace: args.trace.is_some() };
     let started = std::time::Instant::now();
-    let (failures, lost, lost_seeds) = run_seeds(&config, args.first_seed, args.seeds);
+    let (failures, lost, lost_seeds) = run_seeds(&config, first_seed, seeds);
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} seeds of {} with {} nodes in {secs:.1} s ({:.0} seeds/s)",
-        args.seeds,
+        seeds,
         args.algorithm,
         args.nodes,
-        args.seeds as f64 / secs.max(1e-9)
+        seeds as f64 / secs.max(1e-9)
     );
     for failure in failures.iter().take(10) {
         println!("seed {} ({}): {}", failure.seed, failure.kind, failure.violations.join("; "));
     }
     if let Some(first) = failures.first() {
         println!(
-            "replay: cargo run --release --example simulate_cluster -- --algorithm {} --nodes {} --seeds 1 --first-seed {} --trace",
+            "replay: cargo run --release --example simulate_cluster -- --algorithm {} --nodes {} --seed {} --trace",
             args.algorithm, args.nodes, first.seed
         );
         let traced = SimConfig { trace: true, ..config.clone() };
         for failure in failures.iter().take(TRACES_MAX) {
             println!("--- trace of seed {} ---", failure.seed);
-            for line in run_one(&traced, failure.seed).trace {
+            let report = run_one(&traced, failure.seed);
+            for line in &report.trace {
                 println!("{line}");
             }
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("target/artifacts/simulate-{}-seed-{}.html", args.algorithm, failure.seed));
+            draw(&traced, &report, &path);
+            println!("drawn to {}", path.display());
         }
     }
-    let results_kept = !args.check_results_kept || results_kept(&lost, &lost_seeds, args.seeds);
+    let results_kept = !args.check_results_kept || results_kept(&lost, &lost_seeds, seeds);
     println!("violations: {}", failures.len());
     if !failures.is_empty() || !results_kept {
         std::process::exit(1);
@@ -174,6 +197,21 @@ fn run_seeds(config: &SimConfig, first: u64, count: u64) -> (Vec<RunReport>, [u6
     let mut lost_seeds = lost_seeds.into_inner().unwrap();
     lost_seeds.sort_unstable();
     (failures, lost, lost_seeds)
+}
+
+/// Writes a traced run's picture to `path` (exits with a one-line reason if it cannot).
+fn draw(config: &SimConfig, report: &RunReport, path: &Path) {
+    let title = format!(
+        "facto simulator: {} with {} nodes, seed {} ({})",
+        config.algorithm, config.nodes, report.seed, report.kind
+    );
+    let picture = report.picture.clone().unwrap_or_default();
+    let page = simulation::picture_html(&title, &picture, config.nodes, report.sim_ms, &report.violations);
+    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(path, page));
+    if let Err(e) = written {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        std::process::exit(2);
+    }
 }
 
 /// One seed; a panic is a violation too.

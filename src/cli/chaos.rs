@@ -824,7 +824,7 @@ mod tests {
         seen.observe(&all_follow(1, 1), at(30));
         assert!(seen.changes.is_empty(), "the same coordinator again is no change");
         // The coordinator is crashed; the others agree on node 2 later.
-        seen.faults.push(Fault { kind: FaultKind::Crash, at: at(100) });
+        seen.faults.push(Fault { kind: FaultKind::Crash, at: at(100), member: 0, duration_ms: 0 });
         seen.observe(&[None, status(2, None, 1), status(3, None, 1)], at(150));
         seen.observe(&[None, status(2, Some(2), 2), status(3, Some(2), 2)], at(400));
         assert_eq!(seen.changes.len(), 1);

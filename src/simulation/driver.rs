@@ -173,6 +173,7 @@ impl Sim<'_> {
             let after = self.rng.range(0, 10);
             self.schedule(after, Ev::Crash { node: i });
         }
+        self.picture_role(i);
         if kind != "tick" || effects.iter().any(|e| !matches!(e, Effect::Send { .. })) {
             self.note(|| format!("node {} <- {kind}: {}", i + 1, describe(&effects)));
         }
@@ -295,11 +296,16 @@ impl Sim<'_> {
     pub(super) fn send(&mut self, i: usize, to: NodeId, msg: Msg, extra_ms: u64) {
         let j = self.index(to);
         if self.promise_drops(i, j, &msg) {
+            self.traced_send(i, to, &msg);
             return self.note(|| format!("lost by the promise run: node {} -> node {to}", i + 1));
         }
         // An unreachable peer (partitioned, like the admin API's partitions, or down)
         // refuses at once; a lost message is only noticed by a request's timeout.
-        let delays = match self.net.route(&mut self.rng, i, j) {
+        let route = self.net.route(&mut self.rng, i, j);
+        if !matches!(route, Route::Deliver(_)) || !self.up(j) {
+            self.traced_send(i, to, &msg);
+        }
+        let delays = match route {
             Route::Partitioned => return self.refused(i, to, msg),
             _ if !self.up(j) => return self.refused(i, to, msg),
             Route::Lost => return self.note(|| format!("lost: node {} -> node {to}", i + 1)),
@@ -310,8 +316,15 @@ impl Sim<'_> {
         }
         let to_life = self.nodes[j].life;
         for delay_ms in delays {
-            self.schedule(delay_ms + extra_ms, Ev::Net { from: i, to: j, to_life, msg: msg.clone() });
+            let traced = self.traced_send(i, to, &msg);
+            self.schedule(delay_ms + extra_ms, Ev::Net { from: i, to: j, to_life, msg: msg.clone(), traced });
         }
+    }
+
+    /// Puts a message node `i` sends in the picture, when the run is traced.
+    fn traced_send(&mut self, i: usize, to: NodeId, msg: &Msg) -> Option<usize> {
+        let (from, now_ms) = (self.nodes[i].id, self.now_ms());
+        self.picture.as_mut().map(|picture| picture.sent(msg, from, to, now_ms))
     }
 
     /// A connection refused: an election message's failure is news to the sender (as its
@@ -329,7 +342,7 @@ impl Sim<'_> {
     }
 
     /// A message arrives at node `j` (sent to its life `to_life`).
-    pub(super) fn deliver(&mut self, from: usize, j: usize, to_life: u64, msg: Msg) {
+    pub(super) fn deliver(&mut self, from: usize, j: usize, to_life: u64, msg: Msg, traced: Option<usize>) {
         if !self.up(j) || self.nodes[j].life != to_life {
             // The connection died with the process: the sender's request fails.
             if let (Some(rpc), true) = (msg.request_rpc(), self.up(from)) {
@@ -337,6 +350,10 @@ impl Sim<'_> {
                 self.schedule(NOTICE_DELAY_MS, Ev::RpcTimeout { node: from, life, rpc });
             }
             return;
+        }
+        let now_ms = self.now_ms();
+        if let (Some(picture), Some(k)) = (self.picture.as_mut(), traced) {
+            picture.messages[k].received_ms = Some(now_ms);
         }
         let (from_id, to_id) = (self.nodes[from].id, self.nodes[j].id);
         if let (Msg::Election(_), true) = (&msg, self.up(from)) {

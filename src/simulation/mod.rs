@@ -39,7 +39,10 @@
 mod checks;
 mod clients;
 mod driver;
+mod picture;
 mod promise;
+
+pub use picture::{html as picture_html, Picture};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Members;
@@ -89,6 +92,8 @@ pub struct RunReport {
     pub tasks_recomputed: u64,
     /// Finished jobs computed again because no reachable member held their result.
     pub results_lost: u64,
+    /// What the run's picture shows (with [`SimConfig::trace`]).
+    pub picture: Option<Picture>,
 }
 
 /// Runs one seed.
@@ -109,6 +114,8 @@ enum Ev {
         to: usize,
         to_life: u64,
         msg: driver::Msg,
+        /// Its place in the picture, when the run is traced.
+        traced: Option<usize>,
     },
     /// An input for a node, valid only in the same life of the node.
     Input {
@@ -183,6 +190,7 @@ struct Sim<'a> {
     checks: checks::Checks,
     next_rpc: u64,
     trace: Vec<String>,
+    picture: Option<Picture>,
 }
 
 impl<'a> Sim<'a> {
@@ -223,6 +231,7 @@ impl<'a> Sim<'a> {
             checks: checks::Checks::default(),
             next_rpc: 0,
             trace: Vec::new(),
+            picture: config.trace.then(Picture::default),
         };
         sim.setup();
         sim
@@ -306,6 +315,10 @@ impl<'a> Sim<'a> {
 
     fn violation(&mut self, what: String) {
         self.note(|| format!("VIOLATION: {what}"));
+        let now_ms = self.now_ms();
+        if let Some(picture) = self.picture.as_mut() {
+            picture.violation.get_or_insert((now_ms, what.clone()));
+        }
         self.checks.violations.push(what);
     }
 
@@ -337,7 +350,7 @@ impl<'a> Sim<'a> {
                 self.schedule(TICK_MS, Ev::Tick { node });
                 self.step(node, crate::node_core::Input::Tick);
             }
-            Ev::Net { from, to, to_life, msg } => self.deliver(from, to, to_life, msg),
+            Ev::Net { from, to, to_life, msg, traced } => self.deliver(from, to, to_life, msg, traced),
             Ev::Input { node, life, input } if self.nodes[node].life == life => self.step(node, input),
             Ev::Input { .. } => {}
             Ev::Durable { node, life } if self.nodes[node].life == life => self.durable(node),
@@ -378,6 +391,7 @@ impl<'a> Sim<'a> {
         self.nodes[i].known_epoch_max = core.known_epoch();
         self.nodes[i].core = Some(core);
         self.nodes[i].io = driver::NodeIo::default();
+        self.picture_role(i);
         self.note(|| format!("node {id} starts"));
     }
 
@@ -407,6 +421,7 @@ impl<'a> Sim<'a> {
         node.core = None;
         node.life += 1;
         let id = node.id;
+        self.picture_role(i);
         self.note(|| format!("node {id} CRASHES"));
     }
 
@@ -471,6 +486,7 @@ impl<'a> Sim<'a> {
             self.net.set_side(i, 1);
         }
         let sides: Vec<u8> = (0..n).map(|i| self.net.side(i)).collect();
+        self.picture_mark(format!("partition {sides:?}"));
         self.note(|| format!("partition {sides:?}"));
     }
 
@@ -478,6 +494,7 @@ impl<'a> Sim<'a> {
     /// stops loss and duplication.
     fn heal(&mut self) {
         self.net.heal();
+        self.picture_mark("heal".into());
         if self.now_ms() >= FAULTS_MS && !self.healed {
             self.healed = true;
             self.net.set_faults(0.0, 0.0);
@@ -487,6 +504,29 @@ impl<'a> Sim<'a> {
                 }
             }
             self.note(|| "faults end: cluster healed".into());
+        }
+    }
+
+    /// Records node `i`'s role now, when the run is traced.
+    fn picture_role(&mut self, i: usize) {
+        let now_ms = self.now_ms();
+        let node = &self.nodes[i];
+        let (role, epoch) = match &node.core {
+            None => ("down", node.known_epoch_max),
+            Some(core) => match core.coordinating() {
+                Some(epoch) => ("coordinator", epoch),
+                None => ("worker", core.leadership().epoch().unwrap_or_else(|| core.known_epoch())),
+            },
+        };
+        if let Some(picture) = self.picture.as_mut() {
+            picture.role(node.id, now_ms, role, epoch);
+        }
+    }
+
+    fn picture_mark(&mut self, what: String) {
+        let now_ms = self.now_ms();
+        if let Some(picture) = self.picture.as_mut() {
+            picture.marks.push((now_ms, what));
         }
     }
 
@@ -510,6 +550,7 @@ impl<'a> Sim<'a> {
             tasks_computed: self.checks.tasks_computed(),
             tasks_recomputed: self.checks.tasks_recomputed(),
             results_lost: self.checks.results_lost,
+            picture: self.picture,
         }
     }
 
