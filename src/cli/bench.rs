@@ -33,7 +33,7 @@ pub struct BenchArgs {
     runs: u32,
     /// Members of the local cluster.
     #[structopt(long, default_value = "6")]
-    nodes: u16,
+    pub(super) nodes: u16,
     /// Election algorithm: bully, ring or raft.
     #[structopt(long, default_value = "raft")]
     election: String,
@@ -76,6 +76,24 @@ pub struct BenchArgs {
     /// With --load --cluster: how to reach a TLS cluster.
     #[structopt(flatten)]
     pub(super) client_tls: super::TlsArgs,
+    /// Compare the election algorithms instead: bully, ring and Raft-lite, each on its own
+    /// local cluster of --nodes, under the same seeded schedule of coordinator crashes
+    /// (`--kills`, `--seed`, `--idle`, `--html`).
+    #[structopt(long)]
+    elections: bool,
+    /// With --elections: coordinator crashes per algorithm.
+    #[structopt(long, default_value = "20")]
+    pub(super) kills: u32,
+    /// With --elections: the seed of the pauses between crashes [default: from the clock].
+    #[structopt(long)]
+    pub(super) seed: Option<u64>,
+    /// With --elections: how long each cluster is watched idle first (elections there are
+    /// spurious).
+    #[structopt(long, default_value = "5s")]
+    pub(super) idle: String,
+    /// With --elections: also write the comparison as a self-contained HTML page with plots.
+    #[structopt(long, value_name = "FILE.html", parse(from_os_str))]
+    pub(super) html: Option<PathBuf>,
 }
 
 /// Polls `GET /cluster` every 500 ms on member `addr` while `open`: one open web view.
@@ -152,7 +170,7 @@ struct NReport {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    nodes: u16,
+    pub(super) nodes: u16,
     election: String,
     checkpoint: bool,
     delay_s: f64,
@@ -163,6 +181,9 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.elections {
+        return super::elections_bench::run(&args);
+    }
     if args.load {
         check_args(&args)?;
         return super::load::run(&args);
@@ -406,7 +427,7 @@ async fn note_failure(e: CallError, http_503: &mut u64, deadline: Instant) -> Re
     Ok(())
 }
 
-fn unique() -> u128 {
+pub(super) fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
@@ -423,36 +444,72 @@ pub(super) struct LocalCluster {
     keep: bool,
     /// Where the certificates of a TLS cluster are.
     tls: Option<PathBuf>,
+    /// How a member is started: `--peers`, `--election` and the other flags.
+    peers: String,
+    election: String,
+    extra: Vec<[String; 2]>,
 }
 
 impl LocalCluster {
     /// Starts `args.nodes` members on loopback, talking mutual TLS when `tls`.
     pub(super) fn start(args: &BenchArgs, tls: bool) -> Result<LocalCluster> {
+        LocalCluster::start_electing(args, &args.election, tls)
+    }
+
+    /// [`LocalCluster::start`] with the `election` algorithm.
+    pub(super) fn start_electing(args: &BenchArgs, election: &str, tls: bool) -> Result<LocalCluster> {
         let dir = std::env::temp_dir().join(format!("facto-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
-        let tls = tls.then(|| dir.join("tls"));
-        let mut cluster =
-            LocalCluster { addrs: free_loopback_addrs(args.nodes)?, children: Vec::new(), dir, keep: false, tls };
-        let peers: Vec<String> = cluster.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-        let peers = peers.join(",");
+        let addrs = free_loopback_addrs(args.nodes)?;
+        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let extra = [
-            ["--delay", &args.delay.to_string()],
-            ["--checkpoint", &args.checkpoint],
-            ["--max-n", &args.max_n.to_string()],
+            ["--delay".to_string(), args.delay.to_string()],
+            ["--checkpoint".to_string(), args.checkpoint.clone()],
+            ["--max-n".to_string(), args.max_n.to_string()],
         ];
+        let mut cluster = LocalCluster {
+            addrs,
+            children: Vec::new(),
+            tls: tls.then(|| dir.join("tls")),
+            dir,
+            keep: false,
+            peers: peers.join(","),
+            election: election.to_string(),
+            extra: extra.to_vec(),
+        };
         if let Some(tls) = &cluster.tls {
             super::local_certificates(tls, args.nodes)?;
         }
         for id in 1..=args.nodes {
-            let log = cluster.dir.join(format!("node-{id}.log"));
-            let data = cluster.dir.join(format!("node-{id}"));
-            let mut node = node_command(id, &peers, &args.election, &data, &log, &extra)?;
-            if let Some(tls) = &cluster.tls {
-                node.env("FACTO_TLS_DIR", tls);
-            }
-            cluster.children.push(node.spawn()?);
+            let node = cluster.spawn(id)?;
+            cluster.children.push(node);
         }
         Ok(cluster)
+    }
+
+    /// Starts member `id` (again), on its data directory and log.
+    fn spawn(&self, id: u16) -> Result<Child> {
+        let log = self.dir.join(format!("node-{id}.log"));
+        let data = self.dir.join(format!("node-{id}"));
+        let extra: Vec<[&str; 2]> = self.extra.iter().map(|[k, v]| [k.as_str(), v.as_str()]).collect();
+        let mut node = node_command(id, &self.peers, &self.election, &data, &log, &extra)?;
+        if let Some(tls) = &self.tls {
+            node.env("FACTO_TLS_DIR", tls);
+        }
+        Ok(node.spawn()?)
+    }
+
+    /// SIGKILLs member `id` and reaps it.
+    pub(super) fn kill(&mut self, id: u16) {
+        let child = &mut self.children[usize::from(id) - 1];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts member `id` again after [`LocalCluster::kill`].
+    pub(super) fn restart(&mut self, id: u16) -> Result<()> {
+        self.children[usize::from(id) - 1] = self.spawn(id)?;
+        Ok(())
     }
 
     /// A client of this cluster (over TLS with the admin certificate, for a TLS one).
@@ -471,7 +528,7 @@ impl LocalCluster {
         self.dir.clone()
     }
 
-    async fn statuses(&self, client: &Client) -> Vec<Option<NodeStatus>> {
+    pub(super) async fn statuses(&self, client: &Client) -> Vec<Option<NodeStatus>> {
         let timeout = Duration::from_millis(1_000);
         futures::future::join_all(
             self.addrs.iter().map(|a| async move { client.get(a, "/status", timeout).await.ok() }),
@@ -480,7 +537,7 @@ impl LocalCluster {
     }
 
     /// Waits for one coordinator that every member follows and that has finished taking over.
-    async fn settle(&self, client: &Client) -> Result<()> {
+    pub(super) async fn settle(&self, client: &Client) -> Result<()> {
         let deadline = Instant::now() + Duration::from_millis(SETTLE_TIMEOUT_MS);
         while Instant::now() < deadline {
             let all = self.statuses(client).await;

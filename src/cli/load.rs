@@ -78,7 +78,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut latencies_us: Vec<u64>) -> Percentiles {
+    pub(super) fn of(mut latencies_us: Vec<u64>) -> Percentiles {
         latencies_us.sort_unstable();
         let at = |q: f64| {
             let Some(last) = latencies_us.len().checked_sub(1) else { return f64::NAN };

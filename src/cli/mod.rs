@@ -6,6 +6,7 @@ mod chaos;
 mod chaos_report;
 mod cluster;
 mod digits;
+mod elections_bench;
 mod load;
 mod node;
 pub use node::id_of_hostname;
