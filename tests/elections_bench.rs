@@ -48,7 +48,8 @@ fn the_three_algorithms_meet_the_same_crashes_and_the_page_shows_each_one() {
 
 #[test]
 fn too_few_members_or_an_unwritable_page_is_one_line_before_any_cluster() {
-    for args in [&["--nodes", "2"][..], &["--html", "/nonexistent/dir/e.html"]] {
+    for args in [&["--nodes", "2"][..], &["--kills", "0"], &["--idle", "soon"], &["--html", "/nonexistent/dir/e.html"]]
+    {
         let out = Command::new(common::BIN).args(["bench", "--elections"]).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);

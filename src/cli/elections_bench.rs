@@ -80,9 +80,14 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
     if args.nodes < 3 {
         return Err(Error::Usage("--elections needs --nodes 3 or more (a crash must leave a majority)".into()));
     }
-    let html = args.html.as_ref().map(|path| std::fs::File::create(path).map_err(|e| super::digits::write_error(path, e)));
-    let mut html = html.transpose()?;
+    if args.kills == 0 {
+        return Err(Error::Usage("--kills must be at least 1".into()));
+    }
     let idle_ms = super::parse_duration_ms(&args.idle, "--idle")?;
+    // Created first: a page that cannot be written is an error before any cluster starts.
+    let html =
+        args.html.as_ref().map(|path| std::fs::File::create(path).map_err(|e| super::digits::write_error(path, e)));
+    let mut html = html.transpose()?;
     let seed = args.seed.unwrap_or_else(|| super::bench::unique() as u64);
     let pauses = schedule(seed, args.kills);
     let mut report = Report { nodes: args.nodes, seed, tls: args.tls, algorithms: Vec::new() };
@@ -94,7 +99,10 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
             Ok(run) => report.algorithms.push(run),
             Err(e) => {
                 let dir = cluster.keep_dir();
-                return Err(Error::Remote(format!("{algorithm}: {e} (the members' logs are kept in {})", dir.display())));
+                return Err(Error::Remote(format!(
+                    "{algorithm}: {e} (the members' logs are kept in {})",
+                    dir.display()
+                )));
             }
         }
     }
@@ -104,7 +112,8 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         print!("{}", table(&report));
     }
     if let (Some(file), Some(path)) = (html.as_mut(), &args.html) {
-        std::io::Write::write_all(file, to_html(&report).as_bytes()).map_err(|e| super::digits::write_error(path, e))?;
+        std::io::Write::write_all(file, to_html(&report).as_bytes())
+            .map_err(|e| super::digits::write_error(path, e))?;
     }
     Ok(())
 }
@@ -343,7 +352,13 @@ fn dots(r: &Report, span_ms: f64, step_ms: u64) -> String {
                     value(k)
                 );
             }
-            let _ = writeln!(svg, "<line class=\"p50\" x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\"/>", x(median), cy - 8.0, cy + 8.0);
+            let _ = writeln!(
+                svg,
+                "<line class=\"p50\" x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\"/>",
+                x(median),
+                cy - 8.0,
+                cy + 8.0
+            );
         }
     }
     svg.push_str("</svg>\n");
