@@ -75,9 +75,14 @@ pub struct Timing {
     pub batch_timeout_ms: u64,
 }
 
-/// Extra time a batch gets per MiB of operands it carries (large products take long to move
-/// and multiply on a loaded machine).
+/// Extra time a batch gets per MiB of work it carries: its operands, or for a task that
+/// reaches the leaves the product it will make (large products take long to move and multiply
+/// on a loaded machine).
 const BATCH_MS_PER_MIB: u64 = 200;
+/// A task whose batch missed its deadline gets twice the time at its next dispatch, up to
+/// 2^this times: however slow the machine, a task is eventually given long enough, so huge
+/// jobs cannot livelock on timeouts (each retry redoing work that was nearly done).
+const OVERDUE_DOUBLINGS_MAX: u32 = 6;
 
 /// Progress of one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +132,8 @@ struct Job {
     /// Operations of tasks dispatched again after an earlier dispatch (a worker failed, was
     /// too slow, or a coordinator crashed while they were in flight).
     reexecuted: u64,
+    /// Tasks whose batches missed their deadline, and how many times.
+    overdue: BTreeMap<OpId, u32>,
     finished: bool,
 }
 
@@ -264,6 +271,7 @@ impl Scheduler {
             waiting: BTreeMap::new(),
             dispatched,
             reexecuted: 0,
+            overdue: BTreeMap::new(),
             finished: false,
         };
         let mut actions = Vec::new();
@@ -359,6 +367,11 @@ impl Scheduler {
         let overdue: Vec<u64> =
             self.batches.iter().filter(|(_, b)| b.deadline_ms <= now_ms).map(|(&id, _)| id).collect();
         for batch in overdue {
+            for op in self.batches.get(&batch).map(|b| b.ops.clone()).unwrap_or_default() {
+                if let Some(job) = self.jobs.get_mut(&op.job) {
+                    *job.overdue.entry(op.op).or_insert(0) += 1;
+                }
+            }
             self.fail_batch(batch, now_ms);
         }
         self.dispatch(now_ms)
@@ -633,9 +646,7 @@ impl Scheduler {
             if items.is_empty() {
                 continue;
             }
-            let operand_bytes: usize = items.iter().flat_map(|i| &i.operands).map(Big::byte_len).sum();
-            let size_allowance_ms = (operand_bytes as u64 >> 20).saturating_mul(BATCH_MS_PER_MIB);
-            let deadline_ms = now_ms + self.timing.worker_delay_ms + self.timing.batch_timeout_ms + size_allowance_ms;
+            let deadline_ms = now_ms + self.timing.worker_delay_ms + self.batch_allowance_ms(&items);
             let ops = items.iter().map(|i| i.op.clone()).collect();
             self.batches.insert(batch, Batch { worker, ops, deadline_ms });
             if let Some(w) = self.workers.get_mut(&worker) {
@@ -648,6 +659,24 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// How long a batch of `items` may take beyond the workers' delay: the base timeout and
+    /// [`BATCH_MS_PER_MIB`] of its work, doubled for each deadline its tasks missed before.
+    fn batch_allowance_ms(&self, items: &[WorkItem]) -> u64 {
+        let (mut work_bytes, mut overdue) = (0u64, 0u32);
+        for item in items {
+            let Some(job) = self.jobs.get(&item.op.job) else { continue };
+            work_bytes += match job.plan.task_inputs(item.op.op) {
+                TaskInputs::Integers { first, last } => {
+                    (last + 1).saturating_sub(first) * u64::from(u64::BITS - last.leading_zeros()) / 8
+                }
+                TaskInputs::Products(_) => item.operands.iter().map(|o| o.byte_len() as u64).sum(),
+            };
+            overdue = overdue.max(job.overdue.get(&item.op.op).copied().unwrap_or(0));
+        }
+        let allowance_ms = self.timing.batch_timeout_ms + (work_bytes >> 20).saturating_mul(BATCH_MS_PER_MIB);
+        allowance_ms << overdue.min(OVERDUE_DOUBLINGS_MAX)
+    }
+
     /// The task `key` names, with its operands, counted as dispatched. `None` (never expected)
     /// when its job or an input product is missing: the task is then left out, not a panic.
     fn work_item(&mut self, key: &ReadyKey) -> Option<WorkItem> {
@@ -796,6 +825,43 @@ mod tests {
         assert!(dup.iter().all(|a| !matches!(a, Action::JobFinished { .. })));
         let results = run_to_end(&mut s, after_late);
         assert_eq!(results[&id], Big::factorial(8_194));
+    }
+
+    #[test]
+    fn a_task_that_missed_its_deadline_gets_twice_the_time_each_retry() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        s.submit(20_000);
+        let mut now_ms = 0;
+        let first = s.tick(now_ms);
+        let [Action::Dispatch { deadline_ms, items, .. }] = first.as_slice() else { panic!("{first:?}") };
+        let (ops, mut allowed_ms) = (items.iter().map(|i| i.op.clone()).collect::<Vec<_>>(), deadline_ms - now_ms);
+        assert!(allowed_ms >= TIMING.batch_timeout_ms);
+        for doublings in 1..=OVERDUE_DOUBLINGS_MAX + 2 {
+            // The deadline passes (the only worker is quarantined), then the quarantine: the
+            // tasks go out again.
+            now_ms += allowed_ms;
+            assert!(s.tick(now_ms).is_empty());
+            now_ms += QUARANTINE_MS_MAX;
+            let retry = s.tick(now_ms);
+            let Some(Action::Dispatch { deadline_ms, items, .. }) = retry.first() else { panic!("{retry:?}") };
+            assert_eq!(items.iter().map(|i| i.op.clone()).collect::<Vec<_>>(), ops);
+            let expected = allowed_ms * if doublings <= OVERDUE_DOUBLINGS_MAX { 2 } else { 1 };
+            assert_eq!(deadline_ms - now_ms, expected, "after {doublings} missed deadlines");
+            allowed_ms = expected;
+        }
+    }
+
+    #[test]
+    fn a_leaf_task_of_a_huge_factorial_gets_time_for_the_product_it_will_make() {
+        let mut s = Scheduler::new("1".into(), TIMING);
+        s.add_worker(2);
+        s.submit(100_000_000);
+        let first = s.tick(0);
+        let Some(Action::Dispatch { deadline_ms, items, .. }) = first.first() else { panic!("{first:?}") };
+        assert!(items.iter().all(|i| i.operands.is_empty()), "leaf tasks carry no operands");
+        // Eight leaf tasks of 390,625 integers each: about 10 MiB of products.
+        assert!(*deadline_ms >= TIMING.batch_timeout_ms + 9 * BATCH_MS_PER_MIB, "{deadline_ms}");
     }
 
     #[test]
