@@ -75,10 +75,14 @@ pub struct Timing {
     pub batch_timeout_ms: u64,
 }
 
-/// Extra time a batch gets per MiB of work it carries: its operands, or for a task that
-/// reaches the leaves the product it will make (large products take long to move and multiply
-/// on a loaded machine).
+/// Extra time a batch gets per MiB of operands it carries (large products take long to move
+/// and multiply on a loaded machine).
 const BATCH_MS_PER_MIB: u64 = 200;
+/// Extra time per MiB of the products a batch's leaf tasks will make: building a product from
+/// hundreds of thousands of small integers costs far more than moving it. Measured at
+/// 100,000,000!: batches of eight leaf tasks (about 10 MiB of products) took over 20 s with
+/// five workers on two cores.
+const LEAF_MS_PER_MIB: u64 = 4_000;
 /// A task whose batch missed its deadline gets twice the time at its next dispatch, up to
 /// 2^this times: however slow the machine, a task is eventually given long enough, so huge
 /// jobs cannot livelock on timeouts (each retry redoing work that was nearly done).
@@ -659,22 +663,26 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// How long a batch of `items` may take beyond the workers' delay: the base timeout and
-    /// [`BATCH_MS_PER_MIB`] of its work, doubled for each deadline its tasks missed before.
+    /// How long a batch of `items` may take beyond the workers' delay: the base timeout, time
+    /// for its work ([`BATCH_MS_PER_MIB`] of operands, [`LEAF_MS_PER_MIB`] of leaf products),
+    /// doubled for each deadline its tasks missed before.
     fn batch_allowance_ms(&self, items: &[WorkItem]) -> u64 {
-        let (mut work_bytes, mut overdue) = (0u64, 0u32);
+        let (mut operand_bytes, mut leaf_bytes, mut overdue) = (0u64, 0u64, 0u32);
         for item in items {
             let Some(job) = self.jobs.get(&item.op.job) else { continue };
-            work_bytes += match job.plan.task_inputs(item.op.op) {
+            match job.plan.task_inputs(item.op.op) {
                 TaskInputs::Integers { first, last } => {
-                    (last + 1).saturating_sub(first) * u64::from(u64::BITS - last.leading_zeros()) / 8
+                    leaf_bytes += (last + 1).saturating_sub(first) * u64::from(u64::BITS - last.leading_zeros()) / 8
                 }
-                TaskInputs::Products(_) => item.operands.iter().map(|o| o.byte_len() as u64).sum(),
-            };
+                TaskInputs::Products(_) => {
+                    operand_bytes += item.operands.iter().map(|o| o.byte_len() as u64).sum::<u64>()
+                }
+            }
             overdue = overdue.max(job.overdue.get(&item.op.op).copied().unwrap_or(0));
         }
-        let allowance_ms = self.timing.batch_timeout_ms + (work_bytes >> 20).saturating_mul(BATCH_MS_PER_MIB);
-        allowance_ms << overdue.min(OVERDUE_DOUBLINGS_MAX)
+        let work_ms =
+            (operand_bytes >> 20).saturating_mul(BATCH_MS_PER_MIB) + (leaf_bytes >> 20).saturating_mul(LEAF_MS_PER_MIB);
+        (self.timing.batch_timeout_ms + work_ms) << overdue.min(OVERDUE_DOUBLINGS_MAX)
     }
 
     /// The task `key` names, with its operands, counted as dispatched. `None` (never expected)
@@ -861,7 +869,7 @@ mod tests {
         let Some(Action::Dispatch { deadline_ms, items, .. }) = first.first() else { panic!("{first:?}") };
         assert!(items.iter().all(|i| i.operands.is_empty()), "leaf tasks carry no operands");
         // Eight leaf tasks of 390,625 integers each: about 10 MiB of products.
-        assert!(*deadline_ms >= TIMING.batch_timeout_ms + 9 * BATCH_MS_PER_MIB, "{deadline_ms}");
+        assert!(*deadline_ms >= TIMING.batch_timeout_ms + 9 * LEAF_MS_PER_MIB, "{deadline_ms}");
     }
 
     #[test]
