@@ -24,8 +24,9 @@ pub struct SubmitArgs {
     /// Print the job ids and return without waiting for results.
     #[structopt(long)]
     no_wait: bool,
-    /// Refuse n above this (the cluster has its own limit too).
-    #[structopt(long, default_value = "1000000")]
+    /// Refuse n above this (the cluster has its own limit too; `facto node` reads the same
+    /// variable, so one setting serves both).
+    #[structopt(long, env = "FACTO_MAX_N", default_value = "1000000")]
     max_n: u64,
     /// Give up after this many seconds.
     #[structopt(long, default_value = "3600")]
