@@ -40,13 +40,26 @@ table { border-collapse: collapse; } td, th { padding: 0.15rem 0.7rem; border-bo
 
 /// A whole page: `title`, the shared style plus `style`, and `body`.
 pub fn page(title: &str, style: &str, body: &str) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>{}</title>\n\
          <style>{STYLE}{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
         escape(title)
-    );
+    )
+}
+
+/// A time axis along the top of a picture: a label every `step_ms` from 0 to `span_ms` at
+/// `x(ms)`, each with a grid line from `grid_top` down to `grid_bottom`.
+pub fn time_axis(span_ms: u64, step_ms: u64, x: impl Fn(u64) -> f64, grid_top: f64, grid_bottom: f64) -> String {
+    let mut out = String::new();
+    for at in (0..=span_ms).step_by(step_ms.max(1) as usize) {
+        let x = x(at);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{grid_top:.1}\" x2=\"{x:.1}\" y2=\"{grid_bottom:.1}\"/>\
+             <text class=\"muted\" x=\"{x:.1}\" y=\"14\" text-anchor=\"middle\">{}</text>",
+            duration(at)
+        );
+    }
     out
 }
 

@@ -327,7 +327,7 @@ impl Observations {
 
 /// The coordinator every member that answers (and is not disrupted on purpose) follows, at
 /// one epoch, when it says so itself.
-fn agreement(statuses: &[Option<NodeStatus>], disrupted: impl Fn(usize) -> bool) -> Option<(NodeId, Epoch)> {
+pub(super) fn agreement(statuses: &[Option<NodeStatus>], disrupted: impl Fn(usize) -> bool) -> Option<(NodeId, Epoch)> {
     let considered: Vec<&NodeStatus> =
         statuses.iter().enumerate().filter(|(i, _)| !disrupted(*i)).filter_map(|(_, s)| s.as_ref()).collect();
     let first = considered.first()?;

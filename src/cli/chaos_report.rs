@@ -5,7 +5,7 @@
 //! class names it (`fault`, `change`, `job`), so the page can be checked against the JSON.
 
 use super::chaos::{summary, Change, FaultKind, Report};
-use crate::html::{duration, escape, page, tick_step_ms};
+use crate::html::{duration, escape, page, tick_step_ms, time_axis};
 use std::fmt::Write;
 
 const WIDTH: f64 = 1100.0;
@@ -64,7 +64,8 @@ fn timeline(r: &Report) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" \
          height=\"{height}\" role=\"img\" aria-label=\"the campaign's timeline\">\n"
     );
-    svg.push_str(&axis(&scale, height));
+    let step_ms = tick_step_ms(scale.span_ms, 12);
+    svg.push_str(&time_axis(scale.span_ms, step_ms, |at| scale.x(at), AXIS_HEIGHT - 4.0, height));
     let row_y = |row: usize| AXIS_HEIGHT + row as f64 * ROW_HEIGHT;
     for (i, addr) in r.addresses.iter().enumerate() {
         let _ = writeln!(svg, "<text x=\"6\" y=\"{}\">{}</text>", row_y(i) + 16.0, escape(addr));
@@ -101,23 +102,6 @@ fn timeline(r: &Report) -> String {
     );
     svg.push_str("</svg>");
     svg
-}
-
-/// Ticks and grid lines along the top.
-fn axis(scale: &Scale, height: f64) -> String {
-    let step = tick_step_ms(scale.span_ms, 12);
-    let mut out = String::new();
-    for at in (0..=scale.span_ms).step_by(step as usize) {
-        let x = scale.x(at);
-        let _ = writeln!(
-            out,
-            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{height}\"/><text class=\"muted\" x=\"{x:.1}\" \
-             y=\"14\" text-anchor=\"middle\">{}</text>",
-            AXIS_HEIGHT - 4.0,
-            duration(at)
-        );
-    }
-    out
 }
 
 fn fault(f: &super::chaos::FaultEvent, scale: &Scale, y: f64) -> String {

@@ -164,25 +164,18 @@ async fn run_algorithm(
     })
 }
 
-/// Waits until every member but `down` answers and names the same coordinator at one epoch,
-/// and that coordinator says so (and is not `down`); returns it and the epoch.
+/// Waits until every member but `down` answers and they agree as `facto chaos` means it (one
+/// coordinator at one epoch, which says so), on a member other than `down`; returns it and
+/// the epoch.
 async fn agreement(cluster: &LocalCluster, client: &Client, down: Option<NodeId>) -> Result<(NodeId, u64)> {
     let deadline = Instant::now() + Duration::from_millis(WAIT_TIMEOUT_MS);
     while Instant::now() < deadline {
         let statuses = cluster.statuses(client).await;
-        let live: Vec<Option<&NodeStatus>> = statuses
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i as NodeId + 1) != down)
-            .map(|(_, s)| s.as_ref())
-            .collect();
-        if let Some(Some(first)) = live.first() {
-            let (leader, epoch) = (first.leader, first.epoch);
-            let agreed = live.iter().all(|s| s.is_some_and(|s| s.leader == leader && s.epoch == epoch));
-            let says_so = live.iter().flatten().any(|s| Some(s.id) == leader && s.role == "coordinator");
-            if let Some(leader) = leader.filter(|&l| agreed && says_so && Some(l) != down) {
-                return Ok((leader, epoch));
-            }
+        let is_down = |i: usize| Some(i as NodeId + 1) == down;
+        let all_answer = statuses.iter().enumerate().all(|(i, s)| is_down(i) || s.is_some());
+        let agreed = super::chaos::agreement(&statuses, is_down).filter(|&(l, _)| all_answer && Some(l) != down);
+        if let Some(agreed) = agreed {
+            return Ok(agreed);
         }
         async_std::task::sleep(Duration::from_millis(POLL_MS)).await;
     }
@@ -325,31 +318,23 @@ fn dots(r: &Report, span_ms: f64, step_ms: u64) -> String {
     let x = |ms: f64| LABEL_WIDTH + (WIDTH - LABEL_WIDTH - 20.0) * ms / span_ms;
     let height = 30.0 + r.algorithms.len() as f64 * ROW_HEIGHT * 2.0;
     let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\">\n");
-    let mut at = 0;
-    while at as f64 <= span_ms {
-        let _ = writeln!(
-            svg,
-            "<line class=\"grid\" x1=\"{0:.1}\" y1=\"20\" x2=\"{0:.1}\" y2=\"{height}\"/><text class=\"muted\" x=\"{0:.1}\" y=\"14\" text-anchor=\"middle\">{1}</text>",
-            x(at as f64),
-            crate::html::duration(at)
-        );
-        at += step_ms;
-    }
+    svg.push_str(&crate::html::time_axis(span_ms as u64, step_ms, |at| x(at as f64), 20.0, height));
     for (row, a) in r.algorithms.iter().enumerate() {
         let y = 30.0 + row as f64 * ROW_HEIGHT * 2.0;
         let _ = writeln!(svg, "<text x=\"6\" y=\"{:.1}\">{}</text>", y + ROW_HEIGHT / 2.0 + 4.0, escape(&a.algorithm));
-        for (class, cy, median, value) in [
-            ("kill", y + ROW_HEIGHT / 2.0, a.agreement_ms.p50, (|k: &Kill| k.agreement_ms) as fn(&Kill) -> f64),
-            ("progress", y + ROW_HEIGHT * 1.3, a.progress_ms.p50, |k: &Kill| k.progress_ms),
+        let agreement: Vec<f64> = a.kills.iter().map(|k| k.agreement_ms).collect();
+        let progress: Vec<f64> = a.kills.iter().map(|k| k.progress_ms).collect();
+        for (class, cy, median, values) in [
+            ("kill", y + ROW_HEIGHT / 2.0, a.agreement_ms.p50, agreement),
+            ("progress", y + ROW_HEIGHT * 1.3, a.progress_ms.p50, progress),
         ] {
-            for k in &a.kills {
+            for (k, value) in a.kills.iter().zip(values) {
                 let _ = writeln!(
                     svg,
-                    "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"4\"><title>node {} → node {}: {:.0} ms</title></circle>",
-                    x(value(k)),
+                    "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"4\"><title>node {} → node {}: {value:.0} ms</title></circle>",
+                    x(value),
                     k.victim,
-                    k.successor,
-                    value(k)
+                    k.successor
                 );
             }
             let _ = writeln!(
