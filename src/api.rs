@@ -2,6 +2,7 @@
 //! a contract for scripts: fields may be added, never renamed or dropped.
 
 use crate::bignum::Big;
+use crate::coordinator::conversion::{Conversion, Layout};
 use crate::coordinator::{JobProgress, OpId, OpRef, Task, WorkItem};
 use crate::frame;
 use facto_elections::{AnyMsg, Epoch, NodeId};
@@ -169,6 +170,17 @@ pub struct NodeStatus {
     /// Body bytes of this node's calls to its peers, sent and received, since it started.
     #[serde(default)]
     pub peer_bytes: u64,
+    /// Conversion tasks (a split of a result into pieces, or a piece's digits) this node is
+    /// carrying out as a worker.
+    #[serde(default)]
+    pub conversion_tasks_running: u64,
+    /// Conversion tasks this node carried out as a worker since it started.
+    #[serde(default)]
+    pub conversion_tasks_done: u64,
+    /// Conversion tasks this node, as coordinator, gave to another worker after a worker
+    /// failed or answered wrong, since it started.
+    #[serde(default)]
+    pub conversion_tasks_redone: u64,
     /// Peak resident set size of the child process of this node's latest decimal conversion
     /// (0: none yet); the node's own figure leaves it out.
     #[serde(default)]
@@ -353,6 +365,51 @@ pub fn decode_products(bytes: &[u8]) -> Result<Vec<(OpRef, Big)>, String> {
         return Err(format!("{} results but {} products", header.results.len(), numbers.len()));
     }
     Ok(header.results.into_iter().map(OpRef::from).zip(numbers).collect())
+}
+
+/// The header of a conversion task's frame (its one number follows).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConversionRequest {
+    pub from: NodeId,
+    pub epoch: Epoch,
+    /// Split into pieces of this layout, or (`None`) convert to digits padded to `width`.
+    pub split: Option<Layout>,
+    #[serde(default)]
+    pub width: u64,
+}
+
+/// A conversion task as a frame.
+pub fn encode_conversion(from: NodeId, epoch: Epoch, task: &Conversion) -> Result<Vec<u8>, String> {
+    let (split, width) = match task {
+        Conversion::Split { layout, .. } => (Some(*layout), 0),
+        Conversion::Digits { width, .. } => (None, *width),
+    };
+    frame::encode(&ConversionRequest { from, epoch, split, width }, &[task.number()])
+}
+
+/// A conversion task's sender, epoch and task from its frame, which holds exactly one
+/// number.
+pub fn decode_conversion(bytes: &[u8]) -> Result<(NodeId, Epoch, Conversion), String> {
+    let (header, mut numbers): (ConversionRequest, Vec<Big>) = frame::decode(bytes)?;
+    let number = match (numbers.pop(), numbers.is_empty()) {
+        (Some(number), true) => number,
+        _ => return Err(format!("a conversion task carries one number, not {}", numbers.len() + 1)),
+    };
+    let task = match header.split {
+        Some(layout) => Conversion::Split { number, layout },
+        None => Conversion::Digits { number, width: header.width },
+    };
+    Ok((header.from, header.epoch, task))
+}
+
+/// A split's answer: the pieces, lowest first.
+pub fn encode_pieces(pieces: &[Big]) -> Result<Vec<u8>, String> {
+    frame::encode(&(), &pieces.iter().collect::<Vec<_>>())
+}
+
+/// The pieces of a split's answer.
+pub fn decode_pieces(bytes: &[u8]) -> Result<Vec<Big>, String> {
+    frame::decode::<()>(bytes).map(|(_, pieces)| pieces)
 }
 
 /// Big numbers travel as base64 of their little-endian bytes: binary-safe inside JSON and a

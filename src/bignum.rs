@@ -159,6 +159,26 @@ impl Big {
         out
     }
 
+    /// This number's digits in base 10^width, `pieces` of them (a power of two), lowest
+    /// first: self = Σ piece_i · 10^(width·i), the top piece taking what is left. Divides by
+    /// 10^(width·pieces/2), then each half by the next power down, the halves on threads of
+    /// their own (one per core). Takes the number: it is not copied unless shared.
+    pub fn split_decimal(self, pieces: usize, width: u64) -> Vec<Big> {
+        use malachite_base::num::arithmetic::traits::Pow;
+        let levels = pieces.max(1).trailing_zeros() as usize;
+        // powers[j] = 10^(width·2^j), each the square of the one before.
+        let mut powers: Vec<Natural> = Vec::with_capacity(levels);
+        for j in 0..levels {
+            let next = match j {
+                0 => Natural::from(10u32).pow(width),
+                _ => &powers[j - 1] * &powers[j - 1],
+            };
+            powers.push(next);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        split_by_powers(self.into_natural(), &powers, threads).into_iter().map(Big::new).collect()
+    }
+
     /// How many bytes [`Big::to_bytes`] would produce (cheap: no conversion).
     pub fn byte_len(&self) -> usize {
         (&self.0).significant_bits().div_ceil(8) as usize
@@ -194,6 +214,24 @@ fn rounds_of_products(
         values = next;
     }
     values
+}
+
+/// `x` in base `powers[0]`, 2^powers.len() digits, lowest first (see [`Big::split_decimal`]).
+fn split_by_powers(x: Natural, powers: &[Natural], threads: usize) -> Vec<Natural> {
+    use malachite_base::num::arithmetic::traits::DivRem;
+    let Some((power, lower)) = powers.split_last() else { return vec![x] };
+    let (high, low) = x.div_rem(power);
+    let (mut low, high) = if threads >= 2 {
+        std::thread::scope(|s| {
+            let high = s.spawn(|| split_by_powers(high, lower, threads - threads / 2));
+            let low = split_by_powers(low, lower, threads / 2);
+            (low, high.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        })
+    } else {
+        (split_by_powers(low, lower, 1), split_by_powers(high, lower, 1))
+    };
+    low.extend(high);
+    low
 }
 
 /// Multiplies owned numbers, neighbours first (balanced sizes).

@@ -74,6 +74,7 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
         ("/jobs", huge.as_slice()),
         ("/internal/election", b"[1,2,3]".as_slice()),
         ("/internal/work", internal_garbage),
+        ("/internal/decimal", internal_garbage),
     ] {
         // A body over the limit is too large (413), the rest malformed (400).
         let expected = if body.len() > 64 * 1024 { 413 } else { 400 };
@@ -91,6 +92,19 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
     let (status, _) = cluster.post_as_member(1, 2, "/internal/work", five.as_bytes()).unwrap();
     assert_eq!(status, 400);
     assert_eq!(cluster.status(1).unwrap()["max_operands"].as_u64(), Some(0));
+    // Conversion tasks no coordinator of this cluster could send: a padding of any size, a
+    // power of ten far beyond the number, a number beyond --max-n's factorial.
+    use facto::coordinator::conversion::{Conversion, Layout};
+    let big = facto::bignum::Big::factorial(6_000);
+    for task in [
+        Conversion::Digits { number: 7.into(), width: u64::MAX },
+        Conversion::Split { number: 7.into(), layout: Layout { pieces: 2, width: 1 << 40 } },
+        Conversion::Split { number: big, layout: Layout { pieces: 2, width: 10 } },
+    ] {
+        let frame = facto::api::encode_conversion(1, 99, &task).unwrap();
+        let (status, body) = cluster.post_as_member(1, 2, "/internal/decimal", &frame).unwrap();
+        assert_eq!(status, 400, "{task:?}: {}", String::from_utf8_lossy(&body));
+    }
     // Unknown job: 404 JSON.
     let (status, _) = http(&addr, "GET", "/jobs/nope", None).unwrap();
     assert_eq!(status, 404);

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEY: &str = "test-cluster-key";
 
-const GUARDED: [&str; 8] = [
+const GUARDED: [&str; 9] = [
     "/admin/crash",
     "/admin/stall",
     "/admin/partition",
     "/admin/heal",
     "/internal/election",
     "/internal/work",
+    "/internal/decimal",
     "/internal/checkpoint",
     "/internal/checkpoint/query",
 ];

@@ -44,10 +44,19 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Issue the certificates of a mutual-TLS cluster: a CA, members, clients.
     Certs(certs::CertsArgs),
-    /// Internal: a node's decimal conversion in a child process (bytes on stdin, digits on
-    /// stdout).
+    /// Internal: a node's decimal conversion in a child process (bytes on stdin; digits, or
+    /// with --pieces the pieces' frame, on stdout).
     #[structopt(setting = structopt::clap::AppSettings::Hidden)]
-    ToDecimal,
+    ToDecimal(ToDecimalArgs),
+}
+
+#[derive(StructOpt, Debug)]
+pub struct ToDecimalArgs {
+    /// Split the number into this many pieces of --width decimal digits instead.
+    #[structopt(long)]
+    pieces: Option<usize>,
+    #[structopt(long, default_value = "0")]
+    width: u64,
 }
 
 /// Parses the arguments, runs the command and returns the process exit code. Mistakes get one
@@ -85,7 +94,9 @@ pub fn main() -> i32 {
         Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),
-        Command::ToDecimal => crate::node::converter::serve_child().map_err(Error::from),
+        Command::ToDecimal(a) => {
+            crate::node::converter::serve_child(a.pieces.map(|pieces| (pieces, a.width))).map_err(Error::from)
+        }
     };
     match result {
         Ok(()) => 0,

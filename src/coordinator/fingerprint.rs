@@ -85,9 +85,21 @@ impl Fingerprint {
 
     /// A decimal number modulo the prime; `None` if `digits` is not one.
     pub fn of_decimal(&self, digits: &str) -> Option<u64> {
+        self.of_decimal_bytes(digits.as_bytes())
+    }
+
+    /// [`Fingerprint::of_decimal`] of ASCII bytes.
+    pub fn of_decimal_bytes(&self, digits: &[u8]) -> Option<u64> {
         let mut residue = self.decimal_residue();
-        residue.feed(digits.as_bytes()).then_some(())?;
+        residue.feed(digits).then_some(())?;
         residue.finish()
+    }
+
+    /// The residue of Σ residues\[i\] · 10^(width·i): a number from its residues in base
+    /// 10^width, lowest first.
+    pub fn of_decimal_pieces(&self, residues: &[u64], width: u64) -> u64 {
+        let base = self.pow(10 % self.prime, width);
+        residues.iter().rev().fold(0, |acc, &r| (self.mul(acc, base) + r % self.prime) % self.prime)
     }
 
     /// The residue of a decimal number read in pieces (a stream of digits that is never

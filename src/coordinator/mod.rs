@@ -1,5 +1,6 @@
 //! The coordinator's planning and scheduling: pure state machines, no I/O.
 
+pub mod conversion;
 pub mod fingerprint;
 pub mod plan;
 pub mod scheduler;

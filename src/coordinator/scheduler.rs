@@ -350,6 +350,11 @@ impl Scheduler {
         self.workers.entry(worker).or_default();
     }
 
+    /// The workers the failure detector does not report down.
+    pub fn reachable_workers(&self) -> Vec<NodeId> {
+        self.workers.iter().filter(|(_, w)| !w.unreachable).map(|(&id, _)| id).collect()
+    }
+
     /// The failure detector lost `worker` (`reachable == false`): its batches are reassigned
     /// now, not at their deadlines, and it gets no work until it is reachable again, and then
     /// only after its quarantine.

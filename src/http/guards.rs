@@ -202,7 +202,7 @@ impl tide::Middleware<Handle> for CountRequests {
 
 /// The route template a path belongs to.
 fn route_of(path: &str) -> &'static str {
-    const ROUTES: [&str; 19] = [
+    const ROUTES: [&str; 20] = [
         "/",
         "/status",
         "/metrics",
@@ -217,6 +217,7 @@ fn route_of(path: &str) -> &'static str {
         "/admin/heal",
         "/internal/election",
         "/internal/work",
+        "/internal/decimal",
         "/internal/checkpoint",
         "/internal/checkpoint/query",
         "/internal/checkpoint/root",

@@ -65,6 +65,39 @@ pub(super) async fn work(mut req: Request<Handle>) -> tide::Result {
     })
 }
 
+/// `POST /internal/decimal`: a conversion task's frame (see
+/// [`crate::coordinator::conversion`]); answers the pieces' frame, or the digits.
+pub(super) async fn decimal(mut req: Request<Handle>) -> tide::Result {
+    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(res) => return Ok(res),
+    };
+    let handle = req.state().clone();
+    let max_n = handle.config.max_n;
+    let decoded = async_std::task::spawn_blocking(move || {
+        let (from, epoch, task) = api::decode_conversion(&bytes)?;
+        task.check(max_n)?;
+        Ok::<_, String>((from, epoch, task))
+    })
+    .await;
+    let (from, epoch, task) = match decoded {
+        Ok(d) => d,
+        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
+    };
+    if let Err(res) = check_sender(&req, from) {
+        return Ok(res);
+    }
+    traced(&req, ("work", "decimal"), from, epoch);
+    Ok(match handle.convert(from, epoch, task).await {
+        Ok(answer) => frame_response(answer),
+        Err(WorkRefused::Fenced(refusal)) => {
+            handle.refusals.note(from, "a conversion task", &refusal.why);
+            refused(&refusal)
+        }
+        Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
+    })
+}
+
 /// `POST /internal/checkpoint`: a facts frame from the coordinator, acknowledged once the
 /// facts are on this node's disk.
 pub(super) async fn write_checkpoint(mut req: Request<Handle>) -> tide::Result {

@@ -30,7 +30,7 @@ use client_api::{get_job, list_jobs, metrics, status, submit};
 use guards::{
     CertificateGuard, ClientLimit, CountRequests, EchoRequestId, GateGuard, KeyGuard, ProtocolGuard, SettingsGuard,
 };
-use internal::{election, read_checkpoint, read_root, work, write_checkpoint};
+use internal::{decimal, election, read_checkpoint, read_root, work, write_checkpoint};
 
 type App = tide::Server<Handle>;
 
@@ -77,6 +77,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     internal.with(SettingsGuard);
     internal.at("/election").post(election);
     internal.at("/work").post(work);
+    internal.at("/decimal").post(decimal);
     internal.at("/checkpoint").post(write_checkpoint);
     internal.at("/checkpoint/query").post(read_checkpoint);
     internal.at("/checkpoint/root").post(read_root);

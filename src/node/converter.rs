@@ -1,4 +1,5 @@
-//! Decimal conversion of large products in a child process (`facto to-decimal`).
+//! Decimal conversion of large numbers in a child process (`facto to-decimal`): a product's
+//! digits, or a worker's task of a spread conversion (a split, a piece's digits).
 //!
 //! Converting 10,000,000! (27 MB in, 65 million digits out) takes seconds and allocates and
 //! frees hundreds of large buffers. Even on nice-10 threads of the node's own process it
@@ -40,31 +41,58 @@ pub fn to_decimal(product: &Big, program: Option<&Path>) -> Converted {
 
 /// Hands the product's bytes to a child on stdin and reads its digits from stdout.
 fn in_child(product: &Big, program: &Path) -> Result<Converted, String> {
+    let (decimal, peak_rss_bytes) = run_child(program, &[], product.to_bytes())?;
+    let decimal = String::from_utf8(decimal).map_err(|_| "the child's answer is not text".to_string())?;
+    check_digits(&decimal, product.significant_bits())?;
+    check_low_digits(&decimal, product)?;
+    Ok(Converted { decimal, child_peak_rss_bytes: peak_rss_bytes })
+}
+
+/// `number` in base 10^width, `pieces` numbers lowest first, as a frame
+/// ([`Big::split_decimal`]); a large number in a child process running `program to-decimal
+/// --pieces P --width W` when a program is given, for the reasons above. A child that fails
+/// is logged and the split done here. Blocks: call it from a compute thread.
+pub fn split(number: Big, pieces: usize, width: u64, program: Option<&Path>) -> Result<Vec<u8>, String> {
+    if let Some(program) = program.filter(|_| number.significant_bits() >= CHILD_BITS_MIN) {
+        let args = ["--pieces".to_string(), pieces.to_string(), "--width".to_string(), width.to_string()];
+        let answer = run_child(program, &args, number.to_bytes())
+            .and_then(|(frame, _)| crate::api::decode_pieces(&frame).map(|p| (p.len(), frame)));
+        match answer {
+            Ok((count, frame)) if count == pieces => return Ok(frame),
+            Ok((count, _)) => {
+                log::warn!("a split in a child process gave {count} pieces, not {pieces}; splitting here")
+            }
+            Err(why) => log::warn!("a split in a child process failed ({why}); splitting here"),
+        }
+    }
+    crate::api::encode_pieces(&number.split_decimal(pieces, width))
+}
+
+/// Runs `program to-decimal ARGS` with `input` on its stdin; its stdout and its peak
+/// resident set size.
+fn run_child(program: &Path, args: &[String], input: Vec<u8>) -> Result<(Vec<u8>, Option<u64>), String> {
     let mut child = Command::new(program)
         .arg("to-decimal")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let (mut stdin, mut stdout) = child.stdin.take().zip(child.stdout.take()).ok_or("no pipes to the child")?;
-    let bytes = product.to_bytes();
-    let mut decimal = Vec::new();
+    let mut output = Vec::new();
     // Written on a second thread: a child that answers early must not block on a full pipe.
     let read = std::thread::scope(|s| {
         s.spawn(move || {
-            let _ = stdin.write_all(&bytes);
+            let _ = stdin.write_all(&input);
         });
-        stdout.read_to_end(&mut decimal)
+        stdout.read_to_end(&mut output)
     });
     let (status, peak_rss_bytes) = wait_with_peak_rss(&mut child)?;
-    read.map_err(|e| format!("reading the digits: {e}"))?;
+    read.map_err(|e| format!("reading the child's answer: {e}"))?;
     if !status {
         return Err("the child exited with an error".into());
     }
-    let decimal = String::from_utf8(decimal).map_err(|_| "the child's answer is not text".to_string())?;
-    check_digits(&decimal, product.significant_bits())?;
-    check_low_digits(&decimal, product)?;
-    Ok(Converted { decimal, child_peak_rss_bytes: peak_rss_bytes })
+    Ok((output, peak_rss_bytes))
 }
 
 /// A number of `bits` bits (the top one set) has between ⌊(bits − 1)·log10 2⌋ + 1 and
@@ -120,15 +148,22 @@ fn wait_with_peak_rss(child: &mut std::process::Child) -> Result<(bool, Option<u
     }
 }
 
-/// The child's side (`facto to-decimal`): little-endian bytes of a number on stdin, its
-/// decimal digits on stdout.
-pub fn serve_child() -> std::io::Result<()> {
+/// The child's side (`facto to-decimal`): little-endian bytes of a number on stdin; its
+/// decimal digits on stdout, or with `split` (pieces, width) the frame of its pieces.
+pub fn serve_child(split: Option<(usize, u64)>) -> std::io::Result<()> {
     stop_with_the_parent();
     let mut bytes = Vec::new();
     std::io::stdin().lock().read_to_end(&mut bytes)?;
-    let decimal = Big::from_bytes(&bytes).to_decimal();
+    let number = Big::from_bytes(&bytes);
+    drop(bytes);
+    let answer = match split {
+        None => number.to_decimal().into_bytes(),
+        Some((pieces, width)) => {
+            crate::api::encode_pieces(&number.split_decimal(pieces, width)).map_err(std::io::Error::other)?
+        }
+    };
     let mut out = std::io::stdout().lock();
-    out.write_all(decimal.as_bytes())?;
+    out.write_all(&answer)?;
     out.flush()
 }
 

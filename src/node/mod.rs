@@ -3,6 +3,7 @@
 //! through which the HTTP edge hands it inputs.
 
 pub mod compute;
+mod conversion;
 pub mod converter;
 pub mod faults;
 mod links;
@@ -15,6 +16,7 @@ pub mod trace;
 use crate::api::{JobInfo, NodeStatus};
 use crate::checkpoint::Fact;
 use crate::config::{NodeConfig, SharedSettings};
+use crate::coordinator::conversion::Conversion;
 use crate::coordinator::{Fingerprint, OpRef, Task};
 use crate::error::Result;
 use crate::node_core::worker;
@@ -35,6 +37,9 @@ pub(crate) enum Event {
     /// A coordinator at `epoch` sends tasks; the answer is the products' frame, or why the
     /// work was refused.
     Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: Sender<Result<Vec<u8>, WorkRefused>> },
+    /// A coordinator at `epoch` sends a conversion task; the answer is its bytes, or why
+    /// the task was refused.
+    Convert { from: NodeId, epoch: Epoch, task: Conversion, reply: Sender<Result<Vec<u8>, WorkRefused>> },
     /// A client submits n!; `forwarded` when another member passed it on (it is not passed
     /// on again).
     Submit { n: u64, request: Option<String>, forwarded: bool, reply: Sender<Routed<JobInfo>> },
@@ -65,6 +70,7 @@ impl Event {
         match self {
             Event::Input(input) => input.kind(),
             Event::Work { .. } => "work",
+            Event::Convert { .. } => "conversion",
             Event::Submit { .. } => "submit",
             Event::Jobs { .. } => "job query",
             Event::Status { .. } => "status",
@@ -150,6 +156,9 @@ pub struct Handle {
     pub(crate) known_epoch: Arc<std::sync::atomic::AtomicU64>,
     /// What `GET /metrics` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Conversion tasks this coordinator gave to another worker after a failure or a wrong
+    /// answer.
+    pub(crate) conversion_tasks_redone: Arc<std::sync::atomic::AtomicU64>,
     /// The peak resident set size of the latest decimal conversion's child process.
     pub(crate) converter_peak_rss_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// The protocol messages this node sent and received lately (`GET /trace`).
@@ -179,6 +188,7 @@ impl Handle {
             refusals: Arc::default(),
             known_epoch: Arc::default(),
             metrics: Arc::default(),
+            conversion_tasks_redone: Arc::default(),
             converter_peak_rss_bytes: Arc::default(),
             trace: Arc::new(trace::Trace::new(id)),
         }
@@ -226,6 +236,18 @@ impl Handle {
         tasks: Vec<(OpRef, Task)>,
     ) -> std::result::Result<Vec<u8>, WorkRefused> {
         self.ask(|reply| Event::Work { from, epoch, tasks, reply })
+            .await
+            .unwrap_or_else(|| Err(WorkRefused::Failed("node is shutting down".into())))
+    }
+
+    /// A conversion task from a coordinator: its answer's bytes, or why not.
+    pub async fn convert(
+        &self,
+        from: NodeId,
+        epoch: Epoch,
+        task: Conversion,
+    ) -> std::result::Result<Vec<u8>, WorkRefused> {
+        self.ask(|reply| Event::Convert { from, epoch, task, reply })
             .await
             .unwrap_or_else(|| Err(WorkRefused::Failed("node is shutting down".into())))
     }

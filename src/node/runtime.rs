@@ -5,11 +5,12 @@
 
 use super::links::Links;
 use super::replication::{ask_checkpoint, check_gathered, fetch_root, find_root, send_facts};
-use super::{compute, converter, status};
+use super::{compute, conversion, converter, status};
 use super::{Event, Handle, Inboxes, Routed, WorkRefused};
 use crate::api::{self, JobInfo};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
+use crate::coordinator::conversion::{Conversion, Layout};
 use crate::coordinator::{fingerprint, JobId, OpRef, Task, WorkItem};
 use crate::error::Result;
 use crate::node_core::worker;
@@ -154,6 +155,9 @@ impl Runtime {
             Event::Work { from, epoch, tasks, reply } => {
                 Input::Work { from, epoch, tasks, reply: self.keep(Waiting::Work(reply)) }
             }
+            Event::Convert { from, epoch, task, reply } => {
+                Input::Convert { from, epoch, task, reply: self.keep(Waiting::Work(reply)) }
+            }
             Event::Submit { n, request, forwarded, reply } => {
                 Input::Submit { n, request, reply: self.keep(Waiting::Job(reply)), forwarded }
             }
@@ -216,7 +220,7 @@ impl Runtime {
     fn count_received(&self, input: &Input) {
         let kind = match input {
             Input::Election { .. } => "election",
-            Input::Work { .. } => "work",
+            Input::Work { .. } | Input::Convert { .. } => "work",
             Input::ApplyFacts { .. } => "checkpoint_write",
             Input::CheckpointQuery { .. } => "checkpoint_query",
             Input::BatchAnswered { outcome: Err(_), .. } => return self.handle.metrics.batch_reexecuted(),
@@ -271,7 +275,11 @@ impl Runtime {
                 Some(Waiting::Work(reply)) => self.compute(tasks, reply),
                 _ => log::debug!("work {reply}: its coordinator stopped waiting"),
             },
-            Effect::ToDecimal { job, n, product } => self.to_decimal(job, n, product),
+            Effect::Convert { task, reply } => match self.waiting.remove(&reply) {
+                Some(Waiting::Work(reply)) => self.convert(task, reply),
+                _ => log::debug!("conversion {reply}: its coordinator stopped waiting"),
+            },
+            Effect::ToDecimal { epoch, job, n, product, workers } => self.to_decimal(epoch, job, n, product, workers),
             Effect::FetchRoot { job, n } => self.spawn_input(fetch_root(self.handle.clone(), job, n)),
             Effect::Forward { to, addr, .. } => self.forward(to, addr),
             Effect::Reply { to, answer } => self.answer(to, answer),
@@ -345,8 +353,9 @@ impl Runtime {
     }
 
     /// Converts a finished job's product to decimal off the runtime (`None`: read from disk
-    /// here or on a peer first).
-    fn to_decimal(&self, job: JobId, n: u64, product: Option<Big>) {
+    /// here or on a peer first): a large one spread over `workers`, or, if they cannot, in a
+    /// child process here.
+    fn to_decimal(&self, epoch: Epoch, job: JobId, n: u64, product: Option<Big>, workers: Vec<NodeId>) {
         let handle = self.handle.clone();
         if let Some(p) = product.as_ref().filter(|p| p.significant_bits() <= worker::LIGHT_BITS_MAX) {
             let decimal = Arc::from(p.to_decimal());
@@ -361,6 +370,16 @@ impl Runtime {
                 log::error!("job {job}: no member that answered holds its result");
                 return handle.send(Event::Input(Input::NoDecimal { job }));
             };
+            if let Some(layout) = Layout::of(product.significant_bits(), workers.len()) {
+                match conversion::spread(&handle, epoch, product.clone(), layout, &workers).await {
+                    Ok(decimal) => {
+                        return handle.send(Event::Input(Input::Decimal { job, n, decimal: Arc::from(decimal) }))
+                    }
+                    Err(why) => {
+                        log::warn!("job {job}: the workers did not convert its result ({why}); converting here")
+                    }
+                }
+            }
             let (program, peak) = (handle.config.converter.clone(), handle.converter_peak_rss_bytes.clone());
             let converted = compute::low_priority(move || converter::to_decimal(&product, program.as_deref()));
             match converted.await {
@@ -372,6 +391,23 @@ impl Runtime {
                 }
                 Err(why) => log::error!("job {job}: no decimal result: {why}"),
             }
+        });
+    }
+
+    /// Carries out a coordinator's conversion task as a worker, on a compute thread, and
+    /// answers after `--delay`. One chance to crash (`--fail-prob`).
+    fn convert(&self, task: Conversion, reply: Sender<std::result::Result<Vec<u8>, WorkRefused>>) {
+        self.handle.faults.maybe_crash("a conversion task");
+        let handle = self.handle.clone();
+        async_std::task::spawn(async move {
+            let (stats, program) = (handle.stats.clone(), handle.config.converter.clone());
+            stats.conversion_tasks_running.fetch_add(1, Ordering::Relaxed);
+            let answer = compute::low_priority(move || conversion::carry_out(task, program.as_deref())).await;
+            let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
+            async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
+            stats.conversion_tasks_running.fetch_sub(1, Ordering::Relaxed);
+            stats.conversion_tasks_done.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(answer.and_then(|r| r).map_err(WorkRefused::Failed)).await;
         });
     }
 

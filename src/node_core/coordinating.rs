@@ -208,7 +208,8 @@ impl NodeCore {
     fn convert_to_decimal(&mut self, job: JobId, n: u64, product: Option<Big>) {
         let Some(c) = self.role.coordinator_in("convert_to_decimal") else { return };
         if c.converting.insert(job.clone()) {
-            self.emit(Effect::ToDecimal { job, n, product });
+            let (epoch, workers) = (c.epoch, c.scheduler.reachable_workers());
+            self.emit(Effect::ToDecimal { epoch, job, n, product, workers });
         }
     }
 
@@ -281,7 +282,8 @@ impl NodeCore {
                     if let Some(r) = c.rereads.get_mut(&job) {
                         r.at_ms = None;
                     }
-                    self.emit(Effect::ToDecimal { job, n, product: None });
+                    let (epoch, workers) = (c.epoch, c.scheduler.reachable_workers());
+                    self.emit(Effect::ToDecimal { epoch, job, n, product: None, workers });
                 }
                 None => {
                     c.rereads.remove(&job);

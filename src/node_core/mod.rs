@@ -42,6 +42,7 @@ use crate::api::{JobInfo, LeadershipChange};
 use crate::bignum::Big;
 use crate::checkpoint::{Checkpoint, Fact};
 use crate::config::{Members, NodeConfig};
+use crate::coordinator::conversion::Conversion;
 use crate::coordinator::{JobId, OpId, OpRef, Task, WorkItem};
 use crate::error::Result;
 use facto_elections::{Algorithm, AnyElection, AnyMsg, Config, Election, Epoch, HardState, Leadership, NodeId};
@@ -144,6 +145,8 @@ pub enum Input {
     PeerReachable { peer: NodeId, reachable: bool },
     /// A coordinator at `epoch` sends tasks to compute.
     Work { from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId },
+    /// A coordinator at `epoch` sends a task of a decimal conversion (already checked).
+    Convert { from: NodeId, epoch: Epoch, task: Conversion, reply: ReplyId },
     /// A peer's answer said it knows `epoch` (it refused a request from a lower one).
     PeerEpoch { from: NodeId, epoch: Epoch },
     /// A client submits n! (`request`: its idempotency key; `forwarded`: another member
@@ -191,6 +194,7 @@ impl Input {
             Input::Election { .. } => "election message",
             Input::PeerReachable { .. } => "peer reachability",
             Input::Work { .. } => "work",
+            Input::Convert { .. } => "conversion",
             Input::PeerEpoch { .. } => "peer's epoch",
             Input::Submit { .. } => "submit",
             Input::Jobs { .. } => "job query",
@@ -241,9 +245,14 @@ pub enum Effect {
     /// Compute a coordinator's tasks as a worker and answer `reply` with the products (after
     /// `--delay`).
     Compute { tasks: Vec<(OpRef, Task)>, reply: ReplyId },
+    /// Carry out a coordinator's conversion task as a worker and answer `reply` (after
+    /// `--delay`).
+    Convert { task: Conversion, reply: ReplyId },
     /// Convert a finished job's root product to decimal (`None`: read it from this node's
-    /// disk or a peer's first); report [`Input::Decimal`] or [`Input::NoDecimal`].
-    ToDecimal { job: JobId, n: u64, product: Option<Big> },
+    /// disk or a peer's first), a large one spread over `workers` (see
+    /// [`crate::coordinator::conversion`]) as the coordinator at `epoch`; report
+    /// [`Input::Decimal`] or [`Input::NoDecimal`].
+    ToDecimal { epoch: Epoch, job: JobId, n: u64, product: Option<Big>, workers: Vec<NodeId> },
     /// Read a finished job's root product (n!) from this node's disk, or else from a peer's,
     /// checked; report [`Input::RootFetched`].
     FetchRoot { job: JobId, n: u64 },
@@ -258,14 +267,15 @@ impl Effect {
     /// Whether the effect waits behind a hard-state save that is not yet durable. What tells
     /// the world something at an epoch waits (messages, gathers, work sent, replies). Writes
     /// need not (the disk takes them in order, after the save), nor local work: a worker's
-    /// computation for its coordinator, or a conversion to decimal. A worker held there could
-    /// even compute after it became the coordinator, which never multiplies.
+    /// computation or conversion for its coordinator, or a read of a root. A worker held
+    /// there could even compute after it became the coordinator, which never multiplies. A
+    /// conversion to decimal waits: it sends tasks to workers at its epoch.
     fn waits_for_hard_state(&self) -> bool {
         !matches!(
             self,
             Effect::Write { .. }
                 | Effect::Compute { .. }
-                | Effect::ToDecimal { .. }
+                | Effect::Convert { .. }
                 | Effect::FetchRoot { .. }
                 | Effect::CheckGathered { .. }
         )
@@ -465,7 +475,16 @@ impl NodeCore {
             }
             Input::Election { from, msg } => self.on_election_message(from, msg),
             Input::PeerReachable { peer, reachable } => self.on_peer_reachable(peer, reachable),
-            Input::Work { from, epoch, tasks, reply } => self.on_work(from, epoch, tasks, reply),
+            Input::Work { from, epoch, tasks, reply } => {
+                if self.admit_work(from, epoch, reply) {
+                    self.emit(Effect::Compute { tasks, reply });
+                }
+            }
+            Input::Convert { from, epoch, task, reply } => {
+                if self.admit_work(from, epoch, reply) {
+                    self.emit(Effect::Convert { task, reply });
+                }
+            }
             Input::PeerEpoch { from, epoch } => self.on_peer_epoch(from, epoch),
             Input::ClientGone { reply } => self.on_client_gone(reply),
             Input::ApplyFacts { from, epoch, facts, reply } => self.on_apply_facts(from, epoch, facts, reply),
@@ -602,19 +621,22 @@ impl NodeCore {
         self.carry_out(actions);
     }
 
-    /// Work from a coordinator: computed by the driver unless it is fenced off.
-    fn on_work(&mut self, from: NodeId, epoch: Epoch, tasks: Vec<(OpRef, Task)>, reply: ReplyId) {
+    /// Whether work from a coordinator (tasks or a conversion) is to be done here: not if it
+    /// is fenced off, nor on a coordinator; refused work is answered here.
+    fn admit_work(&mut self, from: NodeId, epoch: Epoch, reply: ReplyId) -> bool {
         if let Err(why) = self.admit(from, epoch) {
-            return self.refuse_work(reply, why);
+            self.refuse_work(reply, why);
+            return false;
         }
         self.see_epoch(epoch);
         if !matches!(self.role, Role::Following { .. }) {
             // A coordinator never multiplies: work from a newer coordinator reaches one that
             // has not yet heard it was deposed, and is refused (it goes to another worker).
             let why = format!("node {} coordinates and never computes", self.me());
-            return self.refuse_work(reply, why);
+            self.refuse_work(reply, why);
+            return false;
         }
-        self.emit(Effect::Compute { tasks, reply });
+        true
     }
 
     fn refuse_work(&mut self, reply: ReplyId, why: String) {

@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct WorkerStats {
     pub operations_computed: AtomicU64,
     pub max_operands: AtomicU64,
+    /// Conversion tasks being carried out (a split, or a piece's digits).
+    pub conversion_tasks_running: AtomicU64,
+    /// Conversion tasks carried out.
+    pub conversion_tasks_done: AtomicU64,
 }
 
 /// Checks a task before any work: n is within this cluster's limit, the task belongs to n!'s

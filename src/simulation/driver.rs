@@ -227,7 +227,10 @@ impl Sim<'_> {
                 self.dispatch(i, (epoch, batch), worker, deadline_ms, items)
             }
             Effect::Compute { tasks, reply } => self.compute(i, tasks, reply),
-            Effect::ToDecimal { job, n, product } => self.convert_to_decimal(i, job, n, product),
+            Effect::ToDecimal { job, n, product, .. } => self.convert_to_decimal(i, job, n, product),
+            // The simulated products are all below conversion::SPREAD_BITS_MIN: converted in
+            // one piece, never sent to a worker.
+            Effect::Convert { .. } => self.violation(format!("node {} was sent a conversion task", i + 1)),
             Effect::FetchRoot { job, .. } => self.fetch_root(i, job),
             Effect::Forward { to, leader, .. } => self.forward(i, to, leader),
             Effect::Reply { to, answer } => self.answer(i, to, answer),
@@ -598,6 +601,7 @@ fn describe(effects: &[Effect]) -> String {
             format!("batch {batch} to {worker} [{}]", ops.join(" "))
         }
         Effect::Compute { tasks, .. } => format!("compute {} tasks", tasks.len()),
+        Effect::Convert { .. } => "convert a piece".to_string(),
         Effect::ToDecimal { job, .. } => format!("decimal {job}"),
         Effect::FetchRoot { job, .. } => format!("read root {job}"),
         Effect::Forward { leader, .. } => format!("forward to {leader}"),
