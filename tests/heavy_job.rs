@@ -41,7 +41,7 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
     let tasks = |id: u64| cluster.status(id as u32).and_then(|s| s["conversion_tasks_done"].as_u64()).unwrap_or(0);
     let by_workers: u64 = cluster.ids().into_iter().map(u64::from).filter(|&id| id != leader).map(tasks).sum();
     assert_eq!(tasks(leader), 0, "the coordinator converted");
-    assert!(by_workers >= 9 * jobs as u64, "{by_workers} conversion tasks for {jobs} jobs:\n{}", cluster.logs());
+    assert!(by_workers >= 3 * jobs as u64, "{by_workers} conversion tasks for {jobs} jobs:\n{}", cluster.logs());
     // Answered batches are made durable in rounds, not one by one (docs/DESIGN.md, "When:
     // in rounds"): one checkpoint write to a peer per batch sent cost half the checkpoints.
     // (A 1,000,000! job makes about 60 batches and 5 rounds here, 7 on one core.)

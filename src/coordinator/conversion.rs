@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 /// Products with fewer bits (1,262,612 digits; 300,000! has 1,512,852) are converted where
 /// they are: a few milliseconds, less than the round trips of a spread conversion.
 pub const SPREAD_BITS_MIN: u64 = 1 << 22;
-/// At most this many pieces: enough for every worker on the machines measured (five
-/// workers), few enough that the split, done on one worker, stays shallow.
-const PIECES_MAX: usize = 8;
+/// At most this many pieces. Each piece is converted by a child process on all of its
+/// worker's cores, while the split's divisions run on one worker, the top one on one core:
+/// every level of pieces more puts more of the sequential work there. On two cores
+/// 100,000,000! took 61 + 77 s in 8 pieces (docs/DESIGN.md, "Numbers").
+const PIECES_MAX: usize = 2;
 /// A piece has at least this many bits: smaller pieces cost more in round trips than they
 /// save.
 const PIECE_BITS_MIN: u64 = 1 << 21;

@@ -179,18 +179,18 @@ fn redone(handle: &Handle, why: &str) {
 }
 
 /// The worker's side: carries out a checked task; the answer is the pieces' frame, or the
-/// digits as ASCII. Digits are converted in a child process when `program` is given (see
-/// [`converter`]). Blocks: call it from a compute thread.
-pub fn carry_out(task: Conversion, program: Option<&Path>) -> Result<Vec<u8>, String> {
+/// digits as ASCII, with the peak resident set size of the child process that did it (see
+/// [`converter`]; `None`: done here). Blocks: call it from a compute thread.
+pub fn carry_out(task: Conversion, program: Option<&Path>) -> Result<(Vec<u8>, Option<u64>), String> {
     match task {
         Conversion::Split { number, layout } => converter::split(number, layout.pieces, layout.width, program),
         Conversion::Digits { number, width } => {
-            let digits = converter::to_decimal(&number, program).decimal;
-            let padding = (width as usize).saturating_sub(digits.len());
-            let mut out = Vec::with_capacity(padding + digits.len());
+            let converted = converter::to_decimal(&number, program);
+            let padding = (width as usize).saturating_sub(converted.decimal.len());
+            let mut out = Vec::with_capacity(padding + converted.decimal.len());
             out.resize(padding, b'0');
-            out.extend_from_slice(digits.as_bytes());
-            Ok(out)
+            out.extend_from_slice(converted.decimal.as_bytes());
+            Ok((out, converted.child_peak_rss_bytes))
         }
     }
 }

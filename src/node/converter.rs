@@ -41,7 +41,8 @@ pub fn to_decimal(product: &Big, program: Option<&Path>) -> Converted {
 
 /// Hands the product's bytes to a child on stdin and reads its digits from stdout.
 fn in_child(product: &Big, program: &Path) -> Result<Converted, String> {
-    let (decimal, peak_rss_bytes) = run_child(program, &[], product.to_bytes())?;
+    let digits_max = (product.significant_bits() as f64 * std::f64::consts::LOG10_2) as usize + 2;
+    let (decimal, peak_rss_bytes) = run_child(program, &[], product.to_bytes(), digits_max)?;
     let decimal = String::from_utf8(decimal).map_err(|_| "the child's answer is not text".to_string())?;
     check_digits(&decimal, product.significant_bits())?;
     check_low_digits(&decimal, product)?;
@@ -49,28 +50,37 @@ fn in_child(product: &Big, program: &Path) -> Result<Converted, String> {
 }
 
 /// `number` in base 10^width, `pieces` numbers lowest first, as a frame
-/// ([`Big::split_decimal`]); a large number in a child process running `program to-decimal
-/// --pieces P --width W` when a program is given, for the reasons above. A child that fails
-/// is logged and the split done here. Blocks: call it from a compute thread.
-pub fn split(number: Big, pieces: usize, width: u64, program: Option<&Path>) -> Result<Vec<u8>, String> {
+/// ([`Big::split_decimal`]), and the child's peak resident set size; a large number in a
+/// child process running `program to-decimal --pieces P --width W` when a program is given,
+/// for the reasons above. A child that fails is logged and the split done here. Blocks: call
+/// it from a compute thread.
+pub fn split(number: Big, pieces: usize, width: u64, program: Option<&Path>) -> Result<(Vec<u8>, Option<u64>), String> {
     if let Some(program) = program.filter(|_| number.significant_bits() >= CHILD_BITS_MIN) {
         let args = ["--pieces".to_string(), pieces.to_string(), "--width".to_string(), width.to_string()];
-        let answer = run_child(program, &args, number.to_bytes())
-            .and_then(|(frame, _)| crate::api::decode_pieces(&frame).map(|p| (p.len(), frame)));
+        // The pieces take about the number's bytes, plus the frame's lengths and header.
+        let expected_len = number.byte_len() + 64 * pieces + 256;
+        let answer = run_child(program, &args, number.to_bytes(), expected_len)
+            .and_then(|(frame, peak)| crate::api::decode_pieces(&frame).map(|p| (p.len(), frame, peak)));
         match answer {
-            Ok((count, frame)) if count == pieces => return Ok(frame),
-            Ok((count, _)) => {
+            Ok((count, frame, peak)) if count == pieces => return Ok((frame, peak)),
+            Ok((count, ..)) => {
                 log::warn!("a split in a child process gave {count} pieces, not {pieces}; splitting here")
             }
             Err(why) => log::warn!("a split in a child process failed ({why}); splitting here"),
         }
     }
-    crate::api::encode_pieces(&number.split_decimal(pieces, width))
+    Ok((crate::api::encode_pieces(&number.split_decimal(pieces, width))?, None))
 }
 
-/// Runs `program to-decimal ARGS` with `input` on its stdin; its stdout and its peak
-/// resident set size.
-fn run_child(program: &Path, args: &[String], input: Vec<u8>) -> Result<(Vec<u8>, Option<u64>), String> {
+/// Runs `program to-decimal ARGS` with `input` on its stdin; its stdout (read into room for
+/// `expected_len` bytes, so hundreds of megabytes are not copied as the buffer doubles) and
+/// its peak resident set size.
+fn run_child(
+    program: &Path,
+    args: &[String],
+    input: Vec<u8>,
+    expected_len: usize,
+) -> Result<(Vec<u8>, Option<u64>), String> {
     let mut child = Command::new(program)
         .arg("to-decimal")
         .args(args)
@@ -79,7 +89,7 @@ fn run_child(program: &Path, args: &[String], input: Vec<u8>) -> Result<(Vec<u8>
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let (mut stdin, mut stdout) = child.stdin.take().zip(child.stdout.take()).ok_or("no pipes to the child")?;
-    let mut output = Vec::new();
+    let mut output = Vec::with_capacity(expected_len);
     // Written on a second thread: a child that answers early must not block on a full pipe.
     let read = std::thread::scope(|s| {
         s.spawn(move || {

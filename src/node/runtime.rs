@@ -403,11 +403,17 @@ impl Runtime {
             let (stats, program) = (handle.stats.clone(), handle.config.converter.clone());
             stats.conversion_tasks_running.fetch_add(1, Ordering::Relaxed);
             let answer = compute::low_priority(move || conversion::carry_out(task, program.as_deref())).await;
+            let answer = answer.and_then(|r| r).map(|(bytes, child_peak_rss_bytes)| {
+                if let Some(peak) = child_peak_rss_bytes {
+                    handle.converter_peak_rss_bytes.store(peak, Ordering::Relaxed);
+                }
+                bytes
+            });
             let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
             async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
             stats.conversion_tasks_running.fetch_sub(1, Ordering::Relaxed);
             stats.conversion_tasks_done.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(answer.and_then(|r| r).map_err(WorkRefused::Failed)).await;
+            let _ = reply.send(answer.map_err(WorkRefused::Failed)).await;
         });
     }
 
