@@ -135,3 +135,24 @@ fn workers_wait_the_configured_delay() {
     assert_eq!(r[0]["result"].as_str(), Some(factorial_decimal(20_000).as_str()));
     assert!(start.elapsed() >= Duration::from_millis(900), "took only {:?}", start.elapsed());
 }
+
+/// `GET /jobs/<id>?wait_ms=N` on a job that does not finish within N ms answers with the job
+/// as it stands, on the coordinator and through a follower alike, not when the result comes.
+#[test]
+fn a_long_poll_ends_at_its_wait_not_at_the_result() {
+    let cluster = Cluster::start(3, "raft", &["--delay", "8"]);
+    let leader = cluster.wait_for_agreement(AGREE_TIMEOUT);
+    let id = cluster.submit_no_wait(20);
+    let follower = cluster.ids().into_iter().find(|&i| i != leader).unwrap();
+    for member in [leader, follower] {
+        let started = std::time::Instant::now();
+        let (status, body) =
+            common::http(&cluster.addr(member), "GET", &format!("/jobs/{id}?wait_ms=200"), None).unwrap();
+        let job: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "member {member}: {job}");
+        assert!(job["state"] != "done", "member {member}: {job}");
+        // The job's one batch waits 8 s at its worker: an answer before then did not wait
+        // for the result.
+        assert!(started.elapsed() < Duration::from_secs(6), "member {member} answered after {:?}", started.elapsed());
+    }
+}

@@ -143,10 +143,16 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         }
         _ => None,
     };
-    // Not done in time, or this node stopped coordinating meanwhile: the job as it stands.
+    // Not done in time, or this node stopped coordinating meanwhile: the job as it stands,
+    // at once (asking to wait again would hold the answer until the result, past `wait_ms`
+    // and past a forwarding member's timeout).
+    let at_once = match query {
+        JobsQuery::One { id, .. } => JobsQuery::One { id, wait: false },
+        latest => latest,
+    };
     let answer = match waited {
         Some(answer) => Some(answer),
-        None => handle.jobs(query, forwarded).await,
+        None => handle.jobs(at_once, forwarded).await,
     };
     Ok(match answer {
         // Results can be tens of megabytes: encoded on the blocking pool, not on the threads
