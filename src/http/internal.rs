@@ -1,5 +1,5 @@
-//! The peer routes under `/internal/`, for members only: election messages, work, and
-//! checkpoint writes and reads.
+//! The peer routes under `/internal/`, for members only: election messages, work (tasks and
+//! conversion tasks), and checkpoint writes and reads.
 
 use super::client_api::unavailable;
 use super::guards::check_sender;
@@ -8,6 +8,8 @@ use super::respond::{
 };
 use crate::api::{self, CheckpointQuery, CheckpointWrite, ElectionEnvelope, RootQuery};
 use crate::checkpoint::{decode_facts, encode_facts};
+use crate::coordinator::conversion::Conversion;
+use crate::coordinator::{OpRef, Task};
 use crate::node::trace::{election_kind, TRACE_HEADER};
 use crate::node::{Event, Handle, Input, WorkRefused};
 use crate::node_core::{validate, worker};
@@ -34,64 +36,61 @@ pub(super) async fn election(mut req: Request<Handle>) -> tide::Result {
 }
 
 /// `POST /internal/work`: a frame of tasks; answers a frame of their products.
-pub(super) async fn work(mut req: Request<Handle>) -> tide::Result {
-    let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
-        Ok(b) => b,
-        Err(res) => return Ok(res),
-    };
-    let handle = req.state().clone();
-    let max_n = handle.config.max_n;
-    let decoded = async_std::task::spawn_blocking(move || {
-        let (from, epoch, tasks) = api::decode_work(&bytes)?;
+pub(super) async fn work(req: Request<Handle>) -> tide::Result {
+    assigned(req, "work", |bytes, max_n| {
+        let (from, epoch, tasks) = api::decode_work(bytes)?;
         tasks.iter().try_for_each(|(_, task)| worker::check(task, max_n))?;
-        Ok::<_, String>((from, epoch, tasks))
+        Ok((from, epoch, Assignment::Tasks(tasks)))
     })
-    .await;
-    let (from, epoch, tasks) = match decoded {
-        Ok(d) => d,
-        Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
-    };
-    if let Err(res) = check_sender(&req, from) {
-        return Ok(res);
-    }
-    traced(&req, ("work", "work"), from, epoch);
-    Ok(match handle.work(from, epoch, tasks).await {
-        Ok(answer) => frame_response(answer),
-        Err(WorkRefused::Fenced(refusal)) => {
-            handle.refusals.note(from, "work", &refusal.why);
-            refused(&refusal)
-        }
-        Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
-    })
+    .await
 }
 
 /// `POST /internal/decimal`: a conversion task's frame (see
 /// [`crate::coordinator::conversion`]); answers the pieces' frame, or the digits.
-pub(super) async fn decimal(mut req: Request<Handle>) -> tide::Result {
+pub(super) async fn decimal(req: Request<Handle>) -> tide::Result {
+    assigned(req, "decimal", |bytes, max_n| {
+        let (from, epoch, task) = api::decode_conversion(bytes)?;
+        task.check(max_n)?;
+        Ok((from, epoch, Assignment::Conversion(task)))
+    })
+    .await
+}
+
+/// Work a coordinator assigns, decoded and checked against `--max-n`.
+enum Assignment {
+    Tasks(Vec<(OpRef, Task)>),
+    Conversion(Conversion),
+}
+
+/// Reads an assignment's frame, decodes and checks it off the runtime (`decode` is given the
+/// bytes and this node's `--max-n`), and has the core admit it (fencing) before the work.
+async fn assigned(
+    mut req: Request<Handle>,
+    kind: &'static str,
+    decode: impl FnOnce(&[u8], u64) -> Result<(NodeId, Epoch, Assignment), String> + Send + 'static,
+) -> tide::Result {
     let bytes = match read_body(&mut req, INTERNAL_BODY_BYTES_MAX).await {
         Ok(b) => b,
         Err(res) => return Ok(res),
     };
     let handle = req.state().clone();
     let max_n = handle.config.max_n;
-    let decoded = async_std::task::spawn_blocking(move || {
-        let (from, epoch, task) = api::decode_conversion(&bytes)?;
-        task.check(max_n)?;
-        Ok::<_, String>((from, epoch, task))
-    })
-    .await;
-    let (from, epoch, task) = match decoded {
+    let (from, epoch, assignment) = match async_std::task::spawn_blocking(move || decode(&bytes, max_n)).await {
         Ok(d) => d,
         Err(why) => return Ok(error(StatusCode::BadRequest, &why)),
     };
     if let Err(res) = check_sender(&req, from) {
         return Ok(res);
     }
-    traced(&req, ("work", "decimal"), from, epoch);
-    Ok(match handle.convert(from, epoch, task).await {
+    traced(&req, ("work", kind), from, epoch);
+    let answer = match assignment {
+        Assignment::Tasks(tasks) => handle.work(from, epoch, tasks).await,
+        Assignment::Conversion(task) => handle.convert(from, epoch, task).await,
+    };
+    Ok(match answer {
         Ok(answer) => frame_response(answer),
         Err(WorkRefused::Fenced(refusal)) => {
-            handle.refusals.note(from, "a conversion task", &refusal.why);
+            handle.refusals.note(from, kind, &refusal.why);
             refused(&refusal)
         }
         Err(WorkRefused::Failed(why)) => error(StatusCode::InternalServerError, &why),
