@@ -391,10 +391,10 @@ pub fn encode_conversion(from: NodeId, epoch: Epoch, task: &Conversion) -> Resul
 /// number.
 pub fn decode_conversion(bytes: &[u8]) -> Result<(NodeId, Epoch, Conversion), String> {
     let (header, mut numbers): (ConversionRequest, Vec<Big>) = frame::decode(bytes)?;
-    let number = match (numbers.pop(), numbers.is_empty()) {
-        (Some(number), true) => number,
-        _ => return Err(format!("a conversion task carries one number, not {}", numbers.len() + 1)),
-    };
+    if numbers.len() != 1 {
+        return Err(format!("a conversion task carries one number, not {}", numbers.len()));
+    }
+    let number = numbers.pop().ok_or("a conversion task carries one number")?;
     let task = match header.split {
         Some(layout) => Conversion::Split { number, layout },
         None => Conversion::Digits { number, width: header.width },

@@ -19,17 +19,15 @@ use crate::bignum::Big;
 use crate::coordinator::Fingerprint;
 use serde::{Deserialize, Serialize};
 
-/// Products with fewer bits (1,262,612 digits; 300,000! has 1,512,852) are converted where
-/// they are: a few milliseconds, less than the round trips of a spread conversion.
+/// Products with fewer bits (1,262,612 digits, about 254,000!) are converted where they are:
+/// tens of milliseconds, about what the round trips and child processes of a spread
+/// conversion cost.
 pub const SPREAD_BITS_MIN: u64 = 1 << 22;
 /// At most this many pieces. Each piece is converted by a child process on all of its
 /// worker's cores, while the split's divisions run on one worker, the top one on one core:
 /// every level of pieces more puts more of the sequential work there. On two cores
 /// 100,000,000! took 61 + 77 s in 8 pieces (docs/DESIGN.md, "Numbers").
 const PIECES_MAX: usize = 2;
-/// A piece has at least this many bits: smaller pieces cost more in round trips than they
-/// save.
-const PIECE_BITS_MIN: u64 = 1 << 21;
 
 /// How a product is cut into pieces of decimal digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,10 +45,7 @@ impl Layout {
         if bits < SPREAD_BITS_MIN || workers == 0 {
             return None;
         }
-        let mut pieces = workers.next_power_of_two().clamp(2, PIECES_MAX);
-        while pieces > 2 && bits / (pieces as u64) < PIECE_BITS_MIN {
-            pieces /= 2;
-        }
+        let pieces = workers.next_power_of_two().clamp(2, PIECES_MAX);
         // One fewer than the fewest digits X can have (less one more for the float's
         // rounding): then (pieces − 1)·width < digits − 1 and the top piece is never zero.
         let digits_low = (((bits - 1) as f64) * std::f64::consts::LOG10_2).floor() as u64;

@@ -11,6 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A conversion task's deadline: this much, plus [`TASK_MS_PER_MIB`] per MiB of its number,
@@ -39,7 +40,7 @@ pub(super) async fn spread(
     product: Big,
     layout: Layout,
     workers: &[NodeId],
-) -> Result<String, String> {
+) -> Result<Arc<str>, String> {
     let fp = handle.fingerprint;
     let for_residue = product.clone();
     let whole = async_std::task::spawn_blocking(move || fp.of(&for_residue)).await;
@@ -59,8 +60,11 @@ pub(super) async fn spread(
         };
         let checked = async_std::task::spawn_blocking(move || {
             let pieces = api::decode_pieces(&answer)?;
+            if pieces.len() != layout.pieces {
+                return Err(format!("{} pieces, not {}", pieces.len(), layout.pieces));
+            }
             let residues: Vec<u64> = pieces.iter().map(|p| fp.of(p)).collect();
-            match pieces.len() == layout.pieces && pieces_recombine(&fp, whole, &residues, layout.width) {
+            match pieces_recombine(&fp, whole, &residues, layout.width) {
                 true => Ok((pieces, residues)),
                 false => Err("its pieces do not make up the number".to_string()),
             }
@@ -74,15 +78,19 @@ pub(super) async fn spread(
             }
         };
         let split_ms = started.elapsed().as_millis();
-        let converters: Vec<NodeId> = std::iter::once(splitter).chain(candidates.iter().copied()).collect();
-        match digits_of_pieces(handle, epoch, (pieces, residues), layout, &converters).await {
+        let mut converters: Vec<NodeId> = std::iter::once(splitter).chain(candidates.iter().copied()).collect();
+        let outcome = digits_of_pieces(handle, epoch, (pieces, residues), layout, &mut converters).await;
+        // Workers that failed a piece are not asked again after a new split either.
+        candidates.retain(|w| converters.contains(w));
+        match outcome {
             Ok(digits) => {
                 let (pieces, all_ms) = (layout.pieces, started.elapsed().as_millis());
                 log::info!(
                     "decimal conversion: split on node {splitter} in {split_ms} ms, {pieces} pieces' digits in {} ms",
                     all_ms - split_ms
                 );
-                return Ok(digits);
+                // Joined off the runtime: hundreds of megabytes of digits at 100,000,000!.
+                return async_std::task::spawn_blocking(move || join(digits)).await;
             }
             Err(DigitsFailed::Split(why)) => redone(handle, &format!("the split on node {splitter} is refused: {why}")),
             Err(DigitsFailed::NoWorker) => return Err("no worker is left to convert a piece".into()),
@@ -91,15 +99,16 @@ pub(super) async fn spread(
     Err("no worker split the number".into())
 }
 
-/// The pieces' digits, highest first, joined. Each worker converts one piece at a time; a
-/// worker that fails is asked nothing more in this conversion, and its piece goes to another.
+/// Every piece's checked digits, lowest piece first. Each worker converts one piece at a
+/// time; a worker that fails is removed from `workers`, and its piece goes to another. The
+/// pieces are dropped on return, before the digits are joined.
 async fn digits_of_pieces(
     handle: &Handle,
     epoch: Epoch,
     (pieces, residues): (Vec<Big>, Vec<u64>),
     layout: Layout,
-    workers: &[NodeId],
-) -> Result<String, DigitsFailed> {
+    workers: &mut Vec<NodeId>,
+) -> Result<Vec<Vec<u8>>, DigitsFailed> {
     let fp = handle.fingerprint;
     let mut pending: VecDeque<usize> = (0..pieces.len()).collect();
     let mut idle: VecDeque<NodeId> = workers.iter().copied().collect();
@@ -126,7 +135,7 @@ async fn digits_of_pieces(
         }
         let Some((i, worker, outcome)) = running.next().await else {
             return match pending.is_empty() {
-                true => Ok(join(digits)),
+                true => Ok(digits.into_iter().flatten().collect()),
                 false => Err(DigitsFailed::NoWorker),
             };
         };
@@ -136,6 +145,7 @@ async fn digits_of_pieces(
                 idle.push_back(worker);
             }
             Err(PieceFault::Converter(why)) => {
+                workers.retain(|&w| w != worker);
                 redone(handle, &format!("piece {i} on node {worker}: {why}"));
                 failures[i] += 1;
                 pending.push_back(i);
@@ -145,15 +155,16 @@ async fn digits_of_pieces(
     }
 }
 
-/// The pieces' digits, highest piece first (all are present: every piece was checked).
-fn join(pieces: Vec<Option<Vec<u8>>>) -> String {
-    let len = pieces.iter().flatten().map(Vec::len).sum();
+/// The digits of the pieces (lowest first) joined, highest piece first, as the shared text the
+/// core keeps.
+fn join(pieces: Vec<Vec<u8>>) -> Result<Arc<str>, String> {
+    let len = pieces.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(len);
-    for piece in pieces.into_iter().rev().flatten() {
+    for piece in pieces.into_iter().rev() {
         out.extend_from_slice(&piece);
     }
-    // Only ASCII digits pass check_piece.
-    String::from_utf8(out).unwrap_or_default()
+    let text = String::from_utf8(out).map_err(|_| "the pieces' digits are not text".to_string())?;
+    Ok(Arc::from(text))
 }
 
 /// Sends one conversion task to `worker` and returns its answer's bytes.
@@ -172,9 +183,10 @@ async fn call(handle: &Handle, epoch: Epoch, worker: NodeId, task: &Conversion, 
     })
 }
 
-/// Counts a conversion task given to another worker, and says why.
+/// Counts a conversion task given up on, to be done again by another worker if one is left,
+/// and says why.
 fn redone(handle: &Handle, why: &str) {
-    log::warn!("decimal conversion: {why}; another worker does it again");
+    log::warn!("decimal conversion: {why}; another worker does it again if one is left");
     handle.conversion_tasks_redone.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -187,6 +199,9 @@ pub fn carry_out(task: Conversion, program: Option<&Path>) -> Result<(Vec<u8>, O
         Conversion::Digits { number, width } => {
             let converted = converter::to_decimal(&number, program);
             let padding = (width as usize).saturating_sub(converted.decimal.len());
+            if padding == 0 {
+                return Ok((converted.decimal.into_bytes(), converted.child_peak_rss_bytes));
+            }
             let mut out = Vec::with_capacity(padding + converted.decimal.len());
             out.resize(padding, b'0');
             out.extend_from_slice(converted.decimal.as_bytes());

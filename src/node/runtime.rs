@@ -372,9 +372,7 @@ impl Runtime {
             };
             if let Some(layout) = Layout::of(product.significant_bits(), workers.len()) {
                 match conversion::spread(&handle, epoch, product.clone(), layout, &workers).await {
-                    Ok(decimal) => {
-                        return handle.send(Event::Input(Input::Decimal { job, n, decimal: Arc::from(decimal) }))
-                    }
+                    Ok(decimal) => return handle.send(Event::Input(Input::Decimal { job, n, decimal })),
                     Err(why) => {
                         log::warn!("job {job}: the workers did not convert its result ({why}); converting here")
                     }
@@ -412,7 +410,9 @@ impl Runtime {
             let stall_ms = handle.faults.maybe_stall_ms().unwrap_or(0);
             async_std::task::sleep(Duration::from_millis(handle.config.delay_ms + stall_ms)).await;
             stats.conversion_tasks_running.fetch_sub(1, Ordering::Relaxed);
-            stats.conversion_tasks_done.fetch_add(1, Ordering::Relaxed);
+            if answer.is_ok() {
+                stats.conversion_tasks_done.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = reply.send(answer.map_err(WorkRefused::Failed)).await;
         });
     }
