@@ -107,12 +107,6 @@ fn digits_max(n: u64) -> u64 {
     (n as f64 * (n.max(2) as f64).log10()).ceil() as u64 + 1
 }
 
-/// Whether `pieces` (lowest first, `width` digits each) recombine to the number whose
-/// residue is `whole`.
-pub fn pieces_recombine(fp: &Fingerprint, whole: u64, piece_residues: &[u64], width: u64) -> bool {
-    fp.of_decimal_pieces(piece_residues, width) == whole
-}
-
 /// Who gave a wrong answer for a piece.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PieceFault {
@@ -223,8 +217,8 @@ mod tests {
         let layout = Layout::of(x.significant_bits(), 4).unwrap();
         let mut residues: Vec<u64> =
             x.clone().split_decimal(layout.pieces, layout.width).iter().map(|p| fp.of(p)).collect();
-        assert!(pieces_recombine(&fp, fp.of(&x), &residues, layout.width));
+        assert_eq!(fp.of_decimal_pieces(&residues, layout.width), fp.of(&x));
         residues.swap(0, 1);
-        assert!(!pieces_recombine(&fp, fp.of(&x), &residues, layout.width));
+        assert_ne!(fp.of_decimal_pieces(&residues, layout.width), fp.of(&x));
     }
 }

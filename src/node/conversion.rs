@@ -5,7 +5,7 @@
 use super::{converter, Handle};
 use crate::api;
 use crate::bignum::Big;
-use crate::coordinator::conversion::{check_piece, pieces_recombine, Conversion, Layout, PieceFault};
+use crate::coordinator::conversion::{check_piece, Conversion, Layout, PieceFault};
 use facto_elections::{Epoch, NodeId};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
@@ -64,7 +64,7 @@ pub(super) async fn spread(
                 return Err(format!("{} pieces, not {}", pieces.len(), layout.pieces));
             }
             let residues: Vec<u64> = pieces.iter().map(|p| fp.of(p)).collect();
-            match pieces_recombine(&fp, whole, &residues, layout.width) {
+            match fp.of_decimal_pieces(&residues, layout.width) == whole {
                 true => Ok((pieces, residues)),
                 false => Err("its pieces do not make up the number".to_string()),
             }
