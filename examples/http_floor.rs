@@ -6,7 +6,11 @@
 //! second and the server's CPU per pair, which no facto job can undercut while each job is
 //! two HTTP requests at a member.
 //!
-//! `cargo run --release --example http_floor -- [CLIENTS] [SECONDS] [SERVER_THREADS]`
+//! With `--relay`, the clients talk to a second process that forwards every request to the
+//! server through facto's own client (`transport::Client`, as a follower forwards to its
+//! coordinator), and the relay's CPU per pair is printed: what a forwarding hop costs.
+//!
+//! `cargo run --release --example http_floor -- [CLIENTS] [SECONDS] [SERVER_THREADS] [--relay]`
 //! (defaults 64, 5, 2).
 
 use async_std::io::{prelude::BufReadExt, BufReader, ReadExt, WriteExt};
@@ -14,33 +18,97 @@ use async_std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("serve") {
-        return async_std::task::block_on(serve(&args[1]));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => return async_std::task::block_on(serve(&args[1])),
+        Some("relay") => return async_std::task::block_on(relay(&args[1], args[2].clone())),
+        _ => {}
     }
+    let relayed = args.iter().any(|a| a == "--relay");
+    args.retain(|a| a != "--relay");
     let number = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (clients, seconds, threads) = (number(0, 64), number(1, 5), number(2, 2));
+    let addr = free_addr();
+    let mut processes = vec![start(&["serve", &addr], threads)];
+    let front = if relayed {
+        let front = free_addr();
+        processes.push(start(&["relay", &front, &addr], threads));
+        front
+    } else {
+        addr
+    };
+    let measured = processes.last().expect("a server").id();
+    let (count, elapsed_s, cpu_s) = async_std::task::block_on(load(&front, clients, seconds, measured));
+    for mut process in processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    let what = if relayed { "relay" } else { "server" };
+    println!("http floor: {clients} clients, {elapsed_s:.1} s, {what} on {threads} threads");
+    println!("pairs (POST + GET): {count} ({:.0}/s)", count as f64 / elapsed_s);
+    println!("{what} CPU per pair: {:.0} µs", cpu_s * 1e6 / count.max(1) as f64);
+}
+
+fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let addr = listener.local_addr().expect("bound").to_string();
-    drop(listener);
-    let mut server = std::process::Command::new(std::env::current_exe().expect("this program"))
-        .args(["serve", &addr])
+    listener.local_addr().expect("bound").to_string()
+}
+
+fn start(args: &[&str], threads: u64) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("this program"))
+        .args(args)
         .env("ASYNC_STD_THREAD_COUNT", threads.to_string())
         .spawn()
-        .expect("the server process");
-    let pairs = async_std::task::block_on(load(&addr, clients, seconds, server.id()));
-    let _ = server.kill();
-    let _ = server.wait();
-    let (count, elapsed_s, cpu_s) = pairs;
-    println!("http floor: {clients} clients, {elapsed_s:.1} s, server on {threads} threads");
-    println!("pairs (POST + GET): {count} ({:.0}/s)", count as f64 / elapsed_s);
-    println!("server CPU per pair: {:.0} µs", cpu_s * 1e6 / count.max(1) as f64);
+        .expect("a server process")
 }
 
 async fn serve(addr: &str) {
     let mut app = tide::new();
-    app.at("/jobs").post(|_| async { Ok(answer(202, r#"{"id":"1-1","n":20,"state":"running"}"#)) });
-    app.at("/jobs/:id").get(|_| async { Ok(answer(200, r#"{"id":"1-1","n":20,"state":"done"}"#)) });
+    // The body is read: async-h1 does not drain an unread one, and the next request on the
+    // connection would be lost with it.
+    app.at("/jobs").post(|mut req: tide::Request<()>| async move {
+        let _ = req.body_bytes().await;
+        Ok(echoed(&req, answer(202, r#"{"id":"1-1","n":20,"state":"running"}"#)))
+    });
+    app.at("/jobs/:id").get(|req: tide::Request<()>| async move {
+        Ok(echoed(&req, answer(200, r#"{"id":"1-1","n":20,"state":"done"}"#)))
+    });
+    accept(addr, app).await
+}
+
+/// facto's client checks that an answer echoes its request's id.
+fn echoed<S>(req: &tide::Request<S>, mut res: tide::Response) -> tide::Response {
+    if let Some(id) = req.header(facto::transport::client::REQUEST_ID_HEADER) {
+        res.insert_header(facto::transport::client::REQUEST_ID_HEADER, id.as_str());
+    }
+    res
+}
+
+type Relay = (facto::transport::Client, String);
+
+/// Forwards each request to `backend` through facto's client, and its answer back.
+async fn relay(addr: &str, backend: String) {
+    let mut app = tide::with_state((facto::transport::Client::new(None), backend));
+    app.at("/jobs").post(|req: tide::Request<Relay>| async move {
+        let (client, backend) = req.state();
+        let answer = client.post_bytes(backend, "/jobs", b"{\"n\":20}".to_vec(), TIMEOUT, &[]).await;
+        relayed(202, answer)
+    });
+    app.at("/jobs/:id").get(|req: tide::Request<Relay>| async move {
+        let (client, backend) = req.state();
+        relayed(200, client.get_bytes_with(backend, "/jobs/1-1", TIMEOUT, &[]).await)
+    });
+    accept(addr, app).await
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn relayed(status: u16, answer: Result<Vec<u8>, facto::transport::CallError>) -> tide::Result {
+    let body = answer.map_err(|e| tide::Error::from_str(502, e.to_string()))?;
+    Ok(answer_bytes(status, body))
+}
+
+async fn accept<S: Clone + Send + Sync + 'static>(addr: &str, app: tide::Server<S>) {
     let listener = TcpListener::bind(addr).await.expect("the server's port");
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -53,6 +121,10 @@ async fn serve(addr: &str) {
 }
 
 fn answer(status: u16, body: &str) -> tide::Response {
+    answer_bytes(status, body.as_bytes().to_vec())
+}
+
+fn answer_bytes(status: u16, body: Vec<u8>) -> tide::Response {
     let mut response = tide::Response::new(status);
     response.set_body(body);
     response.set_content_type("application/json");

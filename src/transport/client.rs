@@ -7,7 +7,6 @@ use super::resolver::Resolver;
 use facto_elections::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +61,6 @@ pub struct Client {
     settings: Option<String>,
     /// A node's client passes its gate: a partitioned node's calls get no answer.
     gate: Option<Arc<Gate>>,
-    resolver: Arc<Resolver>,
     /// Bytes of request bodies sent and answer bodies received (every exchange between two
     /// nodes has one caller, so the sum over nodes counts each byte once).
     bytes_moved: Arc<AtomicU64>,
@@ -88,12 +86,8 @@ impl Client {
         members: &HashMap<String, NodeId>,
     ) -> Client {
         let resolver = Arc::<Resolver>::default();
-        let (http, control_http) = match &tls {
-            None => (pool(16), pool(4)),
-            Some(config) => {
-                (tls_pool(config, 16, &resolver, members.clone()), tls_pool(config, 4, &resolver, members.clone()))
-            }
-        };
+        let http = pool(tls.clone(), 16, &resolver, members.clone());
+        let control_http = pool(tls.clone(), 4, &resolver, members.clone());
         Client {
             http,
             control_http,
@@ -101,7 +95,6 @@ impl Client {
             cluster_key,
             settings: None,
             gate: None,
-            resolver,
             bytes_moved: Arc::default(),
         }
     }
@@ -144,7 +137,7 @@ impl Client {
         self.bytes_moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut body = surf::Body::from_bytes(bytes);
         body.set_mime(surf::http::mime::JSON);
-        let mut req = self.http.post(self.url(addr, path, timeout).await?).body(body);
+        let mut req = self.http.post(self.url(addr, path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -164,7 +157,7 @@ impl Client {
         self.bytes_moved.fetch_add(body.len() as u64, Ordering::Relaxed);
         let mut body = surf::Body::from_bytes(body);
         body.set_mime(crate::frame::FRAME_CONTENT_TYPE);
-        let mut req = self.http.post(self.url(addr, path, timeout).await?).body(body);
+        let mut req = self.http.post(self.url(addr, path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -196,29 +189,18 @@ impl Client {
         timeout: Duration,
         headers: &[(&str, &str)],
     ) -> Result<Vec<u8>, CallError> {
-        let mut req = self.http.get(self.url(addr, path, timeout).await?);
+        let mut req = self.http.get(self.url(addr, path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         self.exchange(addr, req, timeout).await
     }
 
-    /// The URL of `path` on `addr`. Over TLS it names the member as configured, since its
-    /// certificate is checked against that name (the TLS layer looks it up); plain calls go
-    /// to an address looked up here.
-    async fn url(&self, addr: &str, path: &str, timeout: Duration) -> Result<String, CallError> {
-        if self.tls {
-            return Ok(format!("https://{addr}{path}"));
-        }
-        Ok(format!("http://{}{path}", self.resolve(addr, timeout).await?))
-    }
-
-    async fn resolve(&self, addr: &str, timeout: Duration) -> Result<SocketAddr, CallError> {
-        let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
-        async_std::future::timeout(timeout, self.resolver.resolve(addr))
-            .await
-            .map_err(|_| unreachable(format!("no address for it within {} ms", timeout.as_millis())))?
-            .map_err(unreachable)
+    /// The URL of `path` on `addr`, named as configured: the connection layer looks the name
+    /// up (off the runtime's threads), and over TLS checks the member's certificate against it.
+    fn url(&self, addr: &str, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
     }
 
     /// One request whose answer is JSON.
@@ -289,7 +271,7 @@ impl Client {
     /// (100,000,000! has 757 MB of digits): the response, once its status is a success and
     /// its headers came within `timeout`. Each read of the body needs a timeout of its own.
     pub async fn get_stream(&self, addr: &str, path: &str, timeout: Duration) -> Result<surf::Response, CallError> {
-        let (req, request_id) = self.with_headers(self.http.get(self.url(addr, path, timeout).await?));
+        let (req, request_id) = self.with_headers(self.http.get(self.url(addr, path)));
         let unreachable = |why: String| CallError::Unreachable { addr: addr.into(), why };
         let mut res = async_std::future::timeout(timeout, req)
             .await
@@ -333,28 +315,18 @@ fn decode_json<R: DeserializeOwned>(addr: &str, bytes: &[u8]) -> Result<R, CallE
     serde_json::from_slice(body).map_err(|e| CallError::Malformed { addr: addr.into(), why: e.to_string() })
 }
 
-/// A pool of at most `connections_per_host` keep-alive connections with TCP_NODELAY.
-fn pool(connections_per_host: usize) -> surf::Client {
-    surf::Config::new()
-        .set_tcp_no_delay(true)
-        .set_http_keep_alive(true)
-        .set_max_connections_per_host(connections_per_host)
-        // Every call sets its own deadline in `exchange`; this only bounds connection setup.
-        .set_timeout(None)
-        .try_into()
-        .expect("the h1 client accepts this configuration")
-}
-
-/// [`pool`] over TLS.
-fn tls_pool(
-    config: &Arc<rustls::ClientConfig>,
+/// A pool of at most `connections_per_host` keep-alive connections with TCP_NODELAY, over
+/// TLS with `tls` when given (see `pool.rs`).
+fn pool(
+    tls: Option<Arc<rustls::ClientConfig>>,
     connections_per_host: usize,
     resolver: &Arc<Resolver>,
     members: HashMap<String, NodeId>,
 ) -> surf::Client {
-    let https = super::https::Https::new(config.clone(), connections_per_host, resolver.clone(), members);
+    let connections = super::pool::Pool::new(tls, connections_per_host, resolver.clone(), members);
     surf::Config::new()
-        .set_http_client(https)
+        .set_http_client(connections)
+        // Every call sets its own deadline in `exchange`; the pool bounds connection setup.
         .set_timeout(None)
         .try_into()
         .expect("a client with its own connection layer accepts this configuration")
@@ -441,10 +413,10 @@ mod tests {
         assert!(matches!(&answer, Err(CallError::Unreachable { why, .. }) if why.contains("belongs to")), "{answer:?}");
     }
 
-    /// Members named by host name (as in containers) are looked up off the runtime's
-    /// threads and the answer is reused for a while.
+    /// Members named by host name (as in containers) are looked up and reached; a name that
+    /// does not resolve is an unreachable member, not a hang.
     #[test]
-    fn a_member_named_by_host_name_is_resolved_once_and_reached() {
+    fn a_member_named_by_host_name_is_reached() {
         let port = serve_on("localhost:0", 0, true).rsplit(':').next().unwrap().to_string();
         let addr = format!("localhost:{port}");
         let client = Client::new(None);
@@ -452,7 +424,6 @@ mod tests {
             let answer: Result<String, _> = async_std::task::block_on(client.get(&addr, "/y", Duration::from_secs(2)));
             assert_eq!(answer, Ok("/y".to_string()));
         }
-        assert_eq!(client.resolver.cache.lock().unwrap().len(), 1);
         let unknown: Result<String, _> =
             async_std::task::block_on(client.get("no-such-member.invalid:7000", "/y", Duration::from_secs(5)));
         assert!(matches!(unknown, Err(CallError::Unreachable { .. })), "{unknown:?}");

@@ -5,7 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod gate;
-mod https;
+mod pool;
 mod resolver;
 pub mod stream;
 pub mod tls;

@@ -18,7 +18,7 @@ type Resolved = (Instant, Result<SocketAddr, String>);
 
 #[derive(Default)]
 pub struct Resolver {
-    pub(super) cache: Mutex<HashMap<String, Resolved>>,
+    cache: Mutex<HashMap<String, Resolved>>,
 }
 
 impl Resolver {
@@ -42,5 +42,22 @@ impl Resolver {
             .unwrap_or_else(|e| e.into_inner())
             .insert(addr.to_string(), (Instant::now(), resolved.clone()));
         resolved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_looked_up_once_and_reused() {
+        let resolver = Resolver::default();
+        for _ in 0..3 {
+            let addr = async_std::task::block_on(resolver.resolve("localhost:7000"));
+            assert_eq!(addr.map(|a| a.port()), Ok(7000));
+        }
+        assert_eq!(resolver.cache.lock().unwrap().len(), 1);
+        assert!(async_std::task::block_on(resolver.resolve("127.0.0.1:7000")).is_ok());
+        assert_eq!(resolver.cache.lock().unwrap().len(), 1, "an address needs no lookup");
     }
 }
