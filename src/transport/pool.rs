@@ -8,8 +8,8 @@
 //! reactor. Measured on the 2-core VM with `examples/http_floor.rs --relay` (64 clients whose
 //! requests a second process forwards through this crate's client): 4,289 request pairs/s
 //! and 241 µs of the relay's CPU per pair with surf's pool, 4,806-5,349/s and 190-206 µs with
-//! this one; `facto bench --load --clients 64`, three runs of each build taken in turns:
-//! 1,624 against 1,369 jobs/s, 1,109 against 1,308 µs of CPU per job (medians).
+//! this one. In the whole cluster the gain is within the machine's noise (docs/BENCHMARKS.md,
+//! "The HTTP floor").
 
 use super::resolver::Resolver;
 use super::stream::Stream;
