@@ -37,6 +37,25 @@ pub struct SubmitRequest {
     pub request: Option<String>,
 }
 
+/// `POST /internal/jobs/wait` body: a follower's clients' long-polls, forwarded together.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    pub ids: Vec<String>,
+    /// How long the coordinator may hold the answer while none of the jobs is done.
+    pub wait_ms: u64,
+}
+
+/// Its answer: the jobs done by then, results inline; and the jobs the follower must ask
+/// about one by one (unknown, past retention, or with results too large to travel here).
+/// Jobs still running are in neither.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchAnswer {
+    pub done: Vec<JobInfo>,
+    pub ask: Vec<String>,
+}
+
 /// A job as clients see it (`POST /jobs`, `GET /jobs/<id>`, `GET /jobs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobInfo {

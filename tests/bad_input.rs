@@ -65,6 +65,8 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
     let addr = cluster.addr(1);
     let huge = vec![b' '; 200 * 1024];
     let internal_garbage: &[u8] = br#"{"from": 1, "epoch": "x"}"#;
+    let too_many_jobs = format!(r#"{{"ids":[{}],"wait_ms":10}}"#, vec![r#""1-1""#; 2_000].join(","));
+    let long_id = format!(r#"{{"ids":["{}"],"wait_ms":10}}"#, "9".repeat(100));
     for (path, body) in [
         ("/jobs", b"{not json".as_slice()),
         ("/jobs", br#"{"n": -5}"#.as_slice()),
@@ -75,6 +77,9 @@ fn malformed_http_requests_get_400_json_and_the_node_keeps_serving() {
         ("/internal/election", b"[1,2,3]".as_slice()),
         ("/internal/work", internal_garbage),
         ("/internal/decimal", internal_garbage),
+        ("/internal/jobs/wait", internal_garbage),
+        ("/internal/jobs/wait", too_many_jobs.as_bytes()),
+        ("/internal/jobs/wait", long_id.as_bytes()),
     ] {
         // A body over the limit is too large (413), the rest malformed (400).
         let expected = if body.len() > 64 * 1024 { 413 } else { 400 };

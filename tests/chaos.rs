@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEY: &str = "test-cluster-key";
 
-const GUARDED: [&str; 9] = [
+const GUARDED: [&str; 10] = [
     "/admin/crash",
     "/admin/stall",
     "/admin/partition",
@@ -20,6 +20,7 @@ const GUARDED: [&str; 9] = [
     "/internal/decimal",
     "/internal/checkpoint",
     "/internal/checkpoint/query",
+    "/internal/jobs/wait",
 ];
 
 fn post(addr: &str, path: &str, body: &str, key: Option<&str>) -> u16 {

@@ -37,6 +37,56 @@ fn sixty_four_clients_depose_no_coordinator_and_get_exact_results() {
     assert!(statuses["202"].as_u64().unwrap() >= jobs && statuses["200"].as_u64().unwrap() >= jobs, "{report}");
 }
 
+/// A follower's clients long-polling their jobs share watches to the coordinator (`POST
+/// /internal/jobs/wait`, at most two on their way, each naming every job waited for that
+/// the other does not) instead of one forwarded request each, and each still gets its own
+/// exact result. (How many jobs a watch names is the unit tests' matter: here the count of
+/// watches follows the time the jobs take, not the clients.)
+#[test]
+fn a_followers_long_polls_travel_to_the_coordinator_together() {
+    let _alone = common::one_cluster_at_a_time();
+    // Jobs that take half a second, so that all sixteen clients wait at once, well within
+    // each long-poll's two seconds.
+    let cluster = Cluster::start(3, "raft", &["--delay", "0.5"]);
+    let leader = cluster.wait_for_agreement(AGREE);
+    let follower = cluster.addr(if leader == 1 { 2 } else { 1 });
+    let clients: Vec<_> = (0..16u64)
+        .map(|i| {
+            let follower = follower.clone();
+            std::thread::spawn(move || {
+                let (status, body) =
+                    http(&follower, "POST", "/jobs", Some(format!(r#"{{"n":{}}}"#, 20 + i).as_bytes()))?;
+                assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+                let id = serde_json::from_slice::<Value>(&body).ok()?["id"].as_str()?.to_string();
+                for _ in 0..30 {
+                    let (status, body) = http(&follower, "GET", &format!("/jobs/{id}?wait_ms=2000"), None)?;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    let job: Value = serde_json::from_slice(&body).ok()?;
+                    if job["state"] == "done" {
+                        return Some((20 + i, job["result"].as_str()?.to_string()));
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    for client in clients {
+        let (n, result) = client.join().unwrap().expect("a client got its result");
+        assert_eq!(result, Big::factorial(n).to_decimal(), "{n}!");
+    }
+    let count = |addr: &str, route: &str| -> u64 {
+        let metrics = String::from_utf8_lossy(&http(addr, "GET", "/metrics", None).unwrap().1).into_owned();
+        let series = format!("facto_http_requests_total{{route=\"{route}\",status=\"200\"}} ");
+        let line = metrics.lines().find_map(|l| l.strip_prefix(series.as_str()));
+        line.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let watches = count(&cluster.addr(leader), "/internal/jobs/wait");
+    let long_polls = count(&follower, "/jobs/:id");
+    assert!(watches >= 1, "no watch reached the coordinator");
+    assert!(long_polls >= 16, "{long_polls} long-polls at the follower");
+    assert_eq!(count(&cluster.addr(leader), "/jobs/:id"), 0, "a long-poll was forwarded alone");
+}
+
 /// Finished jobs past `--retain-jobs` leave the coordinator, its successor's takeover and
 /// status answers; asking for one gets 410 with the reason, the retained ones stay exact.
 #[test]

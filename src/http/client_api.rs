@@ -4,7 +4,7 @@
 
 use super::guards::busy;
 use super::respond::{bytes_response, error, json, read_json, CLIENT_BODY_BYTES_MAX};
-use super::{answers, forwards};
+use super::{answers, forwards, watches};
 use crate::api::{JobInfo, SubmitRequest};
 use crate::node::{Handle, JobsQuery, Routed};
 use crate::node_core::validate;
@@ -16,7 +16,7 @@ use tide::{Request, Response, StatusCode};
 /// How long a follower waits for the coordinator when it forwards a client request.
 pub(super) const FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// The longest a `GET /jobs/<id>?wait_ms=N` waits (well within [`FORWARD_TIMEOUT_MS`]).
-const WAIT_MS_MAX: u64 = 2_000;
+pub(super) const WAIT_MS_MAX: u64 = 2_000;
 
 /// Jobs `/status` lists unless asked (`?jobs=N`), and the most it lists.
 pub const STATUS_JOBS_DEFAULT: usize = 20;
@@ -170,6 +170,17 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
         // passed on as it came, without decoding it.
         Some(Routed::Leader(addr)) => {
             static FORWARDS: std::sync::LazyLock<forwards::Forwards> = std::sync::LazyLock::new(Default::default);
+            static WATCHES: std::sync::LazyLock<watches::Watches> = std::sync::LazyLock::new(Default::default);
+            let mut path = path;
+            if let Some(id) = id.as_deref().filter(|_| wait_ms > 0) {
+                let wait = Duration::from_millis(wait_ms);
+                match WATCHES.wait(&handle.client, &addr, id, wait).await {
+                    Some(watches::Watched::Done(job)) => return Ok(shared_json(job).await),
+                    Some(watches::Watched::Alone) => {}
+                    // Waited in full: the job as it stands, at once.
+                    None => path = format!("/jobs/{id}"),
+                }
+            }
             let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
             match FORWARDS.get(&handle.client, &addr, id.as_deref(), &path, timeout).await {
                 Ok(answer) => shared_response(answer).await,

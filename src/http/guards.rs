@@ -202,7 +202,7 @@ impl tide::Middleware<Handle> for CountRequests {
 
 /// The route template a path belongs to.
 fn route_of(path: &str) -> &'static str {
-    const ROUTES: [&str; 20] = [
+    const ROUTES: [&str; 21] = [
         "/",
         "/status",
         "/metrics",
@@ -221,6 +221,7 @@ fn route_of(path: &str) -> &'static str {
         "/internal/checkpoint",
         "/internal/checkpoint/query",
         "/internal/checkpoint/root",
+        "/internal/jobs/wait",
         "/view.js",
         "/view.css",
     ];

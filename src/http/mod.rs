@@ -20,6 +20,7 @@ mod respond;
 mod serve;
 mod slots;
 mod view;
+mod watches;
 
 pub use client_api::STATUS_JOBS_DEFAULT;
 pub use serve::serve;
@@ -81,6 +82,7 @@ pub fn app(handle: Handle, cluster_key: Option<String>, tls: bool) -> App {
     internal.at("/checkpoint").post(write_checkpoint);
     internal.at("/checkpoint/query").post(read_checkpoint);
     internal.at("/checkpoint/root").post(read_root);
+    internal.at("/jobs/wait").post(watches::wait_jobs);
     app.at("/internal").nest(internal);
     app
 }
