@@ -175,7 +175,7 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
             if let Some(id) = id.as_deref().filter(|_| wait_ms > 0) {
                 let wait = Duration::from_millis(wait_ms);
                 match WATCHES.wait(&handle.client, &addr, id, wait).await {
-                    Some(watches::Watched::Done(job)) => return Ok(shared_json(job).await),
+                    Some(watches::Watched::Done(job)) => return Ok(shared_json(*job).await),
                     Some(watches::Watched::Alone) => {}
                     // Waited in full: the job as it stands, at once.
                     None => path = format!("/jobs/{id}"),

@@ -80,7 +80,7 @@ async fn settle(handle: &Handle, ids: &[String]) -> Option<WatchAnswer> {
 /// What a waiting client hears from the watch.
 pub enum Watched {
     /// Its job, done.
-    Done(JobInfo),
+    Done(Box<JobInfo>),
     /// Forward the long-poll alone: the job is large, unknown or gone, or the watch failed.
     Alone,
 }
@@ -182,7 +182,7 @@ impl Watch {
         let asked: HashSet<&String> = asked.iter().collect();
         for job in answer.done.into_iter().filter(|j| asked.contains(&j.id)) {
             for sender in self.waiting.remove(&job.id).unwrap_or_default() {
-                tell(&sender, Watched::Done(job.clone()));
+                tell(&sender, Watched::Done(Box::new(job.clone())));
             }
         }
         for id in answer.ask.iter().filter(|id| asked.contains(id)) {
