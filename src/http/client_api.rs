@@ -133,7 +133,7 @@ async fn jobs(req: Request<Handle>, query: JobsQuery, wait_ms: u64) -> tide::Res
     };
     let id = match &query {
         JobsQuery::One { id, .. } => Some(id.clone()),
-        JobsQuery::Latest { .. } => None,
+        JobsQuery::Latest { .. } | JobsQuery::Each { .. } => None,
     };
     let forwarded = req.header(FORWARDED_HEADER).is_some();
     let waited = match &id {

@@ -23,6 +23,8 @@ use tide::{Request, StatusCode};
 const WATCH_IDS_MAX: usize = 1_024;
 /// The longest job id a watch may name (ids are `<epoch>-<number>`).
 const JOB_ID_BYTES_MAX: usize = 48;
+/// The most jobs of one watch the coordinator waits on (see [`oldest`]).
+const WAITED_MAX: usize = 16;
 /// How long a follower's watch lets the coordinator wait for one of its jobs. Short: a
 /// client that arrives while every watch waits on long jobs (a 1,000,000! next to small
 /// ones) joins the next watch, at most this much later.
@@ -43,8 +45,9 @@ pub(super) async fn wait_jobs(mut req: Request<crate::node::Handle>) -> tide::Re
     let handle = req.state();
     let Some(mut answer) = settle(handle, &watch.ids).await else { return Ok(not_coordinating()) };
     if answer.done.is_empty() && answer.ask.is_empty() && !watch.ids.is_empty() {
-        let waits =
-            watch.ids.iter().map(|id| Box::pin(handle.jobs(JobsQuery::One { id: id.clone(), wait: true }, true)));
+        let waits = oldest(&watch.ids)
+            .into_iter()
+            .map(|id| Box::pin(handle.jobs(JobsQuery::One { id: id.to_string(), wait: true }, true)));
         let wait = Duration::from_millis(watch.wait_ms.min(WAIT_MS_MAX));
         let _ = async_std::future::timeout(wait, futures::future::select_all(waits)).await;
         let Some(then) = settle(handle, &watch.ids).await else { return Ok(not_coordinating()) };
@@ -57,21 +60,35 @@ fn not_coordinating() -> tide::Response {
     error(StatusCode::ServiceUnavailable, "this member does not coordinate; ask each job alone")
 }
 
-/// Where each job stands: done (with a result small enough to travel in a watch), to be
-/// asked about alone, or still running (in neither list). None if this member does not
-/// coordinate.
+/// The jobs of a watch whose end it waits for: the oldest (`<epoch>-<number>`), which the
+/// scheduler finishes first; a younger one done before them is seen when the wait ends.
+/// Waiting on each of hundreds would cost the coordinator's event loop hundreds of
+/// questions per watch.
+fn oldest(ids: &[String]) -> Vec<&str> {
+    let order = |id: &str| {
+        let (epoch, number) = id.split_once('-').unwrap_or((id, ""));
+        (epoch.parse::<u64>().unwrap_or(u64::MAX), number.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ids.sort_by_key(|id| order(id));
+    ids.truncate(WAITED_MAX);
+    ids
+}
+
+/// Where each job stands, from one question to the core: done (with a result small
+/// enough to travel in a watch), to be asked about alone (unknown, retired, or large), or
+/// still running (in neither list). None if this member does not coordinate.
 async fn settle(handle: &Handle, ids: &[String]) -> Option<WatchAnswer> {
-    let asked = ids.iter().map(|id| handle.jobs(JobsQuery::One { id: id.clone(), wait: false }, true));
+    let Routed::Here(jobs) = handle.jobs(JobsQuery::Each { ids: ids.to_vec() }, true).await? else { return None };
+    let mut known: HashMap<&str, &JobInfo> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
     let mut answer = WatchAnswer::default();
-    for (id, routed) in ids.iter().zip(futures::future::join_all(asked).await) {
-        match routed? {
-            Routed::Here(mut jobs) => match jobs.pop() {
-                Some(job) if !job.is_done() => {}
-                Some(job) if job.result.as_ref().is_some_and(|r| r.len() < SHARED_DIGITS_MIN) => answer.done.push(job),
-                _ => answer.ask.push(id.clone()),
-            },
-            Routed::Gone(_) => answer.ask.push(id.clone()),
-            _ => return None,
+    for id in ids {
+        match known.remove(id.as_str()) {
+            Some(job) if !job.is_done() => {}
+            Some(job) if job.result.as_ref().is_some_and(|r| r.len() < SHARED_DIGITS_MIN) => {
+                answer.done.push(job.clone())
+            }
+            _ => answer.ask.push(id.clone()),
         }
     }
     Some(answer)
@@ -212,6 +229,15 @@ mod tests {
         .unwrap();
         job.result = result.map(Into::into);
         job
+    }
+
+    #[test]
+    fn a_watch_waits_on_its_oldest_jobs() {
+        let ids: Vec<String> = (1..=40).rev().map(|n| format!("2-{n}")).chain(["1-9".into(), "junk".into()]).collect();
+        let waited = oldest(&ids);
+        assert_eq!(waited.len(), WAITED_MAX);
+        assert_eq!(&waited[..3], ["1-9", "2-1", "2-2"]);
+        assert!(!waited.contains(&"junk"));
     }
 
     #[test]

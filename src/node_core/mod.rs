@@ -312,6 +312,9 @@ pub enum JobsQuery {
     One { id: String, wait: bool },
     /// The `limit` newest jobs submitted before job `before` (or of all), oldest first.
     Latest { limit: usize, before: Option<String> },
+    /// Each of these jobs this node knows, with its digits, at once (a follower's watch of
+    /// its clients' long-polls): one question instead of one per job.
+    Each { ids: Vec<String> },
 }
 
 /// A client request's answer, and whether another member forwarded the request here.

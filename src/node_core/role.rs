@@ -183,6 +183,7 @@ impl Coordinator {
         let (progress, with_digits) = match query {
             JobsQuery::One { id, .. } => (self.scheduler.job_progress(id).into_iter().collect(), true),
             JobsQuery::Latest { limit, before } => (self.scheduler.latest(*limit, before.as_deref()), false),
+            JobsQuery::Each { ids } => (ids.iter().filter_map(|id| self.scheduler.job_progress(id)).collect(), true),
         };
         progress
             .iter()
