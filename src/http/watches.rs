@@ -1,7 +1,7 @@
 //! Long-polls a follower forwards to the coordinator, together. Clients of a follower that
 //! wait for their jobs (`GET /jobs/<id>?wait_ms=N`) would each hold a forwarded long-poll,
-//! one HTTP exchange per job between the two members; instead the follower keeps one
-//! request at a time on its way, `POST /internal/jobs/wait` with every job its clients wait
+//! one HTTP exchange per job between the two members; instead the follower keeps at most
+//! two *watches* on their way, `POST /internal/jobs/wait`, naming the jobs its clients wait
 //! for, which the coordinator answers as soon as one of them is done, with all done by
 //! then. Jobs finish in rounds (their roots are made durable together), so one answer
 //! carries several. A client whose job is large, unknown or past retention, or whose watch
@@ -33,7 +33,7 @@ const WATCH_WAIT_MS: u64 = 100;
 /// `POST /internal/jobs/wait`: the jobs of `ids` done by the time one of them is, or by
 /// `wait_ms` (an empty answer), and those to ask about alone; 503 when this member does not
 /// coordinate (the follower then forwards each long-poll alone, and learns where to).
-pub(super) async fn wait_jobs(mut req: Request<crate::node::Handle>) -> tide::Result {
+pub(super) async fn wait_jobs(mut req: Request<Handle>) -> tide::Result {
     let watch: WatchRequest = match read_json(&mut req, CLIENT_BODY_BYTES_MAX).await {
         Ok(w) => w,
         Err(res) => return Ok(res),
