@@ -110,7 +110,8 @@ fn is_finished(answer: &[u8]) -> bool {
     serde_json::from_slice::<State>(answer).is_ok_and(|s| s.state == "done")
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The mutex's data even if a holder panicked (the forwards' and the watches' maps).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -9,6 +9,7 @@
 
 use super::answers::SHARED_DIGITS_MIN;
 use super::client_api::{FORWARD_TIMEOUT_MS, WAIT_MS_MAX};
+use super::forwards::lock;
 use super::respond::{error, json, read_json, CLIENT_BODY_BYTES_MAX};
 use crate::api::{JobInfo, WatchAnswer, WatchRequest};
 use crate::node::{Handle, JobsQuery, Routed};
@@ -212,10 +213,6 @@ impl Watch {
 
 fn tell(sender: &Sender<Watched>, what: Watched) {
     let _ = sender.try_send(what);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
