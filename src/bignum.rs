@@ -77,16 +77,22 @@ impl Big {
         rounds_of_products(owned, rounds, fan_in, on_operation).into_iter().map(Big::new).collect()
     }
 
-    /// [`Big::multiply_in_rounds`] starting from the integers `first..=last`.
-    pub fn multiply_integers_in_rounds(
-        first: u64,
-        last: u64,
+    /// [`Big::multiply_in_rounds`] starting from machine words (the integers of a range, the
+    /// prime powers of a swing).
+    pub fn multiply_words_in_rounds(
+        words: impl IntoIterator<Item = u64>,
         rounds: u32,
         fan_in: usize,
         on_operation: impl FnMut(usize),
     ) -> Vec<Big> {
-        let owned = (first..=last).map(Natural::from).collect();
+        let owned = words.into_iter().map(Natural::from).collect();
         rounds_of_products(owned, rounds, fan_in, on_operation).into_iter().map(Big::new).collect()
+    }
+
+    /// a² · b: a squaring, cheaper than a product of two distinct numbers, then a product.
+    pub fn square_times(a: Big, b: &Big) -> Big {
+        use malachite_base::num::arithmetic::traits::Square;
+        Big::new(a.into_natural().square() * &*b.0)
     }
 
     /// n!, by the big-integer crate's own algorithm in one piece: an answer that owes

@@ -647,19 +647,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let leaf = |i| Fact::Product { job: "1-1".into(), op: OpId { level: 5, index: i }, product: Big::from(i + 7) };
         let store = Store::open(&dir).unwrap();
-        let mut facts = vec![Fact::Job { id: "1-1".into(), n: 300_000, request: None }];
-        facts.extend((0..64).map(leaf));
+        let mut facts = vec![Fact::Job { id: "1-1".into(), n: 100_000, request: None }];
+        facts.extend((0..16).map(leaf));
         assert!(async_std::task::block_on(
             store
                 .start_writer(|_| ())
-                .write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 65 })
+                .write(FactsWrite { facts, finished: vec![], retired: vec![], checkpoint_version: 17 })
                 .wait()
         ));
-        assert_eq!(store.facts.len(), 2, "the job, and one record of 64 products");
+        assert_eq!(store.facts.len(), 2, "the job, and one record of 16 products");
         // A database from before records: one fact per key.
-        store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(64)).unwrap()).unwrap();
+        store.facts.insert(b"1-1\0p-old", serde_json::to_vec(&leaf(16)).unwrap()).unwrap();
         let (checkpoint, _) = store.checkpoint().unwrap();
-        assert_eq!(checkpoint.jobs["1-1"].products.len(), 65);
+        assert_eq!(checkpoint.jobs["1-1"].products.len(), 17);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -682,7 +682,7 @@ mod tests {
     fn large_records_live_in_checked_files_that_go_with_their_job() {
         let dir = std::env::temp_dir().join(format!("facto-store-files-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let job = Fact::Job { id: "1-1".into(), n: 300_000, request: None };
+        let job = Fact::Job { id: "1-1".into(), n: 100_000, request: None };
         let facts: Vec<Fact> = std::iter::once(job).chain((0..8).map(|i| large_product("1-1", i))).collect();
         {
             let store = Store::open(&dir).unwrap();
@@ -708,7 +708,7 @@ mod tests {
         // Finishing the job drops the record and, once that is on disk, its file.
         let root = Fact::Product {
             job: "1-1".into(),
-            op: Plan::new(300_000).root().unwrap(),
+            op: Plan::new(100_000).root().unwrap(),
             product: Big::factorial(20_000),
         };
         let written = store.start_writer(|_| ()).write(FactsWrite {

@@ -8,7 +8,7 @@
 //! byte, plus one modular multiplication per integer of the leaf tasks.
 
 use crate::bignum::Big;
-use crate::coordinator::{OpId, OpRef, Plan, TaskInputs, WorkItem};
+use crate::coordinator::{OpId, OpRef, Plan, Product, WorkItem};
 
 /// Residues modulo one prime of 62 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,22 @@ impl Fingerprint {
     /// The product of the integers `first..=last` modulo the prime (1 when empty).
     pub fn of_range(&self, first: u64, last: u64) -> u64 {
         self.of_product((first..=last).map(|i| i % self.prime))
+    }
+
+    /// swing(m) = m! / (⌊m/2⌋!)² modulo the prime: a quotient of two range products, by the
+    /// inverse of the divisor (the prime is above every factor of it, so it is invertible).
+    pub fn of_swing(&self, m: u64) -> u64 {
+        let half = m / 2;
+        let (lower, upper) = (self.of_range(2, half), self.of_range(half + 1, m));
+        self.mul(upper, self.pow(lower, self.prime - 2))
+    }
+
+    /// The residue of the value a task's product must have.
+    pub fn of_value(&self, value: Product) -> u64 {
+        match value {
+            Product::Range { first, last } => self.of_range(first, last),
+            Product::Swing { m } => self.of_swing(m),
+        }
     }
 
     /// The product of residues (each below the prime).
@@ -188,6 +204,21 @@ pub fn plausible_range_bits(product_bits: u64, first: u64, last: u64) -> bool {
     (most.saturating_sub(count)..=most).contains(&product_bits)
 }
 
+/// The bit lengths swing(m) can have: C(m, m/2) for even m lies in [2^m / (m+1), 2^m], and
+/// m · C(m-1, (m-1)/2) for odd m in [2^(m-1), m · 2^(m-1)].
+fn plausible_swing_bits(product_bits: u64, m: u64) -> bool {
+    let log = |x: u64| u64::from(u64::BITS - x.leading_zeros());
+    (m.saturating_sub(log(m + 1))..=m + log(m) + 1).contains(&product_bits)
+}
+
+/// Whether a product of `product_bits` bits can have the value `value`.
+pub fn plausible_value_bits(product_bits: u64, value: Product) -> bool {
+    match value {
+        Product::Range { first, last } => plausible_range_bits(product_bits, first, last),
+        Product::Swing { m } => plausible_swing_bits(product_bits, m),
+    }
+}
+
 /// Checks a worker's answer to `items`: one product per task asked for, none other, each of
 /// a possible size and with the residue its operands (or integers) call for. Off the event
 /// loop: it reads every byte of the operands and products once.
@@ -202,28 +233,30 @@ pub fn check_answer(fp: &Fingerprint, items: &[WorkItem], products: &[(OpRef, Bi
     Ok(())
 }
 
-/// Whether `product` is that of every integer below `op`.
+/// Whether `product` is the value the task `op` must make (its whole subtree's).
 pub fn check_subtree(fp: &Fingerprint, plan: &Plan, op: OpId, product: &Big) -> bool {
-    let (first, last) = plan.integers(op);
-    plausible_range_bits(product.significant_bits(), first, last) && fp.of(product) == fp.of_range(first, last)
+    let value = plan.product_of(op);
+    plausible_value_bits(product.significant_bits(), value) && fp.of(product) == fp.of_value(value)
 }
 
 fn check_product(fp: &Fingerprint, item: &WorkItem, product: &Big) -> Result<(), String> {
     let bits = product.significant_bits();
-    let expected = match Plan::new(item.n).task_inputs(item.op.op) {
-        TaskInputs::Integers { first, last } => {
-            if !plausible_range_bits(bits, first, last) {
-                return Err(format!("a product of {bits} bits cannot be that of {first}..={last}"));
-            }
-            fp.of_range(first, last)
+    let plan = Plan::new(item.n);
+    let expected = if plan.task_inputs(item.op.op).children().is_empty() {
+        let value = plan.product_of(item.op.op);
+        if !plausible_value_bits(bits, value) {
+            return Err(format!("a product of {bits} bits cannot be {value:?}"));
         }
-        TaskInputs::Products(_) => {
-            let operand_bits: Vec<u64> = item.operands.iter().map(Big::significant_bits).collect();
-            if !plausible_bits(bits, &operand_bits) {
-                return Err(format!("a product of {bits} bits cannot be that of operands of {operand_bits:?} bits"));
-            }
-            fp.of_product(item.operands.iter().map(|o| fp.of(o)))
+        fp.of_value(value)
+    } else {
+        // A squared operand counts as two.
+        let squared = item.operands.first().filter(|_| plan.squares_first(item.op.op));
+        let factors: Vec<&Big> = squared.into_iter().chain(&item.operands).collect();
+        let operand_bits: Vec<u64> = factors.iter().map(|o| o.significant_bits()).collect();
+        if !plausible_bits(bits, &operand_bits) {
+            return Err(format!("a product of {bits} bits cannot be that of operands of {operand_bits:?} bits"));
         }
+        fp.of_product(factors.iter().map(|o| fp.of(o)))
     };
     if fp.of(product) != expected {
         return Err("the product's residue does not match its operands'".into());

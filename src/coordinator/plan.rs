@@ -1,31 +1,29 @@
-//! The shape of one factorial: a tree of operations of at most [`MAX_OPERANDS`] values, cut
-//! into tasks.
+//! The shape of one factorial: operations of at most [`MAX_OPERANDS`] values (a squaring is
+//! one), cut into tasks that form a tree: every task's product is consumed by exactly one
+//! task above it, up to the root, whose product is n!.
 //!
-//! Level 0 holds the leaves: leaf `i` multiplies the consecutive integers
-//! `2 + 4i ..= min(5 + 4i, n)`. Node `j` of level `k + 1` multiplies the products of nodes
-//! `4j ..= 4j + 3` of level `k` (fewer at the right edge). The top level has a single node, the
-//! root, whose product is n!. The tree is a pure function of n, so an operation is named by
-//! `(level, index)` alone and any coordinator rebuilds the same plan from n.
+//! Two shapes, both pure functions of n, so an operation is named by `(level, index)` alone
+//! and any coordinator rebuilds the same plan from n:
+//! - up to [`SWING_N_MIN`], the product tree over 2..=n ([`tree`]);
+//! - above it, Luschny's prime swing ([`swing`]), which does a third of the tree's work at 10⁷
+//!   (docs/DESIGN.md, "Which plan").
 //!
-//! **Tasks.** A worker is not sent single operations but whole subtrees: a task is named by its
-//! root operation, which must sit on a *stage* level, and covers every operation below it down
-//! to (not including) the stage level beneath. The lowest stage's tasks reach the leaves and
-//! need no operands at all (the worker derives the integers from n); a higher stage's task
-//! takes the products of the tasks below it. Only stage products ever leave a worker, enter
-//! the checkpoint or count in the scheduler; the operations inside a task are performed by one
-//! worker, each on at most four values. The stages are a pure function of n too
-//! ([`Plan::new`] explains the choice), so a new coordinator cuts the tree the same way.
+//! **Tasks.** A worker is not sent single operations but tasks: a leaf task starts from
+//! integers it derives from n (a range, or the prime powers of a swing) and needs no operands;
+//! a higher task takes the products of the tasks below it. Only task products ever leave a
+//! worker, enter the checkpoint or count in the scheduler; the operations inside a task are
+//! performed by one worker, each on at most four values.
+
+mod swing;
+mod tree;
 
 use serde::{Deserialize, Serialize};
 
 /// The most values one operation multiplies.
 pub const MAX_OPERANDS: u64 = 4;
-/// The lowest stage is at least this level: a leaf task covers at least `4^(level+1)` integers
-/// (4,096 at level 5), so a small job is one task and one round trip.
-const LEAF_STAGE_LEVEL_MIN: u32 = 5;
-/// ... and at most this many tasks share the lowest stage (enough to spread over the workers
-/// and keep re-execution after a crash small, few enough that per-task overhead stays small).
-const LEAF_STAGE_TASKS_MAX: u64 = 256;
+/// Factorials above this use the prime swing: below it the tree's few tasks are fast and
+/// spread over the workers at once, while the swing's chain is a line of small tasks.
+pub const SWING_N_MIN: u64 = 100_000;
 
 /// One operation in a job's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -39,8 +37,31 @@ pub struct OpId {
 pub enum TaskInputs {
     /// The consecutive integers `first..=last`: the task reaches the leaves.
     Integers { first: u64, last: u64 },
-    /// The products of these tasks of the stage below, in order.
+    /// The prime powers of swing(m), in order of their primes.
+    Swing { m: u64 },
+    /// The products of these tasks below it, in order (the first squared where
+    /// [`Plan::squares_first`] says so).
     Products(Vec<OpId>),
+}
+
+impl TaskInputs {
+    /// The tasks whose products this one takes (none for a leaf task).
+    pub fn children(&self) -> &[OpId] {
+        match self {
+            TaskInputs::Products(children) => children,
+            TaskInputs::Integers { .. } | TaskInputs::Swing { .. } => &[],
+        }
+    }
+}
+
+/// The value a task's product must have, whatever operations made it: what checks compare
+/// a product with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// The product of the integers `first..=last`.
+    Range { first: u64, last: u64 },
+    /// swing(m) = m! / (⌊m/2⌋!)².
+    Swing { m: u64 },
 }
 
 /// One task as a worker receives it: the wire, the coordinator and the worker share it.
@@ -52,36 +73,24 @@ pub struct Task {
     pub operands: Vec<crate::bignum::Big>,
 }
 
-/// The operation tree of n!, cut into tasks.
+/// The tasks of n!.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     n: u64,
-    /// How many operations each level holds, leaves first.
-    level_sizes: Vec<u64>,
-    /// The levels whose operations are task roots, lowest first; the last is the root's.
-    stages: Vec<u32>,
+    shape: Shape,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Shape {
+    Tree(tree::Tree),
+    Swing(swing::Swing),
 }
 
 impl Plan {
-    /// The plan of n!. The lowest stage is the lowest level with at most
-    /// [`LEAF_STAGE_TASKS_MAX`] operations, but not below [`LEAF_STAGE_LEVEL_MIN`] (nor above
-    /// the root); every level above it is a stage of its own, so the products near the top,
-    /// where multiplications are largest, are computed by several workers in parallel.
+    /// The plan of n!: the product tree up to [`SWING_N_MIN`], the prime swing above.
     pub fn new(n: u64) -> Plan {
-        let mut level_sizes = Vec::new();
-        if n >= 2 {
-            let mut size = (n - 1).div_ceil(MAX_OPERANDS);
-            level_sizes.push(size);
-            while size > 1 {
-                size = size.div_ceil(MAX_OPERANDS);
-                level_sizes.push(size);
-            }
-        }
-        let top = level_sizes.len() as u32;
-        let few_enough = level_sizes.iter().position(|&s| s <= LEAF_STAGE_TASKS_MAX).unwrap_or(0) as u32;
-        let lowest = few_enough.max(LEAF_STAGE_LEVEL_MIN).min(top.saturating_sub(1));
-        let stages = if top == 0 { Vec::new() } else { (lowest..top).collect() };
-        Plan { n, level_sizes, stages }
+        let shape = if n > SWING_N_MIN { Shape::Swing(swing::Swing::new(n)) } else { Shape::Tree(tree::Tree::new(n)) };
+        Plan { n, shape }
     }
 
     pub fn n(&self) -> u64 {
@@ -90,188 +99,151 @@ impl Plan {
 
     /// How many operations the whole job takes (0 for 0! and 1!, which are the empty product).
     pub fn total_ops(&self) -> u64 {
-        self.level_sizes.iter().sum()
+        match &self.shape {
+            Shape::Tree(t) => t.total_ops(),
+            Shape::Swing(s) => s.subtree_ops(s.root()),
+        }
     }
 
-    /// The root operation, whose product is n!, or `None` when there is nothing to multiply.
+    /// The root task, whose product is n!, or `None` when there is nothing to multiply.
     pub fn root(&self) -> Option<OpId> {
-        let top = self.level_sizes.len().checked_sub(1)?;
-        Some(OpId { level: top as u32, index: 0 })
-    }
-
-    /// How many operations level `level` holds.
-    pub fn level_size(&self, level: u32) -> u64 {
-        self.level_sizes.get(level as usize).copied().unwrap_or(0)
-    }
-
-    /// Whether `op` names an operation of this plan.
-    pub fn contains(&self, op: OpId) -> bool {
-        op.index < self.level_size(op.level)
+        match &self.shape {
+            Shape::Tree(t) => t.root(),
+            Shape::Swing(s) => Some(s.root()),
+        }
     }
 
     /// Whether `op` names a task of this plan (peers' messages are checked with it).
     pub fn is_task(&self, op: OpId) -> bool {
-        self.contains(op) && self.stages.contains(&op.level)
+        match &self.shape {
+            Shape::Tree(t) => t.is_task(op),
+            Shape::Swing(s) => s.is_task(op),
+        }
     }
 
-    /// The stage levels, lowest first.
-    pub fn stages(&self) -> &[u32] {
-        &self.stages
+    /// The levels that hold tasks, lowest first: a task's inputs sit on lower levels.
+    pub fn stages(&self) -> Vec<u32> {
+        match &self.shape {
+            Shape::Tree(t) => t.stages().to_vec(),
+            Shape::Swing(s) => (0..=s.root().level).collect(),
+        }
     }
 
-    /// Every task of stage level `level`, in order.
+    /// Every task of level `level`, in order.
     pub fn tasks_at(&self, level: u32) -> impl Iterator<Item = OpId> {
-        let size = if self.stages.contains(&level) { self.level_size(level) } else { 0 };
-        (0..size).map(move |index| OpId { level, index })
+        let count = match &self.shape {
+            Shape::Tree(t) => t.task_count(level),
+            Shape::Swing(s) => s.tasks_at(level),
+        };
+        (0..count).map(move |index| OpId { level, index })
     }
 
-    /// The stage level below `level`, or `None` for the lowest stage.
-    fn stage_below(&self, level: u32) -> Option<u32> {
-        self.stages.iter().copied().filter(|&s| s < level).max()
-    }
-
-    /// How many levels of operations the task `op` performs.
+    /// How many rounds of operations a leaf task (or a tree task) performs.
     pub fn task_depth(&self, op: OpId) -> u32 {
-        match self.stage_below(op.level) {
-            Some(below) => op.level - below,
-            None => op.level + 1,
+        match &self.shape {
+            Shape::Tree(t) => t.task_depth(op),
+            Shape::Swing(s) => s.task_depth(op),
         }
     }
 
     /// What the task `op` starts from. `op` must be a task of the plan.
     pub fn task_inputs(&self, op: OpId) -> TaskInputs {
         debug_assert!(self.is_task(op), "{op:?} is not a task of {}!", self.n);
-        match self.stage_below(op.level) {
-            Some(below) => {
-                let (first, end) = self.range_at(op, below);
-                TaskInputs::Products((first..end).map(|index| OpId { level: below, index }).collect())
-            }
-            None => {
-                let (first, last) = self.integers(op);
-                TaskInputs::Integers { first, last }
-            }
+        match &self.shape {
+            Shape::Tree(t) => t.task_inputs(op),
+            Shape::Swing(s) => s.task_inputs(op),
         }
     }
 
-    /// The integers `first..=last` whose product is `op`'s (for any operation of the plan).
-    pub fn integers(&self, op: OpId) -> (u64, u64) {
-        let (first_leaf, end_leaf) = self.range_at(op, 0);
-        (2 + MAX_OPERANDS * first_leaf, (1 + MAX_OPERANDS * end_leaf).min(self.n))
+    /// Whether the task `op` squares its first input before multiplying it by the others
+    /// (the swing's chain: m! = (⌊m/2⌋!)² · swing(m)).
+    pub fn squares_first(&self, op: OpId) -> bool {
+        matches!(self.shape, Shape::Swing(_)) && op.level > 0
+    }
+
+    /// The value the task `op`'s product must have.
+    pub fn product_of(&self, op: OpId) -> Product {
+        match &self.shape {
+            Shape::Tree(t) => {
+                let (first, last) = t.integers(op);
+                Product::Range { first, last }
+            }
+            Shape::Swing(s) => s.product_of(op),
+        }
     }
 
     /// The task that consumes the product of task `op`, or `None` for the root.
     pub fn task_parent(&self, op: OpId) -> Option<OpId> {
-        let above = self.stages.iter().copied().find(|&s| s > op.level)?;
-        Some(OpId { level: above, index: op.index / fan_out(above - op.level) })
+        match &self.shape {
+            Shape::Tree(t) => t.task_parent(op),
+            Shape::Swing(s) => s.task_parent(op),
+        }
     }
 
     /// How many operations of the plan the task `op` performs.
     pub fn task_ops(&self, op: OpId) -> u64 {
-        let lowest = self.stage_below(op.level).map_or(0, |below| below + 1);
-        self.ops_between(op, lowest)
+        match &self.shape {
+            Shape::Tree(t) => t.task_ops(op),
+            Shape::Swing(s) => s.task_ops(op),
+        }
     }
 
     /// How many operations of the plan lie in `op`'s whole subtree (`op` included): what a
     /// known product of `op` makes unnecessary.
     pub fn subtree_ops(&self, op: OpId) -> u64 {
-        self.ops_between(op, 0)
+        match &self.shape {
+            Shape::Tree(t) => t.subtree_ops(op),
+            Shape::Swing(s) => s.subtree_ops(op),
+        }
     }
-
-    fn ops_between(&self, op: OpId, lowest: u32) -> u64 {
-        (lowest..=op.level)
-            .map(|level| {
-                let (first, end) = self.range_at(op, level);
-                end - first
-            })
-            .sum()
-    }
-
-    /// The indices `first..end` of the operations of `level` under `op` (`level <= op.level`).
-    fn range_at(&self, op: OpId, level: u32) -> (u64, u64) {
-        let factor = fan_out(op.level - level);
-        let end = op.index.saturating_add(1).saturating_mul(factor).min(self.level_size(level));
-        (op.index.saturating_mul(factor).min(end), end)
-    }
-}
-
-/// How many operations lie `levels` levels below one operation in a full tree: `4^levels`.
-fn fan_out(levels: u32) -> u64 {
-    MAX_OPERANDS.checked_pow(levels).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every task but the root feeds exactly one task, on a higher level, that lists it; the
+    /// tasks' operations add up to the plan's.
     #[test]
-    fn empty_products_need_no_operation() {
-        for n in [0, 1] {
+    fn every_plan_is_a_tree_of_tasks() {
+        for n in [2, 20, 4_097, SWING_N_MIN, SWING_N_MIN + 1, 1_000_000, 100_000_000, 1 << 40] {
             let plan = Plan::new(n);
-            assert_eq!(plan.total_ops(), 0);
-            assert_eq!(plan.root(), None);
-            assert!(plan.stages().is_empty());
-        }
-    }
-
-    #[test]
-    fn a_small_factorial_is_one_task_over_its_whole_tree() {
-        let plan = Plan::new(20);
-        assert_eq!(plan.level_sizes, vec![5, 2, 1]);
-        let root = plan.root().unwrap();
-        assert_eq!(plan.stages(), &[2]);
-        assert_eq!(plan.task_inputs(root), TaskInputs::Integers { first: 2, last: 20 });
-        assert_eq!((plan.task_ops(root), plan.task_depth(root), plan.total_ops()), (8, 3, 8));
-        assert_eq!(plan.task_parent(root), None);
-        assert!(!plan.is_task(OpId { level: 1, index: 0 }), "inner operations are not tasks");
-        assert_eq!(Plan::new(2).task_inputs(OpId { level: 0, index: 0 }), TaskInputs::Integers { first: 2, last: 2 });
-    }
-
-    #[test]
-    fn a_million_is_cut_into_245_leaf_tasks_and_one_stage_per_level_above() {
-        let plan = Plan::new(1_000_000);
-        assert_eq!(plan.stages(), &[5, 6, 7, 8, 9]);
-        assert_eq!(plan.tasks_at(5).count(), 245);
-        assert_eq!(plan.tasks_at(4).count(), 0, "level 4 is inside the leaf tasks");
-        let first = OpId { level: 5, index: 0 };
-        assert_eq!(plan.task_inputs(first), TaskInputs::Integers { first: 2, last: 4097 });
-        assert_eq!(plan.task_ops(first), 1024 + 256 + 64 + 16 + 4 + 1);
-        let top = plan.root().unwrap();
-        assert_eq!(plan.task_depth(top), 1);
-        assert_eq!(plan.task_inputs(top), TaskInputs::Products((0..4).map(|index| OpId { level: 8, index }).collect()));
-        assert_eq!(plan.subtree_ops(top), plan.total_ops());
-    }
-
-    /// Every integer is in exactly one leaf task, every operation in exactly one task, and a
-    /// task's inputs are exactly the tasks of the stage below that name it as their parent.
-    #[test]
-    fn tasks_partition_the_tree() {
-        for n in [2, 3, 6, 20, 21, 100, 1000, 4097, 16_390, 100_000, 1_000_000, 3_000_001] {
-            let plan = Plan::new(n);
-            let stages = plan.stages().to_vec();
-            assert_eq!(stages.last().copied(), plan.root().map(|r| r.level), "n = {n}");
-            let mut next = 2;
-            let mut ops = 0;
-            for &level in &stages {
-                for task in plan.tasks_at(level) {
-                    assert!(plan.is_task(task));
-                    ops += plan.task_ops(task);
-                    match plan.task_inputs(task) {
-                        TaskInputs::Integers { first, last } => {
-                            assert_eq!((level, first), (stages[0], next), "n = {n}");
-                            next = last + 1;
-                        }
-                        TaskInputs::Products(children) => {
-                            assert!(!children.is_empty());
-                            for child in children {
-                                assert!(plan.is_task(child));
-                                assert_eq!(plan.task_parent(child), Some(task));
-                            }
-                        }
+            let (mut tasks, mut ops) = (0, 0);
+            for level in plan.stages() {
+                for op in plan.tasks_at(level) {
+                    assert!(plan.is_task(op), "{op:?} of {n}!");
+                    (tasks, ops) = (tasks + 1, ops + plan.task_ops(op));
+                    for &child in plan.task_inputs(op).children() {
+                        assert!(child.level < level && plan.task_parent(child) == Some(op), "{child:?} of {n}!");
+                    }
+                    match plan.task_parent(op) {
+                        Some(parent) => assert!(plan.task_inputs(parent).children().contains(&op)),
+                        None => assert_eq!(plan.root(), Some(op)),
                     }
                 }
             }
-            assert_eq!(next, n + 1, "n = {n}");
-            assert_eq!(ops, plan.total_ops(), "n = {n}");
+            assert_eq!(ops, plan.total_ops(), "{n}!");
+            assert_eq!(plan.root().map_or(0, |root| plan.subtree_ops(root)), plan.total_ops(), "{n}!");
+            assert!(tasks >= 1 && !plan.is_task(OpId { level: 99, index: 0 }));
         }
+    }
+
+    #[test]
+    fn a_large_factorial_is_a_chain_of_squarings_and_swings() {
+        let plan = Plan::new(1_000_000);
+        // 1,000,000 >> 8 = 3,906 is the first at most 4,096: eight swings and the base.
+        assert_eq!(plan.stages(), (0..=8).collect::<Vec<u32>>());
+        assert_eq!(plan.tasks_at(0).count(), 9);
+        assert_eq!(plan.task_inputs(OpId { level: 0, index: 0 }), TaskInputs::Swing { m: 1_000_000 });
+        assert_eq!(plan.task_inputs(OpId { level: 0, index: 8 }), TaskInputs::Integers { first: 2, last: 3_906 });
+        let root = plan.root().unwrap();
+        assert_eq!(plan.product_of(root), Product::Range { first: 2, last: 1_000_000 });
+        assert_eq!(plan.product_of(OpId { level: 7, index: 0 }), Product::Range { first: 2, last: 500_000 });
+        assert!(plan.squares_first(root) && !plan.squares_first(OpId { level: 0, index: 0 }));
+        assert_eq!(plan.task_ops(root), 2);
+        // A third of the tree's operations or fewer: the swings multiply primes only.
+        let tree = tree::Tree::new(1_000_000).total_ops();
+        assert!(plan.total_ops() * 3 < tree, "{} against the tree's {tree}", plan.total_ops());
+        assert!(!Plan::new(SWING_N_MIN).squares_first(Plan::new(SWING_N_MIN).root().unwrap()));
     }
 }

@@ -332,10 +332,8 @@ impl Scheduler {
                 if job.done.contains(&op) {
                     continue;
                 }
-                let missing = match job.plan.task_inputs(op) {
-                    TaskInputs::Integers { .. } => 0,
-                    TaskInputs::Products(children) => children.iter().filter(|c| !job.done.contains(c)).count() as u64,
-                };
+                let inputs = job.plan.task_inputs(op);
+                let missing = inputs.children().iter().filter(|c| !job.done.contains(c)).count() as u64;
                 if missing == 0 {
                     self.ready.insert(ReadyKey::new(job.seq, op));
                 } else {
@@ -549,10 +547,8 @@ impl Scheduler {
         self.ready.remove(&ReadyKey::new(job.seq, op.op));
         job.products.insert(op.op, product);
         let Some(parent) = job.plan.task_parent(op.op) else { return };
-        let missing = job.waiting.entry(parent).or_insert_with(|| match job.plan.task_inputs(parent) {
-            TaskInputs::Integers { .. } => 0,
-            TaskInputs::Products(children) => children.len() as u64,
-        });
+        let missing =
+            job.waiting.entry(parent).or_insert_with(|| job.plan.task_inputs(parent).children().len() as u64);
         *missing = missing.saturating_sub(1);
         if *missing == 0 {
             job.waiting.remove(&parent);
@@ -679,6 +675,8 @@ impl Scheduler {
                 TaskInputs::Integers { first, last } => {
                     leaf_bytes += (last + 1).saturating_sub(first) * u64::from(u64::BITS - last.leading_zeros()) / 8
                 }
+                // swing(m) has about m bits.
+                TaskInputs::Swing { m } => leaf_bytes += m / 8,
                 TaskInputs::Products(_) => {
                     operand_bytes += item.operands.iter().map(|o| o.byte_len() as u64).sum::<u64>()
                 }
@@ -696,12 +694,8 @@ impl Scheduler {
         let job_id = self.job_by_seq.get(&key.job_seq)?.clone();
         let job = self.jobs.get_mut(&job_id)?;
         let op = key.op();
-        let operands = match job.plan.task_inputs(op) {
-            TaskInputs::Integers { .. } => Vec::new(),
-            TaskInputs::Products(children) => {
-                children.iter().map(|c| job.products.get(c).cloned()).collect::<Option<Vec<Big>>>()?
-            }
-        };
+        let inputs = job.plan.task_inputs(op);
+        let operands = inputs.children().iter().map(|c| job.products.get(c).cloned()).collect::<Option<Vec<Big>>>()?;
         if !job.dispatched.insert(op) {
             job.reexecuted += job.plan.task_ops(op);
         }

@@ -5,7 +5,7 @@
 
 use crate::checkpoint::Fact;
 use crate::config::{Members, SharedSettings};
-use crate::coordinator::fingerprint::{self, plausible_range_bits, Fingerprint};
+use crate::coordinator::fingerprint::{self, plausible_value_bits, Fingerprint};
 use crate::coordinator::Plan;
 use facto_elections::{Epoch, Leadership, NodeId};
 use std::collections::HashMap;
@@ -92,8 +92,7 @@ pub fn replicated_facts(
                     return Err(format!("{op:?} is not a task of job {job} ({n}!)"));
                 }
                 if let Fact::Product { product, .. } = fact {
-                    let (first, last) = plan.integers(*op);
-                    if !plausible_range_bits(product.significant_bits(), first, last) {
+                    if !plausible_value_bits(product.significant_bits(), plan.product_of(*op)) {
                         return Err(format!(
                             "a product of {} bits cannot be task {op:?} of {n}!",
                             product.significant_bits()

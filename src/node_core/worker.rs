@@ -5,7 +5,7 @@
 //! task's root product.
 
 use crate::bignum::Big;
-use crate::coordinator::{Plan, Task, TaskInputs, MAX_OPERANDS};
+use crate::coordinator::{primes, Plan, Task, TaskInputs, MAX_OPERANDS};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What this node computed as a worker (shown in `/status`).
@@ -31,10 +31,7 @@ pub fn check(task: &Task, max_n: u64) -> Result<(), String> {
     if !plan.is_task(task.op) {
         return Err(format!("{name} is not a task of its plan"));
     }
-    let expected = match plan.task_inputs(task.op) {
-        TaskInputs::Integers { .. } => 0,
-        TaskInputs::Products(children) => children.len(),
-    };
+    let expected = plan.task_inputs(task.op).children().len();
     if task.operands.len() != expected {
         return Err(format!("{name} carries {} operands; its plan calls for {expected}", task.operands.len()));
     }
@@ -51,6 +48,8 @@ pub fn is_light(task: &Task) -> bool {
         TaskInputs::Integers { first, last } => {
             last.saturating_sub(first).saturating_add(1).saturating_mul(u64::from(64 - last.leading_zeros()))
         }
+        // swing(m) has about m bits.
+        TaskInputs::Swing { m } => m,
         TaskInputs::Products(_) => task.operands.iter().map(Big::significant_bits).sum(),
     };
     bits <= LIGHT_BITS_MAX
@@ -67,12 +66,29 @@ pub fn compute(task: Task, stats: &WorkerStats) -> Big {
         stats.operations_computed.fetch_add(1, Ordering::Relaxed);
         stats.max_operands.fetch_max(operands as u64, Ordering::Relaxed);
     };
+    if plan.squares_first(task.op) {
+        let mut operands = task.operands.into_iter();
+        let (Some(half), Some(swing)) = (operands.next(), operands.next()) else { return Big::one() };
+        (count(1), count(2));
+        return Big::square_times(half, &swing);
+    }
     let mut values = match plan.task_inputs(task.op) {
-        TaskInputs::Integers { first, last } => Big::multiply_integers_in_rounds(first, last, rounds, fan_in, count),
+        TaskInputs::Integers { first, last } => Big::multiply_words_in_rounds(first..=last, rounds, fan_in, count),
+        TaskInputs::Swing { m } => Big::multiply_words_in_rounds(swing_factors(m), rounds, fan_in, count),
         TaskInputs::Products(_) => Big::multiply_in_rounds(task.operands, rounds, fan_in, count),
     };
     debug_assert_eq!(values.len(), 1, "a checked task reduces to one product");
     values.pop().unwrap_or_else(Big::one)
+}
+
+/// The prime powers of swing(m), in order of their primes: each at most m, one word.
+fn swing_factors(m: u64) -> Vec<u64> {
+    let mut factors = Vec::new();
+    primes::for_each_prime(m, |p| match primes::swing_exponent(m, p) {
+        0 => {}
+        e => factors.push(p.pow(e)),
+    });
+    factors
 }
 
 /// n! by the cluster's own plan and task code, every task in turn in this thread: the
@@ -80,12 +96,9 @@ pub fn compute(task: Task, stats: &WorkerStats) -> Big {
 pub fn compute_in_one_thread(n: u64, stats: &WorkerStats) -> Big {
     let plan = Plan::new(n);
     let mut products = std::collections::BTreeMap::new();
-    for &level in plan.stages() {
+    for level in plan.stages() {
         for op in plan.tasks_at(level) {
-            let operands = match plan.task_inputs(op) {
-                TaskInputs::Integers { .. } => Vec::new(),
-                TaskInputs::Products(children) => children.iter().filter_map(|c| products.remove(c)).collect(),
-            };
+            let operands = plan.task_inputs(op).children().iter().filter_map(|c| products.remove(c)).collect();
             products.insert(op, compute(Task { n, op, operands }, stats));
         }
     }
@@ -99,12 +112,37 @@ mod tests {
 
     #[test]
     fn tasks_compute_every_operation_of_the_plan_with_at_most_four_values() {
-        for n in [2, 5, 20, 100, 5_000, 70_000] {
+        for n in [2, 5, 20, 100, 5_000, 70_000, 100_001, 262_145] {
             let stats = WorkerStats::default();
             assert_eq!(compute_in_one_thread(n, &stats), Big::factorial(n), "{n}!");
             assert_eq!(stats.operations_computed.load(Ordering::Relaxed), Plan::new(n).total_ops(), "{n}!");
             assert!(stats.max_operands.load(Ordering::Relaxed) <= MAX_OPERANDS);
         }
+    }
+
+    /// Each task of a swing plan, computed alone, passes the coordinator's check, and its
+    /// product is the value the plan says; a product off by one does not pass.
+    #[test]
+    fn swing_tasks_pass_the_coordinators_check() {
+        use crate::coordinator::fingerprint::{check_answer, check_subtree};
+        use crate::coordinator::{Fingerprint, OpRef, WorkItem};
+        let (n, fp, stats) = (150_001, Fingerprint::new(3), WorkerStats::default());
+        let plan = Plan::new(n);
+        let mut products = std::collections::BTreeMap::new();
+        for level in plan.stages() {
+            for op in plan.tasks_at(level) {
+                let operands: Vec<Big> =
+                    plan.task_inputs(op).children().iter().map(|c| products.get(c).cloned().unwrap()).collect();
+                let item = WorkItem { op: OpRef { job: "1-1".into(), op }, n, operands: operands.clone() };
+                let product = compute(Task { n, op, operands }, &stats);
+                assert!(check_answer(&fp, &[item.clone()], &[(item.op.clone(), product.clone())]).is_ok(), "{op:?}");
+                assert!(check_subtree(&fp, &plan, op, &product), "{op:?}");
+                let forged = Big::product(&[product.clone(), Big::from(3)]);
+                assert!(check_answer(&fp, &[item.clone()], &[(item.op, forged)]).is_err(), "{op:?}");
+                products.insert(op, product);
+            }
+        }
+        assert_eq!(products[&plan.root().unwrap()], Big::factorial(n));
     }
 
     #[test]
@@ -117,7 +155,7 @@ mod tests {
         assert!(check(&task(20, OpId { level: 2, index: 1 }, &[]), 1_000).is_err());
         assert!(check(&task(u64::MAX, OpId { level: 0, index: 0 }, &[]), 1_000).unwrap_err().contains("--max-n"));
         let top = root(1_000_000);
-        assert!(check(&task(1_000_000, top, &[1, 2, 3, 4]), 1_000_000).is_ok());
-        assert!(check(&task(1_000_000, top, &[1, 2, 3, 4, 5]), 1_000_000).is_err());
+        assert!(check(&task(1_000_000, top, &[1, 2]), 1_000_000).is_ok(), "(500,000!)² · swing(1,000,000)");
+        assert!(check(&task(1_000_000, top, &[1, 2, 3, 4]), 1_000_000).is_err());
     }
 }
