@@ -68,11 +68,12 @@ fn small_primes(limit: u64) -> Vec<u64> {
 
 /// ⌊√x⌋.
 pub fn isqrt(x: u64) -> u64 {
+    let square_above = |r: u64| r.checked_mul(r).is_none_or(|square| square > x);
     let mut r = (x as f64).sqrt() as u64;
-    while r.saturating_mul(r) > x {
+    while square_above(r) {
         r -= 1;
     }
-    while (r + 1).saturating_mul(r + 1) <= x {
+    while !square_above(r + 1) {
         r += 1;
     }
     r
