@@ -547,8 +547,7 @@ impl Scheduler {
         self.ready.remove(&ReadyKey::new(job.seq, op.op));
         job.products.insert(op.op, product);
         let Some(parent) = job.plan.task_parent(op.op) else { return };
-        let missing =
-            job.waiting.entry(parent).or_insert_with(|| job.plan.task_inputs(parent).children().len() as u64);
+        let missing = job.waiting.entry(parent).or_insert_with(|| job.plan.task_inputs(parent).children().len() as u64);
         *missing = missing.saturating_sub(1);
         if *missing == 0 {
             job.waiting.remove(&parent);

@@ -112,7 +112,8 @@ impl Swing {
         if op.level == 0 {
             return self.task_ops(op);
         }
-        let swings: u64 = (self.steps - op.level..self.steps).map(|k| self.task_ops(OpId { level: 0, index: k.into() })).sum();
+        let swings: u64 =
+            (self.steps - op.level..self.steps).map(|k| self.task_ops(OpId { level: 0, index: k.into() })).sum();
         2 * u64::from(op.level) + swings + self.task_ops(OpId { level: 0, index: self.steps.into() })
     }
 }
