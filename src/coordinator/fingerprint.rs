@@ -1,11 +1,11 @@
 //! Checks of products that trust no worker and no peer: a product's residue modulo a prime
 //! chosen at random by the checker must equal the product of its operands' residues (for a
-//! task that starts from integers, of the integers). A corrupted or forged product passes
+//! task that starts from integers, of the integers; for a swing, m! / (⌊m/2⌋!)²). A corrupted or forged product passes
 //! only if its difference from the true one is a multiple of that prime, which a forger does
 //! not know; and a product of the wrong size is refused before any residue is taken.
 //!
 //! Cost (1,000,000!, measured in docs/BENCHMARKS.md): one pass over every operand and product
-//! byte, plus one modular multiplication per integer of the leaf tasks.
+//! byte, plus one modular multiplication per integer of the leaf tasks (m for swing(m)).
 
 use crate::bignum::Big;
 use crate::coordinator::{OpId, OpRef, Plan, Product, WorkItem};
