@@ -90,7 +90,7 @@ proptest! {
     #[test]
     fn plans_answer_for_any_operation(n in prop_oneof![small_n(), 0u64..(1 << 40)], op in op()) {
         let plan = Plan::new(n);
-        let _ = (plan.contains(op), plan.root(), plan.task_parent(op), plan.integers(op));
+        let _ = (plan.is_task(op), plan.root(), plan.task_parent(op), plan.product_of(op), plan.squares_first(op));
         if plan.is_task(op) {
             let _ = (plan.task_inputs(op), plan.task_ops(op), plan.subtree_ops(op));
         }

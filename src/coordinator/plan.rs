@@ -24,6 +24,10 @@ pub const MAX_OPERANDS: u64 = 4;
 /// Factorials above this use the prime swing: below it the tree's few tasks are fast and
 /// spread over the workers at once, while the swing's chain is a line of small tasks.
 pub const SWING_N_MIN: u64 = 100_000;
+/// ... and up to this: n! has 7·10¹¹ digits here, beyond any cluster, while the swing's prime
+/// counts take O(√n) memory. Above it the tree, built in O(log n) for any n, so a hostile or
+/// damaged n costs a node nothing.
+pub const SWING_N_MAX: u64 = 1 << 36;
 
 /// One operation in a job's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -87,9 +91,14 @@ enum Shape {
 }
 
 impl Plan {
-    /// The plan of n!: the product tree up to [`SWING_N_MIN`], the prime swing above.
+    /// The plan of n!: the prime swing from [`SWING_N_MIN`] to [`SWING_N_MAX`], the product
+    /// tree elsewhere.
     pub fn new(n: u64) -> Plan {
-        let shape = if n > SWING_N_MIN { Shape::Swing(swing::Swing::new(n)) } else { Shape::Tree(tree::Tree::new(n)) };
+        let shape = if (SWING_N_MIN + 1..=SWING_N_MAX).contains(&n) {
+            Shape::Swing(swing::Swing::new(n))
+        } else {
+            Shape::Tree(tree::Tree::new(n))
+        };
         Plan { n, shape }
     }
 
@@ -206,7 +215,7 @@ mod tests {
     /// tasks' operations add up to the plan's.
     #[test]
     fn every_plan_is_a_tree_of_tasks() {
-        for n in [2, 20, 4_097, SWING_N_MIN, SWING_N_MIN + 1, 1_000_000, 100_000_000, 1 << 40] {
+        for n in [2, 20, 4_097, SWING_N_MIN, SWING_N_MIN + 1, 1_000_000, 100_000_000, SWING_N_MAX, 1 << 40] {
             let plan = Plan::new(n);
             let (mut tasks, mut ops) = (0, 0);
             for level in plan.stages() {
@@ -244,6 +253,8 @@ mod tests {
         // A third of the tree's operations or fewer: the swings multiply primes only.
         let tree = tree::Tree::new(1_000_000).total_ops();
         assert!(plan.total_ops() * 3 < tree, "{} against the tree's {tree}", plan.total_ops());
-        assert!(!Plan::new(SWING_N_MIN).squares_first(Plan::new(SWING_N_MIN).root().unwrap()));
+        for tree in [SWING_N_MIN, SWING_N_MAX + 1] {
+            assert!(!Plan::new(tree).squares_first(Plan::new(tree).root().unwrap()), "{tree}! is a tree");
+        }
     }
 }

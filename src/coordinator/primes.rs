@@ -87,6 +87,8 @@ pub struct PrimeCounts {
     small: Vec<u64>,
     /// π(⌊n/i⌋) for i in 1..=⌊√n⌋ (index 0 unused).
     large: Vec<u64>,
+    /// The primes up to ⌊√n⌋.
+    small_primes: Vec<u64>,
 }
 
 impl PrimeCounts {
@@ -95,7 +97,7 @@ impl PrimeCounts {
         let small_max = n / root;
         // Before any sieving: every integer from 2 up to v counts.
         let mut small: Vec<u64> = (0..=small_max).map(|v| v.saturating_sub(1)).collect();
-        let mut large: Vec<u64> = (0..=root).map(|i| if i == 0 { 0 } else { (n / i).saturating_sub(1) }).collect();
+        let mut large: Vec<u64> = (0..=root).map(|i| n.checked_div(i).map_or(0, |v| v.saturating_sub(1))).collect();
         for p in 2..=root {
             if small[p as usize] == small[p as usize - 1] {
                 continue;
@@ -112,7 +114,7 @@ impl PrimeCounts {
                 small[v as usize] -= small[(v / p) as usize] - below;
             }
         }
-        PrimeCounts { n, small, large }
+        PrimeCounts { n, small, large, small_primes: small_primes(root) }
     }
 
     /// π(v); `v` must be at most n/⌊√n⌋ or of the form ⌊n/i⌋.
@@ -132,7 +134,8 @@ impl PrimeCounts {
     pub fn swing_factors(&self, m: u64) -> u64 {
         debug_assert!(m <= self.n);
         let root = isqrt(m);
-        let mut count = small_primes(root).into_iter().filter(|&p| swing_exponent(m, p) > 0).count() as u64;
+        let below_root = self.small_primes.iter().take_while(|&&p| p <= root);
+        let mut count = below_root.filter(|&&p| swing_exponent(m, p) > 0).count() as u64;
         let mut q = 1;
         while m / q > root {
             let low = (m / (q + 1)).max(root);

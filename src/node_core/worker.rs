@@ -69,7 +69,8 @@ pub fn compute(task: Task, stats: &WorkerStats) -> Big {
     if plan.squares_first(task.op) {
         let mut operands = task.operands.into_iter();
         let (Some(half), Some(swing)) = (operands.next(), operands.next()) else { return Big::one() };
-        (count(1), count(2));
+        count(1);
+        count(2);
         return Big::square_times(half, &swing);
     }
     let mut values = match plan.task_inputs(task.op) {
@@ -135,10 +136,16 @@ mod tests {
                     plan.task_inputs(op).children().iter().map(|c| products.get(c).cloned().unwrap()).collect();
                 let item = WorkItem { op: OpRef { job: "1-1".into(), op }, n, operands: operands.clone() };
                 let product = compute(Task { n, op, operands }, &stats);
-                assert!(check_answer(&fp, &[item.clone()], &[(item.op.clone(), product.clone())]).is_ok(), "{op:?}");
+                assert!(
+                    check_answer(&fp, std::slice::from_ref(&item), &[(item.op.clone(), product.clone())]).is_ok(),
+                    "{op:?}"
+                );
                 assert!(check_subtree(&fp, &plan, op, &product), "{op:?}");
                 let forged = Big::product(&[product.clone(), Big::from(3)]);
-                assert!(check_answer(&fp, &[item.clone()], &[(item.op, forged)]).is_err(), "{op:?}");
+                assert!(
+                    check_answer(&fp, std::slice::from_ref(&item), &[(item.op.clone(), forged)]).is_err(),
+                    "{op:?}"
+                );
                 products.insert(op, product);
             }
         }

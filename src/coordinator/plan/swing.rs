@@ -68,7 +68,7 @@ impl Swing {
 
     /// The swing that chain level `level` multiplies by.
     fn swing_of(&self, level: u32) -> OpId {
-        OpId { level: 0, index: u64::from(self.steps - level) }
+        OpId { level: 0, index: u64::from(self.steps.saturating_sub(level)) }
     }
 
     /// The value a task's product must be.
@@ -76,7 +76,7 @@ impl Swing {
         match op.level {
             0 if op.index < u64::from(self.steps) => Product::Swing { m: self.n >> op.index },
             0 => Product::Range { first: 2, last: self.base() },
-            level => Product::Range { first: 2, last: self.n >> (self.steps - level) },
+            level => Product::Range { first: 2, last: self.n >> self.steps.saturating_sub(level) },
         }
     }
 
