@@ -44,9 +44,13 @@ fn a_heavy_job_keeps_its_coordinator(extra_args: &[&str], jobs: usize, expected:
     assert!(by_workers >= 3 * jobs as u64, "{by_workers} conversion tasks for {jobs} jobs:\n{}", cluster.logs());
     // Answered batches are made durable in rounds, not one by one (docs/DESIGN.md, "When:
     // in rounds"): one checkpoint write to a peer per batch sent cost half the checkpoints.
-    // (A 1,000,000! job makes about 60 batches and 5 rounds here, 7 on one core.)
+    // (A 1,000,000! job, a prime swing of 9 leaf tasks and a chain of 8, makes about 13 batches
+    // and 4 rounds here: the chain's small links are answered while a round is on its way.)
     let (writes, batches) = (sent(&cluster, leader, "checkpoint_write"), sent(&cluster, leader, "work"));
-    assert!(batches > 50 && writes * 2 <= batches, "{writes} checkpoint writes to peers for {batches} batches");
+    assert!(
+        batches >= 10 * jobs as u64 && writes * 2 <= batches,
+        "{writes} checkpoint writes to peers for {batches} batches"
+    );
 }
 
 /// How many messages of `kind` member `id` sent to its peers (its `/metrics`).
